@@ -1,0 +1,45 @@
+# crmsync — every target creates .venv and installs from pyproject.toml when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint format demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install crmsync with its dev tools
+
+test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+test-slow: $(STAMP) ## run the long variants (model-based test with many examples, big data)
+	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP) ## ruff, mypy and the import layers
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: $(STAMP) ## run the main job on the embedded default (SQLite, no Redis) with the sandbox
+	$(BIN)/python -m cli.demo
+
+bench: $(STAMP) ## print the benchmark figures (PostgreSQL, the sandbox, the worker)
+	$(BIN)/python -m bench.run
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,226 @@
+"""The connector contract: what the sync engine may ask of any CRM.
+
+A connector speaks in *plain customer field names*, flattened with dots, so that it needs
+no model from ``sync/``:
+
+    customer_name, email, phone_number, currency,
+    address.line1 .. address.line3, address.city, address.state, address.zipCode,
+    address.country, address.country_code,
+    ship_to_address.<same parts>, custom_data.<key>
+
+A value is a ``str``, ``bool``, ``int``, ``float`` or ``None`` (empty in the CRM).
+
+The engine drives a connector like this:
+
+    connector = registry.create("hubspot", ConnectionConfig(...))
+    for page in connector.pull_customers(cursor, full=False):
+        ...                       # merge page.records, commit, then store page.cursor
+    results = connector.push_customers([CustomerPush(...), ...])
+
+Reading (``pull_*``) and writing (``push_customers``) are separate. Every API call goes
+through :func:`connectors.calls.call_crm`, the one place where errors are classified and
+retriable errors are retried (see ``connectors/errors.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+FieldValue = str | bool | int | float | None
+CustomerFields = dict[str, FieldValue]
+
+Direction = Literal["both", "crm_to_billing", "billing_to_crm", "none"]
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything a connector needs to talk to one tenant's CRM.
+
+    ``credentials`` holds decrypted secrets (tokens, client secret, webhook secret); the
+    connector must never log or print them. ``settings`` holds the non-secret options
+    (instance URL / host, CA bundle, external-ID field, API version, ...).
+    ``field_map`` holds per-connection overrides: customer field -> CRM field name, added
+    to (or replacing) the connector's default map; a value of ``None`` unmaps a field.
+    """
+
+    connection_id: str
+    credentials: Mapping[str, str]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    field_map: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CrmField:
+    """One field the CRM object has, as ``describe_fields`` reports it."""
+
+    name: str
+    label: str
+    type: str
+    updateable: bool = True
+
+
+@dataclass(frozen=True)
+class CrmCustomer:
+    """A CRM account / company as customer fields.
+
+    ``deleted`` is true for a record in the recycle bin / archived. ``merged_into`` names the
+    surviving record when this one was merged away. ``modified_at`` is the CRM's own change
+    stamp (Salesforce ``SystemModstamp``, HubSpot ``hs_lastmodifieddate``).
+    """
+
+    id: str
+    fields: CustomerFields
+    modified_at: datetime | None = None
+    deleted: bool = False
+    merged_into: str | None = None
+
+
+@dataclass(frozen=True)
+class CrmContact:
+    """A CRM contact attached to a CRM account / company (``customer_id``, may be None)."""
+
+    id: str
+    customer_id: str | None
+    name: str
+    email: str | None
+    modified_at: datetime | None = None
+    deleted: bool = False
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a pull. ``cursor`` resumes the pull *after* this page; the engine stores
+    it in the same transaction as the page's records, so a killed run resumes here."""
+
+    records: list[T]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class CustomerPush:
+    """A billing-side change to write to the CRM.
+
+    ``crm_id`` None means create: the connector creates the record idempotently, keyed by
+    ``billing_id`` (Salesforce: upsert on the external-ID field; HubSpot: batch upsert on a
+    unique property), so that a retry after a crash never creates a second record.
+    ``fields`` holds only the fields to write.
+    """
+
+    billing_id: str
+    crm_id: str | None
+    fields: CustomerFields
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """A record the CRM refused (validation, duplicate, lock), with the CRM's own words."""
+
+    kind: Literal["validation", "duplicate", "retriable", "not_found", "other"]
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The outcome for one :class:`CustomerPush`, matched by ``billing_id`` (never by
+    position). ``crm_id`` is set on success (the new id for a create)."""
+
+    billing_id: str
+    crm_id: str | None
+    error: RecordError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A webhook as received: ``url`` is the full public URL the CRM called."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+WebhookEventKind = Literal["changed", "created", "deleted", "merged", "restored"]
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """One event from a webhook body. ``key`` is the CRM's de-duplication key (HubSpot
+    ``eventId``, Salesforce Notification ``Id``); ``crm_id`` the record it names."""
+
+    key: str
+    kind: WebhookEventKind
+    object_type: Literal["customer", "contact"]
+    crm_id: str
+    occurred_at: datetime | None = None
+    merged_into: str | None = None
+    merged_ids: tuple[str, ...] = ()
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RateGate(Protocol):
+    """Shared rate budget for one connection; ``connectors`` only sees this interface.
+
+    The default is :class:`connectors.calls.LocalRateGate`; ``tasks/`` supplies one kept in
+    Redis so that every worker shares the budget and every worker waits when the CRM says
+    wait."""
+
+    def acquire(self) -> None:
+        """Block until one API call may be made."""
+
+    def pause(self, seconds: float) -> None:
+        """The CRM asked everyone to wait ``seconds`` (429, Retry-After, limit exceeded)."""
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Correct the budget from the CRM's rate-limit headers."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What every CRM connector provides. Construct with ``Connector(config, gate=...)``."""
+
+    key: ClassVar[str]
+    #: the customer fields this connection maps (defaults plus overrides), in a stable order
+    mapped_fields: tuple[str, ...]
+    #: API calls made by this instance so far (for run records and benchmarks)
+    api_calls: int
+
+    def check(self) -> None:
+        """Authenticate and validate the field map against ``describe_fields``; raise
+        ``ConfigError`` / ``AuthError`` with a clear message. Used when a connection is
+        added and by ``connections test``."""
+
+    def describe_fields(self) -> list[CrmField]:
+        """The fields of the CRM object behind a customer."""
+
+    def pull_customers(self, cursor: str | None, *, full: bool = False) -> Iterator[Page[CrmCustomer]]:
+        """Changed (``full=False``) or all (``full=True``) accounts / companies since
+        ``cursor``, oldest change first, including deleted and merged ones, as pages."""
+
+    def pull_contacts(self, cursor: str | None, *, full: bool = False) -> Iterator[Page[CrmContact]]:
+        """Changed or all contacts since ``cursor``, with the account / company they
+        belong to."""
+
+    def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        """The named accounts / companies (batched); missing ones are returned deleted."""
+
+    def push_customers(self, pushes: Sequence[CustomerPush]) -> list[PushResult]:
+        """Write billing-side changes and creates in batches (Salesforce 200, HubSpot 100);
+        one result per push. Raises only for whole-batch failures (retriable, auth)."""
+
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """Raise ``WebhookRejected`` unless the request is authentic and fresh."""
+
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+        """The events of a verified webhook body; raise ``WebhookRejected`` (400) when
+        malformed."""

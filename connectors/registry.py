@@ -1,0 +1,38 @@
+"""Connectors are plug-ins found through the ``crmsync.connectors`` entry-point group."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from connectors.base import ConnectionConfig, Connector, RateGate
+from connectors.errors import ConfigError
+
+GROUP = "crmsync.connectors"
+
+
+@cache
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def available() -> list[str]:
+    """The keys of every installed connector."""
+    return sorted(_entry_points())
+
+
+def connector_class(key: str) -> type[Connector]:
+    """The connector class registered under ``key``; an unknown key is a ``ConfigError``."""
+    eps = _entry_points()
+    if key not in eps:
+        known = ", ".join(available()) or "none"
+        raise ConfigError(f"unknown CRM connector {key!r} (installed: {known})")
+    cls: type[Connector] = eps[key].load()
+    return cls
+
+
+def create(key: str, config: ConnectionConfig, gate: RateGate | None = None) -> Connector:
+    """Build the connector ``key`` for one connection."""
+    cls = connector_class(key)
+    return cls(config, gate=gate)  # type: ignore[call-arg]

@@ -1,0 +1,243 @@
+"""Billing-side customer operations: create, update, read, import.
+
+Every create or update writes its outbox entry in the same transaction, so the change is
+pushed to each connected CRM exactly when it is committed. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sync.customer import Customer, CustomerIn, CustomerPatch, flatten
+from sync.store import repository
+from sync.store.models import CustomerRow, new_id
+
+
+class CustomerError(Exception):
+    """Base of the errors a customer operation reports to its caller."""
+
+
+class CustomerNotFound(CustomerError):
+    pass
+
+
+class DuplicateCustomer(CustomerError):
+    """Another customer of the organisation already has this ``external_id`` or ``email``."""
+
+    def __init__(self, field: str, value: str):
+        super().__init__(f"a customer with {field} {value!r} already exists")
+        self.field = field
+        self.value = value
+
+
+class CustomerRuleBroken(CustomerError):
+    """A rule that needs the store to check (business entities)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def to_public(row: CustomerRow) -> dict[str, Any]:
+    """A customer row as the public shape (JSON-ready dict)."""
+    data = {column: getattr(row, column) for column in repository.CUSTOMER_COLUMNS}
+    data["id"] = row.id
+    return data
+
+
+def to_model(row: CustomerRow) -> Customer:
+    return Customer.model_validate(to_public(row))
+
+
+def _columns(data: CustomerIn | CustomerPatch, *, only_set: bool) -> dict[str, Any]:
+    dumped = data.model_dump(mode="json", exclude_unset=only_set, exclude={"contacts"})
+    return {k: v for k, v in dumped.items() if k in repository.CUSTOMER_COLUMNS}
+
+
+def _check_business_entity(session: Session, organisation_id: str, entity_id: str | None) -> None:
+    if entity_id is None:
+        return
+    if not repository.business_entity_ids(session, organisation_id, [entity_id]):
+        raise CustomerRuleBroken(
+            "business_entity_id", f"{entity_id} is not a business entity of this organisation"
+        )
+
+
+def _check_unique(
+    session: Session, organisation_id: str, columns: dict[str, Any], exclude_id: str | None = None
+) -> None:
+    external_id, email = columns.get("external_id"), columns.get("email")
+    if external_id:
+        found = repository.find_customers_by_external_ids(session, organisation_id, [external_id])
+        if external_id in found and found[external_id].id != exclude_id:
+            raise DuplicateCustomer("external_id", external_id)
+    if email:
+        found = repository.find_customers_by_emails(session, organisation_id, [email])
+        if email in found and found[email].id != exclude_id:
+            raise DuplicateCustomer("email", email)
+
+
+def create_customer(session: Session, organisation_id: str, data: CustomerIn) -> Customer:
+    """Create a customer and log it in the outbox."""
+    columns = _columns(data, only_set=False)
+    _check_business_entity(session, organisation_id, columns["business_entity_id"])
+    _check_unique(session, organisation_id, columns)
+    row = CustomerRow(id=new_id(), organisation_id=organisation_id, **columns)
+    session.add(row)
+    session.flush()
+    repository.replace_contacts(
+        session, organisation_id, row.id, [c.model_dump(mode="json") for c in data.contacts]
+    )
+    changed = [k for k, v in flatten(to_public(row)).items() if v not in (None, "")]
+    repository.add_outbox_entries(session, organisation_id, [(row.id, changed)])
+    return to_model(row)
+
+
+def update_customer(
+    session: Session, organisation_id: str, customer_id: str, patch: CustomerPatch
+) -> Customer:
+    """Apply the fields given in ``patch``; log the changed fields in the outbox.
+
+    ``business_entity_id`` may be set once; changing it afterwards is refused.
+    """
+    row = repository.get_customer(session, organisation_id, customer_id)
+    if row is None:
+        raise CustomerNotFound(customer_id)
+    columns = _columns(patch, only_set=True)
+    if "business_entity_id" in columns:
+        new_entity = columns["business_entity_id"]
+        if row.business_entity_id is not None and new_entity != row.business_entity_id:
+            raise CustomerRuleBroken(
+                "business_entity_id", "cannot be changed once set (it is fixed at creation)"
+            )
+        _check_business_entity(session, organisation_id, new_entity)
+    _check_unique(session, organisation_id, columns, exclude_id=row.id)
+    before = flatten(to_public(row))
+    for column, value in columns.items():
+        setattr(row, column, value)
+    if patch.contacts is not None:
+        repository.replace_contacts(
+            session, organisation_id, row.id, [c.model_dump(mode="json") for c in patch.contacts]
+        )
+    after = flatten(to_public(row))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        row.updated_at = repository.utcnow()
+        repository.add_outbox_entries(session, organisation_id, [(row.id, changed)])
+    session.flush()
+    return to_model(row)
+
+
+def get_customer(session: Session, organisation_id: str, customer_id: str) -> Customer:
+    row = repository.get_customer(session, organisation_id, customer_id)
+    if row is None:
+        raise CustomerNotFound(customer_id)
+    return to_model(row)
+
+
+def list_customers(
+    session: Session,
+    organisation_id: str,
+    *,
+    external_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Customer]:
+    rows = repository.list_customers(
+        session, organisation_id, external_id=external_id, limit=limit, offset=offset
+    )
+    return [to_model(row) for row in rows]
+
+
+@dataclass
+class ImportSummary:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    customer_ids: list[str] = field(default_factory=list)
+
+
+def import_customers(
+    session: Session, organisation_id: str, records: Sequence[CustomerIn]
+) -> ImportSummary:
+    """Create or update many customers keyed by ``external_id`` in bulk statements.
+
+    Idempotent: importing the same records again changes nothing and logs nothing. A record
+    without ``external_id`` is matched by ``email``, else created. ``business_entity_id`` of
+    an existing customer is never changed (a different one is an error).
+    """
+    summary = ImportSummary()
+    entity_ids = {str(r.business_entity_id) for r in records if r.business_entity_id}
+    unknown = entity_ids - repository.business_entity_ids(session, organisation_id, entity_ids)
+    if unknown:
+        raise CustomerRuleBroken(
+            "business_entity_id", f"not business entities of this organisation: {sorted(unknown)}"
+        )
+    by_external = repository.find_customers_by_external_ids(
+        session, organisation_id, [r.external_id for r in records if r.external_id]
+    )
+    by_email = repository.find_customers_by_emails(
+        session, organisation_id, [r.email for r in records if r.email and not r.external_id]
+    )
+    upserts: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    changes: list[tuple[str, list[str]]] = []
+    for record in records:
+        columns = _columns(record, only_set=False)
+        existing = (
+            by_external.get(record.external_id)
+            if record.external_id
+            else by_email.get(record.email or "")
+        )
+        if existing is None:
+            row = {"id": new_id(), **columns}
+            (upserts if record.external_id else inserts).append(row)
+            changed = [k for k, v in flatten(row).items() if v not in (None, "")]
+            changes.append((row["id"], changed))
+            summary.created += 1
+            summary.customer_ids.append(row["id"])
+            continue
+        summary.customer_ids.append(existing.id)
+        if existing.business_entity_id and columns["business_entity_id"] not in (
+            None,
+            existing.business_entity_id,
+        ):
+            raise CustomerRuleBroken(
+                "business_entity_id",
+                f"customer {existing.external_id or existing.email}: cannot be changed once set",
+            )
+        columns["business_entity_id"] = existing.business_entity_id or columns["business_entity_id"]
+        before = to_public(existing)
+        if all(before[k] == v for k, v in columns.items()):
+            summary.unchanged += 1
+            continue
+        flat_before, flat_after = flatten(before), flatten({**before, **columns})
+        changed = sorted(
+            k
+            for k in flat_before.keys() | flat_after.keys()
+            if flat_before.get(k) != flat_after.get(k)
+        )
+        changes.append((existing.id, changed))
+        summary.updated += 1
+        if record.external_id:
+            upserts.append({"id": existing.id, **columns})
+        else:
+            repository.update_customers(
+                session,
+                organisation_id,
+                [
+                    {
+                        "id": existing.id,
+                        **{k: v for k, v in columns.items() if k != "business_entity_id"},
+                    }
+                ],
+            )
+    repository.upsert_customers(session, organisation_id, upserts)
+    repository.insert_customers(session, organisation_id, inserts)
+    repository.add_outbox_entries(session, organisation_id, changes)
+    return summary

@@ -1,0 +1,51 @@
+"""The one settings object: environment variables prefixed ``CRMSYNC_`` (and ``.env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """crmsync's settings. With none set, it runs on the embedded default: a SQLite file in
+    the working directory and no Redis."""
+
+    model_config = SettingsConfigDict(env_prefix="CRMSYNC_", env_file=".env", extra="ignore")
+
+    #: the store; ``postgresql+psycopg://...`` selects PostgreSQL
+    database_url: str = f"sqlite:///{Path.cwd() / 'crmsync.db'}"
+    #: Celery's broker (Redis); empty runs tasks without one (embedded default)
+    broker_url: str = ""
+    #: Redis for locks and the shared rate budget; defaults to the broker when that is Redis
+    redis_url: str = ""
+    #: key that encrypts stored CRM credentials (a Fernet key: ``crmsync secret-key``)
+    secret_key: SecretStr | None = None
+    #: the public base URL CRMs call webhooks on (behind a proxy: what the CRM sees)
+    public_base_url: str = "http://127.0.0.1:8000"
+    #: largest webhook body accepted, in bytes
+    webhook_max_bytes: int = 1_000_000
+    #: Celery soft and hard time limits per task, in seconds
+    task_soft_time_limit: int = 3600
+    task_time_limit: int = 3900
+    #: how often beat's dispatcher looks for due connections, in seconds
+    dispatch_interval_seconds: float = 15.0
+    #: seconds a connection's sync lock lives without renewal
+    lock_ttl_seconds: int = 60
+    #: echo SQL (debugging)
+    sql_echo: bool = False
+
+    def effective_redis_url(self) -> str:
+        """The Redis for locks and rate budgets: ``redis_url``, else a Redis broker, else ""."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return ""
+
+
+def get_settings() -> Settings:
+    """The settings as the environment (and ``.env``) give them now. Cheap: the faces read
+    them once per command or request."""
+    return Settings()

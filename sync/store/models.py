@@ -1,0 +1,318 @@
+"""The store's tables (SQLAlchemy 2, ``Mapped[]`` style). Every row carries its organisation.
+
+Customers hold the billing product's fields; address, tax IDs and custom data are JSON.
+A *link* pairs a customer with one record in one connection's CRM and keeps the *base*:
+the field values both sides agreed on at the last successful sync. The *outbox* is an
+append-only log of billing-side changes; each connection keeps its own position in it (a
+cursor with object ``outbox``), so one change reaches every connected CRM once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+UUID = String(36)
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An organisation's API key, stored as a SHA-256 hash (keys are 256-bit random)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BusinessEntity(Base):
+    __tablename__ = "business_entities"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CustomerRow(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "external_id", name="uq_customers_org_external_id"),
+        UniqueConstraint("organisation_id", "email", name="uq_customers_org_email"),
+    )
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    customer_name: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone_number: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    ship_to_address: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    tax_info: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    custom_data: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    communications_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    auto_charge_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    business_entity_id: Mapped[str | None] = mapped_column(ForeignKey("business_entities.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ContactRow(Base):
+    """A customer's secondary contact; ``crm_id`` is set for contacts synced from a CRM."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "crm_id", name="uq_contacts_connection_crm_id"),
+        Index("ix_contacts_customer", "customer_id"),
+    )
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    communications: Mapped[list[str]] = mapped_column(Json, default=list)
+    connection_id: Mapped[str | None] = mapped_column(ForeignKey("connections.id"))
+    crm_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConnectionRow(Base):
+    """One organisation's link to one CRM account.
+
+    ``directions`` maps a flat customer field to ``both`` / ``crm_to_billing`` /
+    ``billing_to_crm`` / ``none`` (absent means ``both``). ``state`` is ``active`` or
+    ``paused``. ``credentials`` is Fernet ciphertext, never plain text.
+    """
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("organisation_id", "name", name="uq_connections_org_name"),)
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    credentials: Mapped[str] = mapped_column(Text, default="")
+    field_map: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    directions: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
+    match_mode: Mapped[str] = mapped_column(String(16), default="exact")
+    create_policy: Mapped[str] = mapped_column(String(16), default="create")
+    push_creates: Mapped[bool] = mapped_column(Boolean, default=True)
+    schedule_seconds: Mapped[int] = mapped_column(Integer, default=900)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LinkRow(Base):
+    """customer ↔ connection ↔ CRM record id, with the base both sides last agreed on.
+
+    ``state``: ``active``, ``remote_deleted`` (the CRM record was deleted; the customer is
+    kept) or ``merged`` (re-pointed to ``merged_into``, kept for the audit trail).
+    """
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "crm_id", name="uq_links_connection_crm_id"),
+        Index("ix_links_connection_customer", "connection_id", "customer_id"),
+    )
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    base: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    billing_last: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    crm_last: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    crm_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    merged_into: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_connection_started", "connection_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    trigger: Mapped[str] = mapped_column(String(32))  # schedule, webhook, operator, retry
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan: Mapped[bool] = mapped_column(Boolean, default=False)
+    counters: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_seconds: Mapped[float | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RecordFailure(Base):
+    """The dead letter: one record that failed, with the CRM's error, retried later."""
+
+    __tablename__ = "record_failures"
+    __table_args__ = (Index("ix_record_failures_connection_status", "connection_id", "status"),)
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("sync_runs.id"))
+    direction: Mapped[str] = mapped_column(String(16))  # pull (CRM → billing) or push
+    crm_id: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(UUID)
+    payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    error_kind: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open, resolved
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Conflict(Base):
+    """A field the two sides disagree on, waiting for an operator.
+
+    ``kind``: ``field`` (both sides changed, or a first link that does not match) or
+    ``merge`` (the CRM merged records linked to two different customers).
+    """
+
+    __tablename__ = "conflicts"
+    __table_args__ = (
+        Index("ix_conflicts_connection_status", "connection_id", "status"),
+        Index("ix_conflicts_link", "link_id"),
+    )
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    link_id: Mapped[str | None] = mapped_column(ForeignKey("links.id"))
+    customer_id: Mapped[str] = mapped_column(UUID)
+    crm_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="field")
+    field: Mapped[str] = mapped_column(String(255))
+    base_value: Mapped[Any] = mapped_column(Json, nullable=True)
+    billing_value: Mapped[Any] = mapped_column(Json, nullable=True)
+    crm_value: Mapped[Any] = mapped_column(Json, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    resolution: Mapped[str | None] = mapped_column(String(16))  # billing, crm, value
+    resolved_value: Mapped[Any] = mapped_column(Json, nullable=True)
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what to which record, and when (conflict resolutions, CRM deletes, merges)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class InboundEvent(Base):
+    """The webhook inbox: one row per CRM event, unique by the CRM's event key."""
+
+    __tablename__ = "inbound_events"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "event_key", name="uq_inbound_events_key"),
+        Index("ix_inbound_events_connection_status", "connection_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
+    event_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    object_type: Mapped[str] = mapped_column(String(16))
+    crm_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, handled
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Cursor(Base):
+    """Where a connection's pull of one CRM object (or its outbox position) stands."""
+
+    __tablename__ = "cursors"
+
+    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"), primary_key=True)
+    object: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OutboxEntry(Base):
+    """A billing-side change to a customer, written in the transaction that made it.
+
+    ``origin_connection_id`` is set when the change came from a CRM through sync, so that
+    connection does not push it back to where it came from."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_org_id", "organisation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    customer_id: Mapped[str] = mapped_column(UUID)
+    origin_connection_id: Mapped[str | None] = mapped_column(UUID)
+    fields: Mapped[list[str]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,344 @@
+"""Every query on organisations, API keys, business entities, customers and the outbox.
+
+All functions take the organisation explicitly and scope every query by it. Bulk paths are
+one statement per batch (``INSERT ... ON CONFLICT`` on SQLite and PostgreSQL alike), never a
+statement per row. Nothing here commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from sync.store.models import (
+    ApiKey,
+    BusinessEntity,
+    ContactRow,
+    CustomerRow,
+    Organisation,
+    OutboxEntry,
+    new_id,
+    utcnow,
+)
+
+#: columns of ``customers`` that hold the public fields (everything but id / org / stamps)
+CUSTOMER_COLUMNS: tuple[str, ...] = (
+    "customer_name",
+    "external_id",
+    "email",
+    "phone_number",
+    "address",
+    "ship_to_address",
+    "tax_info",
+    "custom_data",
+    "currency",
+    "communications_enabled",
+    "auto_charge_enabled",
+    "business_entity_id",
+)
+
+# Rows per multi-row INSERT: stays under SQLite's 32,766 bound parameters at ~16 columns.
+_BATCH = 1000
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 of an API key; keys are 256-bit random, so no salt or stretching is needed."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# --- organisations, keys, entities -------------------------------------------------------
+
+
+def add_organisation(session: Session, name: str, api_key: str) -> Organisation:
+    org = Organisation(id=new_id(), name=name)
+    session.add(org)
+    session.flush()  # no ORM relationships: the organisation must exist before its key
+    session.add(ApiKey(organisation_id=org.id, key_hash=hash_api_key(api_key), prefix=api_key[:8]))
+    session.flush()
+    return org
+
+
+def get_organisation(session: Session, organisation_id: str) -> Organisation | None:
+    return session.get(Organisation, organisation_id)
+
+
+def list_organisations(session: Session) -> Sequence[Organisation]:
+    return session.scalars(select(Organisation).order_by(Organisation.created_at)).all()
+
+
+def api_key_belongs_to(session: Session, organisation_id: str, api_key: str) -> bool:
+    found = session.scalar(
+        select(ApiKey.id).where(
+            ApiKey.organisation_id == organisation_id, ApiKey.key_hash == hash_api_key(api_key)
+        )
+    )
+    return found is not None
+
+
+def add_business_entity(session: Session, organisation_id: str, name: str) -> BusinessEntity:
+    entity = BusinessEntity(id=new_id(), organisation_id=organisation_id, name=name)
+    session.add(entity)
+    session.flush()
+    return entity
+
+
+def list_business_entities(session: Session, organisation_id: str) -> Sequence[BusinessEntity]:
+    return session.scalars(
+        select(BusinessEntity)
+        .where(BusinessEntity.organisation_id == organisation_id)
+        .order_by(BusinessEntity.created_at)
+    ).all()
+
+
+def business_entity_ids(session: Session, organisation_id: str, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are business entities of the organisation."""
+    wanted = list(set(ids))
+    if not wanted:
+        return set()
+    return set(
+        session.scalars(
+            select(BusinessEntity.id).where(
+                BusinessEntity.organisation_id == organisation_id, BusinessEntity.id.in_(wanted)
+            )
+        )
+    )
+
+
+# --- customers -----------------------------------------------------------------------------
+
+
+def _customers(organisation_id: str) -> Select[tuple[CustomerRow]]:
+    return select(CustomerRow).where(CustomerRow.organisation_id == organisation_id)
+
+
+def get_customer(session: Session, organisation_id: str, customer_id: str) -> CustomerRow | None:
+    return session.scalar(_customers(organisation_id).where(CustomerRow.id == customer_id))
+
+
+def get_customers(
+    session: Session, organisation_id: str, customer_ids: Iterable[str]
+) -> dict[str, CustomerRow]:
+    """Customers by id, in one query per thousand ids."""
+    ids = list(set(customer_ids))
+    found: dict[str, CustomerRow] = {}
+    for start in range(0, len(ids), _BATCH):
+        chunk = ids[start : start + _BATCH]
+        for row in session.scalars(_customers(organisation_id).where(CustomerRow.id.in_(chunk))):
+            found[row.id] = row
+    return found
+
+
+def find_customers_by_external_ids(
+    session: Session, organisation_id: str, external_ids: Iterable[str]
+) -> dict[str, CustomerRow]:
+    """Customers by external id, in one query per thousand ids."""
+    ids = list(set(external_ids))
+    found: dict[str, CustomerRow] = {}
+    for start in range(0, len(ids), _BATCH):
+        chunk = ids[start : start + _BATCH]
+        query = _customers(organisation_id).where(CustomerRow.external_id.in_(chunk))
+        for row in session.scalars(query):
+            assert row.external_id is not None
+            found[row.external_id] = row
+    return found
+
+
+def find_customers_by_emails(
+    session: Session, organisation_id: str, emails: Iterable[str]
+) -> dict[str, CustomerRow]:
+    ids = list(set(emails))
+    found: dict[str, CustomerRow] = {}
+    for start in range(0, len(ids), _BATCH):
+        chunk = ids[start : start + _BATCH]
+        for row in session.scalars(_customers(organisation_id).where(CustomerRow.email.in_(chunk))):
+            assert row.email is not None
+            found[row.email] = row
+    return found
+
+
+def list_customers(
+    session: Session,
+    organisation_id: str,
+    *,
+    external_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[CustomerRow]:
+    query = _customers(organisation_id)
+    if external_id is not None:
+        query = query.where(CustomerRow.external_id == external_id)
+    query = query.order_by(CustomerRow.created_at, CustomerRow.id).limit(limit).offset(offset)
+    return session.scalars(query).all()
+
+
+def count_customers(session: Session, organisation_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(CustomerRow)
+            .where(CustomerRow.organisation_id == organisation_id)
+        )
+        or 0
+    )
+
+
+def _insert_for(session: Session) -> Any:
+    """The dialect's INSERT (with ``on_conflict_*``) for the session's database."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"bulk upsert is not supported on {name}")
+
+
+def upsert_customers(
+    session: Session, organisation_id: str, rows: Sequence[dict[str, Any]]
+) -> list[str]:
+    """Insert or update many customers keyed by ``(organisation, external_id)``, one
+    statement per thousand rows. Each row holds ``id`` and the :data:`CUSTOMER_COLUMNS`;
+    an existing customer keeps its ``id`` and ``business_entity_id`` (immutable once set).
+    Returns the ids, in input order.
+    """
+    dialect_insert = _insert_for(session)
+    now = utcnow()
+    ids: list[str] = []
+    for start in range(0, len(rows), _BATCH):
+        chunk = [
+            {**row, "organisation_id": organisation_id, "created_at": now, "updated_at": now}
+            for row in rows[start : start + _BATCH]
+        ]
+        stmt = dialect_insert(CustomerRow)
+        updated = {
+            column: stmt.excluded[column]
+            for column in CUSTOMER_COLUMNS
+            if column not in ("external_id", "business_entity_id")
+        }
+        updated["business_entity_id"] = func.coalesce(
+            CustomerRow.business_entity_id, stmt.excluded.business_entity_id
+        )
+        updated["updated_at"] = stmt.excluded.updated_at
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["organisation_id", "external_id"], set_=updated
+        ).returning(CustomerRow.id, CustomerRow.external_id)
+        result = session.execute(stmt.values(chunk))
+        by_external = {ext: cid for cid, ext in result.all()}
+        ids.extend(by_external[row["external_id"]] for row in chunk)
+    return ids
+
+
+def insert_customers(
+    session: Session, organisation_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert many new customers (each row with its ``id``), one statement per thousand."""
+    now = utcnow()
+    for start in range(0, len(rows), _BATCH):
+        chunk = [
+            {**row, "organisation_id": organisation_id, "created_at": now, "updated_at": now}
+            for row in rows[start : start + _BATCH]
+        ]
+        session.execute(insert(CustomerRow).values(chunk))
+
+
+def update_customers(
+    session: Session, organisation_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Update many customers by id (each row: ``id`` plus the columns to set), as one
+    executemany per set of columns. ``business_entity_id`` is never in ``rows``."""
+    if not rows:
+        return
+    now = utcnow()
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        assert "business_entity_id" not in row, "sync never changes business_entity_id"
+        columns = tuple(sorted(k for k in row if k != "id"))
+        by_columns.setdefault(columns, []).append(
+            {"b_id": row["id"], **{k: row[k] for k in columns}, "updated_at": now}
+        )
+    for columns, params in by_columns.items():
+        stmt = (
+            update(CustomerRow)
+            .where(CustomerRow.organisation_id == organisation_id)
+            .where(CustomerRow.id == bindparam("b_id"))
+            .values({c: bindparam(c) for c in (*columns, "updated_at")})
+        )
+        session.connection().execute(stmt, params)
+
+
+# --- contacts ------------------------------------------------------------------------------
+
+
+def replace_contacts(
+    session: Session, organisation_id: str, customer_id: str, contacts: Sequence[dict[str, Any]]
+) -> None:
+    """Set a customer's billing-side (non-CRM) secondary contacts."""
+    session.execute(
+        delete(ContactRow).where(
+            ContactRow.organisation_id == organisation_id,
+            ContactRow.customer_id == customer_id,
+            ContactRow.crm_id.is_(None),
+        )
+    )
+    for contact in contacts:
+        session.add(ContactRow(organisation_id=organisation_id, customer_id=customer_id, **contact))
+
+
+def list_contacts(session: Session, organisation_id: str, customer_id: str) -> Sequence[ContactRow]:
+    return session.scalars(
+        select(ContactRow)
+        .where(ContactRow.organisation_id == organisation_id, ContactRow.customer_id == customer_id)
+        .order_by(ContactRow.name)
+    ).all()
+
+
+# --- outbox --------------------------------------------------------------------------------
+
+
+def add_outbox_entries(
+    session: Session,
+    organisation_id: str,
+    changes: Sequence[tuple[str, Sequence[str]]],
+    origin_connection_id: str | None = None,
+) -> None:
+    """Log billing-side changes ``(customer_id, changed fields)`` in the caller's
+    transaction, one statement per thousand."""
+    now = utcnow()
+    for start in range(0, len(changes), _BATCH):
+        chunk = [
+            {
+                "organisation_id": organisation_id,
+                "customer_id": customer_id,
+                "origin_connection_id": origin_connection_id,
+                "fields": list(fields),
+                "created_at": now,
+            }
+            for customer_id, fields in changes[start : start + _BATCH]
+        ]
+        session.execute(insert(OutboxEntry).values(chunk))
+
+
+def outbox_after(
+    session: Session, organisation_id: str, after_id: int, limit: int
+) -> Sequence[OutboxEntry]:
+    """Outbox entries after position ``after_id``, oldest first."""
+    return session.scalars(
+        select(OutboxEntry)
+        .where(OutboxEntry.organisation_id == organisation_id, OutboxEntry.id > after_id)
+        .order_by(OutboxEntry.id)
+        .limit(limit)
+    ).all()
+
+
+def outbox_head(session: Session, organisation_id: str) -> int:
+    """The newest outbox position of the organisation (0 when empty)."""
+    return (
+        session.scalar(
+            select(func.max(OutboxEntry.id)).where(OutboxEntry.organisation_id == organisation_id)
+        )
+        or 0
+    )

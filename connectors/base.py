@@ -68,7 +68,10 @@ class CrmCustomer:
 
     ``deleted`` is true for a record in the recycle bin / archived. ``merged_into`` names the
     surviving record when this one was merged away. ``modified_at`` is the CRM's own change
-    stamp (Salesforce ``SystemModstamp``, HubSpot ``hs_lastmodifieddate``).
+    stamp (Salesforce ``SystemModstamp``, HubSpot ``hs_lastmodifieddate``). ``billing_id`` is
+    the billing customer id crmsync wrote into the record's external-ID field / unique
+    property when it created the record (None for records made by CRM users), so that a
+    create whose commit was lost is recognised instead of duplicated.
     """
 
     id: str
@@ -76,6 +79,7 @@ class CrmCustomer:
     modified_at: datetime | None = None
     deleted: bool = False
     merged_into: str | None = None
+    billing_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The billing customer API (FastAPI): ``create_app`` builds it; ``crmsync web`` serves it."""

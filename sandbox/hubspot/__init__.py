@@ -1,0 +1,181 @@
+"""An in-memory HubSpot CRM v3 emulator (companies, contacts, associations, properties).
+
+Serve ``HubSpotSandbox(...).app`` over plain http (``sandbox.server`` does); point
+hubspot-api-client at it with ``hubspot.Client.create(access_token="any", host=URL)``.
+Any non-empty bearer token is accepted unless the ``expired_token`` fault is set.
+
+What it emulates (as far as hubspot-api-client 12.0.0 can tell) is listed in
+``sandbox/hubspot/app.py``; the data model in ``store.py``; faults in ``faults.py``;
+webhooks in ``webhooks.py``. Choices where HubSpot leaves room:
+
+- **Addresses**: HubSpot's ``address`` is one line and ``address2`` a second; a third line
+  goes to the custom property ``address3``. Seeded streets are split that way.
+- **Merges**: the survivor keeps its id (the merge webhook's ``newObjectId`` equals
+  ``primaryObjectId``). The loser is archived (listed with ``archived=true``), resolves to
+  the survivor on GET and batch read, and its id is appended to the survivor's
+  ``hs_merged_object_ids`` (``;``-separated), which is how a client learns where it went.
+- **Search** orders ties on the sort property by object id, and answers 400 for
+  ``after >= 10000``. ``paging.next`` is present whenever more results exist.
+- **Batch** results come back shuffled (HubSpot does not promise input order). A unique
+  property conflict is a per-record 207 error (``DUPLICATE_VALUE``); an unknown or read-only
+  property fails the whole batch with 400.
+- Writes made through the API are changes by an integration (``changeSource:
+  INTEGRATION``); the control methods act as a CRM user (``CRM_UI``). Both send webhooks.
+
+Control: the methods below, and the same operations over HTTP under ``/_sandbox/...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.applications import Starlette
+
+from sandbox.hubspot.app import Api, build_app
+from sandbox.hubspot.crm import Portal, canonical_type
+from sandbox.hubspot.faults import FaultState
+from sandbox.hubspot.store import iso
+from sandbox.hubspot.webhooks import WebhookConfig, WebhookDispatcher
+
+__all__ = ["HubSpotSandbox"]
+
+
+class HubSpotSandbox:
+    """One emulated HubSpot portal: ``app`` (ASGI), ``public_url`` (set by the server)."""
+
+    def __init__(self, seed: int = 0, companies: int = 0, **faults: Any) -> None:
+        self.seed = seed
+        self.public_url = ""
+        self.closing = False
+        self.webhooks = WebhookDispatcher()
+        self.portal = Portal(on_change=self.webhooks.submit)
+        self.faults = FaultState(seed=seed, **faults)
+        self.api: Api
+        self.app: Starlette = build_app(self)
+        if companies:
+            self.portal.seed(companies, seed=seed)
+
+    def close(self) -> None:
+        self.closing = True
+        self.faults.clear()
+        self.webhooks.close()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty the portal, clear faults, request counts and webhook deliveries."""
+        self.portal.clear()
+        self.clear_faults()
+        self.reset_counts()
+        self.webhooks.reset()
+
+    def seed_companies(self, count: int) -> list[str]:
+        """Create ``count`` realistic companies (2-3 contacts each); their ids, in order."""
+        return [str(i) for i in self.portal.seed(count, seed=self.seed)]
+
+    def create(
+        self, object_type: str = "companies", properties: dict[str, Any] | None = None
+    ) -> str:
+        """Create a record as a CRM user would; its id."""
+        return str(self.portal.create(object_type, properties or {}).id)
+
+    def edit(
+        self, object_id: str | int, properties: dict[str, Any], object_type: str = "companies"
+    ) -> None:
+        """Change a record as a CRM user would (bumps its modification stamp)."""
+        store = self.portal.store(object_type)
+        with self.portal.lock:
+            rec = store.get(int(object_id), resolve_merged=False)
+        self.portal.update(object_type, rec, properties)
+
+    def archive(self, object_id: str | int, object_type: str = "companies") -> None:
+        """Delete (archive) a record as a CRM user would."""
+        store = self.portal.store(object_type)
+        with self.portal.lock:
+            rec = store.get(int(object_id), resolve_merged=False)
+        self.portal.archive(object_type, rec)
+
+    def restore(self, object_id: str | int, object_type: str = "companies") -> None:
+        """Restore an archived record (it comes back with a new modification stamp)."""
+        self.portal.restore(object_type, int(object_id))
+
+    def merge(self, winner: str | int, loser: str | int, object_type: str = "companies") -> str:
+        """Merge ``loser`` into ``winner`` as a CRM user would; the surviving id."""
+        return str(self.portal.merge(object_type, int(winner), int(loser)).id)
+
+    def associate(self, contact_id: str | int, company_id: str | int) -> None:
+        self.portal.associate("contacts", int(contact_id), "companies", int(company_id))
+
+    def touch(
+        self,
+        ids: Iterable[str | int] | None = None,
+        ms: int | None = None,
+        object_type: str = "companies",
+    ) -> int:
+        """Set many records' modification stamp to the same millisecond (``ms``, default
+        now; ``ids`` None: every active record). No webhooks. The count touched."""
+        return self.portal.touch(object_type, None if ids is None else [int(i) for i in ids], ms)
+
+    def read(self, object_id: str | int, object_type: str = "companies") -> dict[str, Any]:
+        """A record as stored: ``{id, properties, archived, archivedAt, mergedInto,
+        associations}`` (archived records included; merged ids not resolved)."""
+        store = self.portal.store(object_type)
+        with self.portal.lock:
+            rec = store.records.get(int(object_id))
+            if rec is None:
+                from sandbox.hubspot.store import StoreError
+
+                raise StoreError(404, "OBJECT_NOT_FOUND", f"no {object_type} {object_id}")
+            return {
+                "id": str(rec.id),
+                "properties": dict(rec.props),
+                "archived": rec.archived_ms is not None,
+                "archivedAt": iso(rec.archived_ms) if rec.archived_ms is not None else None,
+                "mergedInto": str(rec.merged_into) if rec.merged_into is not None else None,
+                "associations": [str(i) for i in rec.links],
+                "modifiedMs": rec.modified_ms,
+            }
+
+    def ids(self, object_type: str = "companies", archived: bool = False) -> list[str]:
+        store = self.portal.store(object_type)
+        with self.portal.lock:
+            return [str(i) for i in (store.archived if archived else store.active)]
+
+    def count(self, object_type: str = "companies") -> int:
+        return len(self.portal.store(canonical_type(object_type)).active)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests served per CRM API endpoint (``"GET /crm/v3/objects/{object_type}"``)."""
+        with self.api.counts_lock:
+            return dict(self.api.counts)
+
+    def api_calls(self) -> int:
+        with self.api.counts_lock:
+            return sum(self.api.counts.values())
+
+    def reset_counts(self) -> None:
+        with self.api.counts_lock:
+            self.api.counts.clear()
+
+    # -- faults --------------------------------------------------------------------------
+
+    def set_faults(self, **faults: Any) -> None:
+        """Set faults by name (see ``sandbox.hubspot.faults``)."""
+        self.faults.set(**faults)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def configure_webhooks(self, **settings: Any) -> WebhookConfig:
+        """``url``, ``client_secret``, ``enabled``, ``duplicate``, ``max_attempts``,
+        ``retry_delay``, ``subscriptions``, ... (see ``WebhookConfig``)."""
+        return self.webhooks.configure(**settings)
+
+    def flush_webhooks(self, timeout: float = 10.0) -> bool:
+        """Wait until every event so far was delivered (or given up)."""
+        return self.webhooks.flush(timeout)

@@ -1,0 +1,908 @@
+"""The HTTP face of the emulator: HubSpot CRM v3 (+ v4 associations) and ``/_sandbox``.
+
+Success statuses are exactly what hubspot-api-client 12's response maps expect (it returns
+``None`` on any other, CRM_API_NOTES trap 3): create 201; batch create 201/207; batch
+read/update/upsert 200/207; get, list, PATCH, search, merge 200; archive 204.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sandbox.hubspot.crm import ASSOCIATION_TYPE_IDS, TYPE_IDS, Portal, canonical_type
+from sandbox.hubspot.store import ObjectStore, Record, StoreError, iso, search
+
+if TYPE_CHECKING:
+    from sandbox.hubspot import HubSpotSandbox
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+RATE_MAX = 190  # per interval (Professional/Enterprise private app: 190 / 10 s)
+RATE_SECONDLY = 19
+RATE_DAILY = 1_000_000
+BATCH_MAX = 100
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_dumps(data), status, headers, media_type="application/json;charset=utf-8")
+
+
+def error_body(
+    status: int,
+    category: str,
+    message: str,
+    context: dict[str, list[str]] | None = None,
+    sub_category: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+        "errors": errors if errors is not None else [{"message": message}],
+        "links": {},
+    }
+    if sub_category:
+        body["subCategory"] = sub_category
+    if context:
+        body["context"] = context
+    return body
+
+
+def batch_error(
+    category: str, message: str, ids: list[str], sub_category: str | None = None
+) -> dict[str, Any]:
+    """One entry of a 207's ``errors`` (the SDK's StandardError needs all these keys)."""
+    err: dict[str, Any] = {
+        "status": "error",
+        "category": category,
+        "message": message,
+        "context": {"ids": ids},
+        "errors": [{"message": message, "code": sub_category or category}],
+        "links": {},
+    }
+    if sub_category:
+        err["subCategory"] = sub_category
+    return err
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"true", "1", "yes"}
+
+
+class RateCounter:
+    """Numbers for the X-HubSpot-RateLimit-* headers (not enforced: faults do that)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._window = (0.0, 0)
+        self._second = (0, 0)
+        self._day = (0, 0)
+
+    def hit(self, interval_ms: int) -> dict[str, str]:
+        now = time.monotonic()
+        with self._lock:
+            start, count = self._window
+            if now - start >= interval_ms / 1000:
+                start, count = now, 0
+            self._window = (start, count + 1)
+            sec, scount = self._second
+            scount = scount + 1 if int(now) == sec else 1
+            self._second = (int(now), scount)
+            day, dcount = self._day
+            today = int(time.time() // 86400)
+            dcount = dcount + 1 if day == today else 1
+            self._day = (today, dcount)
+        return {
+            "X-HubSpot-RateLimit-Max": str(RATE_MAX),
+            "X-HubSpot-RateLimit-Remaining": str(max(0, RATE_MAX - count - 1)),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(interval_ms),
+            "X-HubSpot-RateLimit-Secondly": str(RATE_SECONDLY),
+            "X-HubSpot-RateLimit-Secondly-Remaining": str(max(0, RATE_SECONDLY - scount)),
+            "X-HubSpot-RateLimit-Daily": str(RATE_DAILY),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, RATE_DAILY - dcount)),
+        }
+
+
+class Api:
+    """Route handlers bound to one sandbox."""
+
+    def __init__(self, sandbox: HubSpotSandbox) -> None:
+        self.sb = sandbox
+        self.portal: Portal = sandbox.portal
+        self.rates = RateCounter()
+        self.counts: Counter[str] = Counter()
+        self.counts_lock = threading.Lock()
+        self.shuffle = random.Random(sandbox.seed)
+
+    # -- the wrapper every CRM API route goes through ------------------------------------
+
+    def api(self, template: str, fn: Callable[[Request], Awaitable[Response]]) -> Handler:
+        async def handler(request: Request) -> Response:
+            key = f"{request.method} {template}"
+            with self.counts_lock:
+                self.counts[key] += 1
+            fate, faults = self.sb.faults.take()
+            headers = self.rates.hit(faults.rate_limit_interval_ms)
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            if fate == "hang":
+                generation = self.sb.faults.generation
+                deadline = time.monotonic() + faults.hang_seconds
+                while (
+                    time.monotonic() < deadline
+                    and generation == self.sb.faults.generation
+                    and not self.sb.closing
+                ):
+                    await asyncio.sleep(0.02)
+            auth = request.headers.get("authorization", "")
+            if fate == "auth" or not auth.startswith("Bearer ") or not auth[7:].strip():
+                message = (
+                    "The OAuth token used to make this call expired 2 minute(s) ago."
+                    if fate == "auth"
+                    else "Authentication credentials not found."
+                )
+                category = "EXPIRED_AUTHENTICATION" if fate == "auth" else "INVALID_AUTHENTICATION"
+                return json_response(error_body(401, category, message), 401, headers)
+            if fate == "rate":
+                headers["X-HubSpot-RateLimit-Remaining"] = "0"
+                headers["X-HubSpot-RateLimit-Secondly-Remaining"] = "0"
+                if faults.retry_after is not None:
+                    headers["Retry-After"] = f"{faults.retry_after:g}"
+                body = error_body(
+                    429, "RATE_LIMITS", "You have reached your ten_secondly_rolling limit."
+                )
+                body["errorType"] = "RATE_LIMIT"
+                body["policyName"] = "TEN_SECONDLY_ROLLING"
+                return json_response(body, 429, headers)
+            if fate == "error":
+                status = faults.server_error_status
+                return json_response(
+                    error_body(
+                        status, "INTERNAL_ERROR", "internal error (injected by the sandbox)"
+                    ),
+                    status,
+                    headers,
+                )
+            try:
+                response = await fn(request)
+            except StoreError as exc:
+                response = json_response(
+                    error_body(
+                        exc.status, exc.category, exc.message, exc.context, exc.sub_category
+                    ),
+                    exc.status,
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                response = json_response(
+                    error_body(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"Invalid input JSON on line 1: {exc!s}",
+                    ),
+                    400,
+                )
+            response.headers.update(headers)
+            return response
+
+        return handler
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    async def body(request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise StoreError(
+                400, "VALIDATION_ERROR", "Invalid input JSON: could not parse"
+            ) from None
+
+    def store(self, request: Request, name: str = "object_type") -> ObjectStore:
+        return self.portal.store(request.path_params[name])
+
+    @staticmethod
+    def props_param(request: Request) -> list[str] | None:
+        values: list[str] = []
+        for v in request.query_params.getlist("properties"):
+            values.extend(p for p in v.split(",") if p)
+        return values or None
+
+    @staticmethod
+    def assoc_param(request: Request) -> list[str] | None:
+        values: list[str] = []
+        for v in request.query_params.getlist("associations"):
+            values.extend(p for p in v.split(",") if p)
+        return values or None
+
+    def _parse_id(self, value: Any) -> int:
+        try:
+            return int(str(value))
+        except ValueError:
+            raise StoreError(
+                404, "OBJECT_NOT_FOUND", "resource not found", {"id": [str(value)]}
+            ) from None
+
+    def _batch_response(
+        self,
+        results: list[dict[str, Any]],
+        errors: list[dict[str, Any]],
+        ok_status: int,
+        started: str,
+    ) -> Response:
+        self.shuffle.shuffle(results)  # HubSpot does not promise input order
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": iso(int(time.time() * 1000)),
+        }
+        if errors:
+            body["numErrors"] = len(errors)
+            body["errors"] = errors
+            return json_response(body, 207)
+        return json_response(body, ok_status)
+
+    def _inputs(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list):
+            raise StoreError(400, "VALIDATION_ERROR", "Invalid input JSON: inputs is required")
+        if len(inputs) > BATCH_MAX:
+            raise StoreError(
+                400,
+                "VALIDATION_ERROR",
+                f"Batch input of {len(inputs)} exceeds the limit of {BATCH_MAX} inputs",
+                sub_category="BATCH_TOO_LARGE",
+            )
+        return [i if isinstance(i, dict) else {"id": i} for i in inputs]
+
+    def _injected(self, *keys: str | None) -> dict[str, Any] | None:
+        hit = self.sb.faults.record_error(*keys)
+        if hit is None:
+            return None
+        key, kind = hit
+        if kind == "duplicate":
+            return batch_error(
+                "VALIDATION_ERROR",
+                f"A company with that value already exists: duplicate value for input {key}",
+                [key],
+                "DUPLICATE_VALUE",
+            )
+        if kind == "not_found":
+            return batch_error("OBJECT_NOT_FOUND", f"Object {key} not found", [key])
+        return batch_error(
+            "VALIDATION_ERROR",
+            f'Property values were not valid: [{{"isValid":false,"message":"{key}: '
+            f'value was not valid (injected)","error":"INVALID_PROPERTY_VALUE","name":"phone"}}]',
+            [key],
+            "INVALID_PROPERTY_VALUE",
+        )
+
+    # -- objects -------------------------------------------------------------------------
+
+    async def list_objects(self, request: Request) -> Response:
+        store = self.store(request)
+        q = request.query_params
+        limit = int(q.get("limit") or 10)
+        if limit > 100 or limit < 1:
+            raise StoreError(400, "VALIDATION_ERROR", "limit must be between 1 and 100")
+        props, assoc = self.props_param(request), self.assoc_param(request)
+        other = self.portal.other(store)
+        with self.portal.lock:
+            records, nxt = store.page(q.get("after"), limit, _bool(q.get("archived")))
+            results = [store.to_json(r, props, assoc, other) for r in records]
+        body: dict[str, Any] = {"results": results}
+        if nxt is not None:
+            link = f"{self.sb.public_url}/crm/v3/objects/{store.object_type}?after={nxt}"
+            body["paging"] = {"next": {"after": nxt, "link": link}}
+        return json_response(body)
+
+    async def get_object(self, request: Request) -> Response:
+        store = self.store(request)
+        q = request.query_params
+        with self.portal.lock:
+            rec = store.find(
+                request.path_params["object_id"],
+                q.get("idProperty"),
+                archived=_bool(q.get("archived")),
+            )
+            data = store.to_json(
+                rec, self.props_param(request), self.assoc_param(request), self.portal.other(store)
+            )
+        return json_response(data)
+
+    async def create_object(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        rec = self.portal.create(store.object_type, body.get("properties") or {}, "INTEGRATION")
+        self._create_associations(store, rec, body.get("associations") or [])
+        with self.portal.lock:
+            data = store.to_json(rec, list((body.get("properties") or {}).keys()))
+        return json_response(data, 201)
+
+    def _create_associations(
+        self, store: ObjectStore, rec: Record, assocs: list[dict[str, Any]]
+    ) -> None:
+        other = self.portal.other(store)
+        for a in assocs:
+            to_id = self._parse_id((a.get("to") or {}).get("id"))
+            self.portal.associate(store.object_type, rec.id, other.object_type, to_id)
+
+    async def update_object(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        q = request.query_params
+        with self.portal.lock:
+            rec = store.find(request.path_params["object_id"], q.get("idProperty"))
+        self.portal.update(store.object_type, rec, body.get("properties") or {}, "INTEGRATION")
+        with self.portal.lock:
+            data = store.to_json(rec, list((body.get("properties") or {}).keys()))
+        return json_response(data)
+
+    async def archive_object(self, request: Request) -> Response:
+        store = self.store(request)
+        with self.portal.lock:
+            rec = store.records.get(self._parse_id(request.path_params["object_id"]))
+        if rec is not None:
+            self.portal.archive(store.object_type, rec, "INTEGRATION")
+        return Response(status_code=204)
+
+    async def merge(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        winner = self.portal.merge(
+            store.object_type,
+            self._parse_id(body.get("primaryObjectId")),
+            self._parse_id(body.get("objectIdToMerge")),
+            "INTEGRATION",
+        )
+        with self.portal.lock:
+            data = store.to_json(winner, None)
+        return json_response(data)
+
+    async def search(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        props = body.get("properties") or None
+        with self.portal.lock:
+            found = search(store, body)
+            results = [store.to_json(r, props) for r in found["records"]]
+        out: dict[str, Any] = {"total": found["total"], "results": results}
+        if found["after"] is not None:
+            out["paging"] = {"next": {"after": found["after"], "link": None}}
+        return json_response(out)
+
+    # -- batch ---------------------------------------------------------------------------
+
+    async def batch_read(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        started = iso(int(time.time() * 1000))
+        inputs = self._inputs(body)
+        id_property = body.get("idProperty")
+        archived = _bool(request.query_params.get("archived"))
+        props = body.get("properties") or None
+        results: list[dict[str, Any]] = []
+        missing: list[str] = []
+        seen: set[int] = set()
+        with self.portal.lock:
+            for item in inputs:
+                key = str(item.get("id"))
+                try:
+                    rec = store.find(key, id_property, archived=archived)
+                except StoreError:
+                    missing.append(key)
+                    continue
+                if rec.id not in seen:
+                    seen.add(rec.id)
+                    results.append(store.to_json(rec, props))
+        errors = []
+        if missing:
+            errors.append(
+                batch_error(
+                    "OBJECT_NOT_FOUND",
+                    f"Could not get some {store.singular()} objects, they may be deleted or not "
+                    "exist. Check that ids are valid.",
+                    missing,
+                )
+            )
+        return self._batch_response(results, errors, 200, started)
+
+    async def batch_create(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        started = iso(int(time.time() * 1000))
+        results, errors = [], []
+        for item in self._inputs(body):
+            props = item.get("properties") or {}
+            err = self._injected(props.get("crmsync_id"), props.get("name"))
+            if err is not None:
+                errors.append(err)
+                continue
+            try:
+                rec = self.portal.create(store.object_type, props, "INTEGRATION")
+            except StoreError as exc:
+                if exc.status == 400:
+                    raise
+                errors.append(
+                    batch_error(
+                        exc.category, exc.message, [str(props.get("crmsync_id"))], exc.sub_category
+                    )
+                )
+                continue
+            self._create_associations(store, rec, item.get("associations") or [])
+            with self.portal.lock:
+                results.append(store.to_json(rec, list(props.keys())))
+        return self._batch_response(results, errors, 201, started)
+
+    async def batch_update(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        started = iso(int(time.time() * 1000))
+        results, errors = [], []
+        inputs = self._inputs(body)
+        for item in inputs:
+            store.check_properties(item.get("properties") or {})  # a bad property fails the batch
+        ids = [str(item.get("id")) for item in inputs]
+        if len(set(ids)) != len(ids):
+            raise StoreError(400, "VALIDATION_ERROR", "Duplicate IDs found in batch input")
+        for item in inputs:
+            key = str(item.get("id"))
+            props = item.get("properties") or {}
+            err = self._injected(key, props.get("crmsync_id"))
+            if err is not None:
+                errors.append(err)
+                continue
+            try:
+                with self.portal.lock:
+                    rec = store.find(key, item.get("idProperty"))
+                self.portal.update(store.object_type, rec, props, "INTEGRATION")
+            except StoreError as exc:
+                errors.append(batch_error(exc.category, exc.message, [key], exc.sub_category))
+                continue
+            with self.portal.lock:
+                results.append(store.to_json(rec, list(props.keys())))
+        return self._batch_response(results, errors, 200, started)
+
+    async def batch_upsert(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        started = iso(int(time.time() * 1000))
+        results, errors = [], []
+        inputs = self._inputs(body)
+        keys = [str(item.get("id")) for item in inputs]
+        if len(set(keys)) != len(keys):
+            raise StoreError(400, "VALIDATION_ERROR", "Duplicate IDs found in batch input")
+        for item in inputs:
+            id_property = item.get("idProperty")
+            if not id_property or id_property not in store.unique:
+                raise StoreError(
+                    400,
+                    "VALIDATION_ERROR",
+                    f"idProperty {id_property!r} is not a unique property of {store.object_type}",
+                )
+            store.check_properties(item.get("properties") or {})
+        for item in inputs:
+            key = str(item.get("id"))
+            id_property = str(item["idProperty"])
+            props = dict(item.get("properties") or {})
+            err = self._injected(key, props.get("name"))
+            if err is not None:
+                errors.append(err)
+                continue
+            props[id_property] = key
+            try:
+                with self.portal.lock:
+                    existing = store.unique[id_property].get(key)
+                if existing is None:
+                    rec = self.portal.create(store.object_type, props, "INTEGRATION")
+                    new = True
+                else:
+                    rec = store.records[existing]
+                    self.portal.update(store.object_type, rec, props, "INTEGRATION")
+                    new = False
+            except StoreError as exc:
+                errors.append(batch_error(exc.category, exc.message, [key], exc.sub_category))
+                continue
+            with self.portal.lock:
+                data = store.to_json(rec, list(props.keys()))
+            data["new"] = new
+            results.append(data)
+        return self._batch_response(results, errors, 200, started)
+
+    async def batch_archive(self, request: Request) -> Response:
+        store = self.store(request)
+        body = await self.body(request)
+        for item in self._inputs(body):
+            with self.portal.lock:
+                rec = store.records.get(self._parse_id(item.get("id")))
+            if rec is not None:
+                self.portal.archive(store.object_type, rec, "INTEGRATION")
+        return Response(status_code=204)
+
+    # -- properties ----------------------------------------------------------------------
+
+    async def properties(self, request: Request) -> Response:
+        store = self.store(request)
+        results = [p.to_json(store.object_type) for p in store.properties.values()]
+        return json_response({"results": results})
+
+    async def property(self, request: Request) -> Response:
+        store = self.store(request)
+        name = request.path_params["name"]
+        if name not in store.properties:
+            raise StoreError(404, "OBJECT_NOT_FOUND", f"Unable to find property {name}")
+        return json_response(store.properties[name].to_json(store.object_type))
+
+    # -- associations (v4, and v3 batch) -------------------------------------------------
+
+    def _assoc_types(self, from_store: ObjectStore, to_store: ObjectStore) -> list[dict[str, Any]]:
+        type_id = ASSOCIATION_TYPE_IDS[(from_store.object_type, to_store.object_type)]
+        return [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]
+
+    async def v4_list(self, request: Request) -> Response:
+        from_store, to_store = self.store(request), self.store(request, "to_type")
+        with self.portal.lock:
+            rec = from_store.get(self._parse_id(request.path_params["object_id"]))
+            results = [
+                {"toObjectId": i, "associationTypes": self._assoc_types(from_store, to_store)}
+                for i in rec.links
+                if i in to_store.records and to_store.records[i].archived_ms is None
+            ]
+        return json_response({"results": results})
+
+    async def v4_create_default(self, request: Request) -> Response:
+        from_store, to_store = self.store(request), self.store(request, "to_type")
+        from_id = self._parse_id(request.path_params["object_id"])
+        to_id = self._parse_id(request.path_params["to_id"])
+        self.portal.associate(from_store.object_type, from_id, to_store.object_type, to_id)
+        now = iso(int(time.time() * 1000))
+        type_id = ASSOCIATION_TYPE_IDS[(from_store.object_type, to_store.object_type)]
+        result = {
+            "from": {"id": str(from_id)},
+            "to": {"id": str(to_id)},
+            "associationSpec": {
+                "associationCategory": "HUBSPOT_DEFINED",
+                "associationTypeId": type_id,
+            },
+        }
+        return json_response(
+            {"status": "COMPLETE", "results": [result], "startedAt": now, "completedAt": now}
+        )
+
+    async def v4_create(self, request: Request) -> Response:
+        from_store, to_store = self.store(request), self.store(request, "to_type")
+        from_id = self._parse_id(request.path_params["object_id"])
+        to_id = self._parse_id(request.path_params["to_id"])
+        self.portal.associate(from_store.object_type, from_id, to_store.object_type, to_id)
+        return json_response(
+            {
+                "fromObjectTypeId": TYPE_IDS[from_store.object_type],
+                "fromObjectId": from_id,
+                "toObjectTypeId": TYPE_IDS[to_store.object_type],
+                "toObjectId": to_id,
+                "labels": [],
+            },
+            201,
+        )
+
+    async def v4_archive(self, request: Request) -> Response:
+        from_store, to_store = self.store(request), self.store(request, "to_type")
+        self.portal.dissociate(
+            from_store.object_type,
+            self._parse_id(request.path_params["object_id"]),
+            to_store.object_type,
+            self._parse_id(request.path_params["to_id"]),
+        )
+        return Response(status_code=204)
+
+    async def assoc_batch(self, request: Request) -> Response:
+        version = request.url.path.split("/")[2]  # v3 / v4
+        action = request.path_params["action"]
+        from_store = self.portal.store(request.path_params["from_type"])
+        to_store = self.portal.store(request.path_params["to_type"])
+        body = await self.body(request)
+        started = iso(int(time.time() * 1000))
+        inputs = self._inputs(body)
+        if action == "read":
+            results: list[dict[str, Any]] = []
+            missing: list[str] = []
+            with self.portal.lock:
+                for item in inputs:
+                    key = str(item.get("id") if "id" in item else item)
+                    rec = from_store.records.get(self._parse_id(key))
+                    links = [
+                        i
+                        for i in (rec.links if rec is not None and rec.archived_ms is None else [])
+                        if i in to_store.records and to_store.records[i].archived_ms is None
+                    ]
+                    if not links:
+                        missing.append(key)
+                        continue
+                    if version == "v4":
+                        to = [
+                            {
+                                "toObjectId": i,
+                                "associationTypes": self._assoc_types(from_store, to_store),
+                            }
+                            for i in links
+                        ]
+                    else:
+                        kind = f"{from_store.object_type[:-1]}_to_{to_store.object_type[:-1]}"
+                        to = [{"id": str(i), "type": kind} for i in links]
+                    results.append({"from": {"id": key}, "to": to})
+            errors = [
+                batch_error(
+                    "OBJECT_NOT_FOUND",
+                    f"No {to_store.object_type[:-1]} is associated with "
+                    f"{from_store.object_type[:-1]} {key}.",
+                    [key],
+                    "crm.associations.NO_ASSOCIATIONS_FOUND",
+                )
+                for key in missing
+            ]
+            return self._batch_response(results, errors, 200, started)
+        pairs = [
+            (
+                self._parse_id((i.get("from") or {}).get("id")),
+                self._parse_id((i.get("to") or {}).get("id")),
+            )
+            for i in inputs
+        ]
+        if action == "archive":
+            for a, b in pairs:
+                self.portal.dissociate(from_store.object_type, a, to_store.object_type, b)
+            return Response(status_code=204)
+        results = []
+        for a, b in pairs:
+            self.portal.associate(from_store.object_type, a, to_store.object_type, b)
+            if version == "v4" and action == "create":
+                results.append(
+                    {
+                        "fromObjectTypeId": TYPE_IDS[from_store.object_type],
+                        "fromObjectId": a,
+                        "toObjectTypeId": TYPE_IDS[to_store.object_type],
+                        "toObjectId": b,
+                        "labels": [],
+                    }
+                )
+            elif version == "v4":
+                type_id = ASSOCIATION_TYPE_IDS[(from_store.object_type, to_store.object_type)]
+                results.append(
+                    {
+                        "from": {"id": str(a)},
+                        "to": {"id": str(b)},
+                        "associationSpec": {
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": type_id,
+                        },
+                    }
+                )
+            else:
+                kind = f"{from_store.object_type[:-1]}_to_{to_store.object_type[:-1]}"
+                results.append({"from": {"id": str(a)}, "to": {"id": str(b)}, "type": kind})
+        return self._batch_response(results, [], 201 if action == "create" else 200, started)
+
+
+class Control:
+    """``/_sandbox/...``: the same operations as :class:`HubSpotSandbox`'s methods."""
+
+    def __init__(self, sandbox: HubSpotSandbox) -> None:
+        self.sb = sandbox
+
+    @staticmethod
+    async def _json(request: Request) -> Any:
+        raw = await request.body()
+        return json.loads(raw) if raw else {}
+
+    def _wrap(self, fn: Callable[[Request], Awaitable[Any]], status: int = 200) -> Handler:
+        async def handler(request: Request) -> Response:
+            try:
+                result = await fn(request)
+            except StoreError as exc:
+                return json_response(error_body(exc.status, exc.category, exc.message), exc.status)
+            except (ValueError, KeyError, TypeError) as exc:
+                return json_response(error_body(400, "VALIDATION_ERROR", str(exc)), 400)
+            return json_response(result, status)
+
+        return handler
+
+    def routes(self) -> list[Route]:
+        sb = self.sb
+
+        async def reset(request: Request) -> Any:
+            sb.reset()
+            return {"ok": True}
+
+        async def seed(request: Request) -> Any:
+            body = await self._json(request)
+            return {"ids": sb.seed_companies(int(body.get("count", 0)))}
+
+        async def create(request: Request) -> Any:
+            body = await self._json(request)
+            return {
+                "id": sb.create(request.path_params["object_type"], body.get("properties") or {})
+            }
+
+        async def read(request: Request) -> Any:
+            return sb.read(request.path_params["object_id"], request.path_params["object_type"])
+
+        async def edit(request: Request) -> Any:
+            body = await self._json(request)
+            sb.edit(
+                request.path_params["object_id"],
+                body.get("properties") or {},
+                request.path_params["object_type"],
+            )
+            return {"ok": True}
+
+        async def archive(request: Request) -> Any:
+            sb.archive(request.path_params["object_id"], request.path_params["object_type"])
+            return {"ok": True}
+
+        async def restore(request: Request) -> Any:
+            sb.restore(request.path_params["object_id"], request.path_params["object_type"])
+            return {"ok": True}
+
+        async def merge(request: Request) -> Any:
+            body = await self._json(request)
+            survivor = sb.merge(
+                str(body["winner"]), str(body["loser"]), request.path_params["object_type"]
+            )
+            return {"id": survivor}
+
+        async def touch(request: Request) -> Any:
+            body = await self._json(request)
+            ids = body.get("ids")
+            count = sb.touch(ids, body.get("ms"), request.path_params["object_type"])
+            return {"touched": count}
+
+        async def requests_get(request: Request) -> Any:
+            return {"counts": sb.request_counts(), "total": sb.api_calls()}
+
+        async def requests_reset(request: Request) -> Any:
+            sb.reset_counts()
+            return {"ok": True}
+
+        async def faults_get(request: Request) -> Any:
+            return sb.faults.snapshot()
+
+        async def faults_set(request: Request) -> Any:
+            sb.set_faults(**(await self._json(request)))
+            return sb.faults.snapshot()
+
+        async def faults_clear(request: Request) -> Any:
+            sb.clear_faults()
+            return sb.faults.snapshot()
+
+        async def webhooks_set(request: Request) -> Any:
+            cfg = sb.configure_webhooks(**(await self._json(request)))
+            return {k: v for k, v in vars(cfg).items() if k != "client_secret"}
+
+        async def webhooks_flush(request: Request) -> Any:
+            body = await self._json(request)
+            timeout = float(body.get("timeout", 10))
+            done = await asyncio.get_running_loop().run_in_executor(
+                None, sb.flush_webhooks, timeout
+            )
+            return {"flushed": done}
+
+        async def webhooks_deliveries(request: Request) -> Any:
+            return [
+                {"attempt": d.attempt, "status": d.status, "events": d.events}
+                for d in list(sb.webhooks.deliveries)
+            ]
+
+        w = self._wrap
+        p = "/_sandbox"
+        return [
+            Route(f"{p}/reset", w(reset), methods=["POST"]),
+            Route(f"{p}/seed", w(seed), methods=["POST"]),
+            Route(f"{p}/requests", w(requests_get), methods=["GET"]),
+            Route(f"{p}/requests", w(requests_reset), methods=["DELETE"]),
+            Route(f"{p}/faults", w(faults_get), methods=["GET"]),
+            Route(f"{p}/faults", w(faults_set), methods=["PUT", "POST"]),
+            Route(f"{p}/faults", w(faults_clear), methods=["DELETE"]),
+            Route(f"{p}/webhooks", w(webhooks_set), methods=["PUT", "POST"]),
+            Route(f"{p}/webhooks/flush", w(webhooks_flush), methods=["POST"]),
+            Route(f"{p}/webhooks/deliveries", w(webhooks_deliveries), methods=["GET"]),
+            Route(f"{p}/objects/{{object_type}}", w(create, 201), methods=["POST"]),
+            Route(f"{p}/objects/{{object_type}}/touch", w(touch), methods=["POST"]),
+            Route(f"{p}/objects/{{object_type}}/merge", w(merge), methods=["POST"]),
+            Route(f"{p}/objects/{{object_type}}/{{object_id}}", w(read), methods=["GET"]),
+            Route(f"{p}/objects/{{object_type}}/{{object_id}}", w(edit), methods=["PATCH"]),
+            Route(f"{p}/objects/{{object_type}}/{{object_id}}", w(archive), methods=["DELETE"]),
+            Route(
+                f"{p}/objects/{{object_type}}/{{object_id}}/restore", w(restore), methods=["POST"]
+            ),
+        ]
+
+
+def build_app(sandbox: HubSpotSandbox) -> Starlette:
+    api = Api(sandbox)
+    sandbox.api = api
+    a = api.api
+    o = "/crm/v3/objects/{object_type}"
+    routes = [
+        Route(f"{o}/batch/read", a(f"{o}/batch/read", api.batch_read), methods=["POST"]),
+        Route(f"{o}/batch/create", a(f"{o}/batch/create", api.batch_create), methods=["POST"]),
+        Route(f"{o}/batch/update", a(f"{o}/batch/update", api.batch_update), methods=["POST"]),
+        Route(f"{o}/batch/upsert", a(f"{o}/batch/upsert", api.batch_upsert), methods=["POST"]),
+        Route(f"{o}/batch/archive", a(f"{o}/batch/archive", api.batch_archive), methods=["POST"]),
+        Route(f"{o}/search", a(f"{o}/search", api.search), methods=["POST"]),
+        Route(f"{o}/merge", a(f"{o}/merge", api.merge), methods=["POST"]),
+        Route(o, a(o, api.list_objects), methods=["GET"]),
+        Route(o, a(o, api.create_object), methods=["POST"]),
+        Route(f"{o}/{{object_id}}", a(f"{o}/{{id}}", api.get_object), methods=["GET"]),
+        Route(f"{o}/{{object_id}}", a(f"{o}/{{id}}", api.update_object), methods=["PATCH"]),
+        Route(f"{o}/{{object_id}}", a(f"{o}/{{id}}", api.archive_object), methods=["DELETE"]),
+        Route(
+            "/crm/v3/properties/{object_type}",
+            a("/crm/v3/properties/{object_type}", api.properties),
+            methods=["GET"],
+        ),
+        Route(
+            "/crm/v3/properties/{object_type}/{name}",
+            a("/crm/v3/properties/{object_type}/{name}", api.property),
+            methods=["GET"],
+        ),
+    ]
+    v4 = "/crm/v4/objects/{object_type}/{object_id}/associations"
+    routes += [
+        Route(
+            f"{v4}/default/{{to_type}}/{{to_id}}",
+            a(f"{v4}/default/{{to_type}}/{{to_id}}", api.v4_create_default),
+            methods=["PUT"],
+        ),
+        Route(f"{v4}/{{to_type}}", a(f"{v4}/{{to_type}}", api.v4_list), methods=["GET"]),
+        Route(
+            f"{v4}/{{to_type}}/{{to_id}}",
+            a(f"{v4}/{{to_type}}/{{to_id}}", api.v4_create),
+            methods=["PUT"],
+        ),
+        Route(
+            f"{v4}/{{to_type}}/{{to_id}}",
+            a(f"{v4}/{{to_type}}/{{to_id}}", api.v4_archive),
+            methods=["DELETE"],
+        ),
+    ]
+    for version in ("v3", "v4"):
+        b = f"/crm/{version}/associations/{{from_type}}/{{to_type}}/batch/{{action}}"
+        routes.append(Route(b, a(b, api.assoc_batch), methods=["POST"]))
+        if version == "v4":
+            d = f"/crm/{version}/associations/{{from_type}}/{{to_type}}/batch/associate/default"
+            routes.append(Route(d, a(d, _default_action(api)), methods=["POST"]))
+    routes += Control(sandbox).routes()
+    return Starlette(routes=routes)
+
+
+def _default_action(api: Api) -> Handler:
+    async def handler(request: Request) -> Response:
+        request.path_params["action"] = "default"
+        return await api.assoc_batch(request)
+
+    return handler
+
+
+__all__ = ["build_app", "canonical_type"]

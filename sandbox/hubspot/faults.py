@@ -1,0 +1,103 @@
+"""Fault injection for the HubSpot emulator, set at construction or at run time.
+
+=====================  ==================================================================
+name                   effect
+=====================  ==================================================================
+rate_limit_next        answer the next N API requests with 429 (``RATE_LIMITS``)
+retry_after            add ``Retry-After: <seconds>`` to those 429s (None: no header)
+rate_limit_interval_ms the ``X-HubSpot-RateLimit-Interval-Milliseconds`` value (10,000)
+server_error_next      answer the next N API requests with ``server_error_status``
+server_error_rate      answer this fraction (0..1) of API requests with a 5xx
+server_error_status    the 5xx status to use (500 by default; 502/503/504 are real too)
+latency_ms             add this much latency to every API request
+hang_next              the next N API requests wait ``hang_seconds`` before answering
+hang_seconds           (past a client's time-out; released early by clear/close)
+record_errors          {id or unique value: "validation" | "duplicate" | "not_found"}:
+                       per-record errors in batch create/update/upsert (207)
+expired_token          answer every API request with 401 (expired OAuth token)
+=====================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class Faults:
+    rate_limit_next: int = 0
+    retry_after: float | None = None
+    rate_limit_interval_ms: int = 10_000
+    server_error_next: int = 0
+    server_error_rate: float = 0.0
+    server_error_status: int = 500
+    latency_ms: float = 0.0
+    hang_next: int = 0
+    hang_seconds: float = 5.0
+    record_errors: dict[str, str] = field(default_factory=dict)
+    expired_token: bool = False
+
+
+FAULT_NAMES = frozenset(f.name for f in fields(Faults))
+
+
+class FaultState:
+    """The current faults, thread-safe, with the decisions the server asks of them."""
+
+    def __init__(self, seed: int = 0, **initial: Any) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self.faults = Faults()
+        self.generation = 0  # bumped by clear(): releases hanging requests
+        if initial:
+            self.set(**initial)
+
+    def set(self, **changes: Any) -> None:
+        unknown = set(changes) - FAULT_NAMES
+        if unknown:
+            raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            for name, value in changes.items():
+                if name == "record_errors":
+                    value = {str(k): str(v) for k, v in (value or {}).items()}
+                setattr(self.faults, name, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults = Faults()
+            self.generation += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {f.name: getattr(self.faults, f.name) for f in fields(Faults)}
+
+    def take(self) -> tuple[str | None, Faults]:
+        """Decide the fate of one API request: None, "auth", "rate", "error" or "hang"."""
+        with self._lock:
+            f = self.faults
+            if f.expired_token:
+                return "auth", f
+            if f.rate_limit_next > 0:
+                f.rate_limit_next -= 1
+                return "rate", f
+            if f.server_error_next > 0:
+                f.server_error_next -= 1
+                return "error", f
+            if f.server_error_rate > 0 and self._rng.random() < f.server_error_rate:
+                return "error", f
+            if f.hang_next > 0:
+                f.hang_next -= 1
+                return "hang", f
+            return None, f
+
+    def record_error(self, *keys: str | None) -> tuple[str, str] | None:
+        """The injected error for a batch input known by any of ``keys``: (key, kind)."""
+        with self._lock:
+            errors = self.faults.record_errors
+            for key in keys:
+                if key is not None and key in errors:
+                    return key, errors[key]
+        return None

@@ -1,0 +1,252 @@
+"""HubSpot webhook delivery: events batched (≤ 100 per request), signed v3, at least once.
+
+A background thread takes changes from :class:`sandbox.hubspot.crm.Portal`, turns them into
+HubSpot's event objects and POSTs them as a JSON array to the configured URL with::
+
+    X-HubSpot-Signature-v3      base64(HMAC-SHA256(secret, METHOD + URI + body + timestamp))
+    X-HubSpot-Request-Timestamp milliseconds since the epoch
+    X-HubSpot-Signature         v2: hex(sha256(secret + METHOD + URI + body))
+    X-HubSpot-Signature-Version v2
+
+A batch answered with anything but 2xx (or not answered) is sent again with
+``attemptNumber`` + 1 after ``retry_delay`` seconds, up to ``max_attempts`` times.
+``duplicate=True`` sends every batch twice on purpose (same ``eventId``s), to test
+de-duplication. ``flush()`` waits until everything queued was delivered or given up.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from sandbox.hubspot.crm import Change
+
+SINGULAR = {"companies": "company", "contacts": "contact"}
+_SUBSCRIPTION_IDS = {
+    f"{kind}.{event}": 2_100_000 + n
+    for n, (kind, event) in enumerate(
+        (k, e)
+        for k in ("company", "contact")
+        for e in ("creation", "propertyChange", "deletion", "merge", "restore")
+    )
+}
+
+
+def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    message = method.encode() + uri.encode() + body + timestamp.encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def sign_v2(secret: str, method: str, uri: str, body: bytes) -> str:
+    return hashlib.sha256(secret.encode() + method.encode() + uri.encode() + body).hexdigest()
+
+
+def sign_v1(secret: str, body: bytes) -> str:
+    return hashlib.sha256(secret.encode() + body).hexdigest()
+
+
+@dataclass
+class WebhookConfig:
+    url: str | None = None
+    client_secret: str = "sandbox-client-secret"
+    enabled: bool = False
+    app_id: int = 424242
+    portal_id: int = 62515
+    max_attempts: int = 5
+    retry_delay: float = 0.05
+    batch_size: int = 100
+    duplicate: bool = False
+    timeout: float = 5.0
+    #: subscription types to deliver ("company.creation", ...); empty: all
+    subscriptions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Delivery:
+    attempt: int
+    status: int | None
+    events: list[dict[str, Any]]
+    body: bytes
+    headers: dict[str, str]
+
+
+class WebhookDispatcher:
+    def __init__(self) -> None:
+        self.config = WebhookConfig()
+        self.deliveries: list[Delivery] = []
+        self._queue: deque[tuple[float, int, list[dict[str, Any]]]] = deque()
+        self._pending: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._next_event_id = 1_000
+        self._thread: threading.Thread | None = None
+
+    # -- configuration -------------------------------------------------------------------
+
+    def configure(self, **changes: Any) -> WebhookConfig:
+        with self._cond:
+            for name, value in changes.items():
+                if not hasattr(self.config, name):
+                    raise ValueError(f"unknown webhook setting {name!r}")
+                setattr(self.config, name, value)
+            self._cond.notify_all()
+        if self.config.enabled:
+            self._ensure_thread()
+        return self.config
+
+    def _ensure_thread(self) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = False
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="hubspot-webhooks"
+                )
+                self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def reset(self) -> None:
+        with self._cond:
+            self._queue.clear()
+            self._pending.clear()
+            self.deliveries.clear()
+
+    # -- events --------------------------------------------------------------------------
+
+    def submit(self, changes: list[Change]) -> None:
+        cfg = self.config
+        if not cfg.enabled or not cfg.url:
+            return
+        with self._cond:
+            for change in changes:
+                for event in self._events(change):
+                    if cfg.subscriptions and event["subscriptionType"] not in cfg.subscriptions:
+                        continue
+                    self._pending.append(event)
+            self._cond.notify_all()
+
+    def _events(self, change: Change) -> list[dict[str, Any]]:
+        cfg = self.config
+        kind = SINGULAR[change.object_type]
+        base = {
+            "subscriptionId": _SUBSCRIPTION_IDS[f"{kind}.{change.kind}"],
+            "portalId": cfg.portal_id,
+            "appId": cfg.app_id,
+            "occurredAt": change.occurred_ms,
+            "subscriptionType": f"{kind}.{change.kind}",
+            "attemptNumber": 0,
+            "objectId": change.object_id,
+            "changeSource": change.source,
+            "sourceId": "userId:1234" if change.source == "CRM_UI" else f"{cfg.app_id}",
+        }
+        out: list[dict[str, Any]] = []
+        if change.kind == "propertyChange":
+            for name, value in change.properties.items():
+                out.append({**base, "propertyName": name, "propertyValue": value or ""})
+        elif change.kind == "merge":
+            assert change.primary_id is not None
+            out.append(
+                {
+                    **base,
+                    "primaryObjectId": change.primary_id,
+                    "mergedObjectIds": [i for i in change.merged_ids if i != change.primary_id],
+                    "newObjectId": change.primary_id,
+                    "numberOfPropertiesMoved": 0,
+                }
+            )
+        else:
+            out.append(dict(base))
+        for event in out:
+            event["eventId"] = self._next_event_id
+            self._next_event_id += 1
+        return out
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event was delivered (or given up); True if so."""
+        self._ensure_thread()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._pending or self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def _run(self) -> None:
+        client = httpx.Client(timeout=self.config.timeout)
+        try:
+            while True:
+                with self._cond:
+                    while not self._stop and not self._pending and not self._queue:
+                        self._cond.wait(0.5)
+                    if self._stop:
+                        return
+                    while self._pending:
+                        batch = self._pending[: self.config.batch_size]
+                        del self._pending[: self.config.batch_size]
+                        self._queue.append((0.0, 0, batch))
+                    due, attempt, events = self._queue[0]
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        self._cond.wait(min(wait, 0.5))
+                        continue
+                    self._queue.popleft()
+                    self._busy = True
+                try:
+                    ok = self._send(client, attempt, events)
+                    if ok and self.config.duplicate:
+                        self._send(client, attempt, events)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        if not ok and attempt + 1 < self.config.max_attempts:
+                            due = time.monotonic() + self.config.retry_delay
+                            self._queue.append((due, attempt + 1, events))
+                        self._cond.notify_all()
+        finally:
+            client.close()
+
+    def _send(self, client: httpx.Client, attempt: int, events: list[dict[str, Any]]) -> bool:
+        cfg = self.config
+        url = cfg.url
+        if not url:
+            return True
+        payload = [{**e, "attemptNumber": attempt} for e in events]
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        timestamp = str(int(time.time() * 1000))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/) (sandbox)",
+            "X-HubSpot-Signature-v3": sign_v3(cfg.client_secret, "POST", url, body, timestamp),
+            "X-HubSpot-Request-Timestamp": timestamp,
+            "X-HubSpot-Signature": sign_v2(cfg.client_secret, "POST", url, body),
+            "X-HubSpot-Signature-Version": "v2",
+        }
+        status: int | None = None
+        try:
+            status = client.post(url, content=body, headers=headers).status_code
+        except httpx.HTTPError:
+            status = None
+        with self._cond:
+            self.deliveries.append(Delivery(attempt, status, payload, body, headers))
+        return status is not None and 200 <= status < 300

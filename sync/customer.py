@@ -130,7 +130,7 @@ class Contact(BaseModel):
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
     email: EmailStr | None = None
-    communications: list[Communication] = Field(default_factory=lambda: ["billing"])
+    communications: list[Communication] = Field(default_factory=lambda: list[Communication](["billing"]))
 
 
 class CustomerFieldsMixin(BaseModel):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from sync.customer import Customer, CustomerIn, CustomerPatch, flatten
 from sync.store import repository
-from sync.store.models import CustomerRow, new_id
+from sync.store.models import CustomerRow, new_id, utcnow
 
 
 class CustomerError(Exception):
@@ -127,7 +127,7 @@ def update_customer(
     after = flatten(to_public(row))
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if changed:
-        row.updated_at = repository.utcnow()
+        row.updated_at = utcnow()
         repository.add_outbox_entries(session, organisation_id, [(row.id, changed)])
     session.flush()
     return to_model(row)

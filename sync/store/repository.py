@@ -112,7 +112,7 @@ def business_entity_ids(session: Session, organisation_id: str, ids: Iterable[st
 # --- customers -----------------------------------------------------------------------------
 
 
-def _customers(organisation_id: str) -> Select[tuple[CustomerRow]]:
+def _customers(organisation_id: str) -> Select[CustomerRow]:
     return select(CustomerRow).where(CustomerRow.organisation_id == organisation_id)
 
 

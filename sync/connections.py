@@ -1,0 +1,197 @@
+"""Connections: an organisation's link to one CRM account, and the connector built for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from connectors import registry
+from connectors.base import ConnectionConfig, Connector, RateGate
+from sync.crypto import decrypt_credentials, encrypt_credentials
+from sync.match import MATCH_MODES
+from sync.settings import Settings
+from sync.store import sync_repository as repo
+from sync.store.models import ConnectionRow, new_id, utcnow
+
+DIRECTIONS = ("both", "crm_to_billing", "billing_to_crm", "none")
+CREATE_POLICIES = ("create", "ignore")
+
+
+class ConnectionSetupError(Exception):
+    """A connection that cannot be set up or found, with the reason."""
+
+
+@dataclass
+class ConnectionSpec:
+    """What an operator gives to add a connection (or change one with ``set``)."""
+
+    name: str
+    kind: str
+    credentials: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    field_map: dict[str, str | None] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+    match_mode: str = "exact"
+    create_policy: str = "create"
+    push_creates: bool = True
+    schedule_seconds: int = 900
+
+
+def _validate(spec: ConnectionSpec) -> None:
+    registry.connector_class(spec.kind)  # an unknown CRM is a clear ConfigError
+    if spec.match_mode not in MATCH_MODES:
+        raise ConnectionSetupError(f"match mode must be one of {', '.join(MATCH_MODES)}")
+    if spec.create_policy not in CREATE_POLICIES:
+        raise ConnectionSetupError(f"create policy must be one of {', '.join(CREATE_POLICIES)}")
+    bad = {f: d for f, d in spec.directions.items() if d not in DIRECTIONS}
+    if bad:
+        raise ConnectionSetupError(
+            f"unknown direction(s) {bad}; use one of {', '.join(DIRECTIONS)}"
+        )
+    if spec.schedule_seconds < 10:
+        raise ConnectionSetupError("schedule must be at least 10 seconds")
+
+
+def config_for(settings: Settings, row: ConnectionRow) -> ConnectionConfig:
+    return ConnectionConfig(
+        connection_id=row.id,
+        credentials=decrypt_credentials(settings, row.credentials),
+        settings=dict(row.settings),
+        field_map=dict(row.field_map),
+    )
+
+
+def open_connector(
+    settings: Settings, row: ConnectionRow, gate: RateGate | None = None
+) -> Connector:
+    """The connector for a stored connection, with its credentials decrypted."""
+    return registry.create(row.kind, config_for(settings, row), gate=gate)
+
+
+def add_connection(
+    session: Session,
+    settings: Settings,
+    organisation_id: str,
+    spec: ConnectionSpec,
+    *,
+    check: bool = True,
+) -> ConnectionRow:
+    """Store a new connection with encrypted credentials. With ``check`` the connector
+    authenticates and validates the field map now, so a bad map fails at set-up."""
+    _validate(spec)
+    if repo.find_connection(session, organisation_id, spec.name) is not None:
+        raise ConnectionSetupError(f"a connection named {spec.name!r} already exists")
+    unknown_directions = set(spec.directions) - set(spec.field_map) - _default_fields(spec.kind)
+    if unknown_directions:
+        raise ConnectionSetupError(f"directions name unmapped fields: {sorted(unknown_directions)}")
+    row = ConnectionRow(
+        id=new_id(),
+        organisation_id=organisation_id,
+        name=spec.name,
+        kind=spec.kind,
+        settings=spec.settings,
+        credentials=encrypt_credentials(settings, spec.credentials),
+        field_map=spec.field_map,
+        directions=spec.directions,
+        match_mode=spec.match_mode,
+        create_policy=spec.create_policy,
+        push_creates=spec.push_creates,
+        schedule_seconds=spec.schedule_seconds,
+        state="active",
+    )
+    if check:
+        open_connector(settings, row).check()
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _default_fields(kind: str) -> set[str]:
+    cls = registry.connector_class(kind)
+    defaults = getattr(cls, "default_field_map", None)
+    return set(defaults or ())
+
+
+def update_connection(
+    session: Session,
+    settings: Settings,
+    row: ConnectionRow,
+    changes: Mapping[str, Any],
+    *,
+    check: bool = True,
+) -> ConnectionRow:
+    """Change a connection's options (``connections set``); credentials are merged in."""
+    spec = ConnectionSpec(
+        name=changes.get("name", row.name),
+        kind=row.kind,
+        credentials={
+            **decrypt_credentials(settings, row.credentials),
+            **changes.get("credentials", {}),
+        },
+        settings={**row.settings, **changes.get("settings", {})},
+        field_map={**row.field_map, **changes.get("field_map", {})},
+        directions={**row.directions, **changes.get("directions", {})},
+        match_mode=changes.get("match_mode", row.match_mode),
+        create_policy=changes.get("create_policy", row.create_policy),
+        push_creates=changes.get("push_creates", row.push_creates),
+        schedule_seconds=changes.get("schedule_seconds", row.schedule_seconds),
+    )
+    _validate(spec)
+    candidate = ConnectionRow(
+        id=row.id,
+        organisation_id=row.organisation_id,
+        kind=row.kind,
+        settings=spec.settings,
+        credentials=encrypt_credentials(settings, spec.credentials),
+        field_map=spec.field_map,
+    )
+    if check:
+        open_connector(settings, candidate).check()
+    row.name = spec.name
+    row.settings = spec.settings
+    row.credentials = candidate.credentials
+    row.field_map = spec.field_map
+    row.directions = spec.directions
+    row.match_mode = spec.match_mode
+    row.create_policy = spec.create_policy
+    row.push_creates = spec.push_creates
+    row.schedule_seconds = spec.schedule_seconds
+    session.flush()
+    return row
+
+
+def set_state(row: ConnectionRow, state: str) -> None:
+    """Pause or resume a connection; a paused one is skipped by the scheduler."""
+    if state not in ("active", "paused"):
+        raise ConnectionSetupError("state must be active or paused")
+    row.state = state
+    if state == "active":
+        row.next_sync_at = utcnow()
+
+
+def schedule_next(row: ConnectionRow) -> None:
+    row.last_sync_at = utcnow()
+    row.next_sync_at = row.last_sync_at + timedelta(seconds=row.schedule_seconds)
+
+
+def describe(row: ConnectionRow) -> dict[str, Any]:
+    """A connection as the operator may see it: never the credentials."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "kind": row.kind,
+        "state": row.state,
+        "settings": row.settings,
+        "field_map": row.field_map,
+        "directions": row.directions,
+        "match_mode": row.match_mode,
+        "create_policy": row.create_policy,
+        "push_creates": row.push_creates,
+        "schedule_seconds": row.schedule_seconds,
+        "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
+        "next_sync_at": row.next_sync_at.isoformat() if row.next_sync_at else None,
+    }

@@ -1,0 +1,309 @@
+"""The sync engine: one function syncs one connection.
+
+:func:`sync_connection` reads top to bottom as DESIGN.md's steps:
+
+1. pull the CRM's accounts / companies changed since the cursor (every one on a full run),
+   page by page;
+2. per page: link each record by external ID, three-way merge it against its link's base
+   (the match rule on a first link), apply billing-side changes in bulk, push the
+   billing-side winners to the CRM in batches, update the bases, and commit the page with
+   its cursor — so a run killed anywhere resumes after its last committed page;
+3. pull the CRM's contacts into the customers' secondary contacts, the same way;
+4. push the billing side's own changes (the outbox, creates included) in batches;
+5. record the run: trigger, counters, duration, API calls, error.
+
+Nothing here knows whether Celery, a webhook or an operator started it. In plan mode the
+same steps run with nothing written anywhere and return what they would do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from connectors.base import Connector, CrmContact, CrmCustomer, Page, RateGate
+from connectors.errors import ConnectorError
+from sync.connections import open_connector, schedule_next
+from sync.context import Progress, RunContext
+from sync.match import MatchMode
+from sync.pages import sync_customer_page
+from sync.plan import Plan
+from sync.push import push_billing_changes, push_customers
+from sync.settings import Settings
+from sync.store import sync_repository as repo
+from sync.store.db import transaction
+from sync.store.models import ConnectionRow, SyncRun, new_id, utcnow
+
+CUSTOMERS = "customers"
+CONTACTS = "contacts"
+#: records per committed engine page: connector pages are grouped up to this size so that
+#: a 100-record HubSpot page does not cost a transaction of its own
+COMMIT_EVERY = 1000
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunResult:
+    """What a run did (or, in plan mode, would do)."""
+
+    run_id: str | None
+    status: str
+    counters: dict[str, int]
+    api_calls: int
+    duration_seconds: float
+    error: str | None = None
+    plan: Plan | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sync_connection(
+    engine: Engine,
+    settings: Settings,
+    connection_id: str,
+    *,
+    trigger: str = "operator",
+    full: bool = False,
+    plan: bool = False,
+    gate: RateGate | None = None,
+    progress: Progress | None = None,
+    connector: Connector | None = None,
+) -> RunResult:
+    """Sync one connection in both directions; see the module docstring for the steps."""
+    ctx = _start_run(
+        engine, settings, connection_id, trigger, full, plan, gate, progress, connector
+    )
+    started = time.monotonic()
+    try:
+        _pull_customers(ctx, full=full)
+        _pull_contacts(ctx, full=full)
+        push_billing_changes(ctx, full=full)
+    except ConnectorError as error:
+        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+    except BaseException as error:
+        _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+        raise
+    return _finish_run(ctx, started, "succeeded", None)
+
+
+def sync_records(
+    engine: Engine,
+    settings: Settings,
+    connection_id: str,
+    *,
+    crm_ids: Sequence[str] = (),
+    customer_ids: Sequence[str] = (),
+    trigger: str = "webhook",
+    gate: RateGate | None = None,
+    connector: Connector | None = None,
+) -> RunResult:
+    """Sync only the named CRM records and billing customers, now: for webhooks, for
+    ``crmsync resync`` and for retrying the dead letter. The cursors do not move."""
+    ctx = _start_run(engine, settings, connection_id, trigger, False, False, gate, None, connector)
+    started = time.monotonic()
+    try:
+        ids = list(dict.fromkeys(crm_ids))
+        for start in range(0, len(ids), COMMIT_EVERY):
+            records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])
+            with transaction(ctx.engine) as session:
+                sync_customer_page(ctx, session, records)
+                _save_counters(ctx, session)
+        customers = list(dict.fromkeys(customer_ids))
+        for start in range(0, len(customers), COMMIT_EVERY):
+            with transaction(ctx.engine) as session:
+                push_customers(ctx, session, customers[start : start + COMMIT_EVERY])
+                _save_counters(ctx, session)
+    except ConnectorError as error:
+        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+    except BaseException as error:
+        _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+        raise
+    return _finish_run(ctx, started, "succeeded", None)
+
+
+# --- the steps -----------------------------------------------------------------------------
+
+
+def _pull_customers(ctx: RunContext, *, full: bool) -> None:
+    cursor = None if full else _cursor(ctx, CUSTOMERS)
+    pages = ctx.connector.pull_customers(cursor, full=full)
+    for records, page_cursor in _grouped(pages):
+        with transaction(ctx.engine) as session:
+            sync_customer_page(ctx, session, records)
+            _commit_cursor(ctx, session, CUSTOMERS, page_cursor)
+        ctx.report("pull")
+
+
+def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
+    cursor = None if full else _cursor(ctx, CONTACTS)
+    for contacts, page_cursor in _grouped(ctx.connector.pull_contacts(cursor, full=full)):
+        with transaction(ctx.engine) as session:
+            _sync_contacts(ctx, session, contacts)
+            _commit_cursor(ctx, session, CONTACTS, page_cursor)
+        ctx.report("contacts")
+
+
+def _sync_contacts(ctx: RunContext, session: Any, contacts: list[CrmContact]) -> None:
+    """CRM contacts become the linked customer's secondary contacts (CRM → billing)."""
+    owners = {c.customer_id for c in contacts if c.customer_id}
+    links = repo.links_by_crm_ids(session, ctx.connection_id, owners)
+    upserts: list[dict[str, Any]] = []
+    removed: list[str] = []
+    for contact in {c.id: c for c in contacts}.values():
+        link = links.get(contact.customer_id or "")
+        if contact.deleted or link is None:
+            removed.append(contact.id)
+            continue
+        upserts.append(
+            {
+                "id": new_id(),
+                "organisation_id": ctx.organisation_id,
+                "customer_id": link.customer_id,
+                "name": contact.name or contact.email or contact.id,
+                "email": contact.email,
+                "communications": ["billing"],
+                "connection_id": ctx.connection_id,
+                "crm_id": contact.id,
+            }
+        )
+    ctx.count("contacts", len(upserts))
+    if ctx.planning:
+        return
+    repo.upsert_crm_contacts(session, upserts)
+    repo.delete_crm_contacts(session, ctx.connection_id, removed)
+
+
+# --- run bookkeeping -----------------------------------------------------------------------
+
+
+def _start_run(
+    engine: Engine,
+    settings: Settings,
+    connection_id: str,
+    trigger: str,
+    full: bool,
+    plan: bool,
+    gate: RateGate | None,
+    progress: Progress | None,
+    connector: Connector | None,
+) -> RunContext:
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        if row is None:
+            raise LookupError(f"no connection {connection_id}")
+        run_id = None
+        if not plan:
+            repo.mark_interrupted_runs(session, connection_id)
+            run = SyncRun(
+                id=new_id(),
+                organisation_id=row.organisation_id,
+                connection_id=row.id,
+                trigger=trigger,
+                status="running",
+                full=full,
+                plan=plan,
+                counters={},
+            )
+            session.add(run)
+            run_id = run.id
+        snapshot = _snapshot(row)
+    if connector is None:
+        connector = open_connector(settings, row, gate=gate)
+    return RunContext(
+        engine=engine,
+        settings=settings,
+        connector=connector,
+        organisation_id=snapshot["organisation_id"],
+        connection_id=snapshot["id"],
+        run_id=run_id,
+        directions=snapshot["directions"],
+        match_mode=snapshot["match_mode"],
+        create_policy=snapshot["create_policy"],
+        push_creates=snapshot["push_creates"],
+        fields=tuple(connector.mapped_fields),
+        plan=Plan() if plan else None,
+        progress=progress,
+    )
+
+
+def _snapshot(row: ConnectionRow) -> dict[str, Any]:
+    mode: MatchMode = "normalized" if row.match_mode == "normalized" else "exact"
+    return {
+        "id": row.id,
+        "organisation_id": row.organisation_id,
+        "directions": dict(row.directions),
+        "match_mode": mode,
+        "create_policy": row.create_policy,
+        "push_creates": row.push_creates,
+    }
+
+
+def _finish_run(ctx: RunContext, started: float, status: str, error: str | None) -> RunResult:
+    duration = time.monotonic() - started
+    api_calls = ctx.connector.api_calls
+    if ctx.run_id is not None:
+        with transaction(ctx.engine) as session:
+            run = session.get(SyncRun, ctx.run_id)
+            if run is not None:
+                run.status = status
+                run.counters = dict(ctx.counters)
+                run.api_calls = api_calls
+                run.finished_at = utcnow()
+                run.duration_seconds = duration
+                run.error = error
+            connection = repo.get_connection(session, ctx.connection_id)
+            if connection is not None and status == "succeeded":
+                schedule_next(connection)
+    return RunResult(
+        run_id=ctx.run_id,
+        status=status,
+        counters=dict(ctx.counters),
+        api_calls=api_calls,
+        duration_seconds=duration,
+        error=error,
+        plan=ctx.plan,
+    )
+
+
+def _save_counters(ctx: RunContext, session: Any) -> None:
+    if ctx.run_id is None:
+        return
+    run = session.get(SyncRun, ctx.run_id)
+    if run is not None:
+        run.counters = dict(ctx.counters)
+        run.api_calls = ctx.connector.api_calls
+
+
+def _cursor(ctx: RunContext, obj: str) -> str | None:
+    with transaction(ctx.engine) as session:
+        return repo.get_cursor(session, ctx.connection_id, obj)
+
+
+def _commit_cursor(ctx: RunContext, session: Any, obj: str, value: str | None) -> None:
+    if ctx.planning:
+        return
+    if value is not None:
+        repo.set_cursor(session, ctx.connection_id, obj, value)
+    _save_counters(ctx, session)
+
+
+def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
+    """Connector pages grouped into engine pages of about :data:`COMMIT_EVERY` records,
+    each with the cursor of its last connector page."""
+    batch: list[T] = []
+    cursor: str | None = None
+    for page in pages:
+        batch.extend(page.records)
+        cursor = page.cursor
+        if len(batch) >= COMMIT_EVERY:
+            yield batch, cursor
+            batch = []
+    if batch or cursor is not None:
+        yield batch, cursor
+
+
+__all__ = ["CrmCustomer", "RunResult", "sync_connection", "sync_records"]

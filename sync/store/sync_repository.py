@@ -1,0 +1,443 @@
+"""Every query of the sync engine: connections, links, conflicts, cursors, runs, failures,
+the webhook inbox and the audit trail. Bulk where it runs per page; nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from sync.store.models import (
+    AuditEvent,
+    Conflict,
+    ConnectionRow,
+    ContactRow,
+    Cursor,
+    CustomerRow,
+    InboundEvent,
+    LinkRow,
+    RecordFailure,
+    SyncRun,
+    utcnow,
+)
+from sync.store.repository import _insert_for
+
+_CHUNK = 1000
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- connections ---------------------------------------------------------------------------
+
+
+def get_connection(session: Session, connection_id: str) -> ConnectionRow | None:
+    return session.get(ConnectionRow, connection_id)
+
+
+def find_connection(session: Session, organisation_id: str, ref: str) -> ConnectionRow | None:
+    """A connection of the organisation by id or by name."""
+    return session.scalar(
+        select(ConnectionRow).where(
+            ConnectionRow.organisation_id == organisation_id,
+            (ConnectionRow.id == ref) | (ConnectionRow.name == ref),
+        )
+    )
+
+
+def list_connections(
+    session: Session, organisation_id: str | None = None
+) -> Sequence[ConnectionRow]:
+    query = select(ConnectionRow).order_by(ConnectionRow.created_at)
+    if organisation_id is not None:
+        query = query.where(ConnectionRow.organisation_id == organisation_id)
+    return session.scalars(query).all()
+
+
+def due_connections(session: Session, now: datetime) -> Sequence[ConnectionRow]:
+    """Active connections whose next scheduled sync is due (or never ran)."""
+    return session.scalars(
+        select(ConnectionRow).where(
+            ConnectionRow.state == "active",
+            (ConnectionRow.next_sync_at.is_(None)) | (ConnectionRow.next_sync_at <= now),
+        )
+    ).all()
+
+
+# --- links ---------------------------------------------------------------------------------
+
+
+def links_by_crm_ids(
+    session: Session, connection_id: str, crm_ids: Iterable[str]
+) -> dict[str, LinkRow]:
+    ids = list(set(crm_ids))
+    found: dict[str, LinkRow] = {}
+    for chunk in _chunks(ids):
+        query = select(LinkRow).where(
+            LinkRow.connection_id == connection_id, LinkRow.crm_id.in_(chunk)
+        )
+        for link in session.scalars(query):
+            found[link.crm_id] = link
+    return found
+
+
+def links_by_customer_ids(
+    session: Session, connection_id: str, customer_ids: Iterable[str]
+) -> dict[str, LinkRow]:
+    """The active-or-deleted link of each customer in this connection (merged ones skipped)."""
+    ids = list(set(customer_ids))
+    found: dict[str, LinkRow] = {}
+    for chunk in _chunks(ids):
+        query = select(LinkRow).where(
+            LinkRow.connection_id == connection_id,
+            LinkRow.customer_id.in_(chunk),
+            LinkRow.state != "merged",
+        )
+        for link in session.scalars(query):
+            found[link.customer_id] = link
+    return found
+
+
+def links_of_customer(
+    session: Session, organisation_id: str, customer_id: str
+) -> Sequence[LinkRow]:
+    return session.scalars(
+        select(LinkRow).where(
+            LinkRow.organisation_id == organisation_id, LinkRow.customer_id == customer_id
+        )
+    ).all()
+
+
+def insert_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    now = utcnow()
+    for chunk in _chunks(rows):
+        session.execute(
+            insert(LinkRow).values([{**r, "created_at": now, "updated_at": now} for r in chunk])
+        )
+
+
+def update_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Update many links by id; rows are grouped by the set of columns they set."""
+    if not rows:
+        return
+    now = utcnow()
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        columns = tuple(sorted(k for k in row if k != "id"))
+        groups.setdefault(columns, []).append(
+            {"b_id": row["id"], "updated_at": now, **{c: row[c] for c in columns}}
+        )
+    for columns, params in groups.items():
+        stmt = (
+            update(LinkRow)
+            .where(LinkRow.id == bindparam("b_id"))
+            .values({c: bindparam(c) for c in (*columns, "updated_at")})
+        )
+        session.connection().execute(stmt, params)
+
+
+def count_links(session: Session, connection_id: str, state: str | None = None) -> int:
+    query = select(func.count()).select_from(LinkRow).where(LinkRow.connection_id == connection_id)
+    if state is not None:
+        query = query.where(LinkRow.state == state)
+    return session.scalar(query) or 0
+
+
+# --- conflicts -----------------------------------------------------------------------------
+
+
+def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str, set[str]]:
+    """For each link, the fields with an open conflict (one query per thousand links)."""
+    ids = list(set(link_ids))
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(ids):
+        query = select(Conflict.link_id, Conflict.field).where(
+            Conflict.link_id.in_(chunk), Conflict.status == "open"
+        )
+        for link_id, field in session.execute(query):
+            if link_id is not None:
+                found.setdefault(link_id, set()).add(field)
+    return found
+
+
+def insert_conflicts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    now = utcnow()
+    for chunk in _chunks(rows):
+        session.execute(insert(Conflict).values([{**r, "created_at": now} for r in chunk]))
+
+
+def get_conflict(session: Session, organisation_id: str, conflict_id: str) -> Conflict | None:
+    return session.scalar(
+        select(Conflict).where(
+            Conflict.organisation_id == organisation_id, Conflict.id == conflict_id
+        )
+    )
+
+
+def list_conflicts(
+    session: Session,
+    organisation_id: str,
+    *,
+    connection_id: str | None = None,
+    status: str | None = "open",
+    limit: int = 100,
+) -> Sequence[Conflict]:
+    query = select(Conflict).where(Conflict.organisation_id == organisation_id)
+    if connection_id is not None:
+        query = query.where(Conflict.connection_id == connection_id)
+    if status is not None:
+        query = query.where(Conflict.status == status)
+    return session.scalars(query.order_by(Conflict.created_at, Conflict.field).limit(limit)).all()
+
+
+def count_conflicts(session: Session, connection_id: str, status: str = "open") -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Conflict)
+            .where(Conflict.connection_id == connection_id, Conflict.status == status)
+        )
+        or 0
+    )
+
+
+# --- cursors -------------------------------------------------------------------------------
+
+
+def get_cursor(session: Session, connection_id: str, obj: str) -> str | None:
+    row = session.get(Cursor, (connection_id, obj))
+    return row.value if row else None
+
+
+def set_cursor(session: Session, connection_id: str, obj: str, value: str) -> None:
+    stmt = _insert_for(session)(Cursor).values(
+        connection_id=connection_id, object=obj, value=value, updated_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["connection_id", "object"],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+    )
+    session.execute(stmt)
+
+
+def clear_cursors(session: Session, connection_id: str) -> None:
+    session.execute(delete(Cursor).where(Cursor.connection_id == connection_id))
+
+
+# --- runs and failures ---------------------------------------------------------------------
+
+
+def get_run(session: Session, organisation_id: str, run_id: str) -> SyncRun | None:
+    return session.scalar(
+        select(SyncRun).where(SyncRun.organisation_id == organisation_id, SyncRun.id == run_id)
+    )
+
+
+def list_runs(
+    session: Session, organisation_id: str, connection_id: str | None = None, limit: int = 50
+) -> Sequence[SyncRun]:
+    query = select(SyncRun).where(SyncRun.organisation_id == organisation_id)
+    if connection_id is not None:
+        query = query.where(SyncRun.connection_id == connection_id)
+    return session.scalars(query.order_by(SyncRun.started_at.desc()).limit(limit)).all()
+
+
+def mark_interrupted_runs(session: Session, connection_id: str) -> int:
+    """Runs of the connection still marked running: their worker died (the lock says no
+    other run is alive). They end ``interrupted``; the new run resumes from the cursor."""
+    result = session.execute(
+        update(SyncRun)
+        .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+        .values(status="interrupted", finished_at=utcnow(), error="the worker stopped mid-run")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def insert_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    now = utcnow()
+    for chunk in _chunks(rows):
+        session.execute(
+            insert(RecordFailure).values(
+                [{**r, "created_at": now, "updated_at": now} for r in chunk]
+            )
+        )
+
+
+def open_failures(
+    session: Session,
+    organisation_id: str,
+    *,
+    connection_id: str | None = None,
+    run_id: str | None = None,
+    failure_ids: Sequence[str] | None = None,
+    limit: int = 10_000,
+) -> Sequence[RecordFailure]:
+    query = select(RecordFailure).where(
+        RecordFailure.organisation_id == organisation_id, RecordFailure.status == "open"
+    )
+    if connection_id is not None:
+        query = query.where(RecordFailure.connection_id == connection_id)
+    if run_id is not None:
+        query = query.where(RecordFailure.run_id == run_id)
+    if failure_ids is not None:
+        query = query.where(RecordFailure.id.in_(list(failure_ids)))
+    return session.scalars(query.order_by(RecordFailure.created_at).limit(limit)).all()
+
+
+def list_failures(
+    session: Session, organisation_id: str, *, status: str | None = "open", limit: int = 100
+) -> Sequence[RecordFailure]:
+    query = select(RecordFailure).where(RecordFailure.organisation_id == organisation_id)
+    if status is not None:
+        query = query.where(RecordFailure.status == status)
+    return session.scalars(query.order_by(RecordFailure.created_at.desc()).limit(limit)).all()
+
+
+def get_failure(session: Session, organisation_id: str, failure_id: str) -> RecordFailure | None:
+    return session.scalar(
+        select(RecordFailure).where(
+            RecordFailure.organisation_id == organisation_id, RecordFailure.id == failure_id
+        )
+    )
+
+
+def resolve_failures_for(
+    session: Session, connection_id: str, direction: str, keys: Iterable[str]
+) -> None:
+    """Close the open failures of records that have now synced (by CRM or customer id)."""
+    ids = list(set(keys))
+    column = RecordFailure.crm_id if direction == "pull" else RecordFailure.customer_id
+    for chunk in _chunks(ids):
+        session.execute(
+            update(RecordFailure)
+            .where(
+                RecordFailure.connection_id == connection_id,
+                RecordFailure.direction == direction,
+                RecordFailure.status == "open",
+                column.in_(chunk),
+            )
+            .values(status="resolved", updated_at=utcnow())
+        )
+
+
+# --- contacts from the CRM -----------------------------------------------------------------
+
+
+def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or update CRM contacts keyed by (connection, crm_id)."""
+    dialect_insert = _insert_for(session)
+    now = utcnow()
+    for chunk in _chunks(rows):
+        stmt = dialect_insert(ContactRow).values([{**r, "created_at": now} for r in chunk])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connection_id", "crm_id"],
+            set_={
+                "customer_id": stmt.excluded.customer_id,
+                "name": stmt.excluded.name,
+                "email": stmt.excluded.email,
+            },
+        )
+        session.execute(stmt)
+
+
+def delete_crm_contacts(session: Session, connection_id: str, crm_ids: Sequence[str]) -> None:
+    for chunk in _chunks(crm_ids):
+        session.execute(
+            delete(ContactRow).where(
+                ContactRow.connection_id == connection_id, ContactRow.crm_id.in_(chunk)
+            )
+        )
+
+
+# --- inbox and audit -----------------------------------------------------------------------
+
+
+def add_inbound_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert webhook events, ignoring ones already in the inbox (same connection and event
+    key). Returns the ids of the rows that are new."""
+    if not rows:
+        return []
+    stmt = _insert_for(session)(InboundEvent).values(
+        [{**r, "received_at": utcnow(), "status": "pending"} for r in rows]
+    )
+    stmt = stmt.on_conflict_do_nothing(index_elements=["connection_id", "event_key"]).returning(
+        InboundEvent.id
+    )
+    return [row[0] for row in session.execute(stmt)]
+
+
+def pending_events(
+    session: Session, connection_id: str, limit: int = 1000
+) -> Sequence[InboundEvent]:
+    return session.scalars(
+        select(InboundEvent)
+        .where(InboundEvent.connection_id == connection_id, InboundEvent.status == "pending")
+        .order_by(InboundEvent.id)
+        .limit(limit)
+    ).all()
+
+
+def mark_events_handled(session: Session, event_ids: Sequence[int]) -> None:
+    for chunk in _chunks(event_ids):
+        session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id.in_(chunk))
+            .values(status="handled", handled_at=utcnow())
+        )
+
+
+def add_audit(
+    session: Session,
+    organisation_id: str,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict[str, Any],
+) -> None:
+    session.add(
+        AuditEvent(
+            organisation_id=organisation_id,
+            actor=actor,
+            action=action,
+            subject=subject,
+            detail=detail,
+        )
+    )
+
+
+def add_audits(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    now = utcnow()
+    for chunk in _chunks(rows):
+        session.execute(insert(AuditEvent).values([{**r, "at": now} for r in chunk]))
+
+
+def customers_page(
+    session: Session, organisation_id: str, after_id: str, limit: int
+) -> Sequence[CustomerRow]:
+    """Customers ordered by id after ``after_id`` (a full walk of the billing side)."""
+    return session.scalars(
+        select(CustomerRow)
+        .where(CustomerRow.organisation_id == organisation_id, CustomerRow.id > after_id)
+        .order_by(CustomerRow.id)
+        .limit(limit)
+    ).all()
+
+
+def crm_ids_of_customers(
+    session: Session, organisation_id: str, customer_ids: Iterable[str]
+) -> dict[str, set[str]]:
+    """Every CRM id each customer is linked to, in any connection (its aliases)."""
+    ids = list(set(customer_ids))
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(ids):
+        query = select(LinkRow.customer_id, LinkRow.crm_id).where(
+            LinkRow.organisation_id == organisation_id, LinkRow.customer_id.in_(chunk)
+        )
+        for customer_id, crm_id in session.execute(query):
+            found.setdefault(customer_id, set()).add(crm_id)
+    return found

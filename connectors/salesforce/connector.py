@@ -1,0 +1,399 @@
+"""The Salesforce connector: Accounts as customers, Contacts as contacts.
+
+``settings`` (non-secret):
+
+    instance_url          https://yourorg.my.salesforce.com (required unless token_url is set
+                          and the OAuth answer names the instance)
+    api_version           REST API version, default "59.0" (collections upsert needs >= 46)
+    ca_bundle             a CA file to trust (the sandbox's self-signed certificate)
+    external_id_field     the Account external-ID field holding the billing customer id,
+                          default "crmsync_id__c" (must be External ID and Unique)
+    organization_id       the org id Outbound Messages must name
+    token_url             OAuth token endpoint, default instance_url + /services/oauth2/token
+    request_timeout       seconds per HTTP request, default 60
+    max_attempts          tries per call for retriable errors (call_crm), default 5
+    backoff_base_seconds  exponential back-off base, default 0.5
+    limit_wait_seconds    how long everyone waits after REQUEST_LIMIT_EXCEEDED, default 60
+    lock_retries          extra tries for records refused with UNABLE_TO_LOCK_ROW, default 3
+    overlap_seconds       incremental pulls re-read this window before the watermark
+                          (at-least-once for late-committed records), default 0
+
+``credentials`` (secret): access_token, client_id, client_secret, refresh_token,
+webhook_secret.
+
+Calls: a pull of N records costs ceil(N / 2000) requests (queryAll, batchSize=2000,
+following ``nextRecordsUrl``); an incremental pull with nothing changed costs one; a push of
+M records costs ceil(M / 200) per kind (updates, creates) plus retries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+from connectors.base import (
+    ConnectionConfig,
+    CrmContact,
+    CrmCustomer,
+    CrmField,
+    CustomerPush,
+    Page,
+    PushResult,
+    RateGate,
+    RecordError,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connectors.calls import CallCounter, LocalRateGate, RetryPolicy, call_crm
+from connectors.errors import ConfigError, ConnectorError
+from connectors.salesforce import webhooks
+from connectors.salesforce.client import ClientSettings, SalesforceClient, make_session
+from connectors.salesforce.errors import classify, record_error
+from connectors.salesforce.mapping import AccountMapping, build_mapping, split_street
+
+T = TypeVar("T")
+
+PAGE_SIZE = 2000  # Salesforce's largest query batch
+BATCH_SIZE = 200  # sObject Collections limit
+IDS_PER_QUERY = 200  # ids per "WHERE Id IN (...)": keeps the URL well under 16 KB
+SYSTEM_FIELDS = ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId")
+CONTACT_FIELDS = (
+    "Id",
+    "AccountId",
+    "FirstName",
+    "LastName",
+    "Email",
+    "SystemModstamp",
+    "IsDeleted",
+)
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def to18(record_id: str) -> str:
+    """The 18-character form of a 15-character Salesforce id (others unchanged)."""
+    if len(record_id) != 15:
+        return record_id
+    suffix = ""
+    for start in (0, 5, 10):
+        bits = sum(1 << i for i, ch in enumerate(record_id[start : start + 5]) if "A" <= ch <= "Z")
+        suffix += _ALPHABET[bits]
+    return record_id + suffix
+
+
+def _soql_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    return "'" + escaped.replace("\r", "\\r").replace("\t", "\\t") + "'"
+
+
+def _soql_datetime(stamp: datetime) -> str:
+    stamp = stamp.astimezone(UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+class SalesforceConnector:
+    """Implements :class:`connectors.base.Connector` with simple-salesforce."""
+
+    key: ClassVar[str] = "salesforce"
+
+    def __init__(self, config: ConnectionConfig, gate: RateGate | None = None) -> None:
+        settings = config.settings
+        self.config = config
+        self._gate: RateGate = gate or LocalRateGate()
+        self._counter = CallCounter()
+        self._policy = RetryPolicy(
+            attempts=int(settings.get("max_attempts", 5)),
+            base_seconds=float(settings.get("backoff_base_seconds", 0.5)),
+        )
+        self._limit_wait = float(settings.get("limit_wait_seconds", 60.0))
+        self._lock_retries = int(settings.get("lock_retries", 3))
+        self._overlap = float(settings.get("overlap_seconds", 0.0))
+        self.external_id_field = str(settings.get("external_id_field", "crmsync_id__c"))
+        self._mapping: AccountMapping = build_mapping(config.field_map)
+        self._to_customer = self._mapping.to_customer()
+        self.mapped_fields: tuple[str, ...] = self._mapping.mapped_fields
+        self._account_fields = tuple(
+            dict.fromkeys([*SYSTEM_FIELDS, self.external_id_field, *self._mapping.sf_fields])
+        )
+        client_settings = ClientSettings.from_settings(settings)
+        self._timeout = client_settings.request_timeout
+        self._client = SalesforceClient(
+            client_settings,
+            config.credentials,
+            make_session(client_settings.ca_bundle, self._gate),
+            self._counter,
+        )
+
+    # -- counting -----------------------------------------------------------------------
+    @property
+    def api_calls(self) -> int:
+        """HTTP requests this instance made (API calls, retries and token requests)."""
+        return self._counter.count
+
+    @api_calls.setter
+    def api_calls(self, value: int) -> None:
+        self._counter.count = value
+
+    # -- the one way to call Salesforce ------------------------------------------------
+    def _call(self, request: Callable[[], T]) -> T:
+        return call_crm(
+            request,
+            classify=lambda exc: classify(exc, limit_wait_seconds=self._limit_wait),
+            gate=self._gate,
+            counter=self._counter,
+            policy=self._policy,
+            refresh=self._client.refresh if self._client.can_refresh else None,
+        )
+
+    def _restful(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
+        return self._call(
+            lambda: self._client.sf().restful(path, method=method, timeout=self._timeout, **kwargs)
+        )
+
+    # -- describe / check ---------------------------------------------------------------
+    def describe_fields(self) -> list[CrmField]:
+        described = self._restful("sobjects/Account/describe/")
+        return [
+            CrmField(
+                name=str(f["name"]),
+                label=str(f.get("label") or f["name"]),
+                type=str(f.get("type") or "string"),
+                updateable=bool(f.get("updateable", True)),
+            )
+            for f in (described or {}).get("fields", [])
+        ]
+
+    def check(self) -> None:
+        described = self._restful("sobjects/Account/describe/") or {}
+        fields = {str(f["name"]).lower(): f for f in described.get("fields", [])}
+        wanted = dict.fromkeys([*self._mapping.sf_fields, self.external_id_field])
+        missing = [name for name in wanted if name.lower() not in fields]
+        state_codes = {code for _, code in self._mapping.state_codes}
+        missing = [name for name in missing if name not in state_codes]  # picklists may be off
+        if missing:
+            raise ConfigError(
+                f"Salesforce Account has no field(s) {', '.join(missing)} "
+                "(mapped by this connection; check the field map and field-level security)"
+            )
+        ext = fields[self.external_id_field.lower()]
+        if not ext.get("externalId"):
+            raise ConfigError(
+                f"Account.{self.external_id_field} must be an External ID field "
+                "(creates are upserts keyed by it)"
+            )
+
+    # -- pulls ---------------------------------------------------------------------------
+    def _query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+        """queryAll ``soql``, one list of raw records per request, following nextRecordsUrl."""
+        headers = {"Sforce-Query-Options": f"batchSize={PAGE_SIZE}"}
+        result = self._call(
+            lambda: self._client.sf().query(
+                soql, include_deleted=True, headers=headers, timeout=self._timeout
+            )
+        )
+        while True:
+            yield result["records"]
+            if result.get("done", True) or not result.get("nextRecordsUrl"):
+                return
+            url = str(result["nextRecordsUrl"])
+            result = self._call(
+                lambda url=url: self._client.sf().query_more(  # type: ignore[misc]
+                    url, identifier_is_url=True, headers=headers, timeout=self._timeout
+                )
+            )
+
+    def _keyset_where(self, cursor: str | None, *, full: bool) -> str:
+        if not cursor:
+            return ""
+        try:
+            state = json.loads(cursor)
+            stamp = datetime.fromisoformat(state["stamp"])
+            last_id = str(state["id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"not a Salesforce pull cursor: {cursor!r}") from exc
+        if not full and self._overlap > 0:
+            since = stamp - timedelta(seconds=self._overlap)
+            return f" WHERE SystemModstamp >= {_soql_datetime(since)}"
+        at = _soql_datetime(stamp)
+        # Keyset on (SystemModstamp, Id): several records share a millisecond, so the id
+        # breaks the tie and nothing at the watermark is lost or read twice.
+        return (
+            f" WHERE (SystemModstamp > {at} OR "
+            f"(SystemModstamp = {at} AND Id > {_soql_string(last_id)}))"
+        )
+
+    @staticmethod
+    def _cursor_after(record: dict[str, Any]) -> str:
+        return json.dumps({"stamp": record["SystemModstamp"], "id": record["Id"]})
+
+    def pull_customers(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmCustomer]]:
+        soql = (
+            f"SELECT {', '.join(self._account_fields)} FROM Account"
+            f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
+        )
+        convert = self._customer
+        for raw in self._query_pages(soql):
+            records = [convert(r) for r in raw]
+            yield Page(records, self._cursor_after(raw[-1]) if raw else cursor)
+
+    def _customer(self, raw: dict[str, Any]) -> CrmCustomer:
+        stamp = raw.get("SystemModstamp")
+        return CrmCustomer(
+            id=raw["Id"],
+            fields=self._to_customer(raw),
+            modified_at=datetime.fromisoformat(stamp) if stamp else None,
+            deleted=bool(raw.get("IsDeleted")),
+            merged_into=raw.get("MasterRecordId"),
+            billing_id=raw.get(self.external_id_field) or None,
+        )
+
+    def pull_contacts(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmContact]]:
+        soql = (
+            f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact"
+            f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
+        )
+        for raw in self._query_pages(soql):
+            records = [
+                CrmContact(
+                    id=r["Id"],
+                    customer_id=r.get("AccountId"),
+                    name=" ".join(p for p in (r.get("FirstName"), r.get("LastName")) if p),
+                    email=r.get("Email") or None,
+                    modified_at=datetime.fromisoformat(r["SystemModstamp"])
+                    if r.get("SystemModstamp")
+                    else None,
+                    deleted=bool(r.get("IsDeleted")),
+                )
+                for r in raw
+            ]
+            yield Page(records, self._cursor_after(raw[-1]) if raw else cursor)
+
+    def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        wanted = [to18(i) for i in ids]
+        found: dict[str, CrmCustomer] = {}
+        unique = list(dict.fromkeys(wanted))
+        for start in range(0, len(unique), IDS_PER_QUERY):
+            chunk = unique[start : start + IDS_PER_QUERY]
+            soql = (
+                f"SELECT {', '.join(self._account_fields)} FROM Account "
+                f"WHERE Id IN ({', '.join(_soql_string(i) for i in chunk)})"
+            )
+            for raw in self._query_pages(soql):
+                for r in raw:
+                    found[r["Id"]] = self._customer(r)
+        return [found.get(i) or CrmCustomer(id=i, fields={}, deleted=True) for i in wanted]
+
+    # -- push ----------------------------------------------------------------------------
+    def push_customers(self, pushes: Sequence[CustomerPush]) -> list[PushResult]:
+        results: dict[int, PushResult] = {}
+        values = self._values_for(pushes)
+        pending = list(range(len(pushes)))
+        for attempt in range(self._lock_retries + 1):
+            retry: list[int] = []
+            updates = [i for i in pending if pushes[i].crm_id]
+            creates = [i for i in pending if not pushes[i].crm_id]
+            for start in range(0, len(updates), BATCH_SIZE):
+                retry += self._push_batch(
+                    pushes, values, updates[start : start + BATCH_SIZE], results, create=False
+                )
+            for start in range(0, len(creates), BATCH_SIZE):
+                retry += self._push_batch(
+                    pushes, values, creates[start : start + BATCH_SIZE], results, create=True
+                )
+            if not retry:
+                break
+            pending = retry
+            if attempt < self._lock_retries:
+                time.sleep(self._policy.backoff(attempt))
+        return [results[i] for i in range(len(pushes))]
+
+    def _values_for(self, pushes: Sequence[CustomerPush]) -> list[dict[str, Any]]:
+        """Account values per push; address lines that share a Salesforce field with lines
+        not being pushed are completed from the CRM's current value (one extra read)."""
+        need = [p.crm_id for p in pushes if p.crm_id and self._mapping.missing_lines(p.fields)]
+        current: dict[str, CrmCustomer] = {}
+        if need:
+            current = {c.id: c for c in self.pull_customers_by_ids([i for i in need if i])}
+        out = []
+        for push in pushes:
+            fields = dict(push.fields)
+            groups = self._mapping.missing_lines(fields)
+            if groups:
+                have = current.get(to18(push.crm_id)) if push.crm_id else None
+                for group in groups:
+                    for _, customer_field in group.lines:
+                        if customer_field not in fields:
+                            fields[customer_field] = (
+                                have.fields.get(customer_field) if have else None
+                            )
+            out.append(self._mapping.to_salesforce(fields))
+        return out
+
+    def _push_batch(
+        self,
+        pushes: Sequence[CustomerPush],
+        values: list[dict[str, Any]],
+        batch: list[int],
+        results: dict[int, PushResult],
+        *,
+        create: bool,
+    ) -> list[int]:
+        """Send one sObject Collections request; record results; the lock-refused indexes."""
+        records = []
+        for i in batch:
+            record: dict[str, Any] = {"attributes": {"type": "Account"}, **values[i]}
+            if create:
+                record[self.external_id_field] = pushes[i].billing_id
+            else:
+                record["id"] = pushes[i].crm_id
+            records.append(record)
+        body = {"allOrNone": False, "records": records}
+        if create:
+            path = f"composite/sobjects/Account/{quote(self.external_id_field, safe='')}"
+        else:
+            path = "composite/sobjects"
+        answer = self._restful(path, method="PATCH", json=body)
+        if not isinstance(answer, list) or len(answer) != len(batch):
+            raise ConnectorError(
+                f"Salesforce answered {len(answer) if isinstance(answer, list) else answer!r} "
+                f"results for {len(batch)} records"
+            )
+        # SaveResults come back in request order (documented); a result that names an id is
+        # matched by that id, so a reordering would show instead of mis-attributing results.
+        by_crm_id = {to18(pushes[i].crm_id or ""): i for i in batch if pushes[i].crm_id}
+        retry = []
+        for position, result in enumerate(answer):
+            index = batch[position]
+            result_id = result.get("id")
+            if not create and result_id and result_id in by_crm_id:
+                index = by_crm_id[result_id]
+            push = pushes[index]
+            if result.get("success"):
+                results[index] = PushResult(push.billing_id, result_id or push.crm_id)
+                continue
+            error: RecordError = record_error(result.get("errors"))
+            results[index] = PushResult(push.billing_id, push.crm_id, error)
+            if error.code == "UNABLE_TO_LOCK_ROW":
+                retry.append(index)
+        return retry
+
+    # -- webhooks ------------------------------------------------------------------------
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        webhooks.verify(
+            request,
+            secret=self.config.credentials.get("webhook_secret"),
+            organization_id=self.config.settings.get("organization_id"),
+        )
+
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+        return webhooks.parse(body)
+
+
+__all__ = ["SalesforceConnector", "split_street", "to18"]

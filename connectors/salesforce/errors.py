@@ -1,0 +1,128 @@
+"""simple-salesforce and requests exceptions -> ``connectors.errors``, in one place.
+
+    403 REQUEST_LIMIT_EXCEEDED          RetriableError (wait ``limit_wait_seconds``)
+    5xx, time-out, connection error     RetriableError
+    400 INVALID_QUERY_LOCATOR           RetriableError (the cursor expired: run again)
+    401                                 AuthError (call_crm refreshes once, then gives up)
+    other 403, 400, 404, 300            ConfigError (bad field, object, URL, permissions)
+    TLS failure, bad URL                ConfigError
+
+simple-salesforce raises one exception class per status and never retries
+(https://github.com/simple-salesforce/simple-salesforce/blob/v1.12.10/simple_salesforce/util.py).
+Record-level refusals inside sObject Collections answers are not exceptions: see
+:func:`record_error`. Messages always carry the CRM's own ``errorCode: message``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from simple_salesforce.exceptions import (
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceGeneralError,
+    SalesforceRefusedRequest,
+)
+
+from connectors.base import RecordError
+from connectors.errors import AuthError, ConfigError, ConnectorError, RetriableError
+
+_VALIDATION = frozenset(
+    {
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        "REQUIRED_FIELD_MISSING",
+        "STRING_TOO_LONG",
+        "INVALID_EMAIL_ADDRESS",
+        "FIELD_INTEGRITY_EXCEPTION",
+        "INVALID_FIELD",
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+        "JSON_PARSER_ERROR",
+        "MISSING_ARGUMENT",
+        "NUMBER_OUTSIDE_VALID_RANGE",
+    }
+)
+_DUPLICATE = frozenset({"DUPLICATE_VALUE", "DUPLICATES_DETECTED", "DUPLICATE_EXTERNAL_ID"})
+_NOT_FOUND = frozenset(
+    {
+        "ENTITY_IS_DELETED",
+        "INVALID_CROSS_REFERENCE_KEY",
+        "NOT_FOUND",
+        "MALFORMED_ID",
+        "INVALID_ID_FIELD",
+    }
+)
+_RETRIABLE = frozenset({"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK"})
+
+
+def crm_message(content: Any) -> tuple[str, str]:
+    """(errorCode, "errorCode: message; ...") from a Salesforce error body (a JSON array of
+    ``{message, errorCode}``, an OAuth ``{error, error_description}``, or text)."""
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        code = str(content[0].get("errorCode") or content[0].get("statusCode") or "")
+        text = "; ".join(
+            f"{e.get('errorCode') or e.get('statusCode')}: {e.get('message')}"
+            for e in content
+            if isinstance(e, dict)
+        )
+        return code, text
+    if isinstance(content, dict) and "error" in content:
+        return str(content["error"]), f"{content['error']}: {content.get('error_description')}"
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    return "", str(content)[:500]
+
+
+def classify(exc: Exception, *, limit_wait_seconds: float) -> ConnectorError | None:
+    """The connector error for ``exc``; None when it is not the CRM's (a bug: re-raised)."""
+    if isinstance(exc, SalesforceError):
+        code, message = crm_message(exc.content)
+        message = f"Salesforce {exc.status} {message}".strip()
+        if isinstance(exc, SalesforceExpiredSession):
+            return AuthError(message)
+        if isinstance(exc, SalesforceRefusedRequest):
+            if code == "REQUEST_LIMIT_EXCEEDED":
+                return RetriableError(message, wait_seconds=limit_wait_seconds, status=403)
+            return ConfigError(message)
+        if code == "INVALID_QUERY_LOCATOR":
+            return RetriableError(message, status=exc.status)
+        if isinstance(exc, SalesforceGeneralError):
+            if exc.status >= 500 or exc.status in (408, 429):
+                return RetriableError(message, status=exc.status)
+            return ConnectorError(message)
+        return ConfigError(message)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ConfigError(f"TLS failure talking to Salesforce (check ca_bundle): {exc}")
+    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+        return RetriableError(f"Salesforce unreachable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, requests.exceptions.JSONDecodeError):
+        return RetriableError(f"Salesforce answered something that is not JSON: {exc}")
+    if isinstance(exc, requests.RequestException):
+        return ConfigError(f"bad Salesforce request: {exc}")
+    return None
+
+
+def record_error(errors: Any) -> RecordError:
+    """A per-record SaveResult ``errors`` list -> :class:`RecordError`."""
+    if not isinstance(errors, list) or not errors:
+        return RecordError("other", "UNKNOWN", "Salesforce refused the record without a reason")
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    code = str(first.get("statusCode") or first.get("errorCode") or "UNKNOWN")
+    message = "; ".join(
+        str(e.get("message")) + (f" (fields: {', '.join(e['fields'])})" if e.get("fields") else "")
+        for e in errors
+        if isinstance(e, dict)
+    )
+    if code in _RETRIABLE:
+        kind = "retriable"
+    elif code in _DUPLICATE:
+        kind = "duplicate"
+    elif code in _NOT_FOUND:
+        kind = "not_found"
+    elif code in _VALIDATION or code.endswith("_EXCEPTION"):
+        kind = "validation"
+    else:
+        kind = "other"
+    return RecordError(kind, code, message)  # type: ignore[arg-type]

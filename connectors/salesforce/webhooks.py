@@ -1,0 +1,138 @@
+"""Salesforce Outbound Messages: verify, parse, and acknowledge.
+
+An Outbound Message is a SOAP envelope POSTed by Salesforce::
+
+    <soapenv:Envelope><soapenv:Body>
+      <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+        <OrganizationId>00D...</OrganizationId> <ActionId/> <SessionId/> <EnterpriseUrl/> ...
+        <Notification><Id>04l...</Id>
+          <sObject xsi:type="sf:Account" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+            <sf:Id>001...</sf:Id> <sf:Name>...</sf:Name> ...
+          </sObject></Notification>   (up to 100)
+      </notifications></soapenv:Body></soapenv:Envelope>
+
+Salesforce signs nothing, so a connection has a secret carried in the endpoint URL
+(``?secret=``) or in a header (``X-Crmsync-Secret``), compared in constant time, and the
+``OrganizationId`` must be the connection's. The receiver must answer 200 with
+:func:`ack_response`, or Salesforce retries for 24 hours. Delivery is at least once: the
+Notification ``Id`` is the de-duplication key.
+https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_om_outboundmessaging_understanding.htm
+
+The XML is parsed with ``xml.etree`` after refusing any DTD (``<!DOCTYPE`` / ``<!ENTITY``),
+which rules out entity-expansion attacks; expat never fetches external resources.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from connectors.base import WebhookEvent, WebhookRequest
+from connectors.errors import WebhookRejected
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+SECRET_HEADER = "X-Crmsync-Secret"
+MAX_BODY_BYTES = 5 * 1024 * 1024
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+ACK_BODY = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    f'<soapenv:Envelope xmlns:soapenv="{SOAP_NS}"><soapenv:Body>'
+    f'<notificationsResponse xmlns="{OUTBOUND_NS}"><Ack>true</Ack></notificationsResponse>'
+    "</soapenv:Body></soapenv:Envelope>"
+).encode()
+
+
+def ack_response() -> bytes:
+    """The SOAP body that acknowledges an Outbound Message (answer it with HTTP 200 and
+    ``Content-Type: text/xml``)."""
+    return ACK_BODY
+
+
+def _envelope(body: bytes) -> ET.Element:
+    if len(body) > MAX_BODY_BYTES:
+        raise WebhookRejected(413, "Outbound Message body too large")
+    if _DTD.search(body):
+        raise WebhookRejected(400, "Outbound Message refused: a DTD or entity declaration")
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise WebhookRejected(400, f"Outbound Message is not well-formed XML: {exc}") from exc
+    notifications = root.find(f"{{{SOAP_NS}}}Body/{{{OUTBOUND_NS}}}notifications")
+    if notifications is None:
+        raise WebhookRejected(400, "Outbound Message has no soapenv:Body/notifications")
+    return notifications
+
+
+def _text(element: ET.Element, tag: str) -> str | None:
+    found = element.find(f"{{{OUTBOUND_NS}}}{tag}")
+    if found is None or found.text is None:
+        return None
+    return found.text.strip()
+
+
+def verify(request: WebhookRequest, *, secret: str | None, organization_id: str | None) -> None:
+    """Raise :class:`WebhookRejected` unless the request carries the connection's secret and
+    names the connection's organisation."""
+    if not secret:
+        raise WebhookRejected(401, "no webhook_secret is configured for this connection")
+    if request.method.upper() != "POST":
+        raise WebhookRejected(400, f"Outbound Messages are POSTed, not {request.method}")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    given = headers.get(SECRET_HEADER.lower())
+    if given is None:
+        given = parse_qs(urlsplit(request.url).query).get("secret", [None])[0]
+    if given is None or not hmac.compare_digest(given.encode(), secret.encode()):
+        raise WebhookRejected(401, "Outbound Message secret missing or wrong")
+    notifications = _envelope(request.body)
+    org = _text(notifications, "OrganizationId")
+    if not organization_id:
+        raise WebhookRejected(401, "no organization_id is configured for this connection")
+    # Org ids come as 15 or 18 characters; the first 15 are the case-sensitive id.
+    if org is None or not hmac.compare_digest(org[:15].encode(), organization_id[:15].encode()):
+        raise WebhookRejected(401, f"Outbound Message from another organisation: {org}")
+
+
+def _parse_stamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def parse(body: bytes) -> list[WebhookEvent]:
+    """The events of an Outbound Message, one per Notification (keyed by its ``Id``)."""
+    notifications = _envelope(body)
+    events = []
+    for notification in notifications.findall(f"{{{OUTBOUND_NS}}}Notification"):
+        key = _text(notification, "Id")
+        sobject = notification.find(f"{{{OUTBOUND_NS}}}sObject")
+        if not key or sobject is None:
+            raise WebhookRejected(400, "Notification without Id or sObject")
+        sobject_type = (sobject.get(f"{{{XSI_NS}}}type") or "").rpartition(":")[2]
+        values: dict[str, Any] = {}
+        for child in sobject:
+            values[child.tag.rpartition("}")[2]] = (child.text or "").strip() or None
+        crm_id = values.get("Id")
+        if not crm_id:
+            raise WebhookRejected(400, f"Notification {key} has no sObject Id")
+        deleted = str(values.get("IsDeleted") or "").lower() == "true"
+        events.append(
+            WebhookEvent(
+                key=key,
+                kind="deleted" if deleted else "changed",
+                object_type="contact" if sobject_type == "Contact" else "customer",
+                crm_id=crm_id,
+                occurred_at=_parse_stamp(values.get("SystemModstamp")),
+                payload=values,
+            )
+        )
+    return events

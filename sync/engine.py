@@ -19,8 +19,8 @@ same steps run with nothing written anywhere and return what they would do.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -97,18 +97,23 @@ def sync_records(
     *,
     crm_ids: Sequence[str] = (),
     customer_ids: Sequence[str] = (),
+    merges: Mapping[str, str] | None = None,
     trigger: str = "webhook",
     gate: RateGate | None = None,
     connector: Connector | None = None,
 ) -> RunResult:
     """Sync only the named CRM records and billing customers, now: for webhooks, for
-    ``crmsync resync`` and for retrying the dead letter. The cursors do not move."""
+    ``crmsync resync`` and for retrying the dead letter. The cursors do not move.
+
+    ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
+    webhook), since a record read by id after a merge only shows as deleted."""
     ctx = _start_run(engine, settings, connection_id, trigger, False, False, gate, None, connector)
     started = time.monotonic()
     try:
         ids = list(dict.fromkeys(crm_ids))
         for start in range(0, len(ids), COMMIT_EVERY):
             records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])
+            records = [_with_merge(r, merges or {}) for r in records]
             with transaction(ctx.engine) as session:
                 sync_customer_page(ctx, session, records)
                 _save_counters(ctx, session)
@@ -123,6 +128,12 @@ def sync_records(
         _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
         raise
     return _finish_run(ctx, started, "succeeded", None)
+
+
+def _with_merge(record: CrmCustomer, merges: Mapping[str, str]) -> CrmCustomer:
+    if record.deleted and not record.merged_into and record.id in merges:
+        return replace(record, merged_into=merges[record.id])
+    return record
 
 
 # --- the steps -----------------------------------------------------------------------------

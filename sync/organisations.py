@@ -40,6 +40,11 @@ def get_organisation(session: Session, organisation_id: str) -> Organisation | N
     return repository.get_organisation(session, organisation_id)
 
 
+def list_organisations(session: Session) -> Sequence[Organisation]:
+    """Every organisation, oldest first."""
+    return repository.list_organisations(session)
+
+
 def create_business_entity(session: Session, organisation_id: str, name: str) -> BusinessEntity:
     if repository.get_organisation(session, organisation_id) is None:
         raise LookupError(f"no organisation {organisation_id}")

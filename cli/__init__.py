@@ -1,0 +1,1 @@
+"""The operator's commands: ``crmsync ...`` (Typer; :mod:`cli.main` assembles them)."""

@@ -1,0 +1,162 @@
+"""``crmsync customers``: list, show and import an organisation's customers; the CSV template."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.exc import IntegrityError
+
+from cli.db import session
+from cli.orgs import require_organisation
+from cli.output import (
+    ExitCode,
+    JsonOption,
+    OrgOption,
+    fail,
+    print_json,
+    print_record,
+    print_table,
+    say,
+    stderr,
+)
+from sync import csv_import, customers
+from sync.customer import flatten
+from sync.customers import CustomerError, CustomerNotFound
+
+app = typer.Typer(name="customers", help="An organisation's billing customers; CSV import.")
+
+
+@app.command("list")
+def list_(
+    org: OrgOption,
+    external_id: str | None = typer.Option(None, help="Only the customer with this external ID."),
+    limit: int = typer.Option(100, min=1, max=10_000, help="At most this many customers."),
+    offset: int = typer.Option(0, min=0, help="Skip this many customers first."),
+    as_json: JsonOption = False,
+) -> None:
+    """List the organisation's customers, oldest first."""
+    with session() as opened:
+        require_organisation(opened, org)
+        found = customers.list_customers(
+            opened, org.strip(), external_id=external_id, limit=limit, offset=offset
+        )
+    data = [c.model_dump(mode="json") for c in found]
+    if as_json:
+        print_json(data)
+        return
+    print_table(
+        ["id", "external_id", "customer_name", "email", "country"],
+        [(c["id"], c["external_id"], c["customer_name"], c["email"], _country(c)) for c in data],
+        title="Customers",
+    )
+
+
+def _country(customer: dict[str, Any]) -> str | None:
+    address = customer.get("address") or {}
+    code: str | None = address.get("country_code")
+    return code
+
+
+@app.command()
+def show(
+    customer_id: Annotated[str, typer.Argument(help="The customer's id.", show_default=False)],
+    org: OrgOption,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one customer of the organisation."""
+    try:
+        wanted = str(uuid.UUID(customer_id))
+    except ValueError:
+        fail(f"no customer {customer_id!r} in this organisation", ExitCode.NOT_FOUND)
+    with session() as opened:
+        require_organisation(opened, org)
+        try:
+            found = customers.get_customer(opened, org.strip(), wanted)
+        except CustomerNotFound:
+            fail(f"no customer {customer_id!r} in this organisation", ExitCode.NOT_FOUND)
+    data = found.model_dump(mode="json")
+    if as_json:
+        print_json(data)
+        return
+    record: dict[str, Any] = {"id": data["id"]}
+    record.update((k, v) for k, v in flatten(data).items() if not k.startswith("custom_data."))
+    record["tax_info"] = ", ".join(
+        f"{t.jurisdiction} {t.tax_type} {t.value}" for t in found.tax_info
+    )
+    record["custom_data"] = json.dumps(data["custom_data"]) if data["custom_data"] else None
+    for key in ("communications_enabled", "auto_charge_enabled", "business_entity_id"):
+        record[key] = data[key]
+    print_record({k: v for k, v in record.items() if v not in (None, "")}, title="Customer")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="The CSV file (see sample-csv)."
+        ),
+    ],
+    org: OrgOption,
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Import the good rows even if some rows are bad."
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Import customers from a CSV file, matched by external_id (importing twice is a no-op).
+
+    Every row is checked first; each bad row is reported with its line number, and nothing
+    is imported from a file with bad rows unless --skip-invalid. Exit 4 when rows are bad.
+    """
+    try:
+        text = csv_import.read_text(file)
+        with session() as opened:
+            require_organisation(opened, org)
+            report = csv_import.import_csv(opened, org.strip(), text, skip_invalid=skip_invalid)
+    except csv_import.CsvFileError as error:
+        fail(f"{file}: {error}", ExitCode.INVALID)
+    except (CustomerError, IntegrityError) as error:
+        fail(f"{file}: the store refused the import: {error}", ExitCode.INVALID)
+    code = ExitCode.INVALID if report.invalid and not skip_invalid else ExitCode.OK
+    if as_json:
+        print_json(report.as_dict())
+        raise typer.Exit(int(code))
+    errors = stderr()
+    for bad in report.invalid:
+        for message in bad.errors:
+            errors.print(f"{file}:{bad.line}: {message}", markup=False)
+    if not report.imported:
+        fail(
+            f"{len(report.invalid)} bad row(s): nothing imported; fix them, "
+            "or pass --skip-invalid to import the other rows",
+            ExitCode.INVALID,
+        )
+    say(
+        f"Imported {file.name}: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.invalid)} invalid"
+        + (" (skipped)" if report.invalid else "")
+        + "."
+    )
+
+
+@app.command("sample-csv")
+def sample_csv(
+    output: Path | None = typer.Argument(
+        None, dir_okay=False, help="Where to write the template (default: standard output)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+) -> None:
+    """Write the CSV template: every column and one example row (John Doe), which the
+    import refuses until it is removed or changed."""
+    text = csv_import.template()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    if output.exists() and not force:
+        fail(f"{output} exists; pass --force to overwrite it", ExitCode.ERROR)
+    output.write_text(text, encoding="utf-8", newline="")
+    say(f"Wrote the template to {output}: remove the John Doe row, then add your customers.")

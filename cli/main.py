@@ -1,0 +1,45 @@
+"""``crmsync``: the operator's command line.
+
+Each group of commands lives in its own module and is registered below, in one list; a
+new group is one import and one entry (``GROUPS``), a new single command one entry in
+``COMMANDS``. Exit codes and ``--json`` are shared by all of them (:mod:`cli.output`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from cli import customers, db, entities, orgs, web
+
+app = typer.Typer(
+    name="crmsync",
+    help="Two-way sync of billing customers with CRMs, matched by external ID.\n\n"
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid input.",
+    no_args_is_help=True,
+    # Tracebacks must never print local variables: they can hold API keys and credentials.
+    pretty_exceptions_show_locals=False,
+)
+
+#: sub-command groups: ``crmsync <group> <command>``
+GROUPS: tuple[typer.Typer, ...] = (
+    db.app,
+    orgs.app,
+    entities.app,
+    customers.app,
+)
+
+#: single commands: ``crmsync <command>``
+COMMANDS: tuple[Callable[..., Any], ...] = (web.web,)
+
+for group in GROUPS:
+    group.info.no_args_is_help = True
+    app.add_typer(group)
+for command in COMMANDS:
+    app.command()(command)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,391 @@
+"""Customers from a CSV file: the template, row-by-row validation, then one bulk import.
+
+The format (``crmsync customers sample-csv`` writes it, with one example row):
+
+- UTF-8 (a BOM is fine), comma-separated, a header row then one customer per row; blank
+  lines are skipped. Only ``customer_name`` is a required column; any subset of the others
+  may be given, in any order. An unknown column is an error that names it.
+- ``customer_name``, ``external_id``, ``email``, ``phone_number``, ``currency``,
+  ``business_entity_id``: text.
+- ``address.line1`` … ``address.country_code`` and ``ship_to_address.*``: the address, one
+  column per part (``line1, line2, line3, city, state, zipCode, country, country_code``); a row
+  whose cells of one address are all empty has no such address.
+- ``tax_info``: a JSON list of ``{"jurisdiction", "tax_type", "value"}`` objects, e.g.
+  ``[{"jurisdiction": "EU", "tax_type": "VAT", "value": "DE123456789"}]``.
+- ``custom_data``: a JSON object, e.g. ``{"exempt_tax": true}``.
+- ``communications_enabled``, ``auto_charge_enabled``: ``true`` or ``false`` (empty: true).
+
+An empty cell means "no value". A row describes the whole customer: importing it over an
+existing customer (same ``external_id``; without one, same ``email``) sets every column the
+file has. Secondary contacts are not imported from CSV.
+
+Every row is validated — by the customer model, and against the store (business entities,
+``email`` used by another customer, ``business_entity_id`` changes, duplicates within the
+file) — before anything is written. A file with bad rows imports nothing unless
+``skip_invalid`` is set; then the good rows are imported and the bad ones reported.
+Importing is idempotent on ``external_id`` (:func:`sync.customers.import_customers`).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from sync.customer import ADDRESS_PARTS, CustomerIn
+from sync.customers import import_customers
+from sync.store import repository
+
+ADDRESS_COLUMNS = ("address", "ship_to_address")
+JSON_COLUMNS = ("tax_info", "custom_data")
+BOOLEAN_COLUMNS = ("communications_enabled", "auto_charge_enabled")
+
+#: every column of the format, in the template's order
+COLUMNS: tuple[str, ...] = (
+    "customer_name",
+    "external_id",
+    "email",
+    "phone_number",
+    *(f"address.{part}" for part in ADDRESS_PARTS),
+    *(f"ship_to_address.{part}" for part in ADDRESS_PARTS),
+    "tax_info",
+    "custom_data",
+    "currency",
+    "communications_enabled",
+    "auto_charge_enabled",
+    "business_entity_id",
+)
+
+_EXAMPLE_ADDRESS = {
+    "line1": "1 Market Street",
+    "line2": "Suite 100",
+    "line3": "",
+    "city": "San Francisco",
+    "state": "CA",
+    "zipCode": "94105",
+    "country": "United States",
+    "country_code": "US",
+}
+
+#: the template's example row: refused when imported unchanged
+EXAMPLE_ROW: dict[str, str] = {
+    "customer_name": "John Doe",
+    "external_id": "EXAMPLE-0001",
+    "email": "john.doe@example.com",
+    "phone_number": "+1 415 555 0100",
+    **{f"address.{part}": value for part, value in _EXAMPLE_ADDRESS.items()},
+    **{f"ship_to_address.{part}": value for part, value in _EXAMPLE_ADDRESS.items()},
+    "tax_info": '[{"jurisdiction": "USA", "tax_type": "VAT", "value": "US123456789"}]',
+    "custom_data": '{"exempt_tax": false}',
+    "currency": "USD",
+    "communications_enabled": "true",
+    "auto_charge_enabled": "true",
+    "business_entity_id": "",
+}
+
+
+class CsvFileError(ValueError):
+    """The file as a whole cannot be read as a customer CSV (nothing is imported)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A bad row: its line in the file (the header is line 1) and each ``field: rule``."""
+
+    line: int
+    errors: list[str]
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    line: int
+    customer: CustomerIn
+
+
+@dataclass
+class ParsedFile:
+    rows: list[ParsedRow] = field(default_factory=list)
+    invalid: list[RowError] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    """What an import did. ``imported`` is False when bad rows stopped it (nothing written)."""
+
+    imported: bool
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    invalid: list[RowError] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "invalid": len(self.invalid),
+            "errors": [{"line": e.line, "errors": e.errors} for e in self.invalid],
+        }
+
+
+# --- the template ------------------------------------------------------------------------
+
+
+def template() -> str:
+    """The CSV template: every column, and the example row (``John Doe``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerow([EXAMPLE_ROW[column] for column in COLUMNS])
+    return out.getvalue()
+
+
+# --- reading and validating ----------------------------------------------------------------
+
+
+def read_text(path: Path) -> str:
+    """The file's text (UTF-8, BOM removed), or :class:`CsvFileError` if it is not text."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CsvFileError(f"cannot read {path}: {error.strerror or error}") from error
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CsvFileError(
+            f"{path} is not a UTF-8 text file (byte {error.start}): expected a CSV file"
+        ) from error
+    if "\x00" in text:
+        raise CsvFileError(f"{path} contains NUL bytes: expected a CSV text file")
+    return text
+
+
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, cells) for each record; blank records skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise CsvFileError(f"line {start}: not valid CSV: {error}") from error
+        if any(cell.strip() for cell in cells):
+            yield start, cells
+
+
+def _header(cells: list[str]) -> list[str]:
+    names = [cell.strip() for cell in cells]
+    while names and not names[-1]:  # trailing empty columns, as spreadsheets write them
+        names.pop()
+    if "" in names:
+        raise CsvFileError(f"column {names.index('') + 1} of the header has no name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CsvFileError(f"duplicate columns: {', '.join(duplicates)}")
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, COLUMNS, n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise CsvFileError(
+            f"unknown columns: {', '.join(hints)}; "
+            "the columns are those of `crmsync customers sample-csv`"
+        )
+    if "customer_name" not in names:
+        raise CsvFileError("the required column customer_name is missing")
+    return names
+
+
+def _is_example(row: Mapping[str, str]) -> bool:
+    return all(value == EXAMPLE_ROW[column] for column, value in row.items())
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _json(column: str, value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        example = EXAMPLE_ROW[column]
+        raise ValueError(f"is not valid JSON ({error.msg}); e.g. {example}") from error
+
+
+def _to_data(row: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """A row's cells as a customer body, and the errors of cells that cannot be converted."""
+    data: dict[str, Any] = {}
+    errors: list[str] = []
+    addresses: dict[str, dict[str, str]] = {}
+    for column, value in row.items():
+        if not value:
+            continue
+        head, _, part = column.partition(".")
+        if part:
+            addresses.setdefault(head, {})[part] = value
+            continue
+        try:
+            if column in BOOLEAN_COLUMNS:
+                data[column] = _boolean(value)
+            elif column in JSON_COLUMNS:
+                data[column] = _json(column, value)
+            else:
+                data[column] = value
+        except ValueError as error:
+            errors.append(f"{column}: {error}")
+    data.update(addresses)
+    return data, errors
+
+
+def _model_errors(error: ValidationError) -> list[str]:
+    messages = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "row"
+        messages.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+    return messages
+
+
+def parse(text: str) -> ParsedFile:
+    """Validate every row of a customer CSV against the customer model.
+
+    Raises :class:`CsvFileError` when the file as a whole is unusable (not CSV, unknown or
+    missing columns); a bad row becomes a :class:`RowError` with its line number.
+    """
+    records = _records(text)
+    first = next(records, None)
+    if first is None:
+        raise CsvFileError("the file is empty: expected a header row naming the columns")
+    names = _header(first[1])
+    parsed = ParsedFile()
+    for line, cells in records:
+        extra = cells[len(names) :]
+        if any(cell.strip() for cell in extra):
+            parsed.invalid.append(
+                RowError(line, [f"has {len(cells)} values but the header has {len(names)}"])
+            )
+            continue
+        row = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(names)}
+        if _is_example(row):
+            parsed.invalid.append(
+                RowError(
+                    line,
+                    ["this is the template's example row (John Doe): remove it before importing"],
+                )
+            )
+            continue
+        data, errors = _to_data(row)
+        try:
+            customer = CustomerIn.model_validate(data)
+        except ValidationError as error:
+            errors.extend(_model_errors(error))
+        if errors:
+            parsed.invalid.append(RowError(line, errors))
+        else:
+            parsed.rows.append(ParsedRow(line, customer))
+    return parsed
+
+
+def _first_lines(rows: list[ParsedRow], key: str) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for row in rows:
+        value = getattr(row.customer, key)
+        if value:
+            seen.setdefault(str(value), row.line)
+    return seen
+
+
+def check_against_store(session: Session, organisation_id: str, parsed: ParsedFile) -> ParsedFile:
+    """The rules a row can only break given the store and the rest of the file:
+    duplicates within the file, an unknown ``business_entity_id`` or a change of one, and
+    an ``email`` that belongs to another customer. A few queries for the whole file."""
+    rows = parsed.rows
+    by_external = repository.find_customers_by_external_ids(
+        session, organisation_id, [r.customer.external_id for r in rows if r.customer.external_id]
+    )
+    by_email = repository.find_customers_by_emails(
+        session, organisation_id, [r.customer.email for r in rows if r.customer.email]
+    )
+    entities = repository.business_entity_ids(
+        session,
+        organisation_id,
+        [str(r.customer.business_entity_id) for r in rows if r.customer.business_entity_id],
+    )
+    first_external = _first_lines(rows, "external_id")
+    first_email = _first_lines(rows, "email")
+    checked = ParsedFile(invalid=list(parsed.invalid))
+    for row in rows:
+        customer, errors = row.customer, []
+        if customer.external_id and first_external[customer.external_id] != row.line:
+            errors.append(
+                f"external_id: {customer.external_id!r} is also on line "
+                f"{first_external[customer.external_id]}"
+            )
+        if customer.email and first_email[customer.email] != row.line:
+            errors.append(
+                f"email: {customer.email!r} is also on line {first_email[customer.email]}"
+            )
+        target = by_external.get(customer.external_id) if customer.external_id else None
+        entity = str(customer.business_entity_id) if customer.business_entity_id else None
+        if entity and entity not in entities:
+            errors.append(
+                f"business_entity_id: {entity} is not a business entity of this organisation"
+            )
+        if target and entity and target.business_entity_id not in (None, entity):
+            errors.append(
+                f"business_entity_id: customer {target.external_id} has "
+                f"{target.business_entity_id}; it cannot be changed once set"
+            )
+        owner = by_email.get(customer.email) if customer.email else None
+        if owner is not None and customer.external_id and (target is None or owner.id != target.id):
+            errors.append(
+                f"email: {customer.email!r} already belongs to customer {owner.id}"
+                + (f" (external_id {owner.external_id})" if owner.external_id else "")
+            )
+        if owner is not None and not customer.external_id and owner.external_id:
+            # Matched by email, the row would clear that customer's external ID.
+            errors.append(
+                f"external_id: empty, but the customer with this email has external_id "
+                f"{owner.external_id!r}; put it in the row"
+            )
+        if errors:
+            checked.invalid.append(RowError(row.line, errors))
+        else:
+            checked.rows.append(row)
+    checked.invalid.sort(key=lambda e: e.line)
+    return checked
+
+
+def import_csv(
+    session: Session, organisation_id: str, text: str, *, skip_invalid: bool = False
+) -> ImportReport:
+    """Validate every row of ``text`` then import the customers in one bulk call.
+
+    With bad rows, nothing is imported unless ``skip_invalid``. Raises :class:`CsvFileError`
+    when the file itself is unusable. The caller owns the transaction.
+    """
+    parsed = check_against_store(session, organisation_id, parse(text))
+    if parsed.invalid and not skip_invalid:
+        return ImportReport(imported=False, invalid=parsed.invalid)
+    summary = import_customers(session, organisation_id, [row.customer for row in parsed.rows])
+    return ImportReport(
+        imported=True,
+        created=summary.created,
+        updated=summary.updated,
+        unchanged=summary.unchanged,
+        invalid=parsed.invalid,
+    )

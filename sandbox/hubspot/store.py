@@ -52,7 +52,7 @@ _COMPANY_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
 _CONTACT_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("firstname", "First name", "string", "text", False),
     ("lastname", "Last name", "string", "text", False),
-    ("email", "Email", "string", "text", True),
+    ("email", "Email", "string", "text", False),  # unique in HubSpot; seeds may repeat
     ("phone", "Phone number", "string", "phonenumber", False),
     ("company", "Company name", "string", "text", False),
     ("associatedcompanyid", "Primary associated company ID", "number", "number", False),

@@ -1,0 +1,596 @@
+"""The HubSpot connector: companies are customers, contacts are their contacts.
+
+Settings (``config.settings``):
+
+=======================  ==============================================================
+host                     API base URL (default ``https://api.hubapi.com``)
+request_timeout          seconds per HTTP request (default 30)
+max_attempts             tries per call, retries included (default 5)
+backoff_base_seconds     exponential back-off base (default 0.5)
+external_id_property     unique company property keyed by the billing id for idempotent
+                         creates (batch upsert ``idProperty``; default ``crmsync_id``)
+accept_signature_v1_v2   accept webhooks signed v1/v2 (no timestamp; default false)
+clock_skew_ms            how far our clock may be ahead of HubSpot's; the watermark a full
+                         pull hands to the next incremental pull starts this much before
+                         the full pull did (default 1000)
+=======================  ==============================================================
+
+Credentials (``config.credentials``): ``access_token`` (private app / OAuth access token),
+``client_secret`` (the app's, for webhook signatures).
+
+Calls, for N companies of which C changed and A are archived:
+
+- full pull: the list API, 100 per page: ``ceil(N/100)`` calls (archived ones not listed;
+  the final cursor starts the next incremental pull);
+- incremental pull: search on ``hs_lastmodifieddate``, 200 per page, keyset-paged (never an
+  offset, so the 10,000-result cap of a search never applies and a record changed during
+  the pull moves ahead of the cursor instead of being skipped): ``ceil(C/200)`` calls when
+  fewer than 100 records share a millisecond at page boundaries; then the archived list
+  (``archived=true``, 100 per page) for deletions since the last pull: ``ceil(A/100)``, at
+  least 1. With nothing changed: 2 calls.
+- when more than 100 records share the boundary millisecond T (bulk updates; > 10,000 is
+  handled too), the pull switches to ``hs_lastmodifieddate EQ T AND hs_object_id GT last``
+  sorted by ``hs_object_id``, then resumes with ``GT T``;
+- contacts: the same, on ``lastmodifieddate``; the company comes from the contact's
+  ``associatedcompanyid`` property (and ``associations=companies`` on the full pull), so
+  there are no extra association calls;
+- ``pull_customers_by_ids``: ``ceil(ids/100)`` batch reads;
+- ``push_customers``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
+  upserts on ``external_id_property``.
+
+Merges: the sandbox (and, as far as HubSpot documents, HubSpot) lists a merged-away
+company's id in the survivor's ``hs_merged_object_ids``. An incremental pull sees the
+survivor (the merge modified it) and the loser (archived), and reports the loser as
+``deleted=True, merged_into=survivor``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from connectors.base import (
+    ConnectionConfig,
+    CrmContact,
+    CrmCustomer,
+    CrmField,
+    CustomerPush,
+    Page,
+    PushResult,
+    RateGate,
+    RecordError,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connectors.calls import CallCounter, LocalRateGate, RetryPolicy, call_crm
+from connectors.errors import ConfigError, ConnectorError
+from connectors.hubspot import mapping, webhooks
+from connectors.hubspot.client import HubSpotApis, raw_call
+from connectors.hubspot.errors import classify, describe, error_body, is_api_exception, record_error
+
+T = TypeVar("T")
+
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+BATCH_LIMIT = 100
+NOT_IN_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class _Kind(Generic[T]):
+    """What differs between pulling companies and contacts."""
+
+    basic: Any
+    search: Any
+    modified: str  # the modification-stamp property
+    properties: list[str]
+    associations: list[str] | None
+    build: Callable[[dict[str, Any], bool, str | None], T]
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class HubSpotConnector:
+    """HubSpot CRM v3 through hubspot-api-client (see the module docstring)."""
+
+    key: ClassVar[str] = "hubspot"
+
+    def __init__(self, config: ConnectionConfig, gate: RateGate | None = None) -> None:
+        self.config = config
+        settings = config.settings
+        token = config.credentials.get("access_token", "")
+        if not token:
+            raise ConfigError("HubSpot connection has no access_token")
+        self._host = str(settings.get("host") or "https://api.hubapi.com")
+        self._timeout = float(settings.get("request_timeout", 30))
+        self._policy = RetryPolicy(
+            attempts=int(settings.get("max_attempts", 5)),
+            base_seconds=float(settings.get("backoff_base_seconds", 0.5)),
+        )
+        self._skew_ms = int(settings.get("clock_skew_ms", 1000))
+        self.external_id_property = str(settings.get("external_id_property") or "crmsync_id")
+        self._accept_v1_v2 = bool(settings.get("accept_signature_v1_v2", False))
+        self._gate: RateGate = gate or LocalRateGate()
+        self._counter = CallCounter()
+        self._apis = HubSpotApis(token, self._host)
+        self._fmap = mapping.field_map(config.field_map)
+        self.mapped_fields: tuple[str, ...] = tuple(self._fmap)
+        self._company_props = [
+            *mapping.properties_of(self._fmap),
+            "hs_lastmodifieddate",
+            "hs_merged_object_ids",
+            self.external_id_property,
+        ]
+        self._companies: _Kind[CrmCustomer] = _Kind(
+            self._apis.companies,
+            self._apis.companies_search,
+            "hs_lastmodifieddate",
+            list(dict.fromkeys(self._company_props)),
+            None,
+            self._customer,
+        )
+        self._contacts: _Kind[CrmContact] = _Kind(
+            self._apis.contacts,
+            self._apis.contacts_search,
+            "lastmodifieddate",
+            ["firstname", "lastname", "email", "lastmodifieddate", "associatedcompanyid"],
+            ["companies"],
+            self._contact,
+        )
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def api_calls(self) -> int:
+        return self._counter.count
+
+    @property
+    def apis(self) -> HubSpotApis:
+        return self._apis
+
+    def _classify(self, exc: Exception) -> ConnectorError | None:
+        if is_api_exception(exc):
+            headers = getattr(exc, "headers", None)
+            if headers is not None:
+                self._gate.observe(headers)
+        return classify(exc)
+
+    def _call(self, method: Callable[..., Any], **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        return call_crm(
+            lambda: raw_call(method, self._timeout, self._gate.observe, **kwargs),
+            classify=self._classify,
+            gate=self._gate,
+            counter=self._counter,
+            policy=self._policy,
+        )
+
+    # -- records -------------------------------------------------------------------------
+
+    def _customer(self, raw: dict[str, Any], deleted: bool, merged_into: str | None) -> CrmCustomer:
+        props = raw.get("properties") or {}
+        return CrmCustomer(
+            id=str(raw["id"]),
+            fields=mapping.to_fields(props, self._fmap),
+            modified_at=mapping.parse_time(
+                props.get("hs_lastmodifieddate") or raw.get("updatedAt")
+            ),
+            deleted=deleted,
+            merged_into=merged_into,
+            billing_id=mapping.empty_to_none(props.get(self.external_id_property)),
+        )
+
+    def _contact(self, raw: dict[str, Any], deleted: bool, merged_into: str | None) -> CrmContact:
+        props = raw.get("properties") or {}
+        company = mapping.empty_to_none(props.get("associatedcompanyid"))
+        assoc = ((raw.get("associations") or {}).get("companies") or {}).get("results") or []
+        if assoc:
+            company = str(assoc[0]["id"])
+        name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
+        return CrmContact(
+            id=str(raw["id"]),
+            customer_id=company,
+            name=name,
+            email=mapping.empty_to_none(props.get("email")),
+            modified_at=mapping.parse_time(props.get("lastmodifieddate") or raw.get("updatedAt")),
+            deleted=deleted,
+        )
+
+    # -- contract: fields ----------------------------------------------------------------
+
+    def describe_fields(self) -> list[CrmField]:
+        _, body = self._call(self._apis.properties.get_all, object_type="companies")
+        fields = []
+        for p in body.get("results") or []:
+            meta = p.get("modificationMetadata") or {}
+            fields.append(
+                CrmField(
+                    name=str(p["name"]),
+                    label=str(p.get("label") or p["name"]),
+                    type=str(p.get("type") or "string"),
+                    updateable=not bool(meta.get("readOnlyValue", False))
+                    and not p.get("calculated"),
+                )
+            )
+        return fields
+
+    def check(self) -> None:
+        fields = {f.name: f for f in self.describe_fields()}
+        wanted = {*(p for p in self._fmap.values() if p), self.external_id_property}
+        unknown = sorted(p for p in wanted if p not in fields)
+        if unknown:
+            raise ConfigError(
+                "HubSpot companies have no propert"
+                + ("y " if len(unknown) == 1 else "ies ")
+                + ", ".join(repr(u) for u in unknown)
+                + " (check the connection's field map / external_id_property)"
+            )
+
+    # -- contract: pulls -----------------------------------------------------------------
+
+    def pull_customers(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmCustomer]]:
+        return self._pull(self._companies, cursor, full)
+
+    def pull_contacts(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmContact]]:
+        return self._pull(self._contacts, cursor, full)
+
+    def _pull(self, kind: _Kind[T], cursor: str | None, full: bool) -> Iterator[Page[T]]:
+        state: dict[str, Any] = json.loads(cursor) if cursor else {}
+        if full and state.get("mode") not in {"full"}:
+            state = {"mode": "full", "after": None, "start": self._now_ms(), "max": -1, "ids": []}
+        elif not full and state.get("mode") in {None, "full"}:
+            state = self._incremental_start(state)
+        if state["mode"] == "full":
+            yield from self._pull_full(kind, state)
+        else:
+            yield from self._pull_incremental(kind, state)
+
+    def _now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    @staticmethod
+    def _incremental_start(previous: dict[str, Any]) -> dict[str, Any]:
+        """An incremental pull without a cursor (or over an unfinished full pull's cursor):
+        every record, and every archived one."""
+        return {"mode": "range", "wm": -1, "ids": [], "strict": False, "awm": 0, "aids": []}
+
+    def _pull_full(self, kind: _Kind[T], state: dict[str, Any]) -> Iterator[Page[T]]:
+        while True:
+            kwargs: dict[str, Any] = {
+                "limit": LIST_LIMIT,
+                "properties": kind.properties,
+                "archived": False,
+            }
+            if state.get("after"):
+                kwargs["after"] = state["after"]
+            if kind.associations:
+                kwargs["associations"] = kind.associations
+            _, body = self._call(kind.basic.get_page, **kwargs)
+            results = body.get("results") or []
+            records = [kind.build(r, False, None) for r in results]
+            for r in results:
+                ms = mapping.to_ms(
+                    (r.get("properties") or {}).get(kind.modified) or r.get("updatedAt")
+                )
+                if ms is None:
+                    continue
+                if ms > state["max"]:
+                    state["max"], state["ids"] = ms, [str(r["id"])]
+                elif ms == state["max"]:
+                    state["ids"].append(str(r["id"]))
+            after = ((body.get("paging") or {}).get("next") or {}).get("after")
+            if after:
+                state["after"] = str(after)
+                yield Page(records, json.dumps(state))
+                continue
+            # done: hand the next incremental pull a watermark no later than our start
+            start = int(state["start"]) - self._skew_ms
+            if state["max"] <= start:
+                nxt = {"mode": "range", "wm": state["max"], "ids": state["ids"], "strict": False}
+            else:
+                nxt = {"mode": "range", "wm": start, "ids": [], "strict": False}
+            nxt.update({"awm": start, "aids": []})
+            if len(nxt["ids"]) > NOT_IN_LIMIT:  # too many for NOT_IN: all of them were seen
+                nxt.update({"ids": [], "strict": True})
+            yield Page(records, json.dumps(nxt))
+            return
+
+    def _search_body(self, kind: _Kind[T], state: dict[str, Any]) -> dict[str, Any]:
+        prop = kind.modified
+        wm = int(state["wm"])
+        if state["mode"] == "ties":
+            groups = [
+                {
+                    "filters": [
+                        {"propertyName": prop, "operator": "EQ", "value": str(wm)},
+                        {
+                            "propertyName": "hs_object_id",
+                            "operator": "GT",
+                            "value": str(state["tie_id"]),
+                        },
+                    ]
+                }
+            ]
+            sort = "hs_object_id"
+        else:
+            if state.get("strict"):
+                groups = [{"filters": [{"propertyName": prop, "operator": "GT", "value": str(wm)}]}]
+            elif state.get("ids"):
+                groups = [
+                    {"filters": [{"propertyName": prop, "operator": "GT", "value": str(wm)}]},
+                    {
+                        "filters": [
+                            {"propertyName": prop, "operator": "EQ", "value": str(wm)},
+                            {
+                                "propertyName": "hs_object_id",
+                                "operator": "NOT_IN",
+                                "values": state["ids"],
+                            },
+                        ]
+                    },
+                ]
+            else:
+                groups = [
+                    {
+                        "filters": [
+                            {"propertyName": prop, "operator": "GTE", "value": str(max(wm, 0))}
+                        ]
+                    }
+                ]
+            sort = prop
+        return {
+            "filterGroups": groups,
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": kind.properties,
+            "limit": SEARCH_LIMIT,
+        }
+
+    def _pull_incremental(self, kind: _Kind[T], state: dict[str, Any]) -> Iterator[Page[T]]:
+        state.setdefault("merged", {})
+        seen: set[str] = set(state.get("seen") or [])
+        while state["mode"] in {"range", "ties"}:
+            _, body = self._call(
+                kind.search.do_search, public_object_search_request=self._search_body(kind, state)
+            )
+            results = body.get("results") or []
+            more = bool(((body.get("paging") or {}).get("next") or {}).get("after"))
+            records: list[T] = []
+            for r in results:
+                rid = str(r["id"])
+                merged = (r.get("properties") or {}).get("hs_merged_object_ids")
+                if merged:
+                    for loser in str(merged).split(";"):
+                        if loser.strip():
+                            state["merged"][loser.strip()] = rid
+                if state["mode"] == "ties" and rid in seen:
+                    continue
+                records.append(kind.build(r, False, None))
+            queried = state["mode"]
+            if queried == "ties":
+                if results:
+                    state["tie_id"] = int(results[-1]["id"])
+                if not more:
+                    state.update({"mode": "range", "strict": True, "ids": [], "seen": []})
+                    seen.clear()
+            elif results:
+                last_ms = self._ms(kind, results[-1])
+                at_last = [str(r["id"]) for r in results if self._ms(kind, r) == last_ms]
+                ids = (
+                    state["ids"] + at_last
+                    if last_ms == state["wm"] and not state.get("strict")
+                    else at_last
+                )
+                state.update({"wm": last_ms, "ids": ids, "strict": False})
+                if len(ids) > NOT_IN_LIMIT and more:
+                    # too many share this millisecond for NOT_IN: walk them by id instead
+                    state.update({"mode": "ties", "tie_id": 0, "seen": ids, "ids": []})
+                    seen = set(ids)
+            if not more and queried == "range":
+                state["mode"] = "archived"
+                state["after"] = None
+                state["astart"] = self._now_ms()
+                state["amax"] = state.get("awm", 0)
+                state["anext"] = []
+            if state["mode"] in {"range", "ties"}:
+                yield Page(records, json.dumps(state))
+            else:
+                # the search is done: one page for its last results and the first archived page
+                yield from self._pull_archived(kind, state, records)
+                return
+        yield from self._pull_archived(kind, state, [])
+
+    def _ms(self, kind: _Kind[T], raw: dict[str, Any]) -> int:
+        ms = mapping.to_ms((raw.get("properties") or {}).get(kind.modified) or raw.get("updatedAt"))
+        return -1 if ms is None else ms
+
+    def _pull_archived(
+        self, kind: _Kind[T], state: dict[str, Any], carry: list[T]
+    ) -> Iterator[Page[T]]:
+        """Records archived since the last pull (``archivedAt`` >= the archive watermark)."""
+        awm = int(state.get("awm", 0))
+        aids = set(state.get("aids") or [])
+        while True:
+            kwargs: dict[str, Any] = {
+                "limit": LIST_LIMIT,
+                "archived": True,
+                "properties": [kind.modified],
+            }
+            if state.get("after"):
+                kwargs["after"] = state["after"]
+            _, body = self._call(kind.basic.get_page, **kwargs)
+            records = list(carry)
+            carry = []
+            for r in body.get("results") or []:
+                rid = str(r["id"])
+                archived_ms = mapping.to_ms(r.get("archivedAt"))
+                if archived_ms is None or archived_ms < awm or (archived_ms == awm and rid in aids):
+                    continue
+                records.append(kind.build(r, True, state["merged"].get(rid)))
+                if archived_ms > state["amax"]:
+                    state["amax"], state["anext"] = archived_ms, [rid]
+                elif archived_ms == state["amax"]:
+                    state["anext"].append(rid)
+            after = ((body.get("paging") or {}).get("next") or {}).get("after")
+            if after:
+                state["after"] = str(after)
+                yield Page(records, json.dumps(state))
+                continue
+            # next pull: deletions from min(newest seen, our start) on
+            cap = int(state["astart"]) - self._skew_ms
+            if state["amax"] > cap:
+                awm_next, aids_next = cap, []
+            elif state["amax"] > awm:
+                awm_next, aids_next = state["amax"], state["anext"]
+            else:
+                awm_next, aids_next = awm, [*aids, *state["anext"]]
+            ids, strict = state["ids"], bool(state.get("strict", False))
+            if len(ids) > NOT_IN_LIMIT:  # the search finished: every record at wm was seen
+                ids, strict = [], True
+            nxt = {
+                "mode": "range",
+                "wm": state["wm"],
+                "ids": ids,
+                "strict": strict,
+                "awm": awm_next,
+                "aids": aids_next,
+            }
+            yield Page(records, json.dumps(nxt))
+            return
+
+    # -- contract: reads by id -----------------------------------------------------------
+
+    def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        found: dict[str, CrmCustomer] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), BATCH_LIMIT):
+            body_in = {
+                "inputs": [{"id": i} for i in chunk],
+                "properties": self._companies.properties,
+            }
+            _, body = self._call(
+                self._apis.companies_batch.read,
+                batch_read_input_simple_public_object_id=body_in,
+                archived=False,
+            )
+            for r in body.get("results") or []:
+                rid = str(r["id"])
+                found[rid] = self._customer(r, False, None)
+                merged = (r.get("properties") or {}).get("hs_merged_object_ids") or ""
+                for loser in str(merged).split(";"):
+                    if loser.strip() and loser.strip() not in found:
+                        found[loser.strip()] = CrmCustomer(
+                            id=loser.strip(), fields={}, deleted=True, merged_into=rid
+                        )
+        return [found.get(i) or CrmCustomer(id=i, fields={}, deleted=True) for i in ids]
+
+    # -- contract: pushes ----------------------------------------------------------------
+
+    def push_customers(self, pushes: Sequence[CustomerPush]) -> list[PushResult]:
+        results: dict[str, PushResult] = {}
+        updates = [p for p in pushes if p.crm_id is not None]
+        creates = [p for p in pushes if p.crm_id is None]
+        for chunk in _chunks(updates, BATCH_LIMIT):
+            results.update(self._push_updates(chunk))
+        for chunk in _chunks(creates, BATCH_LIMIT):
+            results.update(self._push_creates(chunk))
+        missing = RecordError("other", "NO_RESULT", "HubSpot returned no result for this record")
+        return [
+            results.get(p.billing_id) or PushResult(p.billing_id, p.crm_id, missing) for p in pushes
+        ]
+
+    def _batch_or_record_errors(
+        self, method: Callable[..., Any], chunk: Sequence[CustomerPush], **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, PushResult]]:
+        """Call a batch write; a whole-batch 400 (one bad value fails HubSpot's batch) becomes
+        a validation error for each record of the batch, except a missing property, which is
+        a configuration error."""
+        try:
+            _, body = self._call(method, **kwargs)
+        except ConfigError as exc:
+            cause = exc.__cause__
+            if cause is None or getattr(cause, "status", None) != 400:
+                raise
+            data = error_body(cause)
+            if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
+                raise
+            error = RecordError(
+                "validation",
+                str(data.get("subCategory") or data.get("category") or "400"),
+                describe(400, data),
+            )
+            return {}, {p.billing_id: PushResult(p.billing_id, p.crm_id, error) for p in chunk}
+        return body, {}
+
+    def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
+        by_crm_id = {str(p.crm_id): p for p in chunk}
+        inputs = [
+            {"id": str(p.crm_id), "properties": mapping.to_properties(p.fields, self._fmap)}
+            for p in chunk
+        ]
+        body, failed = self._batch_or_record_errors(
+            self._apis.companies_batch.update,
+            chunk,
+            batch_input_simple_public_object_batch_input={"inputs": inputs},
+        )
+        out: dict[str, PushResult] = dict(failed)
+        for r in body.get("results") or []:
+            push = by_crm_id.get(str(r["id"]))
+            if push is not None:
+                out[push.billing_id] = PushResult(push.billing_id, str(r["id"]))
+        for entry in body.get("errors") or []:
+            error = record_error(entry)
+            for key in (entry.get("context") or {}).get("ids") or []:
+                push = by_crm_id.get(str(key))
+                if push is not None:
+                    out[push.billing_id] = PushResult(push.billing_id, push.crm_id, error)
+        return out
+
+    def _push_creates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
+        prop = self.external_id_property
+        by_billing = {p.billing_id: p for p in chunk}
+        inputs = [
+            {
+                "idProperty": prop,
+                "id": p.billing_id,
+                "properties": mapping.to_properties(p.fields, self._fmap),
+            }
+            for p in chunk
+        ]
+        body, failed = self._batch_or_record_errors(
+            self._apis.companies_batch.upsert,
+            chunk,
+            batch_input_simple_public_object_batch_input_upsert={"inputs": inputs},
+        )
+        out: dict[str, PushResult] = dict(failed)
+        for r in body.get("results") or []:
+            key = (r.get("properties") or {}).get(prop)
+            push = by_billing.get(str(key))
+            if push is not None:
+                out[push.billing_id] = PushResult(push.billing_id, str(r["id"]))
+        for entry in body.get("errors") or []:
+            error = record_error(entry)
+            for key in (entry.get("context") or {}).get("ids") or []:
+                push = by_billing.get(str(key))
+                if push is not None:
+                    out[push.billing_id] = PushResult(push.billing_id, None, error)
+        return out
+
+    # -- contract: webhooks --------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        webhooks.verify(
+            request,
+            self.config.credentials.get("client_secret", ""),
+            accept_v1_v2=self._accept_v1_v2,
+        )
+
+    def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
+        return webhooks.parse(body)

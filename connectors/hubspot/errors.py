@@ -1,0 +1,125 @@
+"""hubspot-api-client and urllib3 exceptions -> the connector error tree, in one place.
+
+    429                               RetriableError (wait: Retry-After, else the interval)
+    5xx, status 0                     RetriableError
+    urllib3 time-outs, connection
+    errors, MaxRetryError             RetriableError
+    401                               AuthError
+    403                               ConfigError (the token lacks a scope)
+    400, 404, 409, other 4xx          ConfigError (callers turn record-level ones into
+                                      RecordError before they get here)
+
+Every message carries HubSpot's own ``message``, ``category`` and ``correlationId``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import urllib3.exceptions
+
+from connectors.base import RecordError
+from connectors.errors import AuthError, ConfigError, ConnectorError, RetriableError
+
+
+def is_api_exception(exc: BaseException) -> bool:
+    """True for any subpackage's ``ApiException`` (each SDK subpackage has its own class)."""
+    return any(cls.__name__ == "ApiException" for cls in type(exc).__mro__) and hasattr(
+        exc, "status"
+    )
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    raw = getattr(exc, "body", None)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {"message": str(raw)[:500]}
+    return data if isinstance(data, dict) else {"message": str(data)[:500]}
+
+
+def headers_of(exc: BaseException) -> Mapping[str, str]:
+    headers = getattr(exc, "headers", None)
+    return headers if headers is not None else {}
+
+
+def describe(status: int, body: Mapping[str, Any]) -> str:
+    message = str(body.get("message") or "no message")
+    parts = [f"HubSpot {status}: {message}"]
+    if body.get("category"):
+        parts.append(f"category={body['category']}")
+    if body.get("correlationId"):
+        parts.append(f"correlationId={body['correlationId']}")
+    return " ".join(parts)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, v in headers.items():
+            if key.lower() == lowered:
+                return v
+    return value
+
+
+def wait_seconds(headers: Mapping[str, str]) -> float | None:
+    """What a 429 asks: ``Retry-After`` seconds, else the rate-limit interval."""
+    for name, scale in (("Retry-After", 1.0), ("X-HubSpot-RateLimit-Interval-Milliseconds", 0.001)):
+        value = _header(headers, name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(exc: Exception) -> ConnectorError | None:
+    """The connector error for an SDK / transport exception; None when it is not one."""
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        # time-outs, refused connections, MaxRetryError (if a Retry were ever configured)
+        return RetriableError(f"HubSpot unreachable: {type(exc).__name__}: {exc}")
+    if not is_api_exception(exc):
+        return None
+    status = int(getattr(exc, "status", 0) or 0)
+    body = error_body(exc)
+    message = describe(status, body)
+    if status == 429:
+        return RetriableError(message, wait_seconds=wait_seconds(headers_of(exc)), status=429)
+    if status == 0 or status >= 500:
+        return RetriableError(message, status=status)
+    if status == 401:
+        return AuthError(message)
+    return ConfigError(message)
+
+
+def record_error(entry: Mapping[str, Any]) -> RecordError:
+    """A per-record ``RecordError`` from one entry of a 207's ``errors``."""
+    category = str(entry.get("category") or "")
+    sub = str(entry.get("subCategory") or "")
+    codes = " ".join(
+        [category, sub] + [str(e.get("code") or "") for e in entry.get("errors") or []]
+    ).upper()
+    kind: Any
+    if "DUPLICATE" in codes or category == "CONFLICT":
+        kind = "duplicate"
+    elif category == "OBJECT_NOT_FOUND":
+        kind = "not_found"
+    elif category in {"RATE_LIMITS", "INTERNAL_ERROR"} or "LOCK" in codes:
+        kind = "retriable"
+    elif category == "VALIDATION_ERROR":
+        kind = "validation"
+    else:
+        kind = "other"
+    return RecordError(
+        kind=kind, code=sub or category or "ERROR", message=str(entry.get("message"))
+    )

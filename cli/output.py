@@ -52,7 +52,11 @@ OrgOption = Annotated[
 
 def stdout() -> Console:
     # A new console each time: it binds to the sys.stdout of the moment (tests swap it).
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped into grep or a file: Rich's 80-column default would fold ids and names.
+        console.width = 200
+    return console
 
 
 def stderr() -> Console:

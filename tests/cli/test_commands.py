@@ -1,0 +1,155 @@
+"""Every command of issue 2 through the CLI runner, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect
+
+from cli.main import app
+from cli.output import ExitCode
+from sync import customers, organisations
+from sync.customer import CustomerIn
+from sync.store.db import engine_for, make_engine, transaction
+from tests.cli.conftest import Run, as_json
+
+
+def test_exit_codes_are_documented() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4]
+    assert "0 ok, 1 error, 2 usage, 3 not found, 4 invalid input" in (app.info.help or "")
+
+
+def test_help_lists_every_group(run: Run) -> None:
+    out = run("--help").stdout
+    for name in ("db", "orgs", "entities", "customers", "web"):
+        assert name in out
+    assert "No such command" in run("nope", code=ExitCode.USAGE).stderr
+
+
+def test_db_upgrade_creates_the_tables_and_is_repeatable(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    monkeypatch.setenv("CRMSYNC_DATABASE_URL", url)
+    assert "head" in run("db", "upgrade").stdout
+    run("db", "upgrade")
+    engine = make_engine(url)
+    assert "customers" in inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_a_store_that_is_not_set_up_is_a_clear_error(
+    run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("CRMSYNC_DATABASE_URL", url)
+    result = run("orgs", "list", code=ExitCode.ERROR)
+    assert "crmsync db upgrade" in result.stderr
+    engine_for(url).dispose()
+
+
+def test_orgs_create_prints_id_and_key_once(run: Run, settings_env: str) -> None:
+    created = as_json(run("orgs", "create", "Acme", "--json"))
+    assert set(created) == {"id", "api_key"}
+    with transaction(engine_for(settings_env)) as session:
+        assert organisations.authenticate(session, created["id"], created["api_key"])
+    human = run("orgs", "create", "Beta").stdout
+    assert "API key: crm_" in human
+    assert "only this once" in human
+    listed = run("orgs", "list").stdout
+    assert "Acme" in listed
+    assert created["api_key"] not in listed
+    listed_json = as_json(run("orgs", "list", "--json"))
+    assert [o["name"] for o in listed_json] == ["Acme", "Beta"]
+    assert all("api_key" not in o for o in listed_json)
+
+
+def test_orgs_create_refuses_a_blank_name(run: Run) -> None:
+    assert "blank" in run("orgs", "create", "  ", code=ExitCode.INVALID).stderr
+
+
+def test_entities_create_and_list(run: Run, org: str) -> None:
+    entity = as_json(run("entities", "create", "Acme EU", "--org", org, "--json"))
+    assert entity["name"] == "Acme EU"
+    assert entity["organisation_id"] == org
+    assert "Acme US" in run("entities", "create", "Acme US", "--org", org).stdout
+    listed = as_json(run("entities", "list", "--org", org, "--json"))
+    assert [e["name"] for e in listed] == ["Acme EU", "Acme US"]
+    assert entity["id"] in run("entities", "list", "--org", org).stdout
+
+
+def test_organisation_is_explicit_and_must_exist(run: Run, org: str) -> None:
+    for command in (["entities", "list"], ["customers", "list"]):
+        assert "--org" in run(*command, code=ExitCode.USAGE).stderr
+        missing = run(*command, "--org", "no-such-org", code=ExitCode.NOT_FOUND)
+        assert "no organisation 'no-such-org'" in missing.stderr
+    assert run("entities", "list", "--org", org, "--json").stdout.strip() == "[]"
+
+
+def _seed(database_url: str, org: str, count: int) -> list[str]:
+    with transaction(engine_for(database_url)) as session:
+        return [
+            str(
+                customers.create_customer(
+                    session,
+                    org,
+                    CustomerIn(
+                        customer_name=f"Customer {i}",
+                        external_id=f"EXT-{i}",
+                        email=f"c{i}@example.com",
+                        address={"city": "Paris", "country_code": "FR"},  # type: ignore[arg-type]
+                        tax_info=[{"jurisdiction": "FR", "tax_type": "VAT", "value": "FR1"}],  # type: ignore[list-item]
+                        custom_data={"tier": "gold", "users": [1]},
+                    ),
+                ).id
+            )
+            for i in range(count)
+        ]
+
+
+def test_customers_list_and_show(run: Run, org: str, settings_env: str) -> None:
+    ids = _seed(settings_env, org, 3)
+    listed = as_json(run("customers", "list", "--org", org, "--json"))
+    assert sorted(c["id"] for c in listed) == sorted(ids)
+    page = as_json(run("customers", "list", "--org", org, "--limit", "2", "--json"))
+    assert len(page) == 2
+    rest = as_json(run("customers", "list", "--org", org, "--offset", "2", "--json"))
+    assert {c["id"] for c in page + rest} == set(ids)
+    by_external = as_json(
+        run("customers", "list", "--org", org, "--external-id", "EXT-1", "--json")
+    )
+    assert [c["id"] for c in by_external] == [ids[1]]
+    assert "Customer 0" in run("customers", "list", "--org", org).stdout
+
+    shown = as_json(run("customers", "show", ids[0], "--org", org, "--json"))
+    assert shown["customer_name"] == "Customer 0"
+    assert shown["custom_data"] == {"tier": "gold", "users": [1]}
+    human = run("customers", "show", ids[0], "--org", org).stdout
+    assert "address.country_code" in human
+    assert "FR VAT FR1" in human
+
+
+def test_customers_show_is_scoped_to_the_organisation(
+    run: Run, org: str, settings_env: str
+) -> None:
+    (customer,) = _seed(settings_env, org, 1)
+    other = as_json(run("orgs", "create", "Other", "--json"))["id"]
+    for wanted in (customer, "not-a-uuid"):
+        result = run("customers", "show", wanted, "--org", other, code=ExitCode.NOT_FOUND)
+        assert "no customer" in result.stderr
+    assert as_json(run("customers", "list", "--org", other, "--json")) == []
+
+
+def test_web_serves_the_app_factory(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    run("web", "--host", "0.0.0.0", "--port", "8123")
+    (args, kwargs), *_ = calls
+    assert args == ("api.app:create_app",)
+    assert kwargs["factory"] is True
+    assert (kwargs["host"], kwargs["port"]) == ("0.0.0.0", 8123)
+    run("web", "--port", "0", code=ExitCode.USAGE)

@@ -130,7 +130,9 @@ class Contact(BaseModel):
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
     email: EmailStr | None = None
-    communications: list[Communication] = Field(default_factory=lambda: list[Communication](["billing"]))
+    communications: list[Communication] = Field(
+        default_factory=lambda: list[Communication](["billing"])
+    )
 
 
 class CustomerFieldsMixin(BaseModel):
@@ -162,9 +164,10 @@ class CustomerFieldsMixin(BaseModel):
             raise ValueError(f"must be an ISO 4217 currency code, got {value!r}")
         return code
 
-    @field_validator("external_id", "email", check_fields=False)
+    # "before": an empty email must become None before EmailStr sees (and refuses) it.
+    @field_validator("external_id", "email", mode="before", check_fields=False)
     @classmethod
-    def _empty_is_none(cls, value: str | None) -> str | None:
+    def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip() == "":
             return None
         return value

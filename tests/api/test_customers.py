@@ -333,3 +333,8 @@ def test_healthz_is_503_without_a_store(tmp_path: Any) -> None:
     with TestClient(create_app(Settings(database_url=url))) as client:
         assert client.get("/healthz").status_code == 503
     engine_for(url).dispose()
+
+
+def test_empty_external_id_and_email_mean_none(client: TestClient, tenant: Tenant) -> None:
+    body = create(client, tenant, external_id="", email="")
+    assert (body["external_id"], body["email"]) == (None, None)

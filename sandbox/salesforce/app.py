@@ -389,7 +389,12 @@ class SalesforceSandbox:
         return {"Sforce-Limit-Info": f"api-usage={self.api_usage}/{total}"}
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-        content = b"" if status == 204 else _dumps(body)
+        if status == 204:
+            content = b""
+        elif isinstance(body, bytes):
+            content = body  # already JSON (query pages)
+        else:
+            content = _dumps(body)
         return Response(
             content,
             status_code=status,
@@ -641,26 +646,32 @@ class SalesforceSandbox:
 
     def _page(
         self, cursor: Cursor, locator: str | None, pos: int, batch: int, v: str, endpoint: str
-    ) -> dict[str, Any]:
+    ) -> bytes:
+        """One query answer, as JSON bytes: each record's JSON is cached until it changes."""
         total = len(cursor.records)
         chunk = cursor.records[pos : pos + batch]
         end = pos + len(chunk)
-        page: dict[str, Any] = {"totalSize": total, "done": end >= total}
+        head: dict[str, Any] = {"totalSize": total, "done": end >= total}
         if end < total:
             if locator is None:
                 locator = self.org.open_cursor(cursor)
-            page["nextRecordsUrl"] = f"/services/data/v{v}/{endpoint}/{locator}-{end}"
+            head["nextRecordsUrl"] = f"/services/data/v{v}/{endpoint}/{locator}-{end}"
         name = cursor.object_name
         url = f"/services/data/v{v}/sobjects/{name}/"
         names = cursor.fields
-        out = []
+        key = (v, *names)
+        cache = self.org.tables[name].json_cache
+        parts = []
         for rec in chunk:
-            item: dict[str, Any] = {"attributes": {"type": name, "url": url + rec["Id"]}}
-            for f in names:
-                item[f] = rec[f]
-            out.append(item)
-        page["records"] = out
-        return page
+            hit = cache.get(rec["Id"])
+            if hit is None or hit[0] != key:
+                item: dict[str, Any] = {"attributes": {"type": name, "url": url + rec["Id"]}}
+                for f in names:
+                    item[f] = rec[f]
+                hit = (key, _dumps(item))
+                cache[rec["Id"]] = hit
+            parts.append(hit[1])
+        return b"".join([_dumps(head)[:-1], b',"records":[', b",".join(parts), b"]}"])
 
     def _describe_global(
         self, request: Request, seg: list[str], body: Any, v: str, vn: float

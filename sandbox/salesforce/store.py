@@ -75,6 +75,9 @@ class Table:
         self.index: list[tuple[str, str]] = []
         self.counter = 0
         self.deleted_at: dict[str, int] = {}
+        #: id -> (query fields and API version, the record's JSON in a query answer); a
+        #: record's entry is dropped whenever it is saved, so pages are mostly joins of bytes
+        self.json_cache: dict[str, tuple[tuple[str, ...], bytes]] = {}
         self.ext_fields = [f.name for f in obj.fields.values() if f.external_id]
         #: external-ID field -> casefolded value -> ids
         self.ext_index: dict[str, dict[str, set[str]]] = {f: {} for f in self.ext_fields}
@@ -160,6 +163,7 @@ class Org:
         rec["SystemModstamp"] = stamp
 
     def _touch(self, table: Table, rec: Record, user: str, source: str) -> None:
+        table.json_cache.pop(rec["Id"], None)
         table.drop_index(rec)
         self._stamp(rec, user)
         table.put_index(rec)

@@ -1,0 +1,143 @@
+"""The Salesforce side of the connector contract suite: drives the sandbox's control API as
+a CRM user would, and builds connectors pointed at it.
+
+    with Sandbox(SandboxOptions()) as sb:
+        harness = make_harness(sb)
+        connector = harness.connector(max_attempts=3)
+
+``connector()`` starts with a fresh access token and can refresh it by OAuth client
+credentials, trusts the sandbox's certificate, and uses tiny back-off and limit waits so that
+retry tests do not sleep. Its field map is the connector's default plus
+``email -> Billing_Email__c`` (Accounts have no standard e-mail field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from connectors.base import ConnectionConfig, CustomerFields
+from connectors.salesforce import SalesforceConnector
+from connectors.salesforce.mapping import AccountMapping, build_mapping
+from sandbox.salesforce import SalesforceSandbox
+from sandbox.server import Sandbox, SandboxOptions
+
+WEBHOOK_SECRET = "sandbox-webhook-secret"
+DEFAULT_FIELD_MAP: dict[str, str | None] = {"email": "Billing_Email__c"}
+
+
+class RunningSalesforce(Protocol):
+    """What the harness needs of a running sandbox (``sandbox.server.Sandbox`` has it)."""
+
+    salesforce: SalesforceSandbox
+    ca_file: Any
+
+    @property
+    def salesforce_url(self) -> str: ...
+
+
+class SalesforceHarness:
+    key = "salesforce"
+    pull_page_max = 2000
+    incremental_page_max = 2000
+    push_batch_max = 200
+
+    def __init__(
+        self, sandbox: RunningSalesforce, field_map: Mapping[str, str | None] | None = None
+    ) -> None:
+        self.sandbox = sandbox
+        self.sf = sandbox.salesforce
+        self.field_map = dict(DEFAULT_FIELD_MAP if field_map is None else field_map)
+        self.mapping: AccountMapping = build_mapping(self.field_map)
+        self._to_customer = self.mapping.to_customer()
+
+    # -- connectors
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = {
+            "instance_url": self.sandbox.salesforce_url,
+            "ca_bundle": str(self.sandbox.ca_file),
+            "organization_id": self.sf.organization_id,
+            "request_timeout": 10.0,
+            "max_attempts": 5,
+            "backoff_base_seconds": 0.001,
+            "limit_wait_seconds": 0.01,
+        }
+        settings.update(overrides)
+        return settings
+
+    def credentials(self, **overrides: str) -> dict[str, str]:
+        creds = {
+            "access_token": self.sf.issue_token(),
+            "client_id": self.sf.client_id,
+            "client_secret": self.sf.client_secret,
+            "webhook_secret": WEBHOOK_SECRET,
+        }
+        creds.update(overrides)
+        return {k: v for k, v in creds.items() if v}
+
+    def connector(self, **settings: Any) -> SalesforceConnector:
+        """A fresh connector; ``field_map=`` and ``credentials=`` are taken apart from the
+        settings overrides."""
+        field_map = settings.pop("field_map", self.field_map)
+        credentials = settings.pop("credentials", None)
+        config = ConnectionConfig(
+            connection_id="salesforce-test",
+            credentials=credentials if credentials is not None else self.credentials(),
+            settings=self.settings(**settings),
+            field_map=field_map,
+        )
+        return SalesforceConnector(config)
+
+    # -- the CRM user's side
+    def reset(self) -> None:
+        self.sf.reset()
+        self.sf.freeze_clock(None)
+
+    def seed(self, count: int) -> list[str]:
+        return self.sf.seed(count)
+
+    def create(self, fields: CustomerFields) -> str:
+        return self.sf.create("Account", self.mapping.to_salesforce(dict(fields)))
+
+    def edit(self, crm_id: str, fields: CustomerFields) -> None:
+        fields = dict(fields)
+        if self.mapping.missing_lines(fields):
+            current = self.read(crm_id)
+            for group in self.mapping.missing_lines(fields):
+                for _, customer_field in group.lines:
+                    fields.setdefault(customer_field, current.get(customer_field))
+        self.sf.edit("Account", crm_id, self.mapping.to_salesforce(fields))
+
+    def read(self, crm_id: str) -> CustomerFields:
+        record = self.sf.get("Account", crm_id)
+        if record is None:
+            raise KeyError(crm_id)
+        return self._to_customer(record)
+
+    def delete(self, crm_id: str) -> None:
+        self.sf.delete("Account", crm_id)
+
+    def restore(self, crm_id: str) -> None:
+        self.sf.restore("Account", crm_id)
+
+    def merge(self, winner: str, loser: str) -> str:
+        return self.sf.merge("Account", winner, loser)
+
+    def set_faults(self, **faults: Any) -> None:
+        self.sf.set_faults(**faults)
+
+    def api_calls(self) -> int:
+        return self.sf.api_requests()
+
+
+def make_harness(sandbox: RunningSalesforce) -> SalesforceHarness:
+    """The Salesforce harness for a running ``sandbox.server.Sandbox``."""
+    return SalesforceHarness(sandbox)
+
+
+@contextmanager
+def running_sandbox(**options: Any) -> Iterator[Sandbox]:
+    """A started ``Sandbox`` (both emulators) for a test module's fixture."""
+    with Sandbox(SandboxOptions(**options)) as sb:
+        yield sb

@@ -1,0 +1,354 @@
+"""The HubSpot emulator against CRM_API_NOTES, through the real hubspot-api-client 12.
+
+The SDK returns ``None`` for an unexpected success status (trap 3), so every call below
+checks that it got a model back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import hubspot
+import pytest
+from hubspot.crm.companies import ApiException
+from hubspot.crm.companies.exceptions import NotFoundException
+from urllib3.util.retry import Retry
+
+from connectors.base import WebhookRequest
+from connectors.hubspot import webhooks
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.server import Sandbox, SandboxOptions
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxOptions()) as sb:
+        yield sb
+
+
+@pytest.fixture
+def hs(sandbox: Sandbox) -> HubSpotSandbox:
+    sandbox.hubspot.reset()
+    return sandbox.hubspot
+
+
+@pytest.fixture
+def client(sandbox: Sandbox, hs: HubSpotSandbox) -> Any:
+    # no SDK retries: a fault must surface as one answer
+    return hubspot.Client.create(access_token=TOKEN, host=sandbox.hubspot_url, retry=Retry(False))
+
+
+def test_crud_gets_models_back(client: Any, hs: HubSpotSandbox) -> None:
+    api = client.crm.companies.basic_api
+    created = api.create({"properties": {"name": "Zoë Müller GmbH", "city": "Köln"}})
+    assert created is not None and created.properties["name"] == "Zoë Müller GmbH"
+    got = api.get_by_id(created.id, properties=["name", "city", "address2"])
+    assert got is not None and got.properties["city"] == "Köln"
+    assert got.properties["address2"] is None  # unset property: null
+    updated = api.update(created.id, {"properties": {"city": "", "phone": "+49 1"}})
+    assert updated is not None
+    assert api.get_by_id(created.id, properties=["city"]).properties["city"] == ""
+    page = api.get_page(limit=10, properties=["name"], archived=False)
+    assert page is not None and [r.id for r in page.results] == [created.id]
+    assert api.archive(created.id) is None  # 204
+    assert api.get_page(limit=10).results == []
+    archived = api.get_page(limit=10, archived=True)
+    assert archived.results[0].id == created.id and archived.results[0].archived_at is not None
+    with pytest.raises(NotFoundException):
+        api.get_by_id(created.id)
+
+
+def test_get_by_unique_property(client: Any, hs: HubSpotSandbox) -> None:
+    cid = hs.create("companies", {"name": "A", "crmsync_id": "bill-1"})
+    got = client.crm.companies.basic_api.get_by_id("bill-1", id_property="crmsync_id")
+    assert got.id == cid
+
+
+def test_list_pages_by_after(client: Any, hs: HubSpotSandbox) -> None:
+    ids = hs.seed_companies(250)
+    api = client.crm.companies.basic_api
+    seen, after, calls = [], None, 0
+    while True:
+        page = api.get_page(limit=100, after=after, properties=["name", "address"])
+        calls += 1
+        seen += [r.id for r in page.results]
+        if page.paging is None:
+            break
+        after = page.paging.next.after
+    assert seen == ids and calls == 3
+    with pytest.raises(ApiException) as err:
+        api.get_page(limit=101)
+    assert err.value.status == 400
+
+
+def test_seed_splits_streets_and_links_contacts(client: Any, hs: HubSpotSandbox) -> None:
+    ids = hs.seed_companies(40)
+    records = [hs.read(i) for i in ids]
+    assert any(r["properties"].get("address3") for r in records)  # some 3-line streets
+    assert all("\n" not in (r["properties"].get("address") or "") for r in records)
+    page = client.crm.contacts.basic_api.get_page(limit=5, associations=["companies"])
+    contact = page.results[0]
+    company_id = contact.associations["companies"].results[0].id
+    assert company_id in ids
+
+
+def test_batch_statuses_and_207(client: Any, hs: HubSpotSandbox) -> None:
+    batch = client.crm.companies.batch_api
+    created = batch.create({"inputs": [{"properties": {"name": f"C{i}"}} for i in range(3)]})
+    assert type(created).__name__ == "BatchResponseSimplePublicObject"
+    ids = [r.id for r in created.results]
+    read = batch.read({"inputs": [{"id": i} for i in [*ids, "999"]], "properties": ["name"]})
+    assert type(read).__name__ == "BatchResponseSimplePublicObjectWithErrors"
+    assert read.num_errors == 1 and read.errors[0].context["ids"] == ["999"]
+    assert read.errors[0].category == "OBJECT_NOT_FOUND"
+    updated = batch.update({"inputs": [{"id": i, "properties": {"city": "Lyon"}} for i in ids]})
+    assert type(updated).__name__ == "BatchResponseSimplePublicObject"
+    hs.set_faults(record_errors={ids[1]: "validation"})
+    partial = batch.update({"inputs": [{"id": i, "properties": {"city": "Paris"}} for i in ids]})
+    assert partial.num_errors == 1 and partial.errors[0].context["ids"] == [ids[1]]
+    assert "not valid" in partial.errors[0].message
+    upsert = batch.upsert(
+        {"inputs": [{"idProperty": "crmsync_id", "id": "b-1", "properties": {"name": "U"}}]}
+    )
+    assert upsert.results[0].new is True
+    again = batch.upsert(
+        {"inputs": [{"idProperty": "crmsync_id", "id": "b-1", "properties": {"name": "U2"}}]}
+    )
+    assert again.results[0].new is False and again.results[0].id == upsert.results[0].id
+    assert batch.archive({"inputs": [{"id": ids[0]}]}) is None
+
+
+def test_batch_limits_and_error_shape(client: Any, hs: HubSpotSandbox) -> None:
+    with pytest.raises(ApiException) as err:
+        client.crm.companies.batch_api.read({"inputs": [{"id": str(i)} for i in range(101)]})
+    body = json.loads(err.value.body)
+    assert err.value.status == 400
+    assert {"status", "message", "correlationId", "category", "errors"} <= set(body)
+    with pytest.raises(ApiException) as err:
+        client.crm.companies.basic_api.create({"properties": {"nope": "x"}})
+    assert json.loads(err.value.body)["category"] == "VALIDATION_ERROR"
+
+
+def test_search_filters_sorts_and_cap(client: Any, hs: HubSpotSandbox) -> None:
+    a = hs.create("companies", {"name": "Acme Robotics", "city": "Berlin"})
+    b = hs.create("companies", {"name": "Globex Foods", "city": "Paris"})
+    c = hs.create("companies", {"name": "Acme Foods"})
+    search = client.crm.companies.search_api
+
+    def ids(filters: list[dict[str, Any]], **extra: Any) -> list[str]:
+        body = {"filterGroups": [{"filters": filters}], "limit": 10, **extra}
+        result = search.do_search(body)
+        assert result is not None
+        return [r.id for r in result.results]
+
+    assert ids([{"propertyName": "name", "operator": "CONTAINS_TOKEN", "value": "acme"}]) == [a, c]
+    assert ids([{"propertyName": "city", "operator": "IN", "values": ["Paris", "Rome"]}]) == [b]
+    assert ids([{"propertyName": "city", "operator": "NOT_HAS_PROPERTY"}]) == [c]
+    assert ids(
+        [{"propertyName": "hs_object_id", "operator": "BETWEEN", "value": a, "highValue": b}]
+    ) == [a, b]
+    desc = ids([], sorts=[{"propertyName": "name", "direction": "DESCENDING"}])
+    assert desc == [b, a, c]
+    hs.archive(c)
+    assert ids([{"propertyName": "name", "operator": "CONTAINS_TOKEN", "value": "acme"}]) == [a]
+    with pytest.raises(ApiException) as err:
+        search.do_search({"filterGroups": [], "after": "10000", "limit": 10})
+    assert err.value.status == 400
+    with pytest.raises(ApiException):
+        search.do_search({"filterGroups": [{"filters": []}] * 6})
+    with pytest.raises(ApiException):
+        search.do_search({"limit": 201})
+
+
+def test_search_on_modification_stamp_is_indexed_and_paged(client: Any, hs: HubSpotSandbox) -> None:
+    ids = hs.seed_companies(30)
+    hs.touch(ids[10:20], ms=1_700_000_000_000)
+    body = {
+        "filterGroups": [
+            {
+                "filters": [
+                    {
+                        "propertyName": "hs_lastmodifieddate",
+                        "operator": "EQ",
+                        "value": "1700000000000",
+                    },
+                    {"propertyName": "hs_object_id", "operator": "GT", "value": ids[14]},
+                ]
+            }
+        ],
+        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        "limit": 3,
+    }
+    first = client.crm.companies.search_api.do_search(body)
+    assert first.total == 5 and [r.id for r in first.results] == ids[15:18]
+    second = client.crm.companies.search_api.do_search({**body, "after": first.paging.next.after})
+    assert [r.id for r in second.results] == ids[18:20] and second.paging is None
+    assert second.results[0].properties["hs_lastmodifieddate"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_rate_limit_headers_and_faults(client: Any, hs: HubSpotSandbox) -> None:
+    api = client.crm.companies.basic_api
+    _, status, headers = api.get_page_with_http_info(limit=1)
+    assert status == 200
+    for name in (
+        "Max",
+        "Remaining",
+        "Interval-Milliseconds",
+        "Secondly",
+        "Secondly-Remaining",
+        "Daily",
+        "Daily-Remaining",
+    ):
+        assert f"X-HubSpot-RateLimit-{name}" in headers
+    hs.set_faults(rate_limit_next=1, retry_after=2)
+    with pytest.raises(ApiException) as err:
+        api.get_page(limit=1)
+    assert err.value.status == 429 and err.value.headers["Retry-After"] == "2"
+    assert err.value.headers["X-HubSpot-RateLimit-Remaining"] == "0"
+    assert json.loads(err.value.body)["category"] == "RATE_LIMITS"
+    hs.set_faults(server_error_next=1, server_error_status=503)
+    with pytest.raises(ApiException) as err:
+        api.get_page(limit=1)
+    assert err.value.status == 503
+    hs.set_faults(expired_token=True)
+    with pytest.raises(ApiException) as err:
+        api.get_page(limit=1)
+    assert err.value.status == 401
+    hs.clear_faults()
+    assert api.get_page(limit=1) is not None
+    assert hs.request_counts()["GET /crm/v3/objects/{object_type}"] == 5
+
+
+def test_merge_archives_loser_and_resolves_it(client: Any, hs: HubSpotSandbox) -> None:
+    winner = hs.create("companies", {"name": "Winner"})
+    loser = hs.create("companies", {"name": "Loser", "city": "Oslo"})
+    contact = hs.create("contacts", {"firstname": "Ada", "email": "ada@x.example"})
+    hs.associate(contact, loser)
+    merged = client.crm.companies.basic_api.merge(
+        {"objectIdToMerge": loser, "primaryObjectId": winner}
+    )
+    assert merged is not None and merged.id == winner
+    got = client.crm.companies.basic_api.get_by_id(
+        loser, properties=["hs_merged_object_ids", "city"]
+    )
+    assert got.id == winner and got.properties["hs_merged_object_ids"] == loser
+    assert got.properties["city"] == "Oslo"  # empty fields filled from the loser
+    assert hs.read(loser)["archived"] and hs.read(loser)["mergedInto"] == winner
+    assert hs.read(contact, "contacts")["associations"] == [winner]
+
+
+def test_associations_v4_and_properties(client: Any, hs: HubSpotSandbox) -> None:
+    company = hs.create("companies", {"name": "A"})
+    contact = hs.create("contacts", {"firstname": "B"})
+    v4 = client.crm.associations.v4
+    assert v4.basic_api.create_default("contacts", contact, "companies", company) is not None
+    page = v4.basic_api.get_page("contacts", contact, "companies")
+    assert [str(r.to_object_id) for r in page.results] == [company]
+    read = v4.batch_api.get_page("contacts", "companies", {"inputs": [{"id": contact}]})
+    assert str(read.results[0].to[0].to_object_id) == company
+    props = client.crm.properties.core_api.get_all("companies")
+    names = {p.name for p in props.results}
+    assert {"name", "address", "address2", "address3", "billing_email", "crmsync_id"} <= names
+    assert client.crm.properties.core_api.get_by_name("companies", "crmsync_id").has_unique_value
+
+
+def test_control_api_over_http(sandbox: Sandbox, hs: HubSpotSandbox) -> None:
+    base = f"{sandbox.hubspot_url}/_sandbox"
+    with httpx.Client() as http:
+        ids = http.post(f"{base}/seed", json={"count": 3}).json()["ids"]
+        assert len(ids) == 3
+        http.patch(f"{base}/objects/companies/{ids[0]}", json={"properties": {"city": "Łódź"}})
+        assert http.get(f"{base}/objects/companies/{ids[0]}").json()["properties"]["city"] == "Łódź"
+        http.request("DELETE", f"{base}/objects/companies/{ids[1]}")
+        http.post(f"{base}/objects/companies/{ids[1]}/restore")
+        survivor = http.post(
+            f"{base}/objects/companies/merge", json={"winner": ids[0], "loser": ids[2]}
+        )
+        assert survivor.json()["id"] == ids[0]
+        assert http.post(f"{base}/objects/companies/touch", json={"ms": 5}).json()["touched"] == 2
+        http.put(f"{base}/faults", json={"rate_limit_next": 1})
+        assert http.get(f"{base}/faults").json()["rate_limit_next"] == 1
+        http.request("DELETE", f"{base}/faults")
+        assert http.get(f"{base}/requests").json()["total"] == 0  # control calls are not counted
+
+
+class _Receiver:
+    """A webhook endpoint that fails the first ``fail`` deliveries."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.append((dict(self.headers), body))
+                status = 500 if outer.fail > 0 else 204
+                outer.fail -= 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/hubspot?x=1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks_signed_v3_batched_and_retried(hs: HubSpotSandbox) -> None:
+    receiver = _Receiver(fail=1)
+    try:
+        hs.configure_webhooks(
+            url=receiver.url, client_secret="s3cret", enabled=True, retry_delay=0.01
+        )
+        cid = hs.create("companies", {"name": "Hooked"})
+        hs.edit(cid, {"city": "Kraków"})
+        other = hs.create("companies", {"name": "Other"})
+        hs.merge(cid, other)
+        hs.archive(cid)
+        assert hs.flush_webhooks(10)
+    finally:
+        hs.configure_webhooks(enabled=False, url=None)
+        receiver.close()
+    attempts = [json.loads(body) for _, body in receiver.received]
+    assert attempts[0][0]["attemptNumber"] == 0 and attempts[1][0]["attemptNumber"] == 1
+    assert [e["eventId"] for e in attempts[0]] == [e["eventId"] for e in attempts[1]]
+    events = [e for batch in attempts[1:] for e in batch]
+    types = [e["subscriptionType"] for e in events]
+    assert "company.creation" in types and "company.deletion" in types
+    change = next(e for e in events if e.get("propertyName") == "city")
+    assert change["propertyValue"] == "Kraków" and change["changeSource"] == "CRM_UI"
+    merge = next(e for e in events if e["subscriptionType"] == "company.merge")
+    assert merge["primaryObjectId"] == int(cid) and merge["mergedObjectIds"] == [int(other)]
+    assert merge["newObjectId"] == int(cid)
+    for headers, body in receiver.received:
+        request = WebhookRequest("POST", receiver.url, headers, body)
+        webhooks.verify(request, "s3cret")  # v3, fresh: no exception
+
+
+def test_webhook_duplicates_on_purpose(hs: HubSpotSandbox) -> None:
+    receiver = _Receiver()
+    try:
+        hs.configure_webhooks(url=receiver.url, enabled=True, duplicate=True)
+        hs.create("companies", {"name": "Twice"})
+        assert hs.flush_webhooks(10)
+    finally:
+        hs.configure_webhooks(enabled=False, url=None, duplicate=False)
+        receiver.close()
+    bodies = [json.loads(body) for _, body in receiver.received]
+    assert len(bodies) == 2 and bodies[0] == bodies[1]

@@ -1,0 +1,481 @@
+"""The HubSpot connector against the sandbox, with the real hubspot-api-client over HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connectors import registry
+from connectors.base import ConnectionConfig, CrmCustomer, CustomerPush, WebhookRequest
+from connectors.errors import AuthError, ConfigError, RetriableError, WebhookRejected
+from connectors.hubspot import HubSpotConnector, webhooks
+from connectors.hubspot.webhooks import signature_v2, signature_v3
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.server import Sandbox, SandboxOptions
+from tests.connectors.harness_hubspot import CLIENT_SECRET, HubSpotHarness, make_harness
+
+LIST = "GET /crm/v3/objects/{object_type}"
+SEARCH = "POST /crm/v3/objects/{object_type}/search"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxOptions()) as sb:
+        yield sb
+
+
+@pytest.fixture
+def harness(sandbox: Sandbox) -> HubSpotHarness:
+    h = make_harness(sandbox)
+    h.reset()
+    return h
+
+
+@pytest.fixture
+def hs(harness: HubSpotHarness) -> HubSpotSandbox:
+    return harness.hs
+
+
+def full_pull(connector: HubSpotConnector) -> tuple[list[CrmCustomer], str]:
+    records: list[CrmCustomer] = []
+    cursor = ""
+    for page in connector.pull_customers(None, full=True):
+        records += page.records
+        assert page.cursor is not None
+        cursor = page.cursor
+    return records, cursor
+
+
+def incremental(connector: HubSpotConnector, cursor: str | None) -> tuple[list[CrmCustomer], str]:
+    records: list[CrmCustomer] = []
+    last = cursor or ""
+    for page in connector.pull_customers(cursor):
+        records += page.records
+        assert page.cursor is not None
+        last = page.cursor
+    return records, last
+
+
+# -- full pulls ---------------------------------------------------------------------------
+
+
+def test_full_pull_pages_of_100_with_exact_calls(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    ids = harness.seed(250)
+    connector = harness.connector()
+    records, _ = full_pull(connector)
+    assert [r.id for r in records] == ids
+    assert connector.api_calls == 3 == harness.api_calls()
+    first = hs.read(ids[0])["properties"]
+    assert records[0].fields["customer_name"] == first["name"]
+    assert records[0].fields["address.line1"] == first["address"]
+    assert records[0].fields["address.country_code"] is not None
+    assert records[0].modified_at is not None and records[0].modified_at.tzinfo is not None
+
+
+def test_full_pull_resumes_after_a_killed_page(harness: HubSpotHarness) -> None:
+    ids = harness.seed(250)
+    pages = harness.connector().pull_customers(None, full=True)
+    first = next(pages)
+    pages.close()  # the worker dies after committing page 1
+    connector = harness.connector()
+    rest = [
+        r.id for page in connector.pull_customers(first.cursor, full=True) for r in page.records
+    ]
+    assert [r.id for r in first.records] + rest == ids
+    assert connector.api_calls == 2
+
+
+def test_empty_portal_full_pull_is_one_call(harness: HubSpotHarness) -> None:
+    connector = harness.connector()
+    records, _ = full_pull(connector)
+    assert records == [] and connector.api_calls == 1
+
+
+# -- incremental pulls --------------------------------------------------------------------
+
+
+def test_incremental_with_nothing_changed_costs_two_calls(harness: HubSpotHarness) -> None:
+    harness.seed(120)
+    _, cursor = full_pull(harness.connector())
+    connector = harness.connector()
+    records, again = incremental(connector, cursor)
+    assert records == [] and connector.api_calls == 2
+    assert incremental(harness.connector(), again)[0] == []
+
+
+def test_incremental_sees_edits_in_pages_of_200(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    ids = harness.seed(600)
+    _, cursor = full_pull(harness.connector())
+    changed = ids[100:550]
+    for n, cid in enumerate(changed):
+        hs.touch([cid], ms=hs.read(cid)["modifiedMs"] + 10_000 + n)  # distinct stamps
+    harness.edit(ids[3], {"address.city": "Zürich"})
+    connector = harness.connector()
+    hs.reset_counts()
+    records, cursor = incremental(connector, cursor)
+    assert sorted(r.id for r in records) == sorted([*changed, ids[3]])
+    assert hs.request_counts()[SEARCH] == math.ceil(451 / 200)
+    assert connector.api_calls == math.ceil(451 / 200) + 1  # + the archived list
+    assert next(r for r in records if r.id == ids[3]).fields["address.city"] == "Zürich"
+    assert incremental(harness.connector(), cursor)[0] == []
+
+
+def test_records_sharing_the_watermark_millisecond(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    ids = harness.seed(20)
+    _, cursor = full_pull(harness.connector())
+    stamp = int(time.time() * 1000) + 60_000
+    hs.touch(ids[:5], ms=stamp)
+    records, cursor = incremental(harness.connector(), cursor)
+    assert sorted(r.id for r in records) == sorted(ids[:5])
+    assert json.loads(cursor)["wm"] == stamp
+    # three more records change in the very millisecond of the watermark
+    hs.touch(ids[10:13], ms=stamp)
+    records, cursor = incremental(harness.connector(), cursor)
+    assert sorted(r.id for r in records) == sorted(ids[10:13])
+    assert incremental(harness.connector(), cursor)[0] == []
+
+
+def test_more_than_10000_records_in_one_millisecond(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    ids = harness.seed(10_450)
+    _, cursor = full_pull(harness.connector())
+    hs.touch(None, ms=int(time.time() * 1000) + 60_000)  # every company, same ms
+    hs.reset_counts()
+    connector = harness.connector()
+    seen: list[str] = []
+    pages = connector.pull_customers(cursor)
+    for n, page in enumerate(pages):
+        seen += [r.id for r in page.records]
+        if n == 20:  # kill the worker mid-way (in the tie walk), resume from the cursor
+            pages.close()
+            assert json.loads(page.cursor or "{}")["mode"] == "ties"
+            for rest in harness.connector().pull_customers(page.cursor):
+                seen += [r.id for r in rest.records]
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == len(ids)  # none lost, none twice
+    counts = hs.request_counts()
+    assert set(counts) == {SEARCH, LIST}  # a search past the cap would have raised (400)
+    # 1 range page, the tie walk by id (its first page re-reads the range page), GT T, archived
+    assert counts[SEARCH] <= math.ceil(len(ids) / 200) + 3
+
+
+def test_deletes_merges_and_restores(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    ids = harness.seed(10)
+    _, cursor = full_pull(harness.connector())
+    harness.delete(ids[1])
+    survivor = harness.merge(ids[2], ids[3])
+    assert survivor == ids[2]
+    harness.delete(ids[4])
+    harness.restore(ids[4])
+    records, cursor = incremental(harness.connector(), cursor)
+    by_id = {r.id: r for r in records}
+    assert by_id[ids[1]].deleted and by_id[ids[1]].merged_into is None
+    assert by_id[ids[3]].deleted and by_id[ids[3]].merged_into == ids[2]
+    assert not by_id[ids[2]].deleted
+    assert not by_id[ids[4]].deleted  # restored: a plain change
+    assert set(by_id) == {ids[1], ids[2], ids[3], ids[4]}
+    assert incremental(harness.connector(), cursor)[0] == []
+
+
+def test_pull_by_ids_batches_and_marks_missing(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    ids = harness.seed(150)
+    harness.delete(ids[7])
+    harness.merge(ids[0], ids[9])
+    connector = harness.connector()
+    wanted = [*ids, "404404"]
+    found = connector.pull_customers_by_ids(wanted)
+    assert [r.id for r in found] == wanted and connector.api_calls == 2
+    by_id = {r.id: r for r in found}
+    assert by_id[ids[7]].deleted and by_id["404404"].deleted
+    assert by_id[ids[9]].deleted and by_id[ids[9]].merged_into == ids[0]
+    assert not by_id[ids[8]].deleted and by_id[ids[8]].fields["customer_name"]
+
+
+def test_contacts_with_their_company(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    ids = harness.seed(30)
+    connector = harness.connector()
+    contacts = [c for page in connector.pull_contacts(None, full=True) for c in page.records]
+    assert len(contacts) >= 60 and all(c.customer_id in ids for c in contacts)
+    assert connector.api_calls == math.ceil(len(contacts) / 100)
+    cursor = [p.cursor for p in harness.connector().pull_contacts(None, full=True)][-1]
+    hs.edit(contacts[0].id, {"firstname": "Zoë"}, object_type="contacts")
+    changed = [c for page in harness.connector().pull_contacts(cursor) for c in page.records]
+    assert [c.id for c in changed] == [contacts[0].id]
+    assert changed[0].name.startswith("Zoë") and changed[0].customer_id == contacts[0].customer_id
+
+
+# -- pushes -------------------------------------------------------------------------------
+
+
+def test_push_250_updates_is_3_calls(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    ids = harness.seed(250)
+    connector = harness.connector()
+    pushes = [
+        CustomerPush(f"b{n}", cid, {"address.city": f"City {n}"}) for n, cid in enumerate(ids)
+    ]
+    results = connector.push_customers(pushes)
+    assert connector.api_calls == 3
+    assert [r.billing_id for r in results] == [p.billing_id for p in pushes]
+    assert all(r.ok and r.crm_id == p.crm_id for r, p in zip(results, pushes, strict=True))
+    assert harness.read(ids[249])["address.city"] == "City 249"
+
+
+def test_creates_are_idempotent_upserts(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    push = CustomerPush("bill-42", None, {"customer_name": "Ångström AB", "address.line3": "c/o X"})
+    first = harness.connector().push_customers([push])
+    second = harness.connector().push_customers([push])
+    assert first[0].ok and first[0].crm_id == second[0].crm_id
+    assert hs.count() == 1
+    stored = hs.read(first[0].crm_id or "")["properties"]
+    assert stored["crmsync_id"] == "bill-42" and stored["address3"] == "c/o X"
+    pulled = harness.connector().pull_customers_by_ids([first[0].crm_id or ""])[0]
+    assert pulled.billing_id == "bill-42"
+
+
+def test_partial_batch_failures_come_back_per_record(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    ids = harness.seed(3)
+    harness.set_faults(record_errors={ids[1]: "validation", "bill-dup": "duplicate"})
+    pushes = [
+        CustomerPush("b0", ids[0], {"phone_number": "+1 555"}),
+        CustomerPush("b1", ids[1], {"phone_number": "not a phone"}),
+        CustomerPush("b2", "999999", {"phone_number": "+1 555"}),
+        CustomerPush("bill-new", None, {"customer_name": "New Co"}),
+        CustomerPush("bill-dup", None, {"customer_name": "Dup Co"}),
+    ]
+    connector = harness.connector()
+    results = {r.billing_id: r for r in connector.push_customers(pushes)}
+    assert connector.api_calls == 2
+    assert results["b0"].ok and results["bill-new"].ok
+    assert results["b1"].error is not None and results["b1"].error.kind == "validation"
+    assert "not valid" in results["b1"].error.message
+    assert results["b2"].error is not None and results["b2"].error.kind == "not_found"
+    assert results["bill-dup"].error is not None and results["bill-dup"].error.kind == "duplicate"
+
+
+def test_non_ascii_round_trip_and_empty_values(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    fields: dict[str, Any] = {
+        "customer_name": "Société Générale 東京 Ñandú",
+        "address.line1": "Königsallee 1",
+        "address.line2": None,
+        "address.city": "Łódź",
+        "address.country_code": "PL",
+    }
+    crm_id = harness.connector().push_customers([CustomerPush("b-utf", None, fields)])[0].crm_id
+    assert crm_id is not None
+    stored = hs.read(crm_id)["properties"]
+    assert stored["address2"] == "" and stored["country"] == "Poland"
+    hs.edit(crm_id, {"zip": ""})  # "" and null (never set) both mean None
+    got = harness.connector().pull_customers_by_ids([crm_id])[0].fields
+    assert got["customer_name"] == "Société Générale 東京 Ñandú" and got["address.city"] == "Łódź"
+    assert got["address.line2"] is None and got["address.zipCode"] is None
+    assert got["address.state"] is None and got["address.country_code"] == "PL"
+
+
+# -- errors and retries -------------------------------------------------------------------
+
+
+def test_sdk_retries_are_off(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    connector = harness.connector(max_attempts=1)
+    assert all(r.total is False and r.status == 0 for r in connector.apis.pool_retries())
+    harness.seed(5)
+    # a GET 429 with Retry-After is what urllib3 would retry by default
+    harness.set_faults(rate_limit_next=1, retry_after=0.01)
+    with pytest.raises(RetriableError) as err:
+        full_pull(connector)
+    assert err.value.status == 429 and err.value.wait_seconds == pytest.approx(0.01)
+    assert harness.api_calls() == 1 and connector.api_calls == 1
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.02])
+def test_429_then_success(harness: HubSpotHarness, retry_after: float | None) -> None:
+    harness.seed(5)
+    harness.set_faults(rate_limit_next=2, retry_after=retry_after)
+    connector = harness.connector()
+    records, _ = full_pull(connector)
+    assert len(records) == 5 and connector.api_calls == 3 == harness.api_calls()
+
+
+def test_5xx_then_success_and_time_out(harness: HubSpotHarness) -> None:
+    harness.seed(5)
+    harness.set_faults(server_error_next=2, server_error_status=502)
+    connector = harness.connector()
+    assert len(full_pull(connector)[0]) == 5 and connector.api_calls == 3
+    harness.set_faults(hang_next=1, hang_seconds=3)
+    connector = harness.connector(request_timeout=0.2)
+    assert len(full_pull(connector)[0]) == 5 and connector.api_calls == 2
+    harness.set_faults(server_error_next=10)
+    with pytest.raises(RetriableError, match="HubSpot 502"):
+        full_pull(harness.connector(max_attempts=3))
+
+
+def test_expired_token_is_auth_error(harness: HubSpotHarness) -> None:
+    harness.set_faults(expired_token=True)
+    connector = harness.connector()
+    with pytest.raises(AuthError, match="expired"):
+        connector.check()
+    assert connector.api_calls == 1
+
+
+def test_check_and_field_map_overrides(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    harness.connector().check()
+    names = {f.name for f in harness.connector().describe_fields()}
+    assert {"name", "address3", "crmsync_id"} <= names
+    with pytest.raises(ConfigError, match="'vat_number'"):
+        harness.connector(field_map={"custom_data.vat": "vat_number"}).check()
+    connector = harness.connector(
+        field_map={"custom_data.segment": "segment", "phone_number": None}
+    )
+    connector.check()
+    assert "custom_data.segment" in connector.mapped_fields
+    assert "phone_number" not in connector.mapped_fields
+    cid = hs.create("companies", {"name": "Seg", "segment": "enterprise", "phone": "+1"})
+    got = connector.pull_customers_by_ids([cid])[0].fields
+    assert got["custom_data.segment"] == "enterprise" and "phone_number" not in got
+
+
+def test_registry_builds_the_connector(harness: HubSpotHarness) -> None:
+    config = ConnectionConfig("c", {"access_token": "t"}, harness.settings())
+    assert isinstance(registry.create("hubspot", config), HubSpotConnector)
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+EXAMPLE_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
+EXAMPLE_BODY = b"{'example_field':'example_value'}"
+EXAMPLE_TS = "1693657560000"
+EXAMPLE_SIG = "K36dawei4A+QBNolUOqo7s91KQDWQ5MXZ/QufNYuk/Y="
+
+
+def _signed(
+    body: bytes, url: str = "https://crmsync.example/hooks/hubspot", **extra: str
+) -> WebhookRequest:
+    ts = str(int(time.time() * 1000))
+    headers = {
+        "X-HubSpot-Signature-v3": signature_v3(CLIENT_SECRET, "POST", url, body, ts),
+        "X-HubSpot-Request-Timestamp": ts,
+        **extra,
+    }
+    return WebhookRequest("POST", url, headers, body)
+
+
+def test_webhook_v3_published_example() -> None:
+    request = WebhookRequest(
+        "POST",
+        "https://www.example.com/webhook_uri",
+        {"X-HubSpot-Signature-v3": EXAMPLE_SIG, "X-HubSpot-Request-Timestamp": EXAMPLE_TS},
+        EXAMPLE_BODY,
+    )
+    webhooks.verify(request, EXAMPLE_SECRET, now_ms=int(EXAMPLE_TS) + 1000)
+    with pytest.raises(WebhookRejected, match="stale"):
+        webhooks.verify(request, EXAMPLE_SECRET)  # it is from 2023
+    with pytest.raises(WebhookRejected):
+        webhooks.verify(request, "another-secret", now_ms=int(EXAMPLE_TS))
+
+
+def test_webhook_verify_through_the_connector(harness: HubSpotHarness) -> None:
+    connector = harness.connector()
+    body = b'[{"eventId": 1}]'
+    connector.verify_webhook(_signed(body))
+    tampered = _signed(body)
+    with pytest.raises(WebhookRejected) as err:
+        connector.verify_webhook(WebhookRequest("POST", tampered.url, tampered.headers, b"[]"))
+    assert err.value.status == 401
+    with pytest.raises(WebhookRejected, match="bad"):  # signed for another URL
+        connector.verify_webhook(
+            WebhookRequest("POST", "https://evil.example/x", tampered.headers, body)
+        )
+    old = str(int(time.time() * 1000) - 6 * 60 * 1000)
+    stale = {
+        "X-HubSpot-Signature-v3": signature_v3(CLIENT_SECRET, "POST", tampered.url, body, old),
+        "X-HubSpot-Request-Timestamp": old,
+    }
+    with pytest.raises(WebhookRejected, match="stale"):
+        connector.verify_webhook(WebhookRequest("POST", tampered.url, stale, body))
+    v2 = {
+        "X-HubSpot-Signature": signature_v2(CLIENT_SECRET, "POST", tampered.url, body),
+        "X-HubSpot-Signature-Version": "v2",
+    }
+    legacy = WebhookRequest("POST", tampered.url, v2, body)
+    with pytest.raises(WebhookRejected, match="v1/v2"):
+        connector.verify_webhook(legacy)
+    harness.connector(accept_signature_v1_v2=True).verify_webhook(legacy)
+
+
+def test_webhook_parse(harness: HubSpotHarness) -> None:
+    connector = harness.connector()
+    body = json.dumps(
+        [
+            {
+                "eventId": 10,
+                "subscriptionType": "company.propertyChange",
+                "objectId": 5,
+                "occurredAt": 1700000000000,
+                "propertyName": "city",
+                "propertyValue": "Köln",
+                "attemptNumber": 0,
+            },
+            {
+                "eventId": 11,
+                "subscriptionType": "company.merge",
+                "objectId": 5,
+                "primaryObjectId": 5,
+                "mergedObjectIds": [6],
+                "newObjectId": 5,
+            },
+            {"eventId": 12, "subscriptionType": "contact.deletion", "objectId": 7},
+            {"eventId": 13, "subscriptionType": "company.restore", "objectId": 8},
+            {"eventId": 14, "subscriptionType": "company.creation", "objectId": 9},
+        ]
+    ).encode()
+    events = connector.parse_webhook(body)
+    assert [(e.key, e.kind, e.object_type, e.crm_id) for e in events] == [
+        ("10", "changed", "customer", "5"),
+        ("11", "merged", "customer", "5"),
+        ("12", "deleted", "contact", "7"),
+        ("13", "restored", "customer", "8"),
+        ("14", "created", "customer", "9"),
+    ]
+    assert events[1].merged_into == "5" and events[1].merged_ids == ("6",)
+    assert events[0].occurred_at is not None and events[0].payload["propertyValue"] == "Köln"
+    for bad in (
+        b"{",
+        b'{"eventId": 1}',
+        b'[{"eventId": 1}]',
+        b'[{"eventId": 1, "objectId": 1, "subscriptionType": "deal.creation"}]',
+    ):
+        with pytest.raises(WebhookRejected) as err:
+            connector.parse_webhook(bad)
+        assert err.value.status == 400
+
+
+def test_sandbox_webhooks_verify_and_parse(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+    """End to end: the sandbox's signed delivery passes the connector's verify + parse."""
+    from tests.sandbox.test_hubspot_sandbox import _Receiver
+
+    receiver = _Receiver()
+    try:
+        hs.configure_webhooks(url=receiver.url, enabled=True, client_secret=CLIENT_SECRET)
+        cid = harness.create({"customer_name": "Hooked"})
+        assert hs.flush_webhooks(10)
+    finally:
+        hs.configure_webhooks(enabled=False, url=None)
+        receiver.close()
+    connector = harness.connector()
+    headers, body = receiver.received[0]
+    connector.verify_webhook(WebhookRequest("POST", receiver.url, headers, body))
+    events = connector.parse_webhook(body)
+    assert events[0].kind == "created" and events[0].crm_id == cid

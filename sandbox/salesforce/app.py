@@ -458,7 +458,9 @@ class SalesforceSandbox:
         )
 
     async def _api(self, request: Request) -> Response:
-        rest = request.path_params["rest"]
+        # Split the raw path before decoding: an external id may hold an encoded "/".
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        rest = raw_path.decode("latin-1").split("?", 1)[0][len("/services/data/") :]
         segments = [unquote(s) for s in rest.split("/") if s != ""]
         method = request.method
         try:

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     #: Redis for locks and the shared rate budget; defaults to the broker when that is Redis
     redis_url: str = ""
+    #: prefix of every Redis key crmsync writes (queues, locks, rate budgets), so that
+    #: deployments (or test sessions) can share one Redis
+    redis_key_prefix: str = "crmsync"
     #: key that encrypts stored CRM credentials (a Fernet key: ``crmsync secret-key``)
     secret_key: SecretStr | None = None
     #: the public base URL CRMs call webhooks on (behind a proxy: what the CRM sees)

@@ -382,6 +382,22 @@ def pending_events(
     ).all()
 
 
+def connections_with_pending_events(session: Session, received_before: datetime) -> list[str]:
+    """Active connections holding inbox events still pending since before the given time
+    (whose sync was lost or failed): the scheduler enqueues their inbox again."""
+    query = (
+        select(InboundEvent.connection_id)
+        .join(ConnectionRow, ConnectionRow.id == InboundEvent.connection_id)
+        .where(
+            InboundEvent.status == "pending",
+            InboundEvent.received_at <= received_before,
+            ConnectionRow.state == "active",
+        )
+        .distinct()
+    )
+    return list(session.scalars(query))
+
+
 def mark_events_handled(session: Session, event_ids: Sequence[int]) -> None:
     for chunk in _chunks(event_ids):
         session.execute(

@@ -1,0 +1,244 @@
+"""The per-connection rate budget shared by every worker and every kind of work.
+
+:class:`RedisRateGate` implements ``connectors.base.RateGate`` as a token bucket kept in
+Redis, one per connection, so scheduled syncs, webhook syncs, retries and operator commands
+on any host draw from one budget:
+
+- ``acquire()`` takes a token (a Lua script on Redis's own clock, so hosts whose clocks
+  differ agree), or sleeps until the next token or the end of a pause;
+- ``pause(seconds)`` is called when the CRM says wait (429 with ``Retry-After``,
+  ``REQUEST_LIMIT_EXCEEDED``): it moves the connection's ``paused-until`` stamp, so every
+  worker's next ``acquire()`` waits, not only the one that was refused;
+- ``observe(headers)`` corrects the bucket from the CRM's own view: HubSpot's
+  ``X-HubSpot-RateLimit-Max`` / ``-Interval-Milliseconds`` set the bucket's size and rate and
+  ``-Remaining`` caps the tokens left; Salesforce's ``Sforce-Limit-Info: api-usage=USED/TOTAL``
+  is recorded, and an exhausted daily allocation pauses the connection.
+
+Starting budgets (:data:`DEFAULT_LIMITS`) are the CRMs' documented limits: HubSpot private
+apps 100 requests per 10 seconds (190 on higher tiers: set ``rate_max`` in the connection's
+settings, or let the headers say so); Salesforce has no short-window limit but a daily
+allocation and at most 25 concurrent long-running requests, so its bucket allows bursts of
+25 and 25 per second. A connection's settings may override both: ``rate_max`` (requests)
+per ``rate_interval_seconds``.
+https://developers.hubspot.com/docs/api/usage-details
+https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
+
+Without Redis (the embedded default, one process) :func:`gate_for` gives one
+:class:`connectors.calls.LocalRateGate` per connection, shared by the process's threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.base import RateGate
+from connectors.calls import LocalRateGate
+from sync.settings import Settings
+from tasks.runtime import redis_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limit:
+    requests: float
+    interval_seconds: float
+
+    @property
+    def per_ms(self) -> float:
+        return self.requests / (self.interval_seconds * 1000)
+
+
+DEFAULT_LIMITS: dict[str, Limit] = {
+    "hubspot": Limit(100, 10),
+    "salesforce": Limit(25, 1),
+}
+FALLBACK_LIMIT = Limit(10, 1)
+#: how long everyone waits when Salesforce's daily allocation is used up
+DAILY_EXHAUSTED_PAUSE_SECONDS = 300.0
+#: longest single sleep inside acquire(), so a lifted pause is noticed soon
+MAX_SLEEP_SECONDS = 1.0
+
+# KEYS[1] bucket hash, KEYS[2] paused-until (ms); ARGV capacity, tokens per ms, ttl ms.
+# Returns 0 when a token was taken, else the milliseconds to wait.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return paused - now end
+local cap = tonumber(redis.call('HGET', KEYS[1], 'cap') or ARGV[1])
+local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[2])
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or cap)
+local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or now)
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return wait
+"""
+
+# KEYS[1] paused-until; ARGV milliseconds to pause. Only ever moves the stamp later.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untl = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > current then
+  redis.call('SET', KEYS[1], untl, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return math.max(untl, current)
+"""
+
+# KEYS[1] bucket hash; ARGV capacity, tokens per ms, remaining (-1: unknown), ttl ms.
+_OBSERVE = """
+if tonumber(ARGV[1]) > 0 then
+  redis.call('HSET', KEYS[1], 'cap', ARGV[1], 'rate', ARGV[2])
+end
+local remaining = tonumber(ARGV[3])
+if remaining >= 0 then
+  local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or remaining)
+  if remaining < tokens then
+    redis.call('HSET', KEYS[1], 'tokens', tostring(remaining))
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_SF_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, found in headers.items():
+        if key.lower() == lowered:
+            return found
+    return None
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+class RedisRateGate:
+    """A token bucket per connection in Redis (see the module docstring)."""
+
+    def __init__(self, client: Any, prefix: str, connection_id: str, limit: Limit) -> None:
+        self.client = client
+        self.limit = limit
+        base = f"{prefix}:rate:{connection_id}"
+        self.bucket_key = f"{base}:bucket"
+        self.pause_key = f"{base}:paused-until"
+        self.usage_key = f"{base}:daily"
+        self._ttl_ms = int(max(limit.interval_seconds * 10, 3600) * 1000)
+        self.waited_seconds = 0.0
+
+    def acquire(self) -> None:
+        while True:
+            wait_ms = int(
+                self.client.eval(
+                    _ACQUIRE,
+                    2,
+                    self.bucket_key,
+                    self.pause_key,
+                    self.limit.requests,
+                    repr(self.limit.per_ms),
+                    self._ttl_ms,
+                )
+            )
+            if wait_ms <= 0:
+                return
+            # a little jitter so waiting workers do not wake in lock-step
+            sleep = min(MAX_SLEEP_SECONDS, wait_ms / 1000) * random.uniform(1.0, 1.1)
+            self.waited_seconds += sleep
+            time.sleep(sleep)
+
+    def pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        log.info("rate gate %s: the CRM asked to wait %.1fs", self.pause_key, seconds)
+        self.client.eval(_PAUSE, 1, self.pause_key, int(seconds * 1000))
+
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when none): for status and tests."""
+        until = self.client.get(self.pause_key)
+        if not until:
+            return 0.0
+        seconds, micros = self.client.time()
+        return max(0.0, (int(until) - (int(seconds) * 1000 + int(micros) // 1000)) / 1000)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        capacity = rate = 0.0
+        remaining = -1.0
+        hs_max = _number(_header(headers, "X-HubSpot-RateLimit-Max"))
+        hs_interval = _number(_header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds"))
+        if hs_max and hs_interval:
+            capacity, rate = hs_max, hs_max / hs_interval
+        hs_remaining = _number(_header(headers, "X-HubSpot-RateLimit-Remaining"))
+        if hs_remaining is not None:
+            remaining = hs_remaining
+        usage = _header(headers, "Sforce-Limit-Info")
+        if usage:
+            match = _SF_USAGE.search(usage)
+            if match:
+                used, total = int(match.group(1)), int(match.group(2))
+                self.client.set(self.usage_key, f"{used}/{total}", ex=86400)
+                if total and used >= total:
+                    self.pause(DAILY_EXHAUSTED_PAUSE_SECONDS)
+        if capacity or remaining >= 0:
+            self.client.eval(
+                _OBSERVE, 1, self.bucket_key, capacity, repr(rate), remaining, self._ttl_ms
+            )
+
+
+_local_gates: dict[str, LocalRateGate] = {}
+_local_lock = threading.Lock()
+
+
+def limit_for(kind: str, settings: Mapping[str, Any] | None = None) -> Limit:
+    """The starting budget of a connection: its own ``rate_max`` / ``rate_interval_seconds``
+    settings, else its CRM's documented limit."""
+    default = DEFAULT_LIMITS.get(kind, FALLBACK_LIMIT)
+    settings = settings or {}
+    requests = float(settings.get("rate_max") or default.requests)
+    interval = float(settings.get("rate_interval_seconds") or default.interval_seconds)
+    return Limit(requests, interval)
+
+
+def gate_for(
+    settings: Settings,
+    connection_id: str,
+    kind: str,
+    connection_settings: Mapping[str, Any] | None = None,
+) -> RateGate:
+    """The connection's gate: in Redis when there is one, else shared by this process."""
+    client = redis_client(settings)
+    if client is not None:
+        return RedisRateGate(
+            client,
+            settings.redis_key_prefix,
+            connection_id,
+            limit_for(kind, connection_settings),
+        )
+    with _local_lock:
+        return _local_gates.setdefault(connection_id, LocalRateGate())

@@ -1,0 +1,141 @@
+"""What the tasks do, as plain functions (the tasks in :mod:`tasks.jobs` are one call each,
+and ``crmsync sync --wait`` runs the same function in the foreground).
+
+Every sync of a connection holds the connection's ``sync`` lock, so at most one runs at a
+time across all workers; the webhook inbox of a connection has its own ``inbox`` lock, so a
+long backfill never delays webhook syncs (both share the connection's rate budget).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from connectors.base import RateGate
+from sync.context import Progress
+from sync.engine import RunResult, sync_connection
+from sync.inbox import process_inbox
+from sync.settings import Settings
+from sync.store import sync_repository as repo
+from sync.store.db import transaction
+from sync.store.models import utcnow
+from tasks import enqueue
+from tasks.locks import held
+from tasks.rate import gate_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sync that did not run, and why: ``busy`` (another holds the lock), ``paused``,
+    ``missing`` (no such connection), ``empty`` (no pending events)."""
+
+    reason: str
+
+
+Outcome = RunResult | Skipped
+
+
+def connection_gate(settings: Settings, engine: Engine, connection_id: str) -> RateGate | None:
+    """The shared rate gate of a connection (None when there is no such connection)."""
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        if row is None:
+            return None
+        kind, options = row.kind, dict(row.settings)
+    return gate_for(settings, connection_id, kind, options)
+
+
+def _state(engine: Engine, connection_id: str) -> str | None:
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        return row.state if row is not None else None
+
+
+def run_sync(
+    settings: Settings,
+    engine: Engine,
+    connection_id: str,
+    *,
+    trigger: str = "schedule",
+    full: bool = False,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Sync one connection under its lock; skipped when paused, busy or gone."""
+    state = _state(engine, connection_id)
+    if state is None:
+        return Skipped("missing")
+    if state == "paused":
+        return Skipped("paused")
+    with held(settings, f"sync:{connection_id}") as acquired:
+        if not acquired:
+            return Skipped("busy")
+        gate = connection_gate(settings, engine, connection_id)
+        return sync_connection(
+            engine,
+            settings,
+            connection_id,
+            trigger=trigger,
+            full=full,
+            gate=gate,
+            progress=progress,
+        )
+
+
+def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome:
+    """Sync the records named by the connection's pending webhook events."""
+    # events arriving from now on need a new task: this one may have read the inbox already
+    enqueue.clear_inbox_flag(settings, connection_id)
+    state = _state(engine, connection_id)
+    if state is None:
+        return Skipped("missing")
+    if state == "paused":
+        return Skipped("paused")  # the events wait in the inbox until the connection resumes
+    with held(settings, f"inbox:{connection_id}") as acquired:
+        if not acquired:
+            return Skipped("busy")
+        gate = connection_gate(settings, engine, connection_id)
+        result = process_inbox(engine, settings, connection_id, gate=gate)
+        return result if result is not None else Skipped("empty")
+
+
+def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
+    """Beat's dispatcher: enqueue every active connection that is due by its own interval,
+    and the inbox of every connection whose webhook events still wait (their task was lost
+    or their sync failed).
+
+    A due connection is claimed by moving its ``next_sync_at`` one interval on in the same
+    transaction, so it is enqueued once per interval however long its run takes (a run
+    that succeeds sets it again from its end); tasks are sent after that commit.
+    """
+    now = utcnow()
+    stale_before = now - timedelta(seconds=max(30.0, 2 * settings.dispatch_interval_seconds))
+    with transaction(engine) as session:
+        due = []
+        for row in repo.due_connections(session, now):
+            row.next_sync_at = now + timedelta(seconds=row.schedule_seconds)
+            due.append(row.id)
+        waiting = repo.connections_with_pending_events(session, stale_before)
+    for connection_id in due:
+        enqueue.enqueue_sync(settings, connection_id, trigger="schedule")
+    for connection_id in waiting:
+        enqueue.enqueue_inbox(settings, connection_id)
+    return {"due": due, "inbox": waiting}
+
+
+def summary(outcome: Outcome) -> dict[str, Any]:
+    """A JSON-able line for the task's log."""
+    if isinstance(outcome, Skipped):
+        return {"skipped": outcome.reason}
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "counters": outcome.counters,
+        "api_calls": outcome.api_calls,
+        "error": outcome.error,
+    }

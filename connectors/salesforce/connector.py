@@ -171,8 +171,6 @@ class SalesforceConnector:
         fields = {str(f["name"]).lower(): f for f in described.get("fields", [])}
         wanted = dict.fromkeys([*self._mapping.sf_fields, self.external_id_field])
         missing = [name for name in wanted if name.lower() not in fields]
-        state_codes = {code for _, code in self._mapping.state_codes}
-        missing = [name for name in missing if name not in state_codes]  # picklists may be off
         if missing:
             raise ConfigError(
                 f"Salesforce Account has no field(s) {', '.join(missing)} "

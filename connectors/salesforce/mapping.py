@@ -8,7 +8,8 @@ The default map (overridable per connection through ``ConnectionConfig.field_map
     address.line1..line3     BillingStreet (one multi-line text field: lines split on "\\n";
                              lines past the third are joined into line3 with ", ")
     address.city             BillingCity
-    address.state            BillingState (BillingStateCode when the state name is empty)
+    address.state            BillingState (BillingStateCode when the state name is empty and
+                             address.country_code maps to BillingCountryCode: picklists on)
     address.zipCode          BillingPostalCode
     address.country          BillingCountry
     address.country_code     BillingCountryCode
@@ -167,10 +168,16 @@ def build_mapping(overrides: Mapping[str, str | None]) -> AccountMapping:
         else:
             simple.append((customer_field, sf_field))
     streets = tuple(StreetGroup(sf, tuple(sorted(lines))) for sf, lines in grouped.items())
+    # State and country picklists put the code in *StateCode; read it when the state name is
+    # empty. Only when the connection maps *CountryCode (so the picklists are on: without
+    # them the *Code fields do not exist and selecting one would fail the query).
     state_codes = tuple(
         (cf, sf + "Code")
         for cf, sf in simple
-        if cf.endswith(".state") and sf in ("BillingState", "ShippingState")
+        if cf.endswith(".state")
+        and sf in ("BillingState", "ShippingState")
+        and field_map.get(cf.replace(".state", ".country_code"))
+        == sf[: -len("State")] + "CountryCode"
     )
     sf_fields = list(dict.fromkeys([sf for _, sf in simple] + [g.sf_field for g in streets]))
     sf_fields += [code for _, code in state_codes if code not in sf_fields]

@@ -458,6 +458,11 @@ class SalesforceSandbox:
         )
 
     async def _api(self, request: Request) -> Response:
+        response = await self._api_answer(request)
+        response.headers.update(self._limit_header())  # on every API answer, errors too
+        return response
+
+    async def _api_answer(self, request: Request) -> Response:
         # Split the raw path before decoding: an external id may hold an encoded "/".
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         rest = raw_path.decode("latin-1").split("?", 1)[0][len("/services/data/") :]
@@ -494,8 +499,8 @@ class SalesforceSandbox:
             with self.org.lock:
                 status, payload = handler(request, segments[1:], body, version, version_number)
         except ApiError as exc:
-            return self._json(exc.status, exc.body(), self._limit_header())
-        return self._json(status, payload, self._limit_header())
+            return self._json(exc.status, exc.body())
+        return self._json(status, payload)
 
     async def _fault(self, request: Request) -> Response | None:
         f = self.faults

@@ -78,6 +78,8 @@ class Table:
         #: id -> (query fields and API version, the record's JSON in a query answer); a
         #: record's entry is dropped whenever it is saved, so pages are mostly joins of bytes
         self.json_cache: dict[str, tuple[tuple[str, ...], bytes]] = {}
+        #: AccountId -> contact ids (Contacts only): deletes and merges cascade without a scan
+        self.children: dict[str, set[str]] = {}
         self.ext_fields = [f.name for f in obj.fields.values() if f.external_id]
         #: external-ID field -> casefolded value -> ids
         self.ext_index: dict[str, dict[str, set[str]]] = {f: {} for f in self.ext_fields}
@@ -94,6 +96,17 @@ class Table:
         i = bisect.bisect_left(self.index, key)
         if i < len(self.index) and self.index[i] == key:
             del self.index[i]
+
+    def set_parent(self, rec: Record, parent: str | None) -> None:
+        old = rec.get("AccountId")
+        if old is not None:
+            self.children.get(old, set()).discard(rec["Id"])
+        if parent is not None:
+            self.children.setdefault(parent, set()).add(rec["Id"])
+        rec["AccountId"] = parent
+
+    def child_records(self, parent: str) -> list[Record]:
+        return [self.by_id[i] for i in sorted(self.children.get(parent, ()))]
 
     def set_ext(self, rec: Record, name: str, value: str | None) -> None:
         old = rec.get(name)
@@ -177,10 +190,7 @@ class Org:
         rec: Record = dict.fromkeys(table.obj.fields)
         rec["Id"] = table.new_id()
         rec["IsDeleted"] = False
-        for name, value in values.items():
-            if name in table.ext_index:
-                table.set_ext(rec, name, value)
-            rec[name] = value
+        self._assign(table, rec, values)
         self._derive(table, rec)
         self._stamp(rec, user, created=True)
         table.by_id[rec["Id"]] = rec
@@ -189,12 +199,18 @@ class Org:
         return rec
 
     def update(self, table: Table, rec: Record, values: Record, user: str, source: str) -> None:
+        self._assign(table, rec, values)
+        self._derive(table, rec)
+        self._touch(table, rec, user, source)
+
+    @staticmethod
+    def _assign(table: Table, rec: Record, values: Record) -> None:
         for name, value in values.items():
             if name in table.ext_index:
                 table.set_ext(rec, name, value)
+            if name == "AccountId":
+                table.set_parent(rec, value)
             rec[name] = value
-        self._derive(table, rec)
-        self._touch(table, rec, user, source)
 
     def _derive(self, table: Table, rec: Record) -> None:
         if table.obj.name == "Contact":
@@ -213,8 +229,8 @@ class Org:
         if table.obj.name == "Account":
             # Deleting an account deletes its contacts too (they come back on undelete).
             contacts = self.tables["Contact"]
-            for contact in list(contacts.by_id.values()):
-                if contact["AccountId"] == rec["Id"] and not contact["IsDeleted"]:
+            for contact in contacts.child_records(rec["Id"]):
+                if not contact["IsDeleted"]:
                     contact["IsDeleted"] = True
                     contacts.deleted_at[contact["Id"]] = self.now_ms()
                     self._touch(contacts, contact, user, source)
@@ -233,12 +249,8 @@ class Org:
         self._touch(table, rec, user, source)
         if table.obj.name == "Account":
             contacts = self.tables["Contact"]
-            for contact in list(contacts.by_id.values()):
-                if (
-                    contact["AccountId"] == rec["Id"]
-                    and contact["IsDeleted"]
-                    and (contact["MasterRecordId"] is None)
-                ):
+            for contact in contacts.child_records(rec["Id"]):
+                if contact["IsDeleted"] and contact["MasterRecordId"] is None:
                     contact["IsDeleted"] = False
                     contacts.deleted_at.pop(contact["Id"], None)
                     self._touch(contacts, contact, user, source)
@@ -248,10 +260,9 @@ class Org:
             raise RecordProblem("INVALID_OPERATION", "cannot merge a record with itself")
         if table.obj.name == "Account":
             contacts = self.tables["Contact"]
-            for contact in list(contacts.by_id.values()):
-                if contact["AccountId"] == loser["Id"]:
-                    contact["AccountId"] = winner["Id"]
-                    self._touch(contacts, contact, user, source)
+            for contact in contacts.child_records(loser["Id"]):
+                contacts.set_parent(contact, winner["Id"])
+                self._touch(contacts, contact, user, source)
         self.soft_delete(table, loser, user, source, master=winner["Id"])
         # Salesforce does not cascade the loser's delete to the re-parented contacts.
         self._touch(table, winner, user, source)

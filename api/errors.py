@@ -71,9 +71,7 @@ def field_errors(errors: Iterable[Any]) -> list[dict[str, Any]]:
 
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(
-        {"detail": field_errors(exc.errors())}, status.HTTP_422_UNPROCESSABLE_CONTENT
-    )
+    return JSONResponse({"detail": field_errors(exc.errors())}, 422)
 
 
 def _not_found(_request: Request, exc: Exception) -> JSONResponse:
@@ -89,7 +87,7 @@ def _duplicate(_request: Request, exc: Exception) -> JSONResponse:
 def _rule_broken(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CustomerRuleBroken)
     error = field_error(["body", exc.field], f"{exc.field} {exc.message}", exc.field)
-    return JSONResponse({"detail": [error]}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return JSONResponse({"detail": [error]}, 422)
 
 
 def _integrity(_request: Request, exc: Exception) -> JSONResponse:

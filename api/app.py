@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import customers, errors
+from api import customers, errors, webhooks
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     errors.install(app)
     app.include_router(customers.router)
+    app.include_router(webhooks.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

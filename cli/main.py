@@ -12,7 +12,21 @@ from typing import Any
 
 import typer
 
-from cli import customers, db, entities, orgs, web
+from cli import (
+    conflicts,
+    connections,
+    customers,
+    db,
+    entities,
+    failures,
+    orgs,
+    resync,
+    runs,
+    secret,
+    sync_cmd,
+    web,
+    worker,
+)
 
 app = typer.Typer(
     name="crmsync",
@@ -29,10 +43,23 @@ GROUPS: tuple[typer.Typer, ...] = (
     orgs.app,
     entities.app,
     customers.app,
+    connections.app,
+    runs.app,
+    failures.app,
+    conflicts.app,
 )
 
 #: single commands: ``crmsync <command>``
-COMMANDS: tuple[Callable[..., Any], ...] = (web.web,)
+COMMANDS: tuple[Callable[..., Any], ...] = (
+    sync_cmd.sync,
+    failures.retry,
+    resync.resync,
+    secret.secret_key,
+    worker.worker,
+    worker.beat,
+    worker.up,
+    web.web,
+)
 
 for group in GROUPS:
     group.info.no_args_is_help = True

@@ -85,9 +85,6 @@ def add_connection(
     _validate(spec)
     if repo.find_connection(session, organisation_id, spec.name) is not None:
         raise ConnectionSetupError(f"a connection named {spec.name!r} already exists")
-    unknown_directions = set(spec.directions) - set(spec.field_map) - _default_fields(spec.kind)
-    if unknown_directions:
-        raise ConnectionSetupError(f"directions name unmapped fields: {sorted(unknown_directions)}")
     row = ConnectionRow(
         id=new_id(),
         organisation_id=organisation_id,
@@ -103,17 +100,26 @@ def add_connection(
         schedule_seconds=spec.schedule_seconds,
         state="active",
     )
-    if check:
-        open_connector(settings, row).check()
+    _check_connector(settings, row, spec, check)
     session.add(row)
     session.flush()
     return row
 
 
-def _default_fields(kind: str) -> set[str]:
-    cls = registry.connector_class(kind)
-    defaults = getattr(cls, "default_field_map", None)
-    return set(defaults or ())
+def _check_connector(
+    settings: Settings, row: ConnectionRow, spec: ConnectionSpec, check: bool
+) -> None:
+    """Directions must name mapped fields; with ``check`` the CRM is asked too (auth, and
+    every mapped field exists), so a bad map fails at set-up, not in the night."""
+    connector = open_connector(settings, row)
+    unknown = set(spec.directions) - set(connector.mapped_fields)
+    if unknown:
+        raise ConnectionSetupError(
+            f"directions name fields this connection does not map: {sorted(unknown)} "
+            f"(mapped: {', '.join(connector.mapped_fields)})"
+        )
+    if check:
+        connector.check()
 
 
 def update_connection(
@@ -149,8 +155,8 @@ def update_connection(
         credentials=encrypt_credentials(settings, spec.credentials),
         field_map=spec.field_map,
     )
-    if check:
-        open_connector(settings, candidate).check()
+    candidate.directions = spec.directions
+    _check_connector(settings, candidate, spec, check)
     row.name = spec.name
     row.settings = spec.settings
     row.credentials = candidate.credentials

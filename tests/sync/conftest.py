@@ -100,7 +100,9 @@ def make_world(engine: Engine, sandbox: Sandbox, crm: str, **spec: Any) -> World
             ConnectionSpec(
                 name=crm,
                 kind=crm,
-                credentials=harness.credentials(),
+                credentials=harness.credentials()
+                if hasattr(harness, "credentials")
+                else harness.connector().config.credentials,
                 settings=harness.settings(),
                 field_map=dict(harness.field_map),
                 **spec,

@@ -46,13 +46,13 @@ async def _body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 past ``limit`` bytes (without reading it all)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+        raise HTTPException(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+            raise HTTPException(413, f"body over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

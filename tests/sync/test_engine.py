@@ -307,3 +307,17 @@ def test_one_way_fields_follow_their_source(engine: Engine, sandbox: Sandbox) ->
     world.sync()
     assert world.harness.read(crm_id)["address.city"] == customer["address"]["city"]
     assert world.customer_by_external_id(crm_id)["phone_number"] == customer["phone_number"]
+
+
+def test_edits_to_different_fields_of_one_record_both_survive(world: World) -> None:
+    crm_id = world.harness.seed(1)[0]
+    world.sync()
+    customer = world.customer_by_external_id(crm_id)
+    world.harness.edit(crm_id, {"address.city": "Trondheim"})
+    _billing_edit(world, customer["id"], customer_name="Billing Side Name")
+    result = world.sync()
+    assert result.counters["conflicts_opened"] == 0
+    assert world.customer_by_external_id(crm_id)["customer_name"] == "Billing Side Name"
+    assert world.customer_by_external_id(crm_id)["address"]["city"] == "Trondheim"
+    crm = world.harness.read(crm_id)
+    assert (crm["customer_name"], crm["address.city"]) == ("Billing Side Name", "Trondheim")

@@ -35,7 +35,6 @@ class BackgroundServer:
             timeout_keep_alive=30,
         )
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"sandbox-{port}")
         self.host = host
         self.port = port

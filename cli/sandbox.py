@@ -1,0 +1,131 @@
+"""``crmsync sandbox serve``: the local CRM emulator, for trying crmsync without a CRM.
+
+The only face that imports ``sandbox/``: nothing else of ours does (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.output import ExitCode, JsonOption, fail, print_json, stdout
+from sandbox.server import Sandbox, SandboxOptions
+
+app = typer.Typer(name="sandbox", help="The local CRM emulator (Salesforce and HubSpot APIs).")
+
+
+def _parse_faults(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``salesforce.latency_seconds=0.2`` / ``hubspot.rate_limit_next=3`` → per-CRM faults."""
+    faults: dict[str, dict[str, Any]] = {"salesforce": {}, "hubspot": {}}
+    for spec in specs:
+        target, _, assignment = spec.partition(".")
+        name, sep, raw = assignment.partition("=")
+        if target not in faults or not sep or not name:
+            fail(
+                f"bad --fault {spec!r}: use salesforce.NAME=VALUE or hubspot.NAME=VALUE",
+                ExitCode.USAGE,
+            )
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        faults[target][name] = value
+    return faults
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    salesforce_port: Annotated[
+        int, typer.Option(help="Salesforce (TLS) port; 0 picks one.")
+    ] = 8443,
+    hubspot_port: Annotated[int, typer.Option(help="HubSpot (http) port; 0 picks one.")] = 8444,
+    seed: Annotated[int, typer.Option(help="Data set: the same seed gives the same records.")] = 0,
+    accounts: Annotated[int, typer.Option(help="Salesforce accounts to create.")] = 0,
+    companies: Annotated[int, typer.Option(help="HubSpot companies to create.")] = 0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A fault at start-up, e.g. salesforce.latency_seconds=0.2, "
+            "hubspot.rate_limit_next=3 (repeatable; change them later at /_sandbox/faults).",
+        ),
+    ] = None,
+    hubspot_webhook_url: Annotated[
+        str | None, typer.Option(help="Deliver signed HubSpot webhooks to this URL.")
+    ] = None,
+    salesforce_outbound_url: Annotated[
+        str | None, typer.Option(help="Deliver Salesforce Outbound Messages to this URL.")
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the TLS certificate (the CA file to trust) is written.")
+    ] = Path(".sandbox"),
+    json_output: JsonOption = False,
+) -> None:
+    """Serve the Salesforce and HubSpot emulators until interrupted (Ctrl-C)."""
+    faults = _parse_faults(fault or [])
+    sandbox = Sandbox(
+        SandboxOptions(
+            host=host,
+            salesforce_port=salesforce_port,
+            hubspot_port=hubspot_port,
+            seed=seed,
+            accounts=accounts,
+            companies=companies,
+            workdir=workdir.resolve(),
+        )
+    )
+    try:
+        sandbox.start()
+    except (OSError, RuntimeError) as error:
+        fail(f"the sandbox could not start: {error}", ExitCode.ERROR)
+    try:
+        if faults["salesforce"]:
+            sandbox.salesforce.set_faults(**faults["salesforce"])
+        if faults["hubspot"]:
+            sandbox.hubspot.set_faults(**faults["hubspot"])
+        if hubspot_webhook_url:
+            sandbox.hubspot.configure_webhooks(url=hubspot_webhook_url, enabled=True)
+        if salesforce_outbound_url:
+            sandbox.salesforce.configure_outbound(url=salesforce_outbound_url, enabled=True)
+    except (TypeError, ValueError) as error:
+        sandbox.stop()
+        fail(f"bad fault or webhook option: {error}", ExitCode.USAGE)
+    info = {
+        "salesforce": {
+            "instance_url": sandbox.salesforce_url,
+            "ca_bundle": str(sandbox.ca_file),
+            "organization_id": sandbox.salesforce.organization_id,
+            "token_url": f"{sandbox.salesforce_url}/services/oauth2/token",
+            "client_id": sandbox.salesforce.client_id,
+            "control": f"{sandbox.salesforce_url}/_sandbox/",
+        },
+        "hubspot": {
+            "host": sandbox.hubspot_url,
+            "access_token": "any non-empty token",
+            "control": f"{sandbox.hubspot_url}/_sandbox/",
+        },
+    }
+    if json_output:
+        print_json(info)
+    else:
+        console = stdout()
+        console.print("[bold]crmsync sandbox[/bold] is serving (Ctrl-C stops it)")
+        console.print(f"  Salesforce  {info['salesforce']['instance_url']}  (TLS)")
+        console.print(f"    CA file to trust   {info['salesforce']['ca_bundle']}")
+        console.print(f"    organization id    {info['salesforce']['organization_id']}")
+        console.print(f"    OAuth token URL    {info['salesforce']['token_url']}")
+        console.print(f"    control API        {info['salesforce']['control']}")
+        console.print(f"  HubSpot     {info['hubspot']['host']}  (any non-empty bearer token)")
+        console.print(f"    control API        {info['hubspot']['control']}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        sandbox.stop()

@@ -127,6 +127,10 @@ class SalesforceConnector:
             self._counter,
         )
 
+    def close(self) -> None:
+        """Close the HTTP connections (the connector stays usable: they reopen on demand)."""
+        self._client.session.close()
+
     # -- counting -----------------------------------------------------------------------
     @property
     def api_calls(self) -> int:

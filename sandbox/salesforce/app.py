@@ -514,8 +514,12 @@ class SalesforceSandbox:
             deadline = time.monotonic() + f.hang_seconds
             while time.monotonic() < deadline and not self._closing:
                 await asyncio.sleep(0.05)
+            # The client gave up long ago: close the connection after answering, or the
+            # server would keep a dead kept-alive TLS connection (and wait on it at stop).
             return self._json(
-                503, ApiError(503, "SERVER_UNAVAILABLE", "Server is temporarily unavailable").body()
+                503,
+                ApiError(503, "SERVER_UNAVAILABLE", "Server is temporarily unavailable").body(),
+                {"Connection": "close"},
             )
         auth = request.headers.get("authorization", "")
         token = auth.split(" ", 1)[1] if " " in auth else ""

@@ -23,7 +23,7 @@ from simple_salesforce.exceptions import (
 )
 
 from sandbox.server import Sandbox
-from tests.connectors.harness_salesforce import running_sandbox
+from tests.connectors.harness_salesforce import running_sandbox, track
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,7 @@ def session(sb: Sandbox) -> requests.Session:
     s = requests.Session()
     s.verify = str(sb.ca_file)
     s.trust_env = False
+    track(s.close)
     return s
 
 

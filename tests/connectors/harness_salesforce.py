@@ -13,15 +13,27 @@ retry tests do not sleep. Its field map is the connector's default plus
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from connectors.base import ConnectionConfig, CustomerFields
-from connectors.salesforce import SalesforceConnector
+from connectors.base import ConnectionConfig, CustomerFields, RateGate, WebhookRequest
+from connectors.salesforce import SalesforceConnector, ack_response
 from connectors.salesforce.mapping import AccountMapping, build_mapping
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import Sandbox, SandboxOptions
+
+try:  # the contract suite's helpers (tests/connectors/harness.py), when present
+    from tests.connectors.harness import InjectedFault, WebhookReceiver
+except ImportError:  # pragma: no cover - an older harness.py
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class InjectedFault:  # type: ignore[no-redef]
+        message: str
+        wait_seconds: float | None = None
+
+    WebhookReceiver = None  # type: ignore[assignment,misc]
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 
@@ -58,6 +70,9 @@ class SalesforceHarness:
     pull_page_max = 2000
     incremental_page_max = 2000
     push_batch_max = 200
+    missing_id = "001000000000000AAA"  # well-formed, names no record
+    sends_retry_after = False  # REQUEST_LIMIT_EXCEEDED carries no Retry-After
+    can_refresh_tokens = True  # connector() has OAuth client credentials
 
     def __init__(
         self, sandbox: RunningSalesforce, field_map: Mapping[str, str | None] | None = None
@@ -92,18 +107,22 @@ class SalesforceHarness:
         creds.update(overrides)
         return {k: v for k, v in creds.items() if v}
 
+    def static_credentials(self) -> dict[str, str]:
+        return {"access_token": self.sf.issue_token(), "webhook_secret": WEBHOOK_SECRET}
+
     def connector(self, **settings: Any) -> SalesforceConnector:
-        """A fresh connector; ``field_map=`` and ``credentials=`` are taken apart from the
-        settings overrides."""
+        """A fresh connector; ``field_map=``, ``credentials=`` and ``gate=`` are taken apart
+        from the settings overrides."""
         field_map = settings.pop("field_map", self.field_map)
         credentials = settings.pop("credentials", None)
+        gate: RateGate | None = settings.pop("gate", None)
         config = ConnectionConfig(
             connection_id="salesforce-test",
             credentials=credentials if credentials is not None else self.credentials(),
             settings=self.settings(**settings),
             field_map=field_map,
         )
-        connector = SalesforceConnector(config)
+        connector = SalesforceConnector(config, gate=gate)
         track(connector.close)
         return connector
 
@@ -147,6 +166,67 @@ class SalesforceHarness:
 
     def api_calls(self) -> int:
         return self.sf.api_requests()
+
+    # -- knobs of the contract suite
+    def change_at(self, crm_ids: Sequence[str], ms: int) -> None:
+        self.sf.freeze_clock(ms)  # the org clock never goes back, even when thawed
+        try:
+            for crm_id in crm_ids:
+                self.sf.touch("Account", crm_id)
+        finally:
+            self.sf.freeze_clock(None)
+
+    def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
+        self.sf.set_faults(limit_exceeded_next=times)
+        return InjectedFault("TotalRequests Limit exceeded.")
+
+    def server_errors(self, times: int) -> InjectedFault:
+        self.sf.set_faults(server_errors_next=times, server_error_status=503)
+        return InjectedFault("Server is temporarily unavailable")
+
+    def hang(self, times: int, seconds: float) -> None:
+        self.sf.set_faults(hang_next=times, hang_seconds=seconds)
+
+    def reject_record(self, key: str, kind: str) -> InjectedFault:
+        code = "DUPLICATE_VALUE" if kind == "duplicate" else "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+        errors = dict(self.sf.faults.record_errors)
+        errors[key] = code
+        self.sf.set_faults(record_errors=errors)
+        if kind == "duplicate":
+            return InjectedFault("duplicate value found")
+        return InjectedFault("Billing address is not valid for this account")
+
+    def expire_tokens(self) -> InjectedFault:
+        self.sf.expire_tokens()
+        return InjectedFault("Session expired or invalid")
+
+    def webhook_requests(self, change: Callable[[], object]) -> list[WebhookRequest]:
+        if WebhookReceiver is None:
+            raise RuntimeError("tests/connectors/harness.py has no WebhookReceiver")
+        receiver = WebhookReceiver(status=200, body=ack_response(), content_type="text/xml")
+        try:
+            self.sf.configure_outbound(url=receiver.url, secret=WEBHOOK_SECRET, retry_seconds=0.01)
+            change()
+            if not self.sf.wait_for_delivery(10):
+                raise TimeoutError("the sandbox did not deliver its Outbound Messages")
+            return list(receiver.requests)
+        finally:
+            self.sf.configure_outbound(url=None)
+            receiver.close()
+
+    def tampered_webhooks(self, request: WebhookRequest) -> list[WebhookRequest]:
+        """Wrong secret, no secret, another organisation, a DTD smuggled in."""
+        no_secret = request.url.replace(f"secret={WEBHOOK_SECRET}", "secret=")
+        wrong_secret = request.url.replace(f"secret={WEBHOOK_SECRET}", "secret=guess")
+        org = self.sf.organization_id.encode()
+        other_org = request.body.replace(org, b"00D000000000099AAA")
+        with_dtd = request.body.replace(b"?>", b'?><!DOCTYPE x [<!ENTITY e "boom">]>', 1)
+        return [
+            WebhookRequest(request.method, wrong_secret, request.headers, request.body),
+            WebhookRequest(request.method, no_secret, request.headers, request.body),
+            WebhookRequest(request.method, request.url, request.headers, other_org),
+            WebhookRequest(request.method, request.url, request.headers, with_dtd),
+        ]
 
 
 def make_harness(sandbox: RunningSalesforce) -> SalesforceHarness:

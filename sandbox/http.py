@@ -40,7 +40,11 @@ class BackgroundServer:
         self.port = port
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve())
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._server._crmsync_loop = asyncio.get_running_loop()  # type: ignore[attr-defined]
+        await self._server.serve()
 
     def start(self, timeout: float = 10.0) -> BackgroundServer:
         self._thread.start()
@@ -54,5 +58,13 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
+        # uvicorn waits for idle keep-alive connections to close; abort them on the
+        # server's own loop so that a client still holding one does not delay the stop.
+        loop = getattr(self._server, "_crmsync_loop", None)
+        if loop is not None and not loop.is_closed():
+            for connection in list(self._server.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    loop.call_soon_threadsafe(transport.abort)
         self._server.should_exit = True
         self._thread.join(timeout=10)

@@ -8,10 +8,11 @@ statement per row. Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import JSON, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -232,17 +233,54 @@ def upsert_customers(
     return ids
 
 
+def bulk_insert(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], defaults: dict[str, Any]
+) -> None:
+    """Insert many rows at once. Rows may leave out columns that have a value in
+    ``defaults``. On PostgreSQL a large batch goes through ``COPY`` (several times faster
+    than any INSERT); otherwise one executemany, which the driver batches."""
+    if not rows:
+        return
+    keys = sorted(set(defaults).union(*(row.keys() for row in rows)))
+    if len(rows) >= _COPY_FROM and session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, model.__table__, keys, rows, defaults)
+        return
+    session.execute(insert(model), [{k: row.get(k, defaults.get(k)) for k in keys} for row in rows])
+
+
+_COPY_FROM = 50
+
+
+def _copy_rows(
+    session: Session,
+    table: Any,
+    keys: list[str],
+    rows: Sequence[dict[str, Any]],
+    defaults: dict[str, Any],
+) -> None:
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    dumps = json.dumps
+    columns = ", ".join(f'"{k}"' for k in keys)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    dumps(value) if key in json_columns and value is not None else value
+                    for key in keys
+                    for value in (row.get(key, defaults.get(key)),)
+                ]
+            )
+
+
 def insert_customers(
     session: Session, organisation_id: str, rows: Sequence[dict[str, Any]]
 ) -> None:
-    """Insert many new customers (each row with its ``id``), one statement per thousand."""
+    """Insert many new customers (each row with its ``id``) in one executemany."""
     now = utcnow()
-    for start in range(0, len(rows), _BATCH):
-        chunk = [
-            {**row, "organisation_id": organisation_id, "created_at": now, "updated_at": now}
-            for row in rows[start : start + _BATCH]
-        ]
-        session.execute(insert(CustomerRow).values(chunk))
+    defaults = {"organisation_id": organisation_id, "created_at": now, "updated_at": now}
+    bulk_insert(session, CustomerRow, rows, defaults)
 
 
 def update_customers(
@@ -306,20 +344,20 @@ def add_outbox_entries(
     origin_connection_id: str | None = None,
 ) -> None:
     """Log billing-side changes ``(customer_id, changed fields)`` in the caller's
-    transaction, one statement per thousand."""
+    transaction, in one executemany."""
     now = utcnow()
-    for start in range(0, len(changes), _BATCH):
-        chunk = [
-            {
-                "organisation_id": organisation_id,
-                "customer_id": customer_id,
-                "origin_connection_id": origin_connection_id,
-                "fields": list(fields),
-                "created_at": now,
-            }
-            for customer_id, fields in changes[start : start + _BATCH]
-        ]
-        session.execute(insert(OutboxEntry).values(chunk))
+    rows = [
+        {
+            "organisation_id": organisation_id,
+            "customer_id": customer_id,
+            "origin_connection_id": origin_connection_id,
+            "fields": list(fields),
+            "created_at": now,
+        }
+        for customer_id, fields in changes
+    ]
+    if rows:
+        session.execute(insert(OutboxEntry), rows)
 
 
 def outbox_after(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sync.store.models import (
@@ -23,7 +23,7 @@ from sync.store.models import (
     SyncRun,
     utcnow,
 )
-from sync.store.repository import _insert_for
+from sync.store.repository import _insert_for, bulk_insert
 
 _CHUNK = 1000
 
@@ -113,12 +113,19 @@ def links_of_customer(
     ).all()
 
 
+_LINK_DEFAULTS: dict[str, Any] = {
+    "base": {},
+    "billing_last": {},
+    "crm_last": {},
+    "crm_modified_at": None,
+    "state": "active",
+    "merged_into": None,
+}
+
+
 def insert_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     now = utcnow()
-    for chunk in _chunks(rows):
-        session.execute(
-            insert(LinkRow).values([{**r, "created_at": now, "updated_at": now} for r in chunk])
-        )
+    bulk_insert(session, LinkRow, rows, {**_LINK_DEFAULTS, "created_at": now, "updated_at": now})
 
 
 def update_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -166,9 +173,7 @@ def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str,
 
 
 def insert_conflicts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    now = utcnow()
-    for chunk in _chunks(rows):
-        session.execute(insert(Conflict).values([{**r, "created_at": now} for r in chunk]))
+    bulk_insert(session, Conflict, rows, {"created_at": utcnow(), "link_id": None})
 
 
 def get_conflict(session: Session, organisation_id: str, conflict_id: str) -> Conflict | None:
@@ -260,12 +265,9 @@ def mark_interrupted_runs(session: Session, connection_id: str) -> int:
 
 def insert_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     now = utcnow()
-    for chunk in _chunks(rows):
-        session.execute(
-            insert(RecordFailure).values(
-                [{**r, "created_at": now, "updated_at": now} for r in chunk]
-            )
-        )
+    bulk_insert(
+        session, RecordFailure, rows, {"created_at": now, "updated_at": now, "next_retry_at": None}
+    )
 
 
 def open_failures(
@@ -330,19 +332,19 @@ def resolve_failures_for(
 
 def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update CRM contacts keyed by (connection, crm_id)."""
-    dialect_insert = _insert_for(session)
+    if not rows:
+        return
     now = utcnow()
-    for chunk in _chunks(rows):
-        stmt = dialect_insert(ContactRow).values([{**r, "created_at": now} for r in chunk])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connection_id", "crm_id"],
-            set_={
-                "customer_id": stmt.excluded.customer_id,
-                "name": stmt.excluded.name,
-                "email": stmt.excluded.email,
-            },
-        )
-        session.execute(stmt)
+    stmt = _insert_for(session)(ContactRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["connection_id", "crm_id"],
+        set_={
+            "customer_id": stmt.excluded.customer_id,
+            "name": stmt.excluded.name,
+            "email": stmt.excluded.email,
+        },
+    )
+    session.execute(stmt, [{**r, "created_at": now} for r in rows])
 
 
 def delete_crm_contacts(session: Session, connection_id: str, crm_ids: Sequence[str]) -> None:
@@ -427,9 +429,7 @@ def add_audit(
 
 
 def add_audits(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    now = utcnow()
-    for chunk in _chunks(rows):
-        session.execute(insert(AuditEvent).values([{**r, "at": now} for r in chunk]))
+    bulk_insert(session, AuditEvent, rows, {"at": utcnow()})
 
 
 def customers_page(

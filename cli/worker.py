@@ -9,6 +9,7 @@ one process on the embedded default, for one machine with no set-up.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,9 +61,10 @@ def beat(loglevel: LogLevelOption = "info") -> None:
 
     It runs the dispatcher every CRMSYNC_DISPATCH_INTERVAL_SECONDS. Run exactly one beat per
     deployment."""
-    settings = get_settings()
-    app = celery(settings)
-    app.start(["beat", "-l", loglevel, "-s", str(app.conf.beat_schedule_filename)])
+    app = celery(get_settings())
+    schedule = Path(app.conf.beat_schedule_filename)
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "-l", loglevel, "-s", str(schedule)])
 
 
 def up(
@@ -89,6 +91,7 @@ def up(
     # uvicorn installs signal handlers only on the main thread: the worker keeps them
     web = threading.Thread(target=server.run, name="crmsync-web", daemon=True)
     web.start()
+    Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     scheduler = EmbeddedService(
         app, thread=True, schedule_filename=str(app.conf.beat_schedule_filename)
     )

@@ -108,9 +108,11 @@ if tonumber(ARGV[1]) > 0 then
 end
 local remaining = tonumber(ARGV[3])
 if remaining >= 0 then
-  local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or remaining)
+  local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or (remaining + 1))
   if remaining < tokens then
-    redis.call('HSET', KEYS[1], 'tokens', tostring(remaining))
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('HSET', KEYS[1], 'tokens', tostring(remaining), 'ts', now)
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])

@@ -1,0 +1,201 @@
+"""The shared rate budget: the Redis gate on its own, then two Celery workers syncing one
+connection against a HubSpot that rate-limits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from typing import Any
+
+import pytest
+
+from sandbox.server import Sandbox, SandboxOptions
+from sync.engine import sync_connection
+from sync.store import sync_repository as repo
+from sync.store.db import transaction
+from tasks.enqueue import enqueue_inbox, enqueue_sync
+from tasks.rate import Limit, RedisRateGate, gate_for
+from tests.tasks.conftest import Stack, wait_for
+from tests.tasks.test_worker import runs
+
+# --- the gate against real Redis -----------------------------------------------------------
+
+
+@pytest.fixture
+def gates(stack: Stack) -> Iterator[tuple[RedisRateGate, RedisRateGate]]:
+    """Two gates of one connection, as two workers would hold them."""
+    limit = Limit(5, 1)
+    prefix = stack.settings.redis_key_prefix
+    yield (
+        RedisRateGate(stack.redis, prefix, "conn-1", limit),
+        RedisRateGate(stack.redis, prefix, "conn-1", limit),
+    )
+
+
+def test_a_pause_asked_of_one_worker_makes_every_worker_wait(
+    gates: tuple[RedisRateGate, RedisRateGate],
+) -> None:
+    first, second = gates
+    first.pause(0.5)
+    assert 0 < second.paused_for() <= 0.5
+    second.acquire()
+    assert second.waited_seconds >= 0.4  # it slept out the pause the other one was told
+    assert second.paused_for() == 0
+
+
+def test_the_bucket_is_shared_and_refills(gates: tuple[RedisRateGate, RedisRateGate]) -> None:
+    first, second = gates
+    for _ in range(5):
+        first.acquire()
+    assert first.waited_seconds == 0
+    second.acquire()  # the sixth call of the second: the bucket is empty, it waits
+    assert second.waited_seconds > 0
+
+
+def test_limit_headers_correct_the_budget(
+    stack: Stack, gates: tuple[RedisRateGate, RedisRateGate]
+) -> None:
+    first, _ = gates
+    first.observe(
+        {
+            "X-HubSpot-RateLimit-Max": "190",
+            "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+            "X-HubSpot-RateLimit-Remaining": "0",
+        }
+    )
+    bucket = {k.decode(): v.decode() for k, v in stack.redis.hgetall(first.bucket_key).items()}
+    assert float(bucket["cap"]) == 190 and float(bucket["tokens"]) == 0
+    first.acquire()
+    assert first.waited_seconds > 0  # no token left: it waited for the refill
+    first.observe({"Sforce-Limit-Info": "api-usage=15000/15000"})
+    assert first.paused_for() > 60  # the daily allocation is used up: everyone waits
+
+
+def test_without_redis_the_gate_is_shared_by_the_process(stack: Stack) -> None:
+    local = stack.settings.model_copy(update={"broker_url": "", "redis_url": ""})
+    assert gate_for(local, "c", "hubspot") is gate_for(local, "c", "hubspot")
+    assert gate_for(local, "c", "hubspot") is not gate_for(local, "d", "hubspot")
+
+
+# --- two workers against a CRM that rate-limits --------------------------------------------
+
+
+class RateWindow:
+    """ASGI wrapper over the HubSpot sandbox: every ``every``-th API request is refused with
+    429 and ``Retry-After``; a request that arrives before that window ends is refused again
+    ("early"): that is the refusal for the same reason a client must never earn twice."""
+
+    def __init__(self, app: Any, every: int = 5, retry_after: float = 0.5) -> None:
+        self.app = app
+        self.every = every
+        self.retry_after = retry_after
+        self.count = 0
+        self.blocked_until = 0.0
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/crm/"):
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        with self.lock:
+            if now < self.blocked_until:
+                kind = "early"
+            else:
+                self.count += 1
+                kind = "limited" if self.count % self.every == 0 else "ok"
+                if kind == "limited":
+                    self.blocked_until = now + self.retry_after
+            self.events.append(kind)
+            wait = max(0.001, self.blocked_until - now)
+        if kind == "ok":
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "category": "RATE_LIMITS",
+                "correlationId": "rate-window",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"retry-after", f"{wait:.3f}".encode()),
+                    (b"x-hubspot-ratelimit-remaining", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def limited_crm() -> Iterator[tuple[Sandbox, RateWindow]]:
+    sb = Sandbox(SandboxOptions())
+    window = RateWindow(sb.hubspot.app)
+    sb.hubspot.app = window  # type: ignore[assignment]
+    with sb:
+        yield sb, window
+
+
+def test_when_the_crm_rate_limits_every_worker_waits(
+    stack: Stack, limited_crm: tuple[Sandbox, RateWindow]
+) -> None:
+    crm, window = limited_crm
+    org = stack.organisation()
+    ids = crm.hubspot.seed_companies(500)
+    connection = stack.hubspot(crm, org)
+    window.every = 10**9  # no limits while the records are first linked
+    assert sync_connection(stack.engine, stack.settings, connection).status == "succeeded"
+    with transaction(stack.engine) as session:
+        repo.add_inbound_events(
+            session,
+            [
+                {
+                    "organisation_id": org,
+                    "connection_id": connection,
+                    "event_key": f"evt-{crm_id}",
+                    "kind": "changed",
+                    "object_type": "customer",
+                    "crm_id": crm_id,
+                    "payload": {"merged_into": None, "merged_ids": []},
+                }
+                for crm_id in ids
+            ],
+        )
+    # one worker for operator work, one for webhook work: both on this connection at once
+    stack.worker("operator-worker", queues="operator")
+    stack.worker("webhook-worker", queues="webhook")
+    window.events.clear()
+    window.count = 0
+    window.every = 5
+    enqueue_sync(stack.settings, connection, trigger="operator", full=True)
+    enqueue_inbox(stack.settings, connection)
+
+    def finished() -> bool:
+        # (not "interrupted" either: sync_records' start marks the live full sync of the
+        # connection interrupted until that run ends and records its own status; engine bug
+        # reported to the lead)
+        found = runs(stack, connection)
+        return len(found) == 3 and all(r.status in ("succeeded", "failed") for r in found)
+
+    wait_for(finished, 120, "both runs")
+    found = runs(stack, connection)
+    assert [r.status for r in found] == ["succeeded"] * 3, [r.error for r in found]
+    assert {r.trigger for r in found[1:]} == {"operator", "webhook"}
+    events = window.events
+    limited, early = events.count("limited"), events.count("early")
+    assert limited >= 3, events
+    # after a refusal every worker waits out the window; at most a request already on its
+    # way from the other worker arrives inside it, and never two refusals in a row after it
+    assert early <= limited, events
+    for before, after in pairwise(events):
+        assert not (before == "early" and after == "early"), events

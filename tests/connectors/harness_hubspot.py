@@ -6,21 +6,25 @@
         connector = harness.connector(max_attempts=3)
 
 ``connector()`` uses tiny back-off, a 5 s request time-out and ``clock_skew_ms=0`` (the
-sandbox shares our clock). ``field_map=`` and ``credentials=`` are taken apart from the
-other settings. Faults keep their sandbox names (``sandbox/hubspot/faults.py``); the
-rate-limit interval is set to 20 ms on reset so 429s without ``Retry-After`` wait little.
+sandbox shares our clock). ``field_map=``, ``credentials=`` and ``gate=`` (a ``RateGate``)
+are taken apart from the other settings. Faults keep their sandbox names
+(``sandbox/hubspot/faults.py``); the rate-limit interval is set to 20 ms on reset so 429s
+without ``Retry-After`` wait little.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from connectors.base import ConnectionConfig, CustomerFields
+from connectors.base import ConnectionConfig, CustomerFields, RateGate, WebhookRequest
 from connectors.hubspot import HubSpotConnector
 from connectors.hubspot import mapping as hubspot_mapping
+from connectors.hubspot.webhooks import signature_v3
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import Sandbox
+from tests.connectors.harness import InjectedFault, WebhookReceiver
 
 ACCESS_TOKEN = "sandbox-private-app-token"
 CLIENT_SECRET = "sandbox-client-secret"
@@ -39,6 +43,10 @@ class HubSpotHarness:
     pull_page_max = 100
     incremental_page_max = 200
     push_batch_max = 100
+    missing_id = "999999999"  # company ids are numbers; this one is never given out
+    sends_retry_after = True  # a 429 may carry Retry-After
+    #: a private-app token does not expire, and the connector has no OAuth refresh
+    can_refresh_tokens = False
 
     def __init__(
         self, sandbox: RunningHubSpot, field_map: Mapping[str, str | None] | None = None
@@ -47,6 +55,7 @@ class HubSpotHarness:
         self.hs = sandbox.hubspot
         self.field_map: dict[str, str | None] = dict(field_map or {})
         self.fmap = hubspot_mapping.field_map(self.field_map)
+        self._record_errors: dict[str, str] = {}
         self.hs.configure_webhooks(client_secret=CLIENT_SECRET)
         self.hs.set_faults(rate_limit_interval_ms=FAST_RATE_INTERVAL_MS)
 
@@ -62,24 +71,35 @@ class HubSpotHarness:
         settings.update(overrides)
         return settings
 
+    def credentials(self, **overrides: str) -> dict[str, str]:
+        """The private-app token and the app's client secret (for webhook signatures)."""
+        creds = {"access_token": ACCESS_TOKEN, "client_secret": CLIENT_SECRET}
+        creds.update(overrides)
+        return {k: v for k, v in creds.items() if v}
+
+    def static_credentials(self) -> dict[str, str]:
+        """HubSpot's credentials never include a way to get a new token."""
+        return self.credentials()
+
     def connector(self, **settings: Any) -> HubSpotConnector:
         field_map = settings.pop("field_map", self.field_map)
-        credentials = settings.pop(
-            "credentials", {"access_token": ACCESS_TOKEN, "client_secret": CLIENT_SECRET}
-        )
+        credentials = settings.pop("credentials", None)
+        gate: RateGate | None = settings.pop("gate", None)
         return HubSpotConnector(
             ConnectionConfig(
                 connection_id="hubspot-test",
-                credentials=credentials,
+                credentials=credentials if credentials is not None else self.credentials(),
                 settings=self.settings(**settings),
                 field_map=field_map,
-            )
+            ),
+            gate=gate,
         )
 
     # -- the CRM, as a user
     def reset(self) -> None:
         self.hs.reset()
         self.hs.set_faults(rate_limit_interval_ms=FAST_RATE_INTERVAL_MS)
+        self._record_errors = {}
 
     def seed(self, count: int) -> list[str]:
         return self.hs.seed_companies(count)
@@ -110,6 +130,71 @@ class HubSpotHarness:
 
     def api_calls(self) -> int:
         return self.hs.api_calls()
+
+    # -- knobs of the contract suite (see tests/connectors/harness.py)
+    def change_at(self, crm_ids: Sequence[str], ms: int) -> None:
+        self.hs.touch(crm_ids, ms=ms)
+
+    def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
+        self.hs.set_faults(rate_limit_next=times, retry_after=retry_after)
+        # without Retry-After the connector waits the rate-limit interval
+        wait = retry_after if retry_after is not None else FAST_RATE_INTERVAL_MS / 1000
+        return InjectedFault("You have reached your ten_secondly_rolling limit.", wait)
+
+    def server_errors(self, times: int) -> InjectedFault:
+        self.hs.set_faults(server_error_next=times, server_error_status=500)
+        return InjectedFault("internal error (injected by the sandbox)")
+
+    def hang(self, times: int, seconds: float) -> None:
+        self.hs.set_faults(hang_next=times, hang_seconds=seconds)
+
+    def reject_record(self, key: str, kind: Literal["validation", "duplicate"]) -> InjectedFault:
+        self._record_errors[key] = kind
+        self.hs.set_faults(record_errors=dict(self._record_errors))
+        if kind == "duplicate":
+            return InjectedFault("A company with that value already exists")
+        return InjectedFault(f"{key}: value was not valid (injected)")
+
+    def expire_tokens(self) -> InjectedFault:
+        self.hs.set_faults(expired_token=True)
+        return InjectedFault("The OAuth token used to make this call expired")
+
+    def webhook_requests(self, change: Callable[[], object]) -> list[WebhookRequest]:
+        """Signed (v3) webhook deliveries, answered 204."""
+        with WebhookReceiver("/hooks/hubspot/contract?x=1") as receiver:
+            self.hs.configure_webhooks(url=receiver.url, enabled=True, client_secret=CLIENT_SECRET)
+            try:
+                change()
+                if not self.hs.flush_webhooks(10):
+                    raise TimeoutError("the sandbox did not deliver its webhooks")
+            finally:
+                self.hs.configure_webhooks(enabled=False, url=None)
+            return list(receiver.requests)
+
+    def tampered_webhooks(self, request: WebhookRequest) -> list[WebhookRequest]:
+        """A changed body, URL or signature, and a correctly signed but stale request."""
+        headers = dict(request.headers)
+        names = {k.lower(): k for k in headers}
+        sig, stamp = names["x-hubspot-signature-v3"], names["x-hubspot-request-timestamp"]
+        body = request.body.replace(b'"attemptNumber":0', b'"attemptNumber":1', 1)
+        if body == request.body:
+            body = request.body + b" "
+        forged = {
+            **headers,
+            sig: signature_v3("guess", "POST", request.url, request.body, headers[stamp]),
+        }
+        old = str(int(time.time() * 1000) - 10 * 60 * 1000)
+        stale = {
+            **headers,
+            stamp: old,
+            sig: signature_v3(CLIENT_SECRET, "POST", request.url, request.body, old),
+        }
+        return [
+            WebhookRequest("POST", request.url, headers, body),
+            WebhookRequest("POST", request.url + "&y=2", headers, request.body),
+            WebhookRequest("POST", request.url, forged, request.body),
+            WebhookRequest("POST", request.url, stale, request.body),
+        ]
 
 
 def make_harness(sandbox: Sandbox) -> HubSpotHarness:

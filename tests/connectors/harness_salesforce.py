@@ -22,18 +22,7 @@ from connectors.salesforce import SalesforceConnector, ack_response
 from connectors.salesforce.mapping import AccountMapping, build_mapping
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import Sandbox, SandboxOptions
-
-try:  # the contract suite's helpers (tests/connectors/harness.py), when present
-    from tests.connectors.harness import InjectedFault, WebhookReceiver
-except ImportError:  # pragma: no cover - an older harness.py
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class InjectedFault:  # type: ignore[no-redef]
-        message: str
-        wait_seconds: float | None = None
-
-    WebhookReceiver = None  # type: ignore[assignment,misc]
+from tests.connectors.harness import InjectedFault, WebhookReceiver
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 
@@ -177,8 +166,12 @@ class SalesforceHarness:
             self.sf.freeze_clock(None)
 
     def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
+        if retry_after is not None:
+            raise ValueError("Salesforce's REQUEST_LIMIT_EXCEEDED carries no Retry-After")
         self.sf.set_faults(limit_exceeded_next=times)
-        return InjectedFault("TotalRequests Limit exceeded.")
+        # no Retry-After: the connector waits its limit_wait_seconds (settings() default)
+        wait = float(self.settings()["limit_wait_seconds"])
+        return InjectedFault("TotalRequests Limit exceeded.", wait_seconds=wait)
 
     def server_errors(self, times: int) -> InjectedFault:
         self.sf.set_faults(server_errors_next=times, server_error_status=503)
@@ -201,8 +194,6 @@ class SalesforceHarness:
         return InjectedFault("Session expired or invalid")
 
     def webhook_requests(self, change: Callable[[], object]) -> list[WebhookRequest]:
-        if WebhookReceiver is None:
-            raise RuntimeError("tests/connectors/harness.py has no WebhookReceiver")
         receiver = WebhookReceiver(status=200, body=ack_response(), content_type="text/xml")
         try:
             self.sf.configure_outbound(url=receiver.url, secret=WEBHOOK_SECRET, retry_seconds=0.01)

@@ -155,7 +155,8 @@ def _secret(value: str | None, prompt: str | None) -> str | None:
         return value
     if prompt is None:
         return None
-    entered: str = typer.prompt(prompt, hide_input=True, default="", show_default=False)
+    # on stderr, so that --json output stays parseable
+    entered: str = typer.prompt(prompt, hide_input=True, default="", show_default=False, err=True)
     return entered or None
 
 

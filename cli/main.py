@@ -22,6 +22,7 @@ from cli import (
     orgs,
     resync,
     runs,
+    sandbox,
     secret,
     sync_cmd,
     web,
@@ -47,6 +48,7 @@ GROUPS: tuple[typer.Typer, ...] = (
     runs.app,
     failures.app,
     conflicts.app,
+    sandbox.app,
 )
 
 #: single commands: ``crmsync <command>``

@@ -207,11 +207,15 @@ class Connector(Protocol):
     def describe_fields(self) -> list[CrmField]:
         """The fields of the CRM object behind a customer."""
 
-    def pull_customers(self, cursor: str | None, *, full: bool = False) -> Iterator[Page[CrmCustomer]]:
+    def pull_customers(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmCustomer]]:
         """Changed (``full=False``) or all (``full=True``) accounts / companies since
         ``cursor``, oldest change first, including deleted and merged ones, as pages."""
 
-    def pull_contacts(self, cursor: str | None, *, full: bool = False) -> Iterator[Page[CrmContact]]:
+    def pull_contacts(
+        self, cursor: str | None, *, full: bool = False
+    ) -> Iterator[Page[CrmContact]]:
         """Changed or all contacts since ``cursor``, with the account / company they
         belong to."""
 

@@ -63,10 +63,25 @@ class LocalRateGate:
 
 
 class CallCounter:
-    """Counts API calls made by one connector instance."""
+    """Counts API calls made by one connector instance (from any thread: the engine
+    fetches the next page while it pushes)."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @count.setter
+    def count(self, value: int) -> None:
+        with self._lock:
+            self._count = value
+
+    def add(self, calls: int = 1) -> None:
+        with self._lock:
+            self._count += calls
 
 
 def call_crm(
@@ -87,7 +102,7 @@ def call_crm(
     attempt = 0
     while True:
         gate.acquire()
-        counter.count += 1
+        counter.add()
         try:
             return request()
         except Exception as exc:

@@ -20,7 +20,9 @@ class ConnectorError(Exception):
 class RetriableError(ConnectorError):
     """Try again later. ``wait_seconds`` is what the CRM asked for, if it said."""
 
-    def __init__(self, message: str, *, wait_seconds: float | None = None, status: int | None = None):
+    def __init__(
+        self, message: str, *, wait_seconds: float | None = None, status: int | None = None
+    ):
         super().__init__(message)
         self.wait_seconds = wait_seconds
         self.status = status

@@ -32,6 +32,9 @@ class RunContext:
     match_mode: MatchMode
     create_policy: str
     push_creates: bool
+    #: the organisation has other connections: billing changes made by this one are logged
+    #: in the outbox for them
+    fan_out: bool
     fields: tuple[str, ...]
     plan: Plan | None = None
     counters: dict[str, int] = field(default_factory=new_counters)

@@ -15,11 +15,12 @@ import unicodedata
 import uuid
 from typing import Annotated, Any, Literal
 
+import email_validator
 import pycountry
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
     field_validator,
@@ -48,6 +49,29 @@ ADDRESS_PARTS: tuple[str, ...] = (
 MATCH_FIELDS: tuple[str, ...] = ("customer_name", *(f"address.{p}" for p in ADDRESS_PARTS))
 
 _PHONE = re.compile(r"^\+[1-9][0-9 ().\-]{3,30}$")
+
+# Plain ASCII addresses that email-validator accepts unchanged (a lower-case domain, no
+# quoting, no dot at either end of a part, no IDNA-reserved "ab--" label): checked by this pattern in about 1 µs instead
+# of ~100 µs, which matters when a backfill validates 100,000 customers. Anything else
+# goes through email-validator itself.
+_PLAIN_EMAIL = re.compile(
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}(?<!\.)"
+    r"@(?=.{1,253}$)(?:(?![a-z0-9-]{2}--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+
+
+def _email(value: str) -> str:
+    """An e-mail address, checked as pydantic's ``EmailStr`` checks it (and normalized)."""
+    if _PLAIN_EMAIL.match(value) and value.rsplit(".", 1)[-1] not in _SPECIAL_USE:
+        return value
+    try:
+        return str(email_validator.validate_email(value, check_deliverability=False).normalized)
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"value is not a valid email address: {error}") from error
+
+
+_SPECIAL_USE = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+Email = Annotated[str, AfterValidator(_email)]
 
 OptionalText = Annotated[str | None, StringConstraints(max_length=1000)]
 
@@ -129,7 +153,7 @@ class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-    email: EmailStr | None = None
+    email: Email | None = None
     communications: list[Communication] = Field(
         default_factory=lambda: list[Communication](["billing"])
     )
@@ -164,7 +188,7 @@ class CustomerFieldsMixin(BaseModel):
             raise ValueError(f"must be an ISO 4217 currency code, got {value!r}")
         return code
 
-    # "before": an empty email must become None before EmailStr sees (and refuses) it.
+    # "before": an empty email must become None before the e-mail check sees (and refuses) it.
     @field_validator("external_id", "email", mode="before", check_fields=False)
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -180,7 +204,7 @@ class CustomerBase(CustomerFieldsMixin):
 
     customer_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     external_id: Annotated[str | None, StringConstraints(max_length=255)] = None
-    email: EmailStr | None = None
+    email: Email | None = None
     phone_number: str | None = None
     address: Address | None = None
     ship_to_address: Address | None = None
@@ -205,7 +229,7 @@ class CustomerPatch(CustomerFieldsMixin):
 
     customer_name: Annotated[str | None, StringConstraints(min_length=1, max_length=255)] = None
     external_id: Annotated[str | None, StringConstraints(max_length=255)] = None
-    email: EmailStr | None = None
+    email: Email | None = None
     phone_number: str | None = None
     address: Address | None = None
     ship_to_address: Address | None = None

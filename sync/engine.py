@@ -18,6 +18,8 @@ same steps run with nothing written anywhere and return what they would do.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -161,19 +163,19 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
 def _sync_contacts(ctx: RunContext, session: Any, contacts: list[CrmContact]) -> None:
     """CRM contacts become the linked customer's secondary contacts (CRM → billing)."""
     owners = {c.customer_id for c in contacts if c.customer_id}
-    links = repo.links_by_crm_ids(session, ctx.connection_id, owners)
+    linked = repo.customer_ids_by_crm_ids(session, ctx.connection_id, owners)
     upserts: list[dict[str, Any]] = []
     removed: list[str] = []
     for contact in {c.id: c for c in contacts}.values():
-        link = links.get(contact.customer_id or "")
-        if contact.deleted or link is None:
+        customer_id = linked.get(contact.customer_id or "")
+        if contact.deleted or customer_id is None:
             removed.append(contact.id)
             continue
         upserts.append(
             {
                 "id": new_id(),
                 "organisation_id": ctx.organisation_id,
-                "customer_id": link.customer_id,
+                "customer_id": customer_id,
                 "name": contact.name or contact.email or contact.id,
                 "email": contact.email,
                 "communications": ["billing"],
@@ -222,6 +224,7 @@ def _start_run(
             session.add(run)
             run_id = run.id
         snapshot = _snapshot(row)
+        snapshot["fan_out"] = repo.count_connections(session, row.organisation_id) > 1
     if connector is None:
         connector = open_connector(settings, row, gate=gate)
     return RunContext(
@@ -235,6 +238,7 @@ def _start_run(
         match_mode=snapshot["match_mode"],
         create_policy=snapshot["create_policy"],
         push_creates=snapshot["push_creates"],
+        fan_out=snapshot["fan_out"],
         fields=tuple(connector.mapped_fields),
         plan=Plan() if plan else None,
         progress=progress,
@@ -304,10 +308,11 @@ def _commit_cursor(ctx: RunContext, session: Any, obj: str, value: str | None) -
 
 def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
     """Connector pages grouped into engine pages of about :data:`COMMIT_EVERY` records,
-    each with the cursor of its last connector page."""
+    each with the cursor of its last connector page. The next connector page is fetched
+    while the current one is being merged and written."""
     batch: list[T] = []
     cursor: str | None = None
-    for page in pages:
+    for page in _prefetched(pages):
         batch.extend(page.records)
         cursor = page.cursor
         if len(batch) >= COMMIT_EVERY:
@@ -315,6 +320,55 @@ def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
             batch = []
     if batch or cursor is not None:
         yield batch, cursor
+
+
+class _PullFailed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def _prefetched(pages: Iterable[Page[T]]) -> Iterator[Page[T]]:
+    """Iterate ``pages`` one page ahead on a helper thread, so the CRM's answer and ours
+    overlap. Errors of the pull are raised here, in the caller's thread; when the caller
+    stops early (an error of its own), the helper stops too."""
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+        except BaseException as error:  # handed to the caller's thread
+            put(_PullFailed(error))
+            return
+        put(_DONE)
+
+    worker = threading.Thread(target=produce, name="crmsync-pull", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _PullFailed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=30)
 
 
 __all__ = ["CrmCustomer", "RunResult", "sync_connection", "sync_records"]

@@ -297,8 +297,8 @@ def _create_customer(
             "customer_id": customer_id,
             "crm_id": record.id,
             "base": crm,
-            "crm_last": crm,
-            "billing_last": crm,
+            "crm_last": {},
+            "billing_last": {},
             "crm_modified_at": record.modified_at,
             "state": "active",
         }
@@ -369,8 +369,8 @@ def _apply_outcome(
         ctx.count("unchanged")
     link_row.update(
         base=base,
-        crm_last=crm,
-        billing_last={k: billing_after.get(k) for k in ctx.fields},
+        crm_last=_unless_base(crm, base),
+        billing_last=_unless_base({k: billing_after.get(k) for k in ctx.fields}, base),
         crm_modified_at=record.modified_at,
     )
     if first:
@@ -381,6 +381,15 @@ def _apply_outcome(
         push = CustomerPush(billing_id=customer.id, crm_id=record.id, fields=dict(outcome.to_crm))
         pushes.append(PendingPush(push=push, base=base))
     work.synced_crm_ids.append(record.id)
+
+
+def _unless_base(
+    values: dict[str, FieldValue], base: dict[str, FieldValue]
+) -> dict[str, FieldValue]:
+    """What a side last had, stored only where it differs from the base ({} = the base):
+    in the steady state both sides equal the base, and a link is written with one dict
+    instead of three."""
+    return {} if values == base else values
 
 
 def public_value(public: dict[str, Any], name: str) -> FieldValue:
@@ -476,9 +485,7 @@ def execute_pushes(ctx: RunContext, work: PageWork, pushes: list[PendingPush]) -
         else:
             ctx.count("pushed")
         if pending.new_link is not None:
-            pending.new_link.update(
-                crm_id=result.crm_id, base=pending.base, crm_last=dict(pending.base)
-            )
+            pending.new_link.update(crm_id=result.crm_id, base=pending.base, crm_last={})
             work.new_links.append(pending.new_link)
         if pending.set_external_id:
             work.customer_updates.append({"id": push.billing_id, "external_id": result.crm_id})
@@ -494,9 +501,10 @@ def write_page(ctx: RunContext, session: Session, work: PageWork) -> None:
     repo.update_links(session, work.link_updates)
     repo.insert_conflicts(session, work.conflicts)
     repo.insert_failures(session, work.failures)
-    repository.add_outbox_entries(
-        session, ctx.organisation_id, work.outbox, origin_connection_id=ctx.connection_id
-    )
+    if ctx.fan_out:
+        repository.add_outbox_entries(
+            session, ctx.organisation_id, work.outbox, origin_connection_id=ctx.connection_id
+        )
     repo.add_audits(session, work.audits)
     repo.resolve_failures_for(session, ctx.connection_id, "pull", work.synced_crm_ids)
     repo.resolve_failures_for(session, ctx.connection_id, "push", work.synced_customer_ids)

@@ -4,6 +4,7 @@ on a full run, every customer), in batches, with creates for customers the CRM l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -26,38 +27,51 @@ CHUNK = 1000
 
 def push_billing_changes(ctx: RunContext, *, full: bool) -> None:
     """Push what changed on the billing side since this connection last looked (the
-    outbox), or on a full run every customer; commit the outbox position per chunk."""
-    if full:
-        _push_everything(ctx)
-        return
+    outbox); on a full run every customer, and on a first run every customer this
+    connection has not linked or that changed since. Commits its position per chunk."""
     with transaction(ctx.engine) as session:
-        position = int(repo.get_cursor(session, ctx.connection_id, OUTBOX) or 0)
+        position = repo.get_cursor(session, ctx.connection_id, OUTBOX)
+        head = repository.outbox_head(session, ctx.organisation_id)
+    if full or position is None:
+        _walk_customers(ctx, head, everyone=full)
+        return
+    after = int(position)
     while True:
         with transaction(ctx.engine) as session:
-            entries = repository.outbox_after(session, ctx.organisation_id, position, CHUNK)
+            entries = repository.outbox_after(session, ctx.organisation_id, after, CHUNK)
             if not entries:
                 return
             ids = [e.customer_id for e in entries if e.origin_connection_id != ctx.connection_id]
             push_customers(ctx, session, list(dict.fromkeys(ids)))
-            position = entries[-1].id
+            after = entries[-1].id
             if not ctx.planning:
-                repo.set_cursor(session, ctx.connection_id, OUTBOX, str(position))
+                repo.set_cursor(session, ctx.connection_id, OUTBOX, str(after))
         ctx.report("push")
 
 
-def _push_everything(ctx: RunContext) -> None:
-    with transaction(ctx.engine) as session:
-        head = repository.outbox_head(session, ctx.organisation_id)
+def _walk_customers(ctx: RunContext, head: int, *, everyone: bool) -> None:
+    """Walk the billing side by customer id; the outbox position then becomes ``head``
+    (the changes logged before the walk began are covered by it)."""
     after = ""
     while True:
         with transaction(ctx.engine) as session:
-            rows = repo.customers_page(session, ctx.organisation_id, after, CHUNK)
-            if not rows:
+            if everyone:
+                ids = [
+                    row.id
+                    for row in repo.customers_page(session, ctx.organisation_id, after, CHUNK)
+                ]
+            else:
+                ids = list(
+                    repo.customers_to_push(
+                        session, ctx.organisation_id, ctx.connection_id, after, CHUNK
+                    )
+                )
+            if not ids:
                 if not ctx.planning:
                     repo.set_cursor(session, ctx.connection_id, OUTBOX, str(head))
                 return
-            push_customers(ctx, session, [row.id for row in rows])
-            after = rows[-1].id
+            push_customers(ctx, session, ids)
+            after = ids[-1]
         ctx.report("push")
 
 
@@ -165,13 +179,13 @@ def _create_in_crm(ctx: RunContext, pushes: list[PendingPush], customer: Custome
             {"customer_id": customer.id, "customer_name": customer.customer_name, "fields": fields}
         )
         return
-    new_link = {
+    new_link: dict[str, Any] = {
         "id": new_id(),
         "organisation_id": ctx.organisation_id,
         "connection_id": ctx.connection_id,
         "customer_id": customer.id,
         "crm_id": None,
-        "billing_last": {name: billing.get(name) for name in ctx.fields},
+        "billing_last": {},
         "state": "active",
     }
     pushes.append(

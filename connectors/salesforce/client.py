@@ -152,7 +152,7 @@ class SalesforceClient:
                 "client_secret": creds["client_secret"],
             }
         assert self.settings.token_url is not None
-        self._counter.count += 1
+        self._counter.add()
         try:
             response = self.session.post(
                 self.settings.token_url, data=form, timeout=self.settings.request_timeout

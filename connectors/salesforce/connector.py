@@ -59,7 +59,9 @@ T = TypeVar("T")
 
 PAGE_SIZE = 2000  # Salesforce's largest query batch
 BATCH_SIZE = 200  # sObject Collections limit
-IDS_PER_QUERY = 200  # ids per "WHERE Id IN (...)": keeps the URL well under 16 KB
+IDS_PER_QUERY = 200
+#: ids read at the watermark millisecond that a cursor remembers (beyond it: keyset)
+SEEN_MAX = 300  # ids per "WHERE Id IN (...)": keeps the URL well under 16 KB
 SYSTEM_FIELDS = ("Id", "SystemModstamp", "IsDeleted", "MasterRecordId")
 CONTACT_FIELDS = (
     "Id",
@@ -71,6 +73,18 @@ CONTACT_FIELDS = (
     "IsDeleted",
 )
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def _contact(r: dict[str, Any]) -> CrmContact:
+    stamp = r.get("SystemModstamp")
+    return CrmContact(
+        id=r["Id"],
+        customer_id=r.get("AccountId"),
+        name=" ".join(p for p in (r.get("FirstName"), r.get("LastName")) if p),
+        email=r.get("Email") or None,
+        modified_at=datetime.fromisoformat(stamp) if stamp else None,
+        deleted=bool(r.get("IsDeleted")),
+    )
 
 
 def to18(record_id: str) -> str:
@@ -214,22 +228,48 @@ class SalesforceConnector:
             state = json.loads(cursor)
             stamp = datetime.fromisoformat(state["stamp"])
             last_id = str(state["id"])
+            seen = [str(i) for i in state.get("seen", [])]
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"not a Salesforce pull cursor: {cursor!r}") from exc
         if not full and self._overlap > 0:
             since = stamp - timedelta(seconds=self._overlap)
             return f" WHERE SystemModstamp >= {_soql_datetime(since)}"
         at = _soql_datetime(stamp)
-        # Keyset on (SystemModstamp, Id): several records share a millisecond, so the id
-        # breaks the tie and nothing at the watermark is lost or read twice.
+        if seen and len(seen) <= SEEN_MAX:
+            # Records saved later in the watermark's millisecond may sort before the last
+            # id read, so read the whole millisecond again less the ids already read
+            # (CRM_API_NOTES: ">= with de-duplication by Id at the boundary").
+            ids = ", ".join(_soql_string(i) for i in seen)
+            return (
+                f" WHERE (SystemModstamp > {at} OR (SystemModstamp = {at} AND Id NOT IN ({ids})))"
+            )
+        # More records in one millisecond than fit in a query: keyset on (stamp, Id).
         return (
             f" WHERE (SystemModstamp > {at} OR "
             f"(SystemModstamp = {at} AND Id > {_soql_string(last_id)}))"
         )
 
-    @staticmethod
-    def _cursor_after(record: dict[str, Any]) -> str:
-        return json.dumps({"stamp": record["SystemModstamp"], "id": record["Id"]})
+    def _paged(
+        self, soql: str, cursor: str | None, convert: Callable[[dict[str, Any]], T]
+    ) -> Iterator[Page[T]]:
+        """queryAll pages, each with the cursor after it: the last (SystemModstamp, Id) read
+        and every id read at that SystemModstamp (carried across pages)."""
+        seen: list[str] = []
+        stamp: str | None = None
+        if cursor:
+            state = json.loads(cursor)
+            stamp, seen = state.get("stamp"), list(state.get("seen", []))
+        for raw in self._query_pages(soql):
+            for record in raw:
+                if record["SystemModstamp"] != stamp:
+                    stamp, seen = record["SystemModstamp"], []
+                seen.append(record["Id"])
+            page_cursor = (
+                json.dumps({"stamp": stamp, "id": raw[-1]["Id"], "seen": seen[-SEEN_MAX - 1 :]})
+                if raw
+                else cursor
+            )
+            yield Page([convert(r) for r in raw], page_cursor)
 
     def pull_customers(
         self, cursor: str | None, *, full: bool = False
@@ -238,10 +278,7 @@ class SalesforceConnector:
             f"SELECT {', '.join(self._account_fields)} FROM Account"
             f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
         )
-        convert = self._customer
-        for raw in self._query_pages(soql):
-            records = [convert(r) for r in raw]
-            yield Page(records, self._cursor_after(raw[-1]) if raw else cursor)
+        yield from self._paged(soql, cursor, self._customer)
 
     def _customer(self, raw: dict[str, Any]) -> CrmCustomer:
         stamp = raw.get("SystemModstamp")
@@ -261,21 +298,7 @@ class SalesforceConnector:
             f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact"
             f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
         )
-        for raw in self._query_pages(soql):
-            records = [
-                CrmContact(
-                    id=r["Id"],
-                    customer_id=r.get("AccountId"),
-                    name=" ".join(p for p in (r.get("FirstName"), r.get("LastName")) if p),
-                    email=r.get("Email") or None,
-                    modified_at=datetime.fromisoformat(r["SystemModstamp"])
-                    if r.get("SystemModstamp")
-                    else None,
-                    deleted=bool(r.get("IsDeleted")),
-                )
-                for r in raw
-            ]
-            yield Page(records, self._cursor_after(raw[-1]) if raw else cursor)
+        yield from self._paged(soql, cursor, _contact)
 
     def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
         wanted = [to18(i) for i in ids]

@@ -154,6 +154,8 @@ class ConnectionRow(Base):
 class LinkRow(Base):
     """customer ↔ connection ↔ CRM record id, with the base both sides last agreed on.
 
+    ``billing_last`` and ``crm_last`` are what each side last had, where that differs from
+    the base; ``{}`` means "the base" (the steady state), so most links carry one dict.
     ``state``: ``active``, ``remote_deleted`` (the CRM record was deleted; the customer is
     kept) or ``merged`` (re-pointed to ``merged_into``, kept for the audit trail).
     """

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from sync.store.models import (
     AuditEvent,
@@ -83,6 +83,22 @@ def links_by_crm_ids(
         )
         for link in session.scalars(query):
             found[link.crm_id] = link
+    return found
+
+
+def customer_ids_by_crm_ids(
+    session: Session, connection_id: str, crm_ids: Iterable[str]
+) -> dict[str, str]:
+    """CRM id -> linked customer id, for active links (two columns, no JSON)."""
+    ids = list(set(crm_ids))
+    found: dict[str, str] = {}
+    for chunk in _chunks(ids):
+        query = select(LinkRow.crm_id, LinkRow.customer_id).where(
+            LinkRow.connection_id == connection_id,
+            LinkRow.crm_id.in_(chunk),
+            LinkRow.state == "active",
+        )
+        found.update({crm_id: customer_id for crm_id, customer_id in session.execute(query)})
     return found
 
 
@@ -331,20 +347,47 @@ def resolve_failures_for(
 
 
 def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update CRM contacts keyed by (connection, crm_id)."""
+    """Insert or update CRM contacts keyed by (connection, crm_id): new ones in bulk (COPY
+    on PostgreSQL), existing ones updated where they changed."""
     if not rows:
         return
-    now = utcnow()
-    stmt = _insert_for(session)(ContactRow)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["connection_id", "crm_id"],
-        set_={
-            "customer_id": stmt.excluded.customer_id,
-            "name": stmt.excluded.name,
-            "email": stmt.excluded.email,
-        },
-    )
-    session.execute(stmt, [{**r, "created_at": now} for r in rows])
+    connection_id = rows[0]["connection_id"]
+    existing: dict[str, tuple[str, str, str, str | None]] = {}
+    for chunk in _chunks([r["crm_id"] for r in rows]):
+        query = select(
+            ContactRow.crm_id,
+            ContactRow.id,
+            ContactRow.customer_id,
+            ContactRow.name,
+            ContactRow.email,
+        ).where(ContactRow.connection_id == connection_id, ContactRow.crm_id.in_(chunk))
+        for crm_id, contact_id, customer_id, name, email in session.execute(query):
+            if crm_id is not None:
+                existing[crm_id] = (contact_id, customer_id, name, email)
+    new = [r for r in rows if r["crm_id"] not in existing]
+    bulk_insert(session, ContactRow, new, {"created_at": utcnow()})
+    changed = [
+        {
+            "b_id": existing[r["crm_id"]][0],
+            "customer_id": r["customer_id"],
+            "name": r["name"],
+            "email": r["email"],
+        }
+        for r in rows
+        if r["crm_id"] in existing
+        and existing[r["crm_id"]][1:] != (r["customer_id"], r["name"], r["email"])
+    ]
+    if changed:
+        stmt = (
+            update(ContactRow)
+            .where(ContactRow.id == bindparam("b_id"))
+            .values(
+                customer_id=bindparam("customer_id"),
+                name=bindparam("name"),
+                email=bindparam("email"),
+            )
+        )
+        session.connection().execute(stmt, changed)
 
 
 def delete_crm_contacts(session: Session, connection_id: str, crm_ids: Sequence[str]) -> None:
@@ -430,6 +473,42 @@ def add_audit(
 
 def add_audits(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     bulk_insert(session, AuditEvent, rows, {"at": utcnow()})
+
+
+def customers_to_push(
+    session: Session, organisation_id: str, connection_id: str, after_id: str, limit: int
+) -> Sequence[str]:
+    """Ids of customers (ordered, after ``after_id``) that this connection has not linked
+    yet or that changed since their link was last written: what a first sync must push."""
+    link = aliased(LinkRow)
+    query = (
+        select(CustomerRow.id)
+        .outerjoin(
+            link,
+            (link.customer_id == CustomerRow.id)
+            & (link.connection_id == connection_id)
+            & (link.state != "merged"),
+        )
+        .where(
+            CustomerRow.organisation_id == organisation_id,
+            CustomerRow.id > after_id,
+            link.id.is_(None) | (CustomerRow.updated_at > link.updated_at),
+        )
+        .order_by(CustomerRow.id)
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def count_connections(session: Session, organisation_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(ConnectionRow)
+            .where(ConnectionRow.organisation_id == organisation_id)
+        )
+        or 0
+    )
 
 
 def customers_page(

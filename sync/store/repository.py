@@ -12,8 +12,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import JSON, Select, String, any_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from sync.store.models import (
@@ -45,6 +46,14 @@ CUSTOMER_COLUMNS: tuple[str, ...] = (
 
 # Rows per multi-row INSERT: stays under SQLite's 32,766 bound parameters at ~16 columns.
 _BATCH = 1000
+
+
+def among(session: Session, column: Any, values: Sequence[str]) -> Any:
+    """``column IN (values)``; on PostgreSQL as ``column = ANY(:array)``, one bound array
+    instead of a thousand parameters, so the statement stays cached and binds fast."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def hash_api_key(key: str) -> str:
@@ -129,7 +138,9 @@ def get_customers(
     found: dict[str, CustomerRow] = {}
     for start in range(0, len(ids), _BATCH):
         chunk = ids[start : start + _BATCH]
-        for row in session.scalars(_customers(organisation_id).where(CustomerRow.id.in_(chunk))):
+        for row in session.scalars(
+            _customers(organisation_id).where(among(session, CustomerRow.id, chunk))
+        ):
             found[row.id] = row
     return found
 
@@ -142,7 +153,7 @@ def find_customers_by_external_ids(
     found: dict[str, CustomerRow] = {}
     for start in range(0, len(ids), _BATCH):
         chunk = ids[start : start + _BATCH]
-        query = _customers(organisation_id).where(CustomerRow.external_id.in_(chunk))
+        query = _customers(organisation_id).where(among(session, CustomerRow.external_id, chunk))
         for row in session.scalars(query):
             assert row.external_id is not None
             found[row.external_id] = row
@@ -156,7 +167,9 @@ def find_customers_by_emails(
     found: dict[str, CustomerRow] = {}
     for start in range(0, len(ids), _BATCH):
         chunk = ids[start : start + _BATCH]
-        for row in session.scalars(_customers(organisation_id).where(CustomerRow.email.in_(chunk))):
+        for row in session.scalars(
+            _customers(organisation_id).where(among(session, CustomerRow.email, chunk))
+        ):
             assert row.email is not None
             found[row.email] = row
     return found
@@ -243,7 +256,9 @@ def bulk_insert(
         return
     keys = sorted(set(defaults).union(*(row.keys() for row in rows)))
     if len(rows) >= _COPY_FROM and session.get_bind().dialect.name == "postgresql":
-        _copy_rows(session, model.__table__, keys, rows, defaults)
+        table = model.__table__
+        json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        copy_rows(session, table.name, keys, rows, json_columns=json_columns, defaults=defaults)
         return
     session.execute(insert(model), [{k: row.get(k, defaults.get(k)) for k in keys} for row in rows])
 
@@ -251,19 +266,22 @@ def bulk_insert(
 _COPY_FROM = 50
 
 
-def _copy_rows(
+def copy_rows(
     session: Session,
-    table: Any,
-    keys: list[str],
+    table: str,
+    keys: Sequence[str],
     rows: Sequence[dict[str, Any]],
-    defaults: dict[str, Any],
+    *,
+    json_columns: set[str],
+    defaults: dict[str, Any] | None = None,
 ) -> None:
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    """PostgreSQL ``COPY table (keys) FROM STDIN`` of ``rows`` on the session's connection."""
+    defaults = defaults or {}
     dumps = json.dumps
     columns = ", ".join(f'"{k}"' for k in keys)
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+    with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
         for row in rows:
             copy.write_row(
                 [

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from sync.store.models import (
@@ -23,7 +23,7 @@ from sync.store.models import (
     SyncRun,
     utcnow,
 )
-from sync.store.repository import _insert_for, bulk_insert
+from sync.store.repository import _insert_for, among, bulk_insert, copy_rows
 
 _CHUNK = 1000
 
@@ -79,7 +79,7 @@ def links_by_crm_ids(
     found: dict[str, LinkRow] = {}
     for chunk in _chunks(ids):
         query = select(LinkRow).where(
-            LinkRow.connection_id == connection_id, LinkRow.crm_id.in_(chunk)
+            LinkRow.connection_id == connection_id, among(session, LinkRow.crm_id, chunk)
         )
         for link in session.scalars(query):
             found[link.crm_id] = link
@@ -95,7 +95,7 @@ def customer_ids_by_crm_ids(
     for chunk in _chunks(ids):
         query = select(LinkRow.crm_id, LinkRow.customer_id).where(
             LinkRow.connection_id == connection_id,
-            LinkRow.crm_id.in_(chunk),
+            among(session, LinkRow.crm_id, chunk),
             LinkRow.state == "active",
         )
         found.update({crm_id: customer_id for crm_id, customer_id in session.execute(query)})
@@ -111,7 +111,7 @@ def links_by_customer_ids(
     for chunk in _chunks(ids):
         query = select(LinkRow).where(
             LinkRow.connection_id == connection_id,
-            LinkRow.customer_id.in_(chunk),
+            among(session, LinkRow.customer_id, chunk),
             LinkRow.state != "merged",
         )
         for link in session.scalars(query):
@@ -180,7 +180,7 @@ def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str,
     found: dict[str, set[str]] = {}
     for chunk in _chunks(ids):
         query = select(Conflict.link_id, Conflict.field).where(
-            Conflict.link_id.in_(chunk), Conflict.status == "open"
+            among(session, Conflict.link_id, chunk), Conflict.status == "open"
         )
         for link_id, field in session.execute(query):
             if link_id is not None:
@@ -347,47 +347,44 @@ def resolve_failures_for(
 
 
 def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert or update CRM contacts keyed by (connection, crm_id): new ones in bulk (COPY
-    on PostgreSQL), existing ones updated where they changed."""
+    """Insert or update CRM contacts keyed by (connection, crm_id), changing only rows
+    whose values differ. PostgreSQL: COPY into a temporary table and one INSERT ... ON
+    CONFLICT from it; SQLite: one executemany."""
     if not rows:
         return
-    connection_id = rows[0]["connection_id"]
-    existing: dict[str, tuple[str, str, str, str | None]] = {}
-    for chunk in _chunks([r["crm_id"] for r in rows]):
-        query = select(
-            ContactRow.crm_id,
-            ContactRow.id,
-            ContactRow.customer_id,
-            ContactRow.name,
-            ContactRow.email,
-        ).where(ContactRow.connection_id == connection_id, ContactRow.crm_id.in_(chunk))
-        for crm_id, contact_id, customer_id, name, email in session.execute(query):
-            if crm_id is not None:
-                existing[crm_id] = (contact_id, customer_id, name, email)
-    new = [r for r in rows if r["crm_id"] not in existing]
-    bulk_insert(session, ContactRow, new, {"created_at": utcnow()})
-    changed = [
-        {
-            "b_id": existing[r["crm_id"]][0],
-            "customer_id": r["customer_id"],
-            "name": r["name"],
-            "email": r["email"],
-        }
-        for r in rows
-        if r["crm_id"] in existing
-        and existing[r["crm_id"]][1:] != (r["customer_id"], r["name"], r["email"])
-    ]
-    if changed:
-        stmt = (
-            update(ContactRow)
-            .where(ContactRow.id == bindparam("b_id"))
-            .values(
-                customer_id=bindparam("customer_id"),
-                name=bindparam("name"),
-                email=bindparam("email"),
+    now = utcnow()
+    rows = [{**r, "created_at": now} for r in rows]
+    if session.get_bind().dialect.name == "postgresql":
+        columns = sorted(rows[0])
+        session.execute(
+            text(
+                "CREATE TEMP TABLE IF NOT EXISTS contacts_in "
+                "(LIKE contacts INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
         )
-        session.connection().execute(stmt, changed)
+        copy_rows(session, "contacts_in", columns, rows, json_columns={"communications"})
+        names = ", ".join(columns)
+        session.execute(
+            text(
+                f"INSERT INTO contacts ({names}) SELECT {names} FROM contacts_in "
+                "ON CONFLICT (connection_id, crm_id) DO UPDATE SET "
+                "customer_id = EXCLUDED.customer_id, name = EXCLUDED.name, email = EXCLUDED.email "
+                "WHERE (contacts.customer_id, contacts.name, contacts.email) IS DISTINCT FROM "
+                "(EXCLUDED.customer_id, EXCLUDED.name, EXCLUDED.email)"
+            )
+        )
+        session.execute(text("TRUNCATE contacts_in"))
+        return
+    stmt = _insert_for(session)(ContactRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["connection_id", "crm_id"],
+        set_={
+            "customer_id": stmt.excluded.customer_id,
+            "name": stmt.excluded.name,
+            "email": stmt.excluded.email,
+        },
+    )
+    session.execute(stmt, rows)
 
 
 def delete_crm_contacts(session: Session, connection_id: str, crm_ids: Sequence[str]) -> None:
@@ -531,7 +528,7 @@ def crm_ids_of_customers(
     found: dict[str, set[str]] = {}
     for chunk in _chunks(ids):
         query = select(LinkRow.customer_id, LinkRow.crm_id).where(
-            LinkRow.organisation_id == organisation_id, LinkRow.customer_id.in_(chunk)
+            LinkRow.organisation_id == organisation_id, among(session, LinkRow.customer_id, chunk)
         )
         for customer_id, crm_id in session.execute(query):
             found.setdefault(customer_id, set()).add(crm_id)

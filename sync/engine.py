@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from connectors.base import Connector, CrmContact, CrmCustomer, Page, RateGate
 from connectors.errors import ConnectorError
@@ -77,7 +78,16 @@ def sync_connection(
 ) -> RunResult:
     """Sync one connection in both directions; see the module docstring for the steps."""
     ctx = _start_run(
-        engine, settings, connection_id, trigger, full, plan, gate, progress, connector
+        engine,
+        settings,
+        connection_id,
+        trigger,
+        "connection",
+        full,
+        plan,
+        gate,
+        progress,
+        connector,
     )
     started = time.monotonic()
     try:
@@ -109,7 +119,9 @@ def sync_records(
 
     ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
     webhook), since a record read by id after a merge only shows as deleted."""
-    ctx = _start_run(engine, settings, connection_id, trigger, False, False, gate, None, connector)
+    ctx = _start_run(
+        engine, settings, connection_id, trigger, "records", False, False, gate, None, connector
+    )
     started = time.monotonic()
     try:
         ids = list(dict.fromkeys(crm_ids))
@@ -145,10 +157,25 @@ def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CUSTOMERS)
     pages = ctx.connector.pull_customers(cursor, full=full)
     for records, page_cursor in _grouped(pages):
-        with transaction(ctx.engine) as session:
-            sync_customer_page(ctx, session, records)
-            _commit_cursor(ctx, session, CUSTOMERS, page_cursor)
+        _commit_customer_page(ctx, records, page_cursor)
         ctx.report("pull")
+
+
+def _commit_customer_page(ctx: RunContext, records: list[CrmCustomer], cursor: str | None) -> None:
+    """Sync and commit one page with its cursor. A webhook sync of the same connection may
+    run beside this one and link or create one of these records first: the unique keys
+    refuse the second writer, and the page is decided again on what is there now."""
+    for attempt in (1, 2):
+        counters = dict(ctx.counters)
+        try:
+            with transaction(ctx.engine) as session:
+                sync_customer_page(ctx, session, records)
+                _commit_cursor(ctx, session, CUSTOMERS, cursor)
+            return
+        except IntegrityError:
+            ctx.counters = counters
+            if attempt == 2:
+                raise
 
 
 def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
@@ -198,6 +225,7 @@ def _start_run(
     settings: Settings,
     connection_id: str,
     trigger: str,
+    scope: str,
     full: bool,
     plan: bool,
     gate: RateGate | None,
@@ -210,12 +238,13 @@ def _start_run(
             raise LookupError(f"no connection {connection_id}")
         run_id = None
         if not plan:
-            repo.mark_interrupted_runs(session, connection_id)
+            repo.mark_interrupted_runs(session, connection_id, scope)
             run = SyncRun(
                 id=new_id(),
                 organisation_id=row.organisation_id,
                 connection_id=row.id,
                 trigger=trigger,
+                scope=scope,
                 status="running",
                 full=full,
                 plan=plan,

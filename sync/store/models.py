@@ -204,6 +204,9 @@ class SyncRun(Base):
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
     connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
     trigger: Mapped[str] = mapped_column(String(32))  # schedule, webhook, operator, retry
+    #: ``connection`` (a sync of the whole connection: one at a time, under its lock) or
+    #: ``records`` (webhook, retry, resync: only the named records, may run beside it)
+    scope: Mapped[str] = mapped_column(String(16), default="connection")
     status: Mapped[str] = mapped_column(String(16), default="running")
     full: Mapped[bool] = mapped_column(Boolean, default=False)
     plan: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -268,12 +268,17 @@ def list_runs(
     return session.scalars(query.order_by(SyncRun.started_at.desc()).limit(limit)).all()
 
 
-def mark_interrupted_runs(session: Session, connection_id: str) -> int:
-    """Runs of the connection still marked running: their worker died (the lock says no
-    other run is alive). They end ``interrupted``; the new run resumes from the cursor."""
+def mark_interrupted_runs(session: Session, connection_id: str, scope: str) -> int:
+    """Runs of the connection and scope still marked running: their worker died (the lock
+    of that scope says no other run is alive). They end ``interrupted``; the new run
+    resumes from the cursor."""
     result = session.execute(
         update(SyncRun)
-        .where(SyncRun.connection_id == connection_id, SyncRun.status == "running")
+        .where(
+            SyncRun.connection_id == connection_id,
+            SyncRun.scope == scope,
+            SyncRun.status == "running",
+        )
         .values(status="interrupted", finished_at=utcnow(), error="the worker stopped mid-run")
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

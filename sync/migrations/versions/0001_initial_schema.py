@@ -261,6 +261,7 @@ def upgrade() -> None:
         sa.Column("organisation_id", sa.String(length=36), nullable=False),
         sa.Column("connection_id", sa.String(length=36), nullable=False),
         sa.Column("trigger", sa.String(length=32), nullable=False),
+        sa.Column("scope", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("full", sa.Boolean(), nullable=False),
         sa.Column("plan", sa.Boolean(), nullable=False),

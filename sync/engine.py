@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -91,8 +92,10 @@ def sync_connection(
     )
     started = time.monotonic()
     try:
-        _pull_customers(ctx, full=full)
-        _pull_contacts(ctx, full=full)
+        with _calls(ctx, "calls_pull"):
+            _pull_customers(ctx, full=full)
+        with _calls(ctx, "calls_contacts"):
+            _pull_contacts(ctx, full=full)
         push_billing_changes(ctx, full=full)
     except ConnectorError as error:
         return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
@@ -159,6 +162,17 @@ def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     for records, page_cursor in _grouped(pages):
         _commit_customer_page(ctx, records, page_cursor)
         ctx.report("pull")
+
+
+@contextmanager
+def _calls(ctx: RunContext, counter: str) -> Iterator[None]:
+    """Count the API calls a step makes (its pushes are counted as ``calls_push``)."""
+    before, pushed = ctx.connector.api_calls, ctx.counters["calls_push"]
+    try:
+        yield
+    finally:
+        pushes = ctx.counters["calls_push"] - pushed
+        ctx.count(counter, ctx.connector.api_calls - before - pushes)
 
 
 def _commit_customer_page(ctx: RunContext, records: list[CrmCustomer], cursor: str | None) -> None:

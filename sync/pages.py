@@ -464,7 +464,9 @@ def execute_pushes(ctx: RunContext, work: PageWork, pushes: list[PendingPush]) -
     A record the CRM refuses goes to the dead letter; its base stays, so it is retried."""
     if not pushes or ctx.plan is not None:
         return
+    before = ctx.connector.api_calls
     results = {r.billing_id: r for r in ctx.connector.push_customers([p.push for p in pushes])}
+    ctx.count("calls_push", ctx.connector.api_calls - before)
     for pending in pushes:
         push = pending.push
         result = results.get(push.billing_id)

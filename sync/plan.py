@@ -22,6 +22,10 @@ COUNTERS: tuple[str, ...] = (
     "restored",
     "ignored",
     "contacts",
+    # API calls per step: reading accounts / companies, reading contacts, writing
+    "calls_pull",
+    "calls_contacts",
+    "calls_push",
 )
 
 

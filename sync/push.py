@@ -27,13 +27,14 @@ CHUNK = 1000
 
 def push_billing_changes(ctx: RunContext, *, full: bool) -> None:
     """Push what changed on the billing side since this connection last looked (the
-    outbox); on a full run every customer, and on a first run every customer this
-    connection has not linked or that changed since. Commits its position per chunk."""
+    outbox). A first or full run instead walks every customer this connection has not
+    linked, or that changed since its link was written (the full pull has just compared
+    every linked record with its customer). Commits its position per chunk."""
     with transaction(ctx.engine) as session:
         position = repo.get_cursor(session, ctx.connection_id, OUTBOX)
         head = repository.outbox_head(session, ctx.organisation_id)
     if full or position is None:
-        _walk_customers(ctx, head, everyone=full)
+        _walk_customers(ctx, head)
         return
     after = int(position)
     while True:
@@ -49,23 +50,17 @@ def push_billing_changes(ctx: RunContext, *, full: bool) -> None:
         ctx.report("push")
 
 
-def _walk_customers(ctx: RunContext, head: int, *, everyone: bool) -> None:
+def _walk_customers(ctx: RunContext, head: int) -> None:
     """Walk the billing side by customer id; the outbox position then becomes ``head``
     (the changes logged before the walk began are covered by it)."""
     after = ""
     while True:
         with transaction(ctx.engine) as session:
-            if everyone:
-                ids = [
-                    row.id
-                    for row in repo.customers_page(session, ctx.organisation_id, after, CHUNK)
-                ]
-            else:
-                ids = list(
-                    repo.customers_to_push(
-                        session, ctx.organisation_id, ctx.connection_id, after, CHUNK
-                    )
+            ids = list(
+                repo.customers_to_push(
+                    session, ctx.organisation_id, ctx.connection_id, after, CHUNK
                 )
+            )
             if not ids:
                 if not ctx.planning:
                     repo.set_cursor(session, ctx.connection_id, OUTBOX, str(head))

@@ -513,18 +513,6 @@ def count_connections(session: Session, organisation_id: str) -> int:
     )
 
 
-def customers_page(
-    session: Session, organisation_id: str, after_id: str, limit: int
-) -> Sequence[CustomerRow]:
-    """Customers ordered by id after ``after_id`` (a full walk of the billing side)."""
-    return session.scalars(
-        select(CustomerRow)
-        .where(CustomerRow.organisation_id == organisation_id, CustomerRow.id > after_id)
-        .order_by(CustomerRow.id)
-        .limit(limit)
-    ).all()
-
-
 def crm_ids_of_customers(
     session: Session, organisation_id: str, customer_ids: Iterable[str]
 ) -> dict[str, set[str]]:

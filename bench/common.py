@@ -1,0 +1,273 @@
+"""What the benchmarks share: a sandbox process, a fresh PostgreSQL schema, a worker.
+
+Every figure runs the way production runs: the CRM emulator in its own process (over real
+HTTP), the store in PostgreSQL, the sync in a Celery worker process on Redis, started by
+a task sent exactly as ``crmsync sync`` sends it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine, select, text
+
+from sync import organisations
+from sync.connections import ConnectionSpec, add_connection
+from sync.crypto import new_secret_key
+from sync.settings import Settings
+from sync.store.db import make_engine, transaction, upgrade
+from sync.store.models import SyncRun
+
+ROOT = Path(__file__).resolve().parents[1]
+CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
+POSTGRES = os.environ.get(
+    "CRMSYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS = os.environ.get("CRMSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+HUBSPOT_SECRET = "bench-hubspot-client-secret"
+
+
+@dataclass
+class SandboxProcess:
+    """``crmsync sandbox serve`` in its own process (so it never shares our GIL)."""
+
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+    workdir: tempfile.TemporaryDirectory[str]
+
+    @property
+    def salesforce_url(self) -> str:
+        return str(self.info["salesforce"]["instance_url"])
+
+    @property
+    def hubspot_url(self) -> str:
+        return str(self.info["hubspot"]["host"])
+
+    def control(self, crm: str) -> httpx.Client:
+        if crm == "salesforce":
+            return httpx.Client(
+                base_url=self.salesforce_url + "/_sandbox",
+                verify=self.info["salesforce"]["ca_bundle"],
+                trust_env=False,
+                timeout=120,
+            )
+        return httpx.Client(base_url=self.hubspot_url + "/_sandbox", trust_env=False, timeout=120)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.workdir.cleanup()
+
+
+def start_sandbox(crm: str, records: int) -> SandboxProcess:
+    workdir = tempfile.TemporaryDirectory(prefix="crmsync-bench-")
+    seed = ["--accounts", str(records)] if crm == "salesforce" else ["--companies", str(records)]
+    process = subprocess.Popen(
+        [
+            CRMSYNC,
+            "sandbox",
+            "serve",
+            "--json",
+            "--salesforce-port",
+            "0",
+            "--hubspot-port",
+            "0",
+            "--workdir",
+            workdir.name,
+            *seed,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    while True:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("the sandbox exited before it was ready")
+        lines.append(line)
+        try:
+            info = json.loads("".join(lines))
+            break
+        except json.JSONDecodeError:
+            continue
+    return SandboxProcess(process, info, workdir)
+
+
+def request_counts(sandbox: SandboxProcess, crm: str) -> dict[str, int]:
+    with sandbox.control(crm) as client:
+        if crm == "salesforce":
+            answer = client.get("/counts").json()
+        else:
+            answer = client.get("/requests").json()["counts"]
+    return {str(k): int(v) for k, v in answer.items()}
+
+
+def reset_counts(sandbox: SandboxProcess, crm: str) -> None:
+    with sandbox.control(crm) as client:
+        client.delete("/counts" if crm == "salesforce" else "/requests")
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose connections use a new, migrated schema (dropped after)."""
+    schema = f"crmsync_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass
+class Bench:
+    """One organisation with one connection to the sandbox, and a worker for it."""
+
+    crm: str
+    sandbox: SandboxProcess
+    settings: Settings
+    engine: Engine
+    env: dict[str, str]
+    organisation_id: str = ""
+    connection_id: str = ""
+    worker: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def connect(self) -> None:
+        crm, sb = self.crm, self.sandbox
+        if crm == "salesforce":
+            # an access token as an OAuth flow leaves it, plus what refreshes it
+            with sb.control("salesforce") as client:
+                token = client.post("/tokens").json()["access_token"]
+            creds = {
+                "access_token": token,
+                "client_id": sb.info["salesforce"]["client_id"],
+                "client_secret": "sandbox-client-secret",
+            }
+            options = {
+                "instance_url": sb.salesforce_url,
+                "ca_bundle": sb.info["salesforce"]["ca_bundle"],
+                "organization_id": sb.info["salesforce"]["organization_id"],
+            }
+            field_map = {"email": "Billing_Email__c"}
+        else:
+            creds = {"access_token": "bench-token", "client_secret": HUBSPOT_SECRET}
+            options = {"host": sb.hubspot_url}
+            field_map = {}
+        with transaction(self.engine) as session:
+            self.organisation_id = organisations.create_organisation(session, f"bench {crm}").id
+            self.connection_id = add_connection(
+                session,
+                self.settings,
+                self.organisation_id,
+                ConnectionSpec(
+                    name=crm,
+                    kind=crm,
+                    credentials=creds,
+                    settings=options,
+                    field_map=field_map,
+                    schedule_seconds=86_400,
+                ),
+            ).id
+
+    def start_worker(self) -> None:
+        self.worker = subprocess.Popen(
+            [CRMSYNC, "worker", "--pool", "solo", "--loglevel", "warning"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def worker_peak_rss_mb(self) -> float:
+        """The worker's peak resident memory (VmHWM) so far."""
+        assert self.worker is not None
+        status = Path(f"/proc/{self.worker.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+            self.worker = None
+
+    def sync(self, *, full: bool = False, timeout: float = 900) -> SyncRun:
+        """Send the sync task as ``crmsync sync`` does and wait for its run to end."""
+        from tasks.enqueue import enqueue_sync
+
+        with transaction(self.engine) as session:
+            known = set(session.scalars(select(SyncRun.id)))
+        enqueue_sync(self.settings, self.connection_id, trigger="operator", full=full)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with transaction(self.engine) as session:
+                runs = [r for r in session.scalars(select(SyncRun)) if r.id not in known]
+                done = [r for r in runs if r.status != "running"]
+                if done:
+                    return done[0]
+            time.sleep(0.02)
+        raise TimeoutError("the sync did not finish")
+
+
+@contextmanager
+def bench(crm: str, records: int) -> Iterator[Bench]:
+    """A sandbox with ``records`` seeded, a fresh store, a connection and a worker."""
+    sandbox = start_sandbox(crm, records)
+    try:
+        with fresh_schema() as url:
+            prefix = f"crmsync-bench-{uuid.uuid4().hex[:6]}"
+            secret = new_secret_key()
+            env = {
+                **os.environ,
+                "CRMSYNC_DATABASE_URL": url,
+                "CRMSYNC_BROKER_URL": REDIS,
+                "CRMSYNC_REDIS_KEY_PREFIX": prefix,
+                "CRMSYNC_SECRET_KEY": secret,
+                "CRMSYNC_PUBLIC_BASE_URL": "http://127.0.0.1:8765",
+            }
+            settings = Settings(
+                database_url=url,
+                broker_url=REDIS,
+                redis_key_prefix=prefix,
+                secret_key=secret,
+                public_base_url="http://127.0.0.1:8765",
+            )
+            engine = make_engine(url)
+            b = Bench(crm, sandbox, settings, engine, env)
+            b.connect()
+            reset_counts(sandbox, crm)
+            b.start_worker()
+            try:
+                yield b
+            finally:
+                b.stop_worker()
+                engine.dispose()
+    finally:
+        sandbox.stop()

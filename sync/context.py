@@ -36,6 +36,8 @@ class RunContext:
     #: in the outbox for them
     fan_out: bool
     fields: tuple[str, ...]
+    #: the connection had open dead-letter rows when the run began (else none to close)
+    has_failures: bool = False
     plan: Plan | None = None
     counters: dict[str, int] = field(default_factory=new_counters)
     progress: Progress | None = None

@@ -268,6 +268,7 @@ def _start_run(
             run_id = run.id
         snapshot = _snapshot(row)
         snapshot["fan_out"] = repo.count_connections(session, row.organisation_id) > 1
+        snapshot["has_failures"] = repo.has_open_failures(session, row.id)
     if connector is None:
         connector = open_connector(settings, row, gate=gate)
     return RunContext(
@@ -282,6 +283,7 @@ def _start_run(
         create_policy=snapshot["create_policy"],
         push_creates=snapshot["push_creates"],
         fan_out=snapshot["fan_out"],
+        has_failures=snapshot["has_failures"],
         fields=tuple(connector.mapped_fields),
         plan=Plan() if plan else None,
         progress=progress,

@@ -508,8 +508,9 @@ def write_page(ctx: RunContext, session: Session, work: PageWork) -> None:
             session, ctx.organisation_id, work.outbox, origin_connection_id=ctx.connection_id
         )
     repo.add_audits(session, work.audits)
-    repo.resolve_failures_for(session, ctx.connection_id, "pull", work.synced_crm_ids)
-    repo.resolve_failures_for(session, ctx.connection_id, "push", work.synced_customer_ids)
+    if ctx.has_failures:
+        repo.resolve_failures_for(session, ctx.connection_id, "pull", work.synced_crm_ids)
+        repo.resolve_failures_for(session, ctx.connection_id, "push", work.synced_customer_ids)
 
 
 def _audit(

@@ -8,8 +8,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from sync.store.repository import json_text
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -17,8 +20,9 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``. SQLite gets WAL, foreign keys and a busy timeout so that the
     worker, beat and web of ``crmsync up`` can share one file."""
+    json_options: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, **json_options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -29,7 +33,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10, **json_options
+    )
 
 
 @cache

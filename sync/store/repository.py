@@ -8,10 +8,10 @@ statement per row. Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Select, String, any_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -46,6 +46,12 @@ CUSTOMER_COLUMNS: tuple[str, ...] = (
 
 # Rows per multi-row INSERT: stays under SQLite's 32,766 bound parameters at ~16 columns.
 _BATCH = 1000
+
+
+def json_text(value: Any) -> str:
+    """JSON text for the store: orjson, several times faster than the standard library on
+    the hot path of every bulk write."""
+    return orjson.dumps(value).decode()
 
 
 def among(session: Session, column: Any, values: Sequence[str]) -> Any:
@@ -277,7 +283,7 @@ def copy_rows(
 ) -> None:
     """PostgreSQL ``COPY table (keys) FROM STDIN`` of ``rows`` on the session's connection."""
     defaults = defaults or {}
-    dumps = json.dumps
+    dumps = json_text
     columns = ", ".join(f'"{k}"' for k in keys)
     raw = session.connection().connection.driver_connection
     assert raw is not None

@@ -329,6 +329,17 @@ def get_failure(session: Session, organisation_id: str, failure_id: str) -> Reco
     )
 
 
+def has_open_failures(session: Session, connection_id: str) -> bool:
+    return (
+        session.scalar(
+            select(RecordFailure.id)
+            .where(RecordFailure.connection_id == connection_id, RecordFailure.status == "open")
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def resolve_failures_for(
     session: Session, connection_id: str, direction: str, keys: Iterable[str]
 ) -> None:

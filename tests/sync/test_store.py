@@ -66,3 +66,15 @@ def test_queries_are_scoped_by_organisation(engine: Engine) -> None:
     with transaction(engine) as s:
         assert repository.get_customer(s, b, str(c.id)) is None
         assert repository.get_customer(s, a, str(c.id)) is not None
+
+
+def test_new_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from sync.store.models import new_id
+
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)

@@ -181,9 +181,7 @@ def test_when_the_crm_rate_limits_every_worker_waits(
     enqueue_inbox(stack.settings, connection)
 
     def finished() -> bool:
-        # (not "interrupted" either: sync_records' start marks the live full sync of the
-        # connection interrupted until that run ends and records its own status; engine bug
-        # reported to the lead)
+        # both runs ended (the webhook run beside the full sync never marks it interrupted)
         found = runs(stack, connection)
         return len(found) == 3 and all(r.status in ("succeeded", "failed") for r in found)
 

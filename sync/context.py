@@ -38,6 +38,8 @@ class RunContext:
     fields: tuple[str, ...]
     #: the connection had open dead-letter rows when the run began (else none to close)
     has_failures: bool = False
+    #: customers whose push the CRM refused in this run: not pushed again in the same run
+    refused: set[str] = field(default_factory=set)
     plan: Plan | None = None
     counters: dict[str, int] = field(default_factory=new_counters)
     progress: Progress | None = None
@@ -89,6 +91,7 @@ class RunContext:
         fields: dict[str, FieldValue],
         error: RecordError,
     ) -> dict[str, Any]:
+        self.refused.add(customer_id)
         return self.failure(
             "push",
             crm_id=crm_id,

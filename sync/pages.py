@@ -502,7 +502,7 @@ def write_page(ctx: RunContext, session: Session, work: PageWork) -> None:
     repo.insert_links(session, work.new_links)
     repo.update_links(session, work.link_updates)
     repo.insert_conflicts(session, work.conflicts)
-    repo.insert_failures(session, work.failures)
+    repo.record_failures(session, work.failures)
     if ctx.fan_out:
         repository.add_outbox_entries(
             session, ctx.organisation_id, work.outbox, origin_connection_id=ctx.connection_id

@@ -72,6 +72,7 @@ def _walk_customers(ctx: RunContext, head: int) -> None:
 
 def push_customers(ctx: RunContext, session: Session, customer_ids: Sequence[str]) -> None:
     """Bring the CRM up to date with these customers (not committed here)."""
+    customer_ids = [c for c in customer_ids if c not in ctx.refused]
     if not customer_ids:
         return
     customers = repository.get_customers(session, ctx.organisation_id, customer_ids)

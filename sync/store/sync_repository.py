@@ -284,11 +284,49 @@ def mark_interrupted_runs(session: Session, connection_id: str, scope: str) -> i
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def insert_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def record_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Put failed records in the dead letter, one open row per record and direction: a
+    record that fails again updates its open row (error, attempts) instead of adding one."""
+    if not rows:
+        return
     now = utcnow()
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        latest[_failure_key(row)] = row
+    connection_id = rows[0]["connection_id"]
+    keys = [key for _, _, key in latest]
+    existing: dict[tuple[str, str, str], RecordFailure] = {}
+    for chunk in _chunks(keys):
+        query = select(RecordFailure).where(
+            RecordFailure.connection_id == connection_id,
+            RecordFailure.status == "open",
+            among(session, RecordFailure.crm_id, chunk)
+            | among(session, RecordFailure.customer_id, chunk),
+        )
+        for failure in session.scalars(query):
+            existing[_failure_key(failure.__dict__)] = failure
+    new: list[dict[str, Any]] = []
+    for key, row in latest.items():
+        found = existing.get(key)
+        if found is None:
+            new.append(row)
+            continue
+        failure = found
+        failure.attempts += 1
+        failure.run_id = row["run_id"]
+        failure.payload = row["payload"]
+        failure.error_kind = row["error_kind"]
+        failure.error_code = row["error_code"]
+        failure.error_message = row["error_message"]
+        failure.updated_at = now
     bulk_insert(
-        session, RecordFailure, rows, {"created_at": now, "updated_at": now, "next_retry_at": None}
+        session, RecordFailure, new, {"created_at": now, "updated_at": now, "next_retry_at": None}
     )
+
+
+def _failure_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    key = row["crm_id"] if row["direction"] == "pull" and row.get("crm_id") else row["customer_id"]
+    return (row["connection_id"], row["direction"], key or "")
 
 
 def open_failures(

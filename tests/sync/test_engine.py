@@ -19,6 +19,7 @@ ADDRESS = {
     "country": "United States",
     "country_code": "US",
 }
+REJECT = {"salesforce": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "hubspot": "validation"}
 CRM_ADDRESS = {f"address.{k}": v for k, v in ADDRESS.items()}
 
 
@@ -221,7 +222,7 @@ def test_partial_push_failures_go_to_the_dead_letter_and_the_rest_is_pushed(worl
         _billing_edit(
             world, world.customer_by_external_id(crm_id)["id"], customer_name=f"New {crm_id}"
         )
-    world.harness.set_faults(record_errors={bad: "validation"})
+    world.harness.set_faults(record_errors={bad: REJECT[world.harness.key]})
     result = world.sync()
     assert result.status == "succeeded", result.error
     assert world.harness.read(good)["customer_name"] == f"New {good}"
@@ -322,3 +323,16 @@ def test_edits_to_different_fields_of_one_record_both_survive(world: World) -> N
     assert world.customer_by_external_id(crm_id)["address"]["city"] == "Trondheim"
     crm = world.harness.read(crm_id)
     assert (crm["customer_name"], crm["address.city"]) == ("Billing Side Name", "Trondheim")
+
+
+def test_a_record_refused_again_keeps_one_dead_letter_row(world: World) -> None:
+    crm_id = world.harness.seed(1)[0]
+    world.sync()
+    customer = world.customer_by_external_id(crm_id)
+    world.harness.set_faults(record_errors={crm_id: REJECT[world.harness.key]})
+    _billing_edit(world, customer["id"], customer_name="Refused Name")
+    world.sync()
+    world.harness.edit(crm_id, {"address.city": "Bodø"})  # the record is pulled and pushed again
+    world.sync()
+    (failure,) = world.failures()
+    assert (failure.direction, failure.customer_id, failure.attempts) == ("push", customer["id"], 2)

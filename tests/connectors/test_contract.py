@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,23 @@ def sandbox() -> Iterator[Sandbox]:
     # running_sandbox: Sandbox(SandboxOptions()), closing the clients before it stops
     with running_sandbox() as sb:
         yield sb
+
+
+def _harness_class(crm: str) -> Any:
+    module = importlib.import_module(f"tests.connectors.harness_{crm}")
+    return next(
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and value.__name__.endswith("Harness")
+        and getattr(value, "key", None) == crm
+    )
+
+
+#: CRMs whose rate-limit answer may say how long to wait (HubSpot's Retry-After)
+SAYS_HOW_LONG = [crm for crm in CRMS if _harness_class(crm).sends_retry_after]
+#: CRMs whose connections can get a new token (Salesforce OAuth)
+REFRESHES = [crm for crm in CRMS if _harness_class(crm).can_refresh_tokens]
 
 
 @pytest.fixture(params=CRMS)
@@ -383,12 +401,7 @@ def test_empty_versus_missing_fields(harness: Harness) -> None:
 # -- rate limits, failures, time-outs ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("retry_after", [None, 0.05], ids=["no-retry-after", "retry-after"])
-def test_rate_limited_calls_wait_as_asked_then_succeed(
-    harness: Harness, retry_after: float | None
-) -> None:
-    if retry_after is not None and not harness.sends_retry_after:
-        pytest.skip(f"{harness.key}'s rate-limit answer never carries Retry-After")
+def _rate_limited_then_served(harness: Harness, retry_after: float | None) -> None:
     harness.seed(3)
     fault = harness.rate_limit(2, retry_after)
     gate = RecordingGate()
@@ -400,12 +413,7 @@ def test_rate_limited_calls_wait_as_asked_then_succeed(
     assert gate.pauses == pytest.approx([fault.wait_seconds] * 2)  # shared with every worker
 
 
-@pytest.mark.parametrize("retry_after", [None, 0.05], ids=["no-retry-after", "retry-after"])
-def test_rate_limits_past_the_attempts_are_a_retriable_error(
-    harness: Harness, retry_after: float | None
-) -> None:
-    if retry_after is not None and not harness.sends_retry_after:
-        pytest.skip(f"{harness.key}'s rate-limit answer never carries Retry-After")
+def _rate_limited_past_the_attempts(harness: Harness, retry_after: float | None) -> None:
     fault = harness.rate_limit(10, retry_after)
     connector = harness.connector(max_attempts=3)
     with pytest.raises(RetriableError) as err:
@@ -413,6 +421,24 @@ def test_rate_limits_past_the_attempts_are_a_retriable_error(
     assert fault.message in str(err.value)
     assert err.value.wait_seconds == pytest.approx(fault.wait_seconds)
     assert connector.api_calls == 3 == harness.api_calls()
+
+
+def test_rate_limited_calls_wait_the_crms_interval_then_succeed(harness: Harness) -> None:
+    _rate_limited_then_served(harness, None)
+
+
+@pytest.mark.parametrize("harness", SAYS_HOW_LONG, indirect=True)
+def test_rate_limited_calls_wait_as_long_as_retry_after_says(harness: Harness) -> None:
+    _rate_limited_then_served(harness, 0.05)
+
+
+def test_rate_limits_past_the_attempts_are_a_retriable_error(harness: Harness) -> None:
+    _rate_limited_past_the_attempts(harness, None)
+
+
+@pytest.mark.parametrize("harness", SAYS_HOW_LONG, indirect=True)
+def test_rate_limits_with_retry_after_past_the_attempts_carry_the_wait(harness: Harness) -> None:
+    _rate_limited_past_the_attempts(harness, 0.05)
 
 
 def test_server_errors_are_retried_then_exhausted_into_a_retriable_error(
@@ -460,9 +486,8 @@ def test_a_request_that_times_out_is_retried(harness: Harness) -> None:
 # -- authentication -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("harness", REFRESHES, indirect=True)
 def test_an_expired_token_is_refreshed_once_and_the_pull_goes_on(harness: Harness) -> None:
-    if not harness.can_refresh_tokens:
-        pytest.skip(f"{harness.key} connections hold no means to refresh a token")
     harness.seed(2)
     connector = harness.connector()
     first, _ = pull(connector, full=True)

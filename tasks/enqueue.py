@@ -20,7 +20,7 @@ from tasks.runtime import redis_client
 log = logging.getLogger(__name__)
 
 #: seconds a webhook sync waits before it starts, gathering the rest of a burst
-INBOX_DELAY_SECONDS = 0.5
+INBOX_DELAY_SECONDS = 0.25
 #: the flag outlives a lost task by at most this long (the dispatcher sweeps after that)
 INBOX_FLAG_SECONDS = 60
 

@@ -194,14 +194,20 @@ def _commit_customer_page(ctx: RunContext, records: list[CrmCustomer], cursor: s
 
 def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CONTACTS)
+    with transaction(ctx.engine) as session:
+        # the first pull of a connection's contacts only inserts (a pull returns each
+        # contact once): a plain bulk insert, without the upsert's conflict handling
+        fresh = not repo.has_crm_contacts(session, ctx.connection_id)
     for contacts, page_cursor in _grouped(ctx.connector.pull_contacts(cursor, full=full)):
         with transaction(ctx.engine) as session:
-            _sync_contacts(ctx, session, contacts)
+            _sync_contacts(ctx, session, contacts, fresh=fresh)
             _commit_cursor(ctx, session, CONTACTS, page_cursor)
         ctx.report("contacts")
 
 
-def _sync_contacts(ctx: RunContext, session: Any, contacts: list[CrmContact]) -> None:
+def _sync_contacts(
+    ctx: RunContext, session: Any, contacts: list[CrmContact], *, fresh: bool = False
+) -> None:
     """CRM contacts become the linked customer's secondary contacts (CRM → billing)."""
     owners = {c.customer_id for c in contacts if c.customer_id}
     linked = repo.customer_ids_by_crm_ids(session, ctx.connection_id, owners)
@@ -227,7 +233,10 @@ def _sync_contacts(ctx: RunContext, session: Any, contacts: list[CrmContact]) ->
     ctx.count("contacts", len(upserts))
     if ctx.planning:
         return
-    repo.upsert_crm_contacts(session, upserts)
+    if fresh:
+        repo.insert_crm_contacts(session, upserts)
+    else:
+        repo.upsert_crm_contacts(session, upserts)
     repo.delete_crm_contacts(session, ctx.connection_id, removed)
 
 

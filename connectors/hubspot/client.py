@@ -8,17 +8,17 @@ one SDK call is exactly one HTTP request and transport errors surface as themsel
 The SDK builds a new API client (and a new connection pool) each time a ``...api``
 property is read, so the APIs are built once here and kept.
 
-Bulk calls pass ``_preload_content=False`` and parse the body with ``json.loads``: the
+Bulk calls pass ``_preload_content=False`` and parse the body with ``orjson.loads``: the
 SDK's model objects cost ~65 µs per record (CRM_API_NOTES), ``json.loads`` ~1 µs.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import hubspot
+import orjson
 from urllib3.util.retry import Retry
 
 NO_RETRIES = Retry(
@@ -80,5 +80,5 @@ def raw_call(
     finally:
         response.release_conn()
     observe(response.headers)
-    body: Any = json.loads(data) if data else {}
+    body: Any = orjson.loads(data) if data else {}
     return int(response.status), body if isinstance(body, dict) else {"results": body}

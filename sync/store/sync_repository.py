@@ -400,6 +400,18 @@ def resolve_failures_for(
 # --- contacts from the CRM -----------------------------------------------------------------
 
 
+def has_crm_contacts(session: Session, connection_id: str) -> bool:
+    found = session.scalar(
+        select(ContactRow.id).where(ContactRow.connection_id == connection_id).limit(1)
+    )
+    return found is not None
+
+
+def insert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert CRM contacts known to be new (COPY on PostgreSQL)."""
+    bulk_insert(session, ContactRow, rows, {"created_at": utcnow()})
+
+
 def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or update CRM contacts keyed by (connection, crm_id), changing only rows
     whose values differ. PostgreSQL: COPY into a temporary table and one INSERT ... ON

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, select, text
 
 from sync import organisations
@@ -172,7 +173,7 @@ class Bench:
                 "ca_bundle": sb.info["salesforce"]["ca_bundle"],
                 "organization_id": sb.info["salesforce"]["organization_id"],
             }
-            field_map = {"email": "Billing_Email__c"}
+            field_map: dict[str, str | None] = {"email": "Billing_Email__c"}
         else:
             creds = {"access_token": "bench-token", "client_secret": HUBSPOT_SECRET}
             options = {"host": sb.hubspot_url}
@@ -256,7 +257,7 @@ def bench(crm: str, records: int) -> Iterator[Bench]:
                 database_url=url,
                 broker_url=REDIS,
                 redis_key_prefix=prefix,
-                secret_key=secret,
+                secret_key=SecretStr(secret),
                 public_base_url="http://127.0.0.1:8765",
             )
             engine = make_engine(url)

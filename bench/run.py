@@ -36,7 +36,7 @@ from bench.common import CRMSYNC, HUBSPOT_SECRET, ROOT, Bench, bench, reset_coun
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import CustomerRow, LinkRow
+from sync.store.models import CustomerRow, LinkRow, utcnow
 
 PULL_PAGE = {"salesforce": 2000, "hubspot": 100}  # full pull page maximum
 SEARCH_PAGE = {"salesforce": 2000, "hubspot": 200}  # incremental page maximum
@@ -167,7 +167,7 @@ def push_billing_changes(b: Bench, count: int) -> None:
         session.execute(
             update(CustomerRow)
             .where(CustomerRow.id.in_(ids))
-            .values(phone_number="+1 415 555 0199", updated_at=repository.utcnow())
+            .values(phone_number="+1 415 555 0199", updated_at=utcnow())
         )
         repository.add_outbox_entries(
             session, b.organisation_id, [(i, ["phone_number"]) for i in ids]

@@ -40,43 +40,182 @@ class SeedCompany:
 
 # (country, ISO code, [(city, state, state code, postal-code pattern)], phone prefix)
 _PLACES: list[tuple[str, str, list[tuple[str, str, str, str]], str]] = [
-    ("United States", "US", [("San Francisco", "California", "CA", "941##"),
-                             ("New York", "New York", "NY", "100##"),
-                             ("Austin", "Texas", "TX", "787##"),
-                             ("Chicago", "Illinois", "IL", "606##")], "+1"),
-    ("Germany", "DE", [("München", "Bayern", "BY", "80###"),
-                       ("Köln", "Nordrhein-Westfalen", "NW", "50###"),
-                       ("Berlin", "Berlin", "BE", "10###")], "+49"),
-    ("France", "FR", [("Paris", "Île-de-France", "IDF", "750##"),
-                      ("Lyon", "Auvergne-Rhône-Alpes", "ARA", "690##")], "+33"),
-    ("India", "IN", [("Bengaluru", "Karnataka", "KA", "560###"),
-                     ("Mumbai", "Maharashtra", "MH", "400###")], "+91"),
-    ("Australia", "AU", [("Sydney", "New South Wales", "NSW", "2###"),
-                         ("Melbourne", "Victoria", "VIC", "3###")], "+61"),
+    (
+        "United States",
+        "US",
+        [
+            ("San Francisco", "California", "CA", "941##"),
+            ("New York", "New York", "NY", "100##"),
+            ("Austin", "Texas", "TX", "787##"),
+            ("Chicago", "Illinois", "IL", "606##"),
+        ],
+        "+1",
+    ),
+    (
+        "Germany",
+        "DE",
+        [
+            ("München", "Bayern", "BY", "80###"),
+            ("Köln", "Nordrhein-Westfalen", "NW", "50###"),
+            ("Berlin", "Berlin", "BE", "10###"),
+        ],
+        "+49",
+    ),
+    (
+        "France",
+        "FR",
+        [
+            ("Paris", "Île-de-France", "IDF", "750##"),
+            ("Lyon", "Auvergne-Rhône-Alpes", "ARA", "690##"),
+        ],
+        "+33",
+    ),
+    (
+        "India",
+        "IN",
+        [("Bengaluru", "Karnataka", "KA", "560###"), ("Mumbai", "Maharashtra", "MH", "400###")],
+        "+91",
+    ),
+    (
+        "Australia",
+        "AU",
+        [("Sydney", "New South Wales", "NSW", "2###"), ("Melbourne", "Victoria", "VIC", "3###")],
+        "+61",
+    ),
     ("Singapore", "SG", [("Singapore", "", "", "0#####")], "+65"),
-    ("Japan", "JP", [("東京", "東京都", "13", "1##-####"),
-                     ("大阪", "大阪府", "27", "5##-####")], "+81"),
+    (
+        "Japan",
+        "JP",
+        [("東京", "東京都", "13", "1##-####"), ("大阪", "大阪府", "27", "5##-####")],
+        "+81",
+    ),
     ("Brazil", "BR", [("São Paulo", "São Paulo", "SP", "01###-###")], "+55"),
     ("Sweden", "SE", [("Göteborg", "Västra Götaland", "O", "4## ##")], "+46"),
     ("Poland", "PL", [("Łódź", "Łódzkie", "10", "9#-###")], "+48"),
-    ("United Kingdom", "GB", [("London", "", "", "EC1A #BB"),
-                              ("Edinburgh", "Scotland", "SCT", "EH# #AB")], "+44"),
+    (
+        "United Kingdom",
+        "GB",
+        [("London", "", "", "EC1A #BB"), ("Edinburgh", "Scotland", "SCT", "EH# #AB")],
+        "+44",
+    ),
 ]
 
-_PREFIXES = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Nordwind", "Sakura",
-             "Zürich", "Øresund", "Česká", "Müller", "Société", "Ñandú", "Åkesson", "Dragon",
-             "Lotus", "Maple", "Orion", "Vega", "Kestrel", "Bräu", "Fjord", "Crédit", "Tata"]
-_SUFFIXES = ["Corporation", "GmbH", "S.A.", "Ltd", "Pty Ltd", "K.K.", "SARL", "Inc.",
-             "Holdings", "AB", "sp. z o.o.", "Pte. Ltd.", "LLC", "& Söhne", "Group"]
-_MIDDLES = ["Industries", "Logistics", "Software", "Analytics", "Foods", "Energy", "Robotics",
-            "Textil", "Médical", "Systems", "Werke", "Trading", "Labs", "Bank", "Studios"]
-_STREETS = ["Main Street", "Hauptstraße", "Rue de Rivoli", "MG Road", "George Street",
-            "Orchard Road", "銀座通り", "Avenida Paulista", "Drottninggatan", "ul. Piotrkowska",
-            "Baker Street", "Königsallee", "Market Street", "Boulevard Haussmann"]
-_FIRST = ["Ada", "José", "Zoë", "Mateusz", "Søren", "Aiko", "Priya", "Liam", "Chloé", "Björn",
-          "Fatima", "Noah", "Élodie", "Kenji", "Olga", "Raúl", "Amara", "Jürgen", "Mei", "Sven"]
-_LAST = ["Lovelace", "García", "Müller", "Kowalski", "Kierkegaard", "Tanaka", "Sharma",
-         "O'Brien", "Dubois", "Åström", "Haddad", "Smith", "Lefèvre", "Watanabe", "Ivanova"]
+_PREFIXES = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Nordwind",
+    "Sakura",
+    "Zürich",
+    "Øresund",
+    "Česká",
+    "Müller",
+    "Société",
+    "Ñandú",
+    "Åkesson",
+    "Dragon",
+    "Lotus",
+    "Maple",
+    "Orion",
+    "Vega",
+    "Kestrel",
+    "Bräu",
+    "Fjord",
+    "Crédit",
+    "Tata",
+]
+_SUFFIXES = [
+    "Corporation",
+    "GmbH",
+    "S.A.",
+    "Ltd",
+    "Pty Ltd",
+    "K.K.",
+    "SARL",
+    "Inc.",
+    "Holdings",
+    "AB",
+    "sp. z o.o.",
+    "Pte. Ltd.",
+    "LLC",
+    "& Söhne",
+    "Group",
+]
+_MIDDLES = [
+    "Industries",
+    "Logistics",
+    "Software",
+    "Analytics",
+    "Foods",
+    "Energy",
+    "Robotics",
+    "Textil",
+    "Médical",
+    "Systems",
+    "Werke",
+    "Trading",
+    "Labs",
+    "Bank",
+    "Studios",
+]
+_STREETS = [
+    "Main Street",
+    "Hauptstraße",
+    "Rue de Rivoli",
+    "MG Road",
+    "George Street",
+    "Orchard Road",
+    "銀座通り",
+    "Avenida Paulista",
+    "Drottninggatan",
+    "ul. Piotrkowska",
+    "Baker Street",
+    "Königsallee",
+    "Market Street",
+    "Boulevard Haussmann",
+]
+_FIRST = [
+    "Ada",
+    "José",
+    "Zoë",
+    "Mateusz",
+    "Søren",
+    "Aiko",
+    "Priya",
+    "Liam",
+    "Chloé",
+    "Björn",
+    "Fatima",
+    "Noah",
+    "Élodie",
+    "Kenji",
+    "Olga",
+    "Raúl",
+    "Amara",
+    "Jürgen",
+    "Mei",
+    "Sven",
+]
+_LAST = [
+    "Lovelace",
+    "García",
+    "Müller",
+    "Kowalski",
+    "Kierkegaard",
+    "Tanaka",
+    "Sharma",
+    "O'Brien",
+    "Dubois",
+    "Åström",
+    "Haddad",
+    "Smith",
+    "Lefèvre",
+    "Watanabe",
+    "Ivanova",
+]
 
 
 def _fill(pattern: str, rng: random.Random) -> str:
@@ -103,7 +242,11 @@ def company(index: int, seed: int = 0) -> SeedCompany:
     for _ in range(rng.randint(2, 3)):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         email = f"{_ascii_slug(first)}.{_ascii_slug(last)}{rng.randint(1, 99)}@{domain}"
-        contacts.append(SeedContact(first, last, email, f"{dial} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"))
+        contacts.append(
+            SeedContact(
+                first, last, email, f"{dial} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
+            )
+        )
     return SeedCompany(
         index=index,
         name=name,

@@ -27,9 +27,9 @@ class SandboxOptions:
 class Sandbox:
     """Both emulators, running on background threads. Use as a context manager::
 
-        with Sandbox(SandboxOptions(accounts=100)) as sb:
-            sb.salesforce_url, sb.hubspot_url, sb.ca_file
-            sb.salesforce, sb.hubspot   # the emulators' state and control methods
+    with Sandbox(SandboxOptions(accounts=100)) as sb:
+        sb.salesforce_url, sb.hubspot_url, sb.ca_file
+        sb.salesforce, sb.hubspot   # the emulators' state and control methods
     """
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
@@ -77,6 +77,9 @@ class Sandbox:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -78,6 +78,8 @@ def show(
             found = customers.get_customer(opened, org.strip(), wanted)
         except CustomerNotFound:
             fail(f"no customer {customer_id!r} in this organisation", ExitCode.NOT_FOUND)
+        contacts = customers.contacts_of(opened, org.strip(), wanted)
+        links = customers.links_of(opened, org.strip(), wanted)
     data = found.model_dump(mode="json")
     if as_json:
         print_json(data)
@@ -91,6 +93,21 @@ def show(
     for key in ("communications_enabled", "auto_charge_enabled", "business_entity_id"):
         record[key] = data[key]
     print_record({k: v for k, v in record.items() if v not in (None, "")}, title="Customer")
+    if links:
+        print_table(
+            ["connection", "CRM record", "state"],
+            [[link["connection"], link["crm_id"], link["state"]] for link in links],
+            title="Linked CRM records",
+        )
+    if contacts:
+        print_table(
+            ["name", "email", "communications", "from CRM record"],
+            [
+                [c["name"], c["email"], ", ".join(c["communications"]), c["crm_id"]]
+                for c in contacts
+            ],
+            title="Contacts",
+        )
 
 
 @app.command("import")

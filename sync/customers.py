@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sync.customer import Customer, CustomerIn, CustomerPatch, flatten
-from sync.store import repository
+from sync.store import repository, sync_repository
 from sync.store.models import CustomerRow, new_id, utcnow
 
 
@@ -138,6 +138,32 @@ def get_customer(session: Session, organisation_id: str, customer_id: str) -> Cu
     if row is None:
         raise CustomerNotFound(customer_id)
     return to_model(row)
+
+
+def contacts_of(session: Session, organisation_id: str, customer_id: str) -> list[dict[str, Any]]:
+    """A customer's secondary contacts (those synced from a CRM carry its contact id)."""
+    return [
+        {
+            "name": c.name,
+            "email": c.email,
+            "communications": list(c.communications),
+            "crm_id": c.crm_id,
+        }
+        for c in repository.list_contacts(session, organisation_id, customer_id)
+    ]
+
+
+def links_of(session: Session, organisation_id: str, customer_id: str) -> list[dict[str, Any]]:
+    """The CRM records the customer is linked to, one per connection (its aliases)."""
+    names = {c.id: c.name for c in sync_repository.list_connections(session, organisation_id)}
+    return [
+        {
+            "connection": names.get(link.connection_id, link.connection_id),
+            "crm_id": link.crm_id,
+            "state": link.state,
+        }
+        for link in sync_repository.links_of_customer(session, organisation_id, customer_id)
+    ]
 
 
 def list_customers(

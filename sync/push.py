@@ -147,8 +147,19 @@ def _push_linked(
     if to_billing:
         try:
             columns = apply_fields(public, to_billing)
-        except InvalidRecord:
+        except InvalidRecord as error:
+            # the CRM's value (the base) no longer passes the customer model: say so
             columns = {}
+            work.failures.append(
+                ctx.failure(
+                    "pull",
+                    crm_id=link.crm_id,
+                    customer_id=customer.id,
+                    payload={"fields": dict(to_billing)},
+                    kind="validation",
+                    message=str(error),
+                )
+            )
         changed = {k: v for k, v in columns.items() if public.get(k) != v}
         if changed:
             ctx.count("updated")

@@ -246,13 +246,6 @@ def set_cursor(session: Session, connection_id: str, obj: str, value: str) -> No
     session.execute(stmt)
 
 
-def clear_cursors(session: Session, connection_id: str) -> None:
-    session.execute(delete(Cursor).where(Cursor.connection_id == connection_id))
-
-
-# --- runs and failures ---------------------------------------------------------------------
-
-
 def get_run(session: Session, organisation_id: str, run_id: str) -> SyncRun | None:
     return session.scalar(
         select(SyncRun).where(SyncRun.organisation_id == organisation_id, SyncRun.id == run_id)

@@ -336,3 +336,15 @@ def test_a_record_refused_again_keeps_one_dead_letter_row(world: World) -> None:
     world.sync()
     (failure,) = world.failures()
     assert (failure.direction, failure.customer_id, failure.attempts) == ("push", customer["id"], 2)
+
+
+def test_crm_contacts_become_the_customers_secondary_contacts(world: World) -> None:
+    crm_id = world.harness.seed(1)[0]
+    world.sync()
+    customer = world.customer_by_external_id(crm_id)
+    with transaction(world.engine) as s:
+        contacts = customers.contacts_of(s, world.organisation_id, customer["id"])
+        links = customers.links_of(s, world.organisation_id, customer["id"])
+    assert 2 <= len(contacts) <= 3  # the seed gives each record two or three contacts
+    assert all(c["crm_id"] and c["name"] and c["communications"] == ["billing"] for c in contacts)
+    assert links == [{"connection": world.harness.key, "crm_id": crm_id, "state": "active"}]

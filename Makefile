@@ -22,8 +22,8 @@ test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
-test-slow: $(STAMP) ## run the long variants (model-based test with many examples, big data)
-	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider
+test-slow: $(STAMP) ## the suite with the long variants (the model-based sync test: 200 examples x 30 steps)
+	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600
 
 lint: $(STAMP) ## ruff, mypy and the import layers
 	$(BIN)/ruff check .

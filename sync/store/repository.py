@@ -136,49 +136,40 @@ def get_customer(session: Session, organisation_id: str, customer_id: str) -> Cu
     return session.scalar(_customers(organisation_id).where(CustomerRow.id == customer_id))
 
 
+def _customers_keyed(
+    session: Session, organisation_id: str, column: Any, values: Iterable[str]
+) -> dict[str, CustomerRow]:
+    """Customers whose ``column`` is one of ``values``, keyed by that value, in one query
+    per thousand values."""
+    wanted = list(set(values))
+    found: dict[str, CustomerRow] = {}
+    for start in range(0, len(wanted), _BATCH):
+        chunk = wanted[start : start + _BATCH]
+        query = _customers(organisation_id).where(among(session, column, chunk))
+        for row in session.scalars(query):
+            found[getattr(row, column.key)] = row
+    return found
+
+
 def get_customers(
     session: Session, organisation_id: str, customer_ids: Iterable[str]
 ) -> dict[str, CustomerRow]:
-    """Customers by id, in one query per thousand ids."""
-    ids = list(set(customer_ids))
-    found: dict[str, CustomerRow] = {}
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start : start + _BATCH]
-        for row in session.scalars(
-            _customers(organisation_id).where(among(session, CustomerRow.id, chunk))
-        ):
-            found[row.id] = row
-    return found
+    """Customers by id."""
+    return _customers_keyed(session, organisation_id, CustomerRow.id, customer_ids)
 
 
 def find_customers_by_external_ids(
     session: Session, organisation_id: str, external_ids: Iterable[str]
 ) -> dict[str, CustomerRow]:
-    """Customers by external id, in one query per thousand ids."""
-    ids = list(set(external_ids))
-    found: dict[str, CustomerRow] = {}
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start : start + _BATCH]
-        query = _customers(organisation_id).where(among(session, CustomerRow.external_id, chunk))
-        for row in session.scalars(query):
-            assert row.external_id is not None
-            found[row.external_id] = row
-    return found
+    """Customers by external id."""
+    return _customers_keyed(session, organisation_id, CustomerRow.external_id, external_ids)
 
 
 def find_customers_by_emails(
     session: Session, organisation_id: str, emails: Iterable[str]
 ) -> dict[str, CustomerRow]:
-    ids = list(set(emails))
-    found: dict[str, CustomerRow] = {}
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start : start + _BATCH]
-        for row in session.scalars(
-            _customers(organisation_id).where(among(session, CustomerRow.email, chunk))
-        ):
-            assert row.email is not None
-            found[row.email] = row
-    return found
+    """Customers by e-mail."""
+    return _customers_keyed(session, organisation_id, CustomerRow.email, emails)
 
 
 def list_customers(

@@ -90,6 +90,14 @@ def resolve_conflict(
         billing_written = crm_written = False
         if canonical(chosen, mode, name) != canonical(billing_value, mode, name):
             columns = apply_fields(public, {name: chosen})
+            email = columns.get("email")
+            if name == "email" and email:
+                holder = repository.find_customers_by_emails(session, organisation_id, [email])
+                if email in holder and holder[email].id != customer.id:
+                    raise ConflictError(
+                        f"email {email!r} belongs to customer {holder[email].id}: change that "
+                        "customer's e-mail first, or keep this customer's"
+                    )
             changed = {k: v for k, v in columns.items() if public.get(k) != v}
             repository.update_customers(session, organisation_id, [{"id": customer.id, **changed}])
             repository.add_outbox_entries(

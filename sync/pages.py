@@ -19,7 +19,7 @@ from sync.billing import InvalidRecord, apply_fields
 from sync.context import PageWork, RunContext
 from sync.customer import FieldValue, flatten
 from sync.customers import to_public
-from sync.merge import MergeOutcome, merge_record
+from sync.merge import FieldConflict, MergeOutcome, merge_record
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.models import CustomerRow, LinkRow, new_id
@@ -329,8 +329,22 @@ def _apply_outcome(
         except InvalidRecord as error:
             _pull_failure(ctx, work, record, "validation", str(error), customer.id)
             return
-        if _email_taken(ctx, state, work, record, customer.id, billing_columns):
-            return
+        owner = _other_email_owner(state, customer.id, billing_columns.get("email"))
+        if owner is not None:
+            # E-mails are unique per organisation (after a CRM merge, say, the survivor
+            # may carry the other customer's): hold the field as a conflict for the
+            # operator and sync the rest of the record.
+            crm_email = outcome.to_billing.pop("email")
+            previous = {} if first else state.links[record.id].base
+            outcome.base.pop("email", None)
+            if "email" in previous:
+                outcome.base["email"] = previous["email"]
+            outcome.conflicts.append(
+                FieldConflict("email", previous.get("email"), public.get("email"), crm_email)
+            )
+            billing_columns = (
+                apply_fields(public, outcome.to_billing) if outcome.to_billing else None
+            )
     for conflict in outcome.conflicts:
         ctx.count("conflicts_opened")
         row = {
@@ -429,6 +443,15 @@ def _pull_failure(
         work.failures.append(row)
 
 
+def _other_email_owner(state: PageState, customer_id: str, email: Any) -> str | None:
+    """The other customer that already has ``email`` (unique per organisation), if any;
+    otherwise ``customer_id`` now owns it for the rest of the page."""
+    if not email:
+        return None
+    owner = state.email_owners.setdefault(email, customer_id)
+    return None if owner == customer_id else owner
+
+
 def _email_taken(
     ctx: RunContext,
     state: PageState,
@@ -437,14 +460,12 @@ def _email_taken(
     customer_id: str,
     columns: dict[str, Any],
 ) -> bool:
-    """Emails are unique per organisation: a CRM value another customer already has sends
-    the record to the dead letter instead of failing the whole page."""
+    """A new customer whose CRM e-mail another customer already has is not created: the
+    record goes to the dead letter, and the rest of the page goes on."""
+    owner = _other_email_owner(state, customer_id, columns.get("email"))
+    if owner is None:
+        return False
     email = columns.get("email")
-    if not email:
-        return False
-    owner = state.email_owners.setdefault(email, customer_id)
-    if owner == customer_id:
-        return False
     _pull_failure(
         ctx,
         work,

@@ -348,3 +348,23 @@ def test_crm_contacts_become_the_customers_secondary_contacts(world: World) -> N
     assert 2 <= len(contacts) <= 3  # the seed gives each record two or three contacts
     assert all(c["crm_id"] and c["name"] and c["communications"] == ["billing"] for c in contacts)
     assert links == [{"connection": world.harness.key, "crm_id": crm_id, "state": "active"}]
+
+
+def test_a_crm_email_another_customer_has_is_held_as_a_conflict(world: World) -> None:
+    first, second = world.harness.seed(2)
+    world.harness.edit(first, {"email": "billing@first.example"})
+    world.sync()
+    # a CRM user copies the first account's e-mail onto the second, and moves it
+    world.harness.edit(second, {"email": "billing@first.example", "address.city": "Tromsø"})
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    (conflict,) = world.conflicts()
+    assert (conflict.crm_id, conflict.field, conflict.crm_value) == (
+        second,
+        "email",
+        "billing@first.example",
+    )
+    customer = world.customer_by_external_id(second)
+    assert customer["address"]["city"] == "Tromsø"  # the rest of the record synced
+    assert customer["email"] != "billing@first.example"
+    assert world.failures() == []

@@ -329,8 +329,10 @@ def _apply_outcome(
         except InvalidRecord as error:
             _pull_failure(ctx, work, record, "validation", str(error), customer.id)
             return
-        owner = _other_email_owner(state, customer.id, billing_columns.get("email"))
-        if owner is not None:
+        taken = "email" in outcome.to_billing and _other_email_owner(
+            state, customer.id, billing_columns.get("email")
+        )
+        if taken:
             # E-mails are unique per organisation (after a CRM merge, say, the survivor
             # may carry the other customer's): hold the field as a conflict for the
             # operator and sync the rest of the record.

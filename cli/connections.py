@@ -253,9 +253,41 @@ def add_salesforce(
         **({"ca_bundle": ca_bundle} if ca_bundle else {}),
         **_setting_values(setting),
     }
-    spec = ConnectionSpec(
+    _add(
+        org,
+        _spec(
+            "salesforce",
+            name,
+            credentials,
+            options,
+            field_map,
+            direction,
+            match,
+            create_policy,
+            push_creates,
+            schedule,
+        ),
+        check=check,
+        as_json=as_json,
+    )
+
+
+def _spec(
+    kind: str,
+    name: str,
+    credentials: dict[str, str | None],
+    options: dict[str, Any],
+    field_map: list[str] | None,
+    direction: list[str] | None,
+    match: str,
+    create_policy: str,
+    push_creates: bool,
+    schedule: int,
+) -> ConnectionSpec:
+    """The connection an ``add`` command describes (empty credentials left out)."""
+    return ConnectionSpec(
         name=name,
-        kind="salesforce",
+        kind=kind,
         credentials={k: v for k, v in credentials.items() if v},
         settings=options,
         field_map=_field_map(field_map),
@@ -265,7 +297,6 @@ def add_salesforce(
         push_creates=push_creates,
         schedule_seconds=schedule,
     )
-    _add(org, spec, check=check, as_json=as_json)
 
 
 @add_app.command("hubspot")
@@ -320,19 +351,23 @@ def add_hubspot(
         **({"ca_bundle": ca_bundle} if ca_bundle else {}),
         **_setting_values(setting),
     }
-    spec = ConnectionSpec(
-        name=name,
-        kind="hubspot",
-        credentials={k: v for k, v in credentials.items() if v},
-        settings=options,
-        field_map=_field_map(field_map),
-        directions=_pairs(direction, "--direction"),
-        match_mode=match,
-        create_policy=create_policy,
-        push_creates=push_creates,
-        schedule_seconds=schedule,
+    _add(
+        org,
+        _spec(
+            "hubspot",
+            name,
+            credentials,
+            options,
+            field_map,
+            direction,
+            match,
+            create_policy,
+            push_creates,
+            schedule,
+        ),
+        check=check,
+        as_json=as_json,
     )
-    _add(org, spec, check=check, as_json=as_json)
 
 
 @app.command("list")

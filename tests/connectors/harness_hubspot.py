@@ -22,9 +22,9 @@ from connectors.base import ConnectionConfig, CustomerFields, RateGate, WebhookR
 from connectors.hubspot import HubSpotConnector
 from connectors.hubspot import mapping as hubspot_mapping
 from connectors.hubspot.webhooks import signature_v3
+from connectors.testing.harness import InjectedFault, WebhookReceiver
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import Sandbox
-from tests.connectors.harness import InjectedFault, WebhookReceiver
 
 ACCESS_TOKEN = "sandbox-private-app-token"
 CLIENT_SECRET = "sandbox-client-secret"

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from connectors.base import ConnectionConfig, CustomerFields, RateGate, WebhookRequest
 from connectors.salesforce import SalesforceConnector, ack_response
 from connectors.salesforce.mapping import AccountMapping, build_mapping
+from connectors.testing.harness import InjectedFault, WebhookReceiver
 from sandbox.salesforce import SalesforceSandbox
 from sandbox.server import Sandbox, SandboxOptions
-from tests.connectors.harness import InjectedFault, WebhookReceiver
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 

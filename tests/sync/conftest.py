@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from connectors.testing.harness import Harness
 from sandbox.server import Sandbox, SandboxOptions
 from sync import organisations
 from sync.connections import ConnectionSpec, add_connection
@@ -20,7 +21,6 @@ from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import Conflict, CustomerRow, LinkRow, RecordFailure
-from tests.connectors.harness import Harness
 
 CRMS = ("salesforce", "hubspot")
 

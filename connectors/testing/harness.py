@@ -1,10 +1,11 @@
-"""What the connector contract suite needs from each CRM's test harness.
+"""What the connector contract suite needs from each connector's test harness.
 
-Each connector's tests provide one ``Harness`` (``harness_salesforce.py``,
-``harness_hubspot.py``) that drives the sandbox as a CRM user would, so the contract suite
-(``test_contract.py``) runs the same tests against both connectors. Where the CRMs differ
-(fault names, token expiry, how a webhook is authenticated) the harness hides it behind a
-small method named for what the test wants, such as :meth:`Harness.rate_limit`.
+Each connector's own tests provide one ``Harness`` that drives that connector's emulator as a
+CRM user would (crmsync's built-in ones are in ``tests/connectors/harness_*.py``), so the
+contract suite (:class:`connectors.testing.ContractSuite`) runs the same cases against every
+connector. Where the CRMs differ (fault names, token expiry, how a webhook is authenticated)
+the harness hides it behind a small method named for what the case wants, such as
+:meth:`Harness.rate_limit`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from cli import (
     db,
     entities,
     failures,
+    operators,
     orgs,
     resync,
     runs,
@@ -48,6 +49,7 @@ GROUPS: tuple[typer.Typer, ...] = (
     runs.app,
     failures.app,
     conflicts.app,
+    operators.app,
     sandbox.app,
 )
 

@@ -289,6 +289,8 @@ class AuditEvent(Base):
     """Who did what to which record, and when (conflict resolutions, CRM deletes, merges)."""
 
     __tablename__ = "audit_events"
+    # a customer's (or a connection's) trail is read by its subject
+    __table_args__ = (Index("ix_audit_events_org_subject", "organisation_id", "subject"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
@@ -347,3 +349,61 @@ class OutboxEntry(Base):
     origin_connection_id: Mapped[str | None] = mapped_column(UUID)
     fields: Mapped[list[str]] = mapped_column(Json, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Operator(Base):
+    """A person who signs in to the console for one organisation.
+
+    ``role``: ``viewer`` (reads), ``operator`` (also resolves, retries, pauses and syncs) or
+    ``admin`` (also manages connections and operators). ``password_hash`` is argon2, None
+    until the operator sets one through a one-time link. ``session_epoch`` is part of every
+    session cookie: bumping it (a new password, removal) ends every session at once.
+    """
+
+    __tablename__ = "operators"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "email", name="uq_operators_org_email"),
+        Index("ix_operators_email", "email"),
+    )
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OperatorToken(Base):
+    """A one-time link to set an operator's password; only the token's SHA-256 is stored."""
+
+    __tablename__ = "operator_tokens"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SignInAttempt(Base):
+    """One console sign-in attempt, kept for the rate limit (by e-mail and by client
+    address). In the store rather than Redis, so the limit holds on the embedded default
+    and across every web process."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (
+        Index("ix_sign_in_attempts_email_at", "email", "at"),
+        Index("ix_sign_in_attempts_client_at", "client", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320))
+    client: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

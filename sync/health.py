@@ -1,0 +1,174 @@
+"""A connection's health at a glance: what the console's Connections page shows.
+
+For each connection: its state, its last run (status, when, how long, counters), the run in
+progress, when the next scheduled run is due, the *lag* (how long the oldest change that
+crmsync knows of and has not synced yet has waited: a webhook event in the inbox or a
+billing-side change not pushed), the API calls its runs made in the last 24 hours, and its
+open conflicts and failures. Read in a handful of grouped queries per organisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sync.store import health_repository as repo
+from sync.store import sync_repository
+from sync.store.models import Conflict, ConnectionRow, RecordFailure, SyncRun, utcnow
+
+#: the window of the API-call figure (Salesforce's allowance is a rolling 24 hours)
+API_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as the console shows it."""
+
+    id: str
+    connection_id: str
+    trigger: str
+    scope: str
+    status: str
+    full: bool
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    counters: dict[str, int]
+    api_calls: int
+    error: str | None
+
+
+def summarise_run(run: SyncRun) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        connection_id=run.connection_id,
+        trigger=run.trigger,
+        scope=run.scope,
+        status=run.status,
+        full=run.full,
+        started_at=aware(run.started_at),
+        finished_at=aware(run.finished_at) if run.finished_at else None,
+        duration_seconds=run.duration_seconds,
+        counters=dict(run.counters or {}),
+        api_calls=run.api_calls,
+        error=run.error,
+    )
+
+
+@dataclass(frozen=True)
+class Lag:
+    """The oldest change known and not yet synced: since when, and what waits."""
+
+    since: datetime
+    waiting: list[str]
+
+    def seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.since).total_seconds())
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    id: str
+    name: str
+    kind: str
+    state: str
+    schedule_seconds: int
+    created_at: datetime
+    last_sync_at: datetime | None
+    next_sync_at: datetime | None
+    last_run: RunSummary | None
+    running: RunSummary | None
+    lag: Lag | None
+    api_calls_24h: int
+    open_conflicts: int
+    open_failures: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        """Active, its last run succeeded, nothing failing."""
+        return (
+            self.state == "active"
+            and (self.last_run is None or self.last_run.status == "succeeded")
+            and self.open_failures == 0
+        )
+
+
+def aware(moment: datetime) -> datetime:
+    """A stored time as UTC (SQLite hands back naive datetimes; the store writes UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def connection_health(
+    session: Session,
+    organisation_id: str,
+    *,
+    connection_id: str | None = None,
+    now: datetime | None = None,
+) -> list[ConnectionHealth]:
+    """The health of the organisation's connections (or of one of them), oldest first."""
+    now = now or utcnow()
+    rows = [
+        row
+        for row in sync_repository.list_connections(session, organisation_id)
+        if connection_id is None or row.id == connection_id
+    ]
+    ids = [row.id for row in rows]
+    last_connection_runs = repo.latest_runs(session, ids, scope="connection")
+    last_any_runs = repo.latest_runs(session, [i for i in ids if i not in last_connection_runs])
+    running = repo.running_runs(session, organisation_id)
+    conflicts = repo.open_counts(session, organisation_id, Conflict)
+    failures = repo.open_counts(session, organisation_id, RecordFailure)
+    events = repo.pending_events(session, organisation_id)
+    outbox = repo.cursors(session, ids, "outbox")
+    calls = repo.api_calls_since(session, organisation_id, now - API_WINDOW)
+    found = []
+    for row in rows:
+        last = last_connection_runs.get(row.id) or last_any_runs.get(row.id)
+        in_progress = running.get(row.id)
+        found.append(
+            ConnectionHealth(
+                id=row.id,
+                name=row.name,
+                kind=row.kind,
+                state=row.state,
+                schedule_seconds=row.schedule_seconds,
+                created_at=aware(row.created_at),
+                last_sync_at=aware(row.last_sync_at) if row.last_sync_at else None,
+                next_sync_at=aware(row.next_sync_at) if row.next_sync_at else None,
+                last_run=summarise_run(last) if last is not None else None,
+                running=summarise_run(in_progress) if in_progress is not None else None,
+                lag=_lag(session, row, events.get(row.id), outbox.get(row.id)),
+                api_calls_24h=calls.get(row.id, 0),
+                open_conflicts=conflicts.get(row.id, 0),
+                open_failures=failures.get(row.id, 0),
+                settings=dict(row.settings or {}),
+            )
+        )
+    return found
+
+
+def _lag(
+    session: Session,
+    row: ConnectionRow,
+    events: tuple[int, datetime] | None,
+    outbox_position: str | None,
+) -> Lag | None:
+    if outbox_position is None:
+        # never pushed: every billing customer waits for the first sync
+        return Lag(aware(row.created_at), ["the first sync"])
+    candidates: list[tuple[datetime, str]] = []
+    if events is not None:
+        count, oldest = events
+        candidates.append((aware(oldest), f"{count} webhook event(s)"))
+    count, oldest_change = repo.unpushed_changes(
+        session, row.organisation_id, row.id, int(outbox_position)
+    )
+    if count and oldest_change is not None:
+        candidates.append((aware(oldest_change), f"{count} billing change(s) to push"))
+    if not candidates:
+        return None
+    return Lag(min(moment for moment, _ in candidates), [what for _, what in candidates])

@@ -1,0 +1,280 @@
+"""The console over plain HTTP, on PostgreSQL and SQLite: the session cookie's flags and
+signature, CSRF refusals, the sign-in rate limit, roles, and another organisation's pages."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from sync.store.db import engine_for
+from sync.store.models import AuditEvent, ConnectionRow
+from tests.console.conftest import PASSWORD, World, a_customer, a_run, open_conflicts
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Visitor:
+    """A browser-less visitor: one cookie jar, no redirects followed."""
+
+    def __init__(self, world: World, **headers: str) -> None:
+        self.world = world
+        self.http = httpx.Client(
+            base_url=world.base, trust_env=False, follow_redirects=False, headers=headers
+        )
+
+    def csrf(self, path: str = "/console/sign-in") -> str:
+        page = self.http.get(path)
+        assert page.status_code == 200, page.text
+        found = CSRF.search(page.text)
+        assert found, "no CSRF token on the page"
+        return found.group(1)
+
+    def sign_in(self, who: str, password: str = PASSWORD) -> httpx.Response:
+        token = self.csrf()
+        return self.http.post(
+            "/console/sign-in",
+            data={"email": self.world.emails[who], "password": password, "csrf_token": token},
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def visitor(world: World) -> Iterator[Visitor]:
+    v = Visitor(world)
+    yield v
+    v.close()
+
+
+def test_the_session_cookie_is_signed_httponly_lax_and_secure_behind_https(world: World) -> None:
+    plain = httpx.get(f"{world.base}/console/sign-in", trust_env=False)
+    cookie = plain.headers["set-cookie"]
+    assert cookie.startswith("crmsync_console=")
+    flags = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert {"httponly", "samesite=lax", "path=/console"} <= set(flags)
+    assert "secure" not in flags  # plain http on loopback
+    # behind a TLS-terminating proxy (uvicorn trusts X-Forwarded-Proto from loopback)
+    proxied = httpx.get(
+        f"{world.base}/console/sign-in",
+        headers={"x-forwarded-proto": "https"},
+        trust_env=False,
+    )
+    assert "secure" in [p.strip().lower() for p in proxied.headers["set-cookie"].split(";")]
+    # the API and its JSON errors carry no console cookie
+    assert "set-cookie" not in httpx.get(f"{world.base}/healthz", trust_env=False).headers
+
+
+def test_a_tampered_cookie_is_not_a_session(world: World, visitor: Visitor) -> None:
+    assert visitor.sign_in("viewer").status_code == 303
+    assert visitor.http.get("/console/connections").status_code == 200
+    value = visitor.http.cookies["crmsync_console"]
+    payload, stamp, signature = value.split(".")
+    forged = ".".join([payload, stamp, signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")])
+    visitor.http.cookies.set("crmsync_console", forged, domain="127.0.0.1", path="/console")
+    answer = visitor.http.get("/console/connections")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/console/sign-in")
+
+
+def test_forms_without_the_sessions_csrf_token_are_refused(world: World, visitor: Visitor) -> None:
+    visitor.csrf()  # an anonymous session
+    refused = visitor.http.post(
+        "/console/sign-in",
+        data={"email": world.emails["operator"], "password": PASSWORD},
+    )
+    assert refused.status_code == 403 and "expired" in refused.text
+    assert visitor.sign_in("operator").status_code == 303
+    pause = f"/console/connections/{world.salesforce}/pause"
+    assert visitor.http.post(pause).status_code == 403
+    assert visitor.http.post(pause, data={"csrf_token": "not-the-token"}).status_code == 403
+    # another session's token is not this session's
+    other = Visitor(world)
+    try:
+        foreign = other.csrf()
+    finally:
+        other.close()
+    assert visitor.http.post(pause, data={"csrf_token": foreign}).status_code == 403
+    assert world.rows(ConnectionRow, id=world.salesforce)[0].state == "active"
+    # the page's own token works, and is audited with the operator's name
+    token = visitor.csrf(f"/console/connections/{world.salesforce}")
+    assert visitor.http.post(pause, data={"csrf_token": token}).status_code == 303
+    assert world.rows(ConnectionRow, id=world.salesforce)[0].state == "paused"
+    resume = f"/console/connections/{world.salesforce}/resume"
+    assert visitor.http.post(resume, data={"csrf_token": token}).status_code == 303
+    trail = world.rows(AuditEvent, subject=world.salesforce)
+    assert {(a.action, a.actor) for a in trail} >= {
+        ("connection_paused", "console:Otto Operator <otto@acme.example>"),
+        ("connection_resumed", "console:Otto Operator <otto@acme.example>"),
+    }
+
+
+def test_sign_in_attempts_are_rate_limited(world: World, visitor: Visitor) -> None:
+    for _ in range(5):
+        wrong = visitor.sign_in("limited", "not the password at all")
+        assert wrong.status_code == 401 and "Wrong e-mail or password" in wrong.text
+    # the sixth attempt is refused without the password being looked at, right or not
+    limited = visitor.sign_in("limited")
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) > 0
+    assert "too many failed sign-ins" in limited.text
+    assert visitor.http.get("/console/connections").status_code == 303  # not signed in
+    # other operators (from the same address) are not locked out by it
+    other = Visitor(world)
+    try:
+        assert other.sign_in("viewer").status_code == 303
+    finally:
+        other.close()
+
+
+def test_a_viewer_reads_but_cannot_act(world: World, visitor: Visitor) -> None:
+    assert visitor.sign_in("viewer").status_code == 303
+    page = visitor.http.get("/console/conflicts")
+    assert page.status_code == 200 and "Keep billing" not in page.text
+    token = visitor.csrf("/console/connections")
+    conflict = open_conflicts(world)[0]
+    for path in (
+        f"/console/connections/{world.hubspot}/pause",
+        f"/console/connections/{world.hubspot}/sync",
+        f"/console/conflicts/{conflict.id}/resolve",
+        "/console/failures/retry",
+        "/console/operators",
+    ):
+        answer = visitor.http.post(path, data={"csrf_token": token, "action": "crm"})
+        assert answer.status_code == 403, path
+        assert "Your role (viewer) cannot do this" in answer.text
+    assert visitor.http.get("/console/operators").status_code == 403
+    assert world.rows(ConnectionRow, id=world.hubspot)[0].state == "active"
+    assert conflict.id in {c.id for c in open_conflicts(world)}
+
+
+def test_another_organisations_pages_answer_404(world: World, visitor: Visitor) -> None:
+    assert visitor.sign_in("other").status_code == 303
+    theirs = {
+        "connection": f"/console/connections/{world.hubspot}",
+        "plan": f"/console/connections/{world.hubspot}/plan",
+        "customer": f"/console/customers/{a_customer(world, world.org).id}",
+        "run": f"/console/runs/{a_run(world, world.org).id}",
+        "failures": f"/console/failures?connection={world.hubspot}",
+        "conflicts": f"/console/conflicts?connection={world.hubspot}",
+    }
+    for what, path in theirs.items():
+        answer = visitor.http.get(path)
+        assert answer.status_code == 404, what
+        assert "no such" in answer.text
+    token = visitor.csrf("/console/connections")
+    conflict = open_conflicts(world)[0]
+    for path in (
+        f"/console/connections/{world.hubspot}/pause",
+        f"/console/conflicts/{conflict.id}/resolve",
+    ):
+        assert (
+            visitor.http.post(path, data={"csrf_token": token, "action": "crm"}).status_code == 404
+        )
+    # their own pages answer
+    mine = visitor.http.get(f"/console/connections/{world.other_connection}")
+    assert mine.status_code == 200 and "globex-hubspot" in mine.text
+    listing = visitor.http.get("/console/connections")
+    assert "globex-hubspot" in listing.text and "acme-hubspot" not in listing.text
+
+
+def test_operators_add_prints_a_one_time_link_that_sets_a_password(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in world.env.items():
+        if key.startswith("CRMSYNC_"):
+            monkeypatch.setenv(key, value)
+    email = f"nina-{world.backend}@acme.example"
+    runner = CliRunner()
+    try:
+        added = runner.invoke(
+            app, ["operators", "add", "--org", world.org, email, "--role", "viewer"]
+        )
+        assert added.exit_code == 0, added.output
+        link = added.stdout.strip().splitlines()[-1]
+        # a second add of the same e-mail is refused (exit 4)
+        twice = runner.invoke(
+            app, ["operators", "add", "--org", world.org, email, "--role", "viewer"]
+        )
+        assert twice.exit_code == 4 and "already an operator" in twice.stderr
+        listed = runner.invoke(app, ["operators", "list", "--org", world.org, "--json"])
+        assert {"email": email, "role": "viewer", "password_set": False}.items() <= next(
+            o for o in json.loads(listed.stdout) if o["email"] == email
+        ).items()
+    finally:
+        engine_for(world.settings.database_url).dispose()
+        engine_for.cache_clear()
+    assert link.startswith(f"{world.base}/console/set-password#")
+    token = link.split("#", 1)[1]
+    visitor = Visitor(world)
+    try:
+        form = visitor.csrf("/console/set-password")
+        short = visitor.http.post(
+            "/console/set-password",
+            data={"csrf_token": form, "token": token, "password": "short", "confirm": "short"},
+        )
+        assert short.status_code == 422 and "at least 12 characters" in short.text
+        new_password = "a long enough passphrase"
+        done = visitor.http.post(
+            "/console/set-password",
+            data={"csrf_token": form, "token": token, "password": new_password,
+                  "confirm": new_password},
+        )  # fmt: skip
+        assert done.status_code == 303
+        # the link is spent
+        again = visitor.http.post(
+            "/console/set-password",
+            data={"csrf_token": visitor.csrf("/console/set-password"), "token": token,
+                  "password": new_password, "confirm": new_password},
+        )  # fmt: skip
+        assert again.status_code == 422 and "not valid any more" in again.text
+        world.emails["nina"] = email
+        assert visitor.sign_in("nina", new_password).status_code == 303
+        assert visitor.http.get("/console/connections").status_code == 200
+    finally:
+        visitor.close()
+
+
+def test_signing_out_or_being_removed_ends_the_session(world: World, visitor: Visitor) -> None:
+    assert visitor.sign_in("admin").status_code == 303
+    token = visitor.csrf("/console/operators")
+    added = visitor.http.post(
+        "/console/operators",
+        data={"csrf_token": token, "email": "temp@acme.example", "role": "operator"},
+    )
+    assert added.status_code == 200
+    link = re.search(r'value="(http[^"]+/console/set-password#[^"]+)"', added.text)
+    assert link is not None
+    temp = Visitor(world)
+    try:
+        form = temp.csrf("/console/set-password")
+        password = "temporary operator password"
+        temp.http.post(
+            "/console/set-password",
+            data={"csrf_token": form, "token": link.group(1).split("#")[1],
+                  "password": password, "confirm": password},
+        )  # fmt: skip
+        world.emails["temp"] = "temp@acme.example"
+        assert temp.sign_in("temp", password).status_code == 303
+        assert temp.http.get("/console/connections").status_code == 200
+        page = visitor.http.get("/console/operators").text
+        temp_id = re.search(
+            r"/console/operators/([0-9a-f-]{36})/remove", page.split("temp@acme.example", 1)[1]
+        )
+        assert temp_id is not None
+        removed = visitor.http.post(
+            f"/console/operators/{temp_id.group(1)}/remove", data={"csrf_token": token}
+        )
+        assert removed.status_code == 303
+        assert temp.http.get("/console/connections").status_code == 303  # signed out at once
+    finally:
+        temp.close()
+    out = visitor.http.post("/console/sign-out", data={"csrf_token": token})
+    assert out.status_code == 303
+    assert visitor.http.get("/console/connections").status_code == 303

@@ -35,7 +35,7 @@ format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP) ## run the main job on the embedded default (SQLite, no Redis) with the sandbox
+demo: $(STAMP) ## run the main job on the embedded default (SQLite, no Redis) with the sandbox; CONSOLE=1 keeps the console up
 	$(BIN)/python -m cli.demo
 
 bench: $(STAMP) ## print the benchmark figures (PostgreSQL, the sandbox, the worker)

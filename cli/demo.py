@@ -10,7 +10,11 @@ Celery tasks production uses:
 3. prints a summary per connection and the conflicts (each differing field, both values);
 4. makes a CRM-side edit that arrives as a signed webhook, and shows the customer updated;
 5. edits a customer through the billing API and shows it pushed to the CRM;
-6. resolves a conflict and shows that both sides agree.
+6. resolves a conflict and shows that both sides agree;
+7. adds an operator for the console and ends by printing its URL and a sign-in that works.
+
+``make demo CONSOLE=1`` then leaves everything running (the console, the worker, the
+sandbox) until Ctrl-C.
 
 Every step prints the ``crmsync`` command a user would type. Everything runs under
 ``./demo-run`` and every process the demo starts is stopped when it ends.
@@ -21,6 +25,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -543,6 +549,77 @@ def resolve_a_conflict(demo: Demo) -> None:
         raise SystemExit("the resolved conflict did not make both sides agree")
 
 
+def open_console(demo: Demo) -> dict[str, str]:
+    step("The operator console: an operator for Acme Billing")
+    org = demo.orgs["salesforce"]["id"]
+    email = "demo.operator@acme.example"
+    added = demo.crmsync_json(
+        "operators", "add", "--org", org, email, "--role", "admin", "--name", "Demo Operator",
+        show=True,
+    )  # fmt: skip
+    console.print("(the one-time link lets the operator choose a password; the demo uses it)")
+    password = "-".join(secrets.token_hex(3) for _ in range(4))
+    base = f"http://127.0.0.1:{demo.port}"
+    token = added["link"].split("#", 1)[1]
+    with httpx.Client(base_url=base, trust_env=False, follow_redirects=False) as browser:
+        csrf = _csrf(browser.get("/console/set-password").text)
+        chosen = browser.post(
+            "/console/set-password",
+            data={"csrf_token": csrf, "token": token, "password": password, "confirm": password},
+        )
+        if chosen.status_code != 303:
+            raise SystemExit(f"setting the operator's password failed: {chosen.status_code}")
+        csrf = _csrf(browser.get("/console/sign-in").text)
+        signed = browser.post(
+            "/console/sign-in", data={"csrf_token": csrf, "email": email, "password": password}
+        )
+        page = browser.get("/console/connections")
+    if signed.status_code != 303 or page.status_code != 200 or "acme-salesforce" not in page.text:
+        raise SystemExit("the console sign-in did not work")
+    # crmsync commands run in ./demo-run find the demo's store and key here (and so can
+    # `crmsync web` there, later, to open the console again)
+    (WORKDIR / ".env").write_text(
+        f"CRMSYNC_DATABASE_URL={demo.env['CRMSYNC_DATABASE_URL']}\n"
+        f"CRMSYNC_SECRET_KEY={demo.env['CRMSYNC_SECRET_KEY']}\n"
+    )
+    return {"url": f"{base}/console/", "email": email, "password": password}
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if found is None:
+        raise SystemExit("the console page has no CSRF token")
+    return found.group(1)
+
+
+def show_console(sign_in: dict[str, str], *, keep_running: bool) -> None:
+    console.print(
+        Panel(
+            f"[bold]{sign_in['url']}[/]\n"
+            f"e-mail:   {sign_in['email']}\n"
+            f"password: {sign_in['password']}",
+            title="The operator console",
+        )
+    )
+    if keep_running:
+        console.print(
+            "The console, the worker, beat and the CRM sandbox keep running: press Ctrl-C to stop."
+        )
+        return
+    console.print(
+        "The demo now stops what it started; [bold]make demo CONSOLE=1[/] keeps the console "
+        "running, or later: cd demo-run && ../.venv/bin/crmsync web (no sandbox then)."
+    )
+
+
+def wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print()
+
+
 @contextmanager
 def workdir() -> Iterator[None]:
     if WORKDIR.exists():
@@ -553,6 +630,7 @@ def workdir() -> Iterator[None]:
 
 def main() -> None:
     started = time.monotonic()
+    keep_running = os.environ.get("CONSOLE", "").strip().lower() in ("1", "true", "yes")
     with workdir():
         demo = Demo()
         try:
@@ -564,11 +642,17 @@ def main() -> None:
             webhook_edit(demo)
             billing_api_edit(demo)
             resolve_a_conflict(demo)
+            sign_in = open_console(demo)
+            console.print()
+            console.rule(f"[bold green]Demo finished in {time.monotonic() - started:.0f} s")
+            console.print(
+                "Everything it made is in ./demo-run (the SQLite store, CSV files, logs)."
+            )
+            show_console(sign_in, keep_running=keep_running)
+            if keep_running:
+                wait_for_ctrl_c()
         finally:
             demo.stop_all()
-    console.print()
-    console.rule(f"[bold green]Demo finished in {time.monotonic() - started:.0f} s")
-    console.print("Everything it made is in ./demo-run (the SQLite store, CSV files, logs).")
 
 
 if __name__ == "__main__":

@@ -240,6 +240,12 @@ def test_runs_list_and_detail(page: Any, world: World) -> None:
     assert "API calls per step" in body and "reading accounts / companies" in body
     assert "pulled" in body and "Counters" in body
     shot(page, "10-run")
+    page.click("nav >> text=Customers")
+    page.fill("input[name=q]", "holdings")
+    page.click("button:has-text('Find')")
+    page.wait_for_url("**q=holdings**")
+    assert "Globex Foods Holdings" in page.inner_text("table.list")
+    shot(page, "10b-customers")
 
 
 def test_a_viewer_sees_but_cannot_act(page: Any, world: World) -> None:

@@ -278,3 +278,62 @@ def test_signing_out_or_being_removed_ends_the_session(world: World, visitor: Vi
     out = visitor.http.post("/console/sign-out", data={"csrf_token": token})
     assert out.status_code == 303
     assert visitor.http.get("/console/connections").status_code == 303
+
+
+def test_sync_now_queues_a_sync_for_a_worker(world: World, visitor: Visitor) -> None:
+    """Through tasks/ as ``crmsync sync`` does: Redis on PostgreSQL, the file queue on the
+    embedded default."""
+    assert visitor.sign_in("operator").status_code == 303
+    token = visitor.csrf(f"/console/connections/{world.hubspot}")
+    before = world.queued()
+    answer = visitor.http.post(
+        f"/console/connections/{world.hubspot}/sync?back=/console/connections",
+        data={"csrf_token": token},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/connections"
+    assert world.queued() == before + 1
+    assert "queued for a worker" in visitor.http.get("/console/connections").text
+
+
+def test_admins_change_a_connections_options_and_operators_cannot(
+    world: World, visitor: Visitor
+) -> None:
+    assert visitor.sign_in("admin").status_code == 303
+    token = visitor.csrf(f"/console/connections/{world.salesforce}")
+    options = {
+        "csrf_token": token,
+        "schedule_seconds": "600",
+        "match_mode": "normalized",
+        "create_policy": "create",
+        "push_creates": "true",
+        "direction.phone_number": "crm_to_billing",
+    }
+    changed = visitor.http.post(f"/console/connections/{world.salesforce}/options", data=options)
+    assert changed.status_code == 303
+    row = world.rows(ConnectionRow, id=world.salesforce)[0]
+    assert (row.schedule_seconds, row.match_mode) == (600, "normalized")
+    assert row.directions["phone_number"] == "crm_to_billing"
+    audit = [
+        a
+        for a in world.rows(AuditEvent, subject=world.salesforce)
+        if a.action == "connection_changed"
+    ]
+    assert audit and audit[-1].actor == "console:Ada Admin <ada@acme.example>"
+    bad = visitor.http.post(
+        f"/console/connections/{world.salesforce}/options",
+        data={**options, "match_mode": "fuzzy"},
+    )
+    assert bad.status_code == 303
+    assert (
+        "Options not changed" in visitor.http.get(f"/console/connections/{world.salesforce}").text
+    )
+    operator = Visitor(world)
+    try:
+        assert operator.sign_in("operator").status_code == 303
+        own = operator.csrf("/console/connections")
+        refused = operator.http.post(
+            f"/console/connections/{world.salesforce}/options", data={**options, "csrf_token": own}
+        )
+        assert refused.status_code == 403
+    finally:
+        operator.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import email_validator
@@ -27,6 +26,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from connectors.countries import country_code
 
 FieldValue = str | bool | int | float | None
 
@@ -80,18 +81,11 @@ _CURRENCIES = frozenset(str(c.alpha_3) for c in pycountry.currencies)
 OptionalText = Annotated[str | None, StringConstraints(max_length=1000)]
 
 
-@lru_cache(maxsize=4096)
 def country_from_name(name: str) -> str | None:
-    """The ISO 3166-1 alpha-2 code of a country name or code, or None if unknown
-    (cached: a backfill asks for the same few hundred names again and again)."""
-    text = unicodedata.normalize("NFC", name).strip()
-    if not text:
-        return None
-    try:
-        country = pycountry.countries.lookup(text)
-    except LookupError:
-        return None
-    return str(country.alpha_2)
+    """The ISO 3166-1 alpha-2 code of a country name or code, or None if unknown: ISO's
+    names and codes plus the declared aliases CRMs use ("Turkey", "UK", "Holland"), the
+    same resolution the connectors use (``connectors/countries.py``)."""
+    return country_code(unicodedata.normalize("NFC", name))
 
 
 class Address(BaseModel):

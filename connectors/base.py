@@ -67,11 +67,15 @@ class CrmCustomer:
     """A CRM account / company as customer fields.
 
     ``deleted`` is true for a record in the recycle bin / archived. ``merged_into`` names the
-    surviving record when this one was merged away. ``modified_at`` is the CRM's own change
-    stamp (Salesforce ``SystemModstamp``, HubSpot ``hs_lastmodifieddate``). ``billing_id`` is
-    the billing customer id crmsync wrote into the record's external-ID field / unique
-    property when it created the record (None for records made by CRM users), so that a
-    create whose commit was lost is recognised instead of duplicated.
+    surviving record when this one was merged away; ``merged_from`` lists, on a survivor,
+    the records merged into it (HubSpot's ``hs_merged_object_ids``: since 2024 a HubSpot
+    merge makes a new record under a new id, and the old ids are never listed again, so a
+    connector also reports each of them as ``deleted`` with ``merged_into`` the survivor,
+    just before it). ``modified_at`` is the CRM's own change stamp (Salesforce
+    ``SystemModstamp``, HubSpot ``hs_lastmodifieddate``). ``billing_id`` is the billing
+    customer id crmsync wrote into the record's external-ID field / unique property (None
+    for records made by CRM users and not linked since), so that a record is recognised
+    after a lost commit or a merge instead of duplicated.
     """
 
     id: str
@@ -80,11 +84,13 @@ class CrmCustomer:
     deleted: bool = False
     merged_into: str | None = None
     billing_id: str | None = None
+    merged_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CrmContact:
-    """A CRM contact attached to a CRM account / company (``customer_id``, may be None)."""
+    """A CRM contact attached to a CRM account / company (``customer_id``, may be None).
+    ``merged_into`` / ``merged_from`` as for :class:`CrmCustomer`."""
 
     id: str
     customer_id: str | None
@@ -92,6 +98,8 @@ class CrmContact:
     email: str | None
     modified_at: datetime | None = None
     deleted: bool = False
+    merged_into: str | None = None
+    merged_from: tuple[str, ...] = ()
 
 
 T = TypeVar("T")
@@ -112,13 +120,17 @@ class CustomerPush:
 
     ``crm_id`` None means create: the connector creates the record idempotently, keyed by
     ``billing_id`` (Salesforce: upsert on the external-ID field; HubSpot: batch upsert on a
-    unique property), so that a retry after a crash never creates a second record.
-    ``fields`` holds only the fields to write.
+    unique property), so that a retry after a crash never creates a second record, and the
+    record carries the billing id from then on. ``fields`` holds only the fields to write.
+    ``write_billing_id`` on an update also writes ``billing_id`` into the record's
+    external-ID field / unique property (a record linked to a customer billing already
+    had), so the record can always be found again.
     """
 
     billing_id: str
     crm_id: str | None
     fields: CustomerFields
+    write_billing_id: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,9 @@ class RecordError:
 @dataclass(frozen=True)
 class PushResult:
     """The outcome for one :class:`CustomerPush`, matched by ``billing_id`` (never by
-    position). ``crm_id`` is set on success (the new id for a create)."""
+    position). ``crm_id`` is set on success: the new id for a create, and the survivor's id
+    for an update of a record the CRM merged away since (HubSpot answers a write to an old
+    id with the new record)."""
 
     billing_id: str
     crm_id: str | None
@@ -180,13 +194,42 @@ class RateGate(Protocol):
     wait."""
 
     def acquire(self) -> None:
-        """Block until one API call may be made."""
+        """Block until one API call may be made; raise
+        :class:`connectors.errors.DailyLimitExceeded` while the connection is suspended
+        (no call is made, so none is burnt)."""
 
     def pause(self, seconds: float) -> None:
         """The CRM asked everyone to wait ``seconds`` (429, Retry-After, limit exceeded)."""
 
+    def suspend(self, until: datetime, reason: str) -> None:
+        """The CRM's daily allowance is spent: every worker's ``acquire`` refuses until
+        ``until`` (timezone-aware)."""
+
     def observe(self, headers: Mapping[str, str]) -> None:
         """Correct the budget from the CRM's rate-limit headers."""
+
+
+@dataclass(frozen=True)
+class ApiUsage:
+    """The CRM's own count of the allowance used, as its last answer said (Salesforce
+    ``Sforce-Limit-Info``, HubSpot ``X-HubSpot-RateLimit-Daily[-Remaining]``)."""
+
+    used: int
+    limit: int
+    #: what the limit counts: ``rolling 24 hours`` (Salesforce) or ``day`` (HubSpot)
+    window: str
+
+
+class CallStats(Protocol):
+    """What a connector counts of its calls (``connectors.calls.CallCounter`` has it)."""
+
+    @property
+    def count(self) -> int:
+        """API calls made (retries and refused calls included)."""
+
+    rate_limit_waits: int
+    rate_limited_seconds: float
+    retries: int
 
 
 @runtime_checkable
@@ -198,6 +241,14 @@ class Connector(Protocol):
     mapped_fields: tuple[str, ...]
     #: API calls made by this instance so far (for run records and benchmarks)
     api_calls: int
+
+    @property
+    def calls(self) -> CallStats:
+        """The calls made, with the rate-limit waits and retries among them."""
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The CRM's allowance as its last answer reported it (None before any answer)."""
 
     def check(self) -> None:
         """Authenticate and validate the field map against ``describe_fields``; raise

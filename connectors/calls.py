@@ -3,35 +3,63 @@
 Both connectors wrap every request in :func:`call_crm`. The SDKs' own retries are switched
 off, so a request is retried here and nowhere else:
 
-- ``RetriableError`` (429, REQUEST_LIMIT_EXCEEDED, 5xx, time-out): the wait the CRM asked for
-  is shared through the rate gate (every worker waits), then exponential back-off with full
-  jitter, at most ``policy.attempts`` tries in all;
+- ``RateLimited`` (HubSpot 429 ``SECONDLY`` / ``TEN_SECONDLY_ROLLING``, Salesforce's
+  concurrent-request limit): traffic, not a failure. The wait the CRM asked for (its
+  ``Retry-After``, else the policy's window) is shared through the rate gate, so every worker
+  of the connection waits, and the call is made again. It never counts as a try; what bounds
+  it is the run's time budget (``RetryPolicy.rate_limit_budget_seconds``): once the run has
+  waited that long in all, the ``RateLimited`` is raised;
+- ``DailyLimitExceeded`` (HubSpot ``DAILY``, Salesforce ``TotalRequests``): the gate is
+  suspended until the allowance returns, so no worker burns another call, and the error is
+  raised for the engine to pause the connection;
+- ``RetriableError`` (5xx, time-out): exponential back-off with full jitter, at most
+  ``policy.attempts`` tries in all;
 - ``AuthError``: the connector's ``refresh`` is called once and the request tried again;
 - anything else is raised at once.
+
+Every retry and every rate-limit wait is logged (logger ``connectors.calls``), with the
+CRM's own message and never a credential.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from connectors.base import RateGate
-from connectors.errors import AuthError, ConnectorError, RetriableError
+from connectors.errors import (
+    AuthError,
+    ConnectorError,
+    DailyLimitExceeded,
+    RateLimited,
+    RetriableError,
+)
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: how long a run may spend waiting out rate limits, in all, before it gives up (an hour:
+#: a per-second limit is usually gone after a second, so this only ends a run that the CRM
+#: keeps refusing)
+RATE_LIMIT_BUDGET_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential back-off with full jitter."""
+    """Bounded exponential back-off with full jitter for failures; a time budget for
+    rate-limit waits."""
 
     attempts: int = 5
     base_seconds: float = 0.5
     cap_seconds: float = 30.0
+    rate_limit_budget_seconds: float = RATE_LIMIT_BUDGET_SECONDS
 
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before try ``attempt + 1`` (``attempt`` counts from 0)."""
@@ -39,18 +67,25 @@ class RetryPolicy:
 
 
 class LocalRateGate:
-    """An in-process gate: honours pauses the CRM asked for; no shared budget.
+    """An in-process gate: honours pauses and suspensions the CRM asked for; no shared
+    budget.
 
     Used on the embedded default and in connector tests; ``tasks/`` supplies a Redis gate
     shared by all workers."""
 
     def __init__(self) -> None:
         self._paused_until = 0.0
+        self._suspended: tuple[datetime, str] | None = None
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         with self._lock:
+            suspended = self._suspended
+            if suspended is not None and suspended[0] <= datetime.now(UTC):
+                suspended = self._suspended = None
             wait = self._paused_until - time.monotonic()
+        if suspended is not None:
+            raise DailyLimitExceeded(suspended[1], until=suspended[0])
         if wait > 0:
             time.sleep(wait)
 
@@ -58,16 +93,24 @@ class LocalRateGate:
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
+    def suspend(self, until: datetime, reason: str) -> None:
+        with self._lock:
+            if self._suspended is None or self._suspended[0] < until:
+                self._suspended = (until, reason)
+
     def observe(self, headers: Mapping[str, str]) -> None:
         return None
 
 
 class CallCounter:
-    """Counts API calls made by one connector instance (from any thread: the engine
-    fetches the next page while it pushes)."""
+    """Counts the API calls one connector instance made (from any thread: the engine
+    fetches the next page while it pushes), and the rate-limit waits among them."""
 
     def __init__(self) -> None:
         self._count = 0
+        self.rate_limit_waits = 0
+        self.rate_limited_seconds = 0.0
+        self.retries = 0
         self._lock = threading.Lock()
 
     @property
@@ -83,6 +126,16 @@ class CallCounter:
         with self._lock:
             self._count += calls
 
+    def waited(self, seconds: float) -> None:
+        """One rate-limit wait of ``seconds`` (measured, the shared pause included)."""
+        with self._lock:
+            self.rate_limit_waits += 1
+            self.rate_limited_seconds += seconds
+
+    def retried(self) -> None:
+        with self._lock:
+            self.retries += 1
+
 
 def call_crm(
     request: Callable[[], T],
@@ -92,16 +145,22 @@ def call_crm(
     counter: CallCounter,
     policy: RetryPolicy,
     refresh: Callable[[], None] | None = None,
+    crm: str = "CRM",
 ) -> T:
-    """Make one CRM request with the gate, classification and bounded retries.
+    """Make one CRM request with the gate, classification, rate-limit waits and bounded
+    retries (see the module docstring).
 
     ``classify`` turns an SDK exception into a connector error, or returns None for an
     exception that is not the CRM's (a bug), which is re-raised unchanged.
     """
     refreshed = False
     attempt = 0
+    waiting_since: float | None = None
     while True:
         gate.acquire()
+        if waiting_since is not None:
+            counter.waited(time.monotonic() - waiting_since)
+            waiting_since = None
         counter.add()
         try:
             return request()
@@ -111,12 +170,61 @@ def call_crm(
                 raise
             if isinstance(error, AuthError) and refresh is not None and not refreshed:
                 refreshed = True
+                log.info("%s refused the access token: getting a new one and trying again", crm)
                 refresh()
+                continue
+            if isinstance(error, DailyLimitExceeded):
+                log.warning(
+                    "%s daily allowance spent (%s): no calls until %s",
+                    crm,
+                    error.policy,
+                    error.until.isoformat(),
+                )
+                gate.suspend(error.until, str(error))
+                raise error from exc
+            if isinstance(error, RateLimited):
+                spent = counter.rate_limited_seconds
+                if spent + error.wait > policy.rate_limit_budget_seconds:
+                    log.warning(
+                        "%s rate limit (%s): the run's budget of %.0fs of waiting is spent "
+                        "(%.1fs waited); giving up",
+                        crm,
+                        error.policy,
+                        policy.rate_limit_budget_seconds,
+                        spent,
+                    )
+                    raise error from exc
+                log.info(
+                    "%s rate limit (%s): every worker of the connection waits %.3fs, then "
+                    "the call is made again (%.1fs of the run's %.0fs budget used)",
+                    crm,
+                    error.policy,
+                    error.wait,
+                    spent,
+                    policy.rate_limit_budget_seconds,
+                )
+                waiting_since = time.monotonic()
+                gate.pause(error.wait)
                 continue
             if isinstance(error, RetriableError) and attempt + 1 < policy.attempts:
                 if error.wait_seconds:
                     gate.pause(error.wait_seconds)
-                time.sleep(policy.backoff(attempt))
+                backoff = policy.backoff(attempt)
                 attempt += 1
+                counter.retried()
+                log.info(
+                    "%s call failed (%s); try %d of %d in %.3fs",
+                    crm,
+                    _first_line(error),
+                    attempt + 1,
+                    policy.attempts,
+                    backoff,
+                )
+                time.sleep(backoff)
                 continue
             raise error from exc
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:300]

@@ -9,10 +9,13 @@ on any host draw from one budget:
 - ``pause(seconds)`` is called when the CRM says wait (429 with ``Retry-After``,
   ``REQUEST_LIMIT_EXCEEDED``): it moves the connection's ``paused-until`` stamp, so every
   worker's next ``acquire()`` waits, not only the one that was refused;
+- ``suspend(until, reason)`` is called when the CRM's daily allowance is spent (HubSpot
+  ``DAILY``, Salesforce ``TotalRequests``): until then every worker's ``acquire()`` raises
+  ``DailyLimitExceeded`` at once, so no worker burns another call;
 - ``observe(headers)`` corrects the bucket from the CRM's own view: HubSpot's
   ``X-HubSpot-RateLimit-Max`` / ``-Interval-Milliseconds`` set the bucket's size and rate and
   ``-Remaining`` caps the tokens left; Salesforce's ``Sforce-Limit-Info: api-usage=USED/TOTAL``
-  is recorded, and an exhausted daily allocation pauses the connection.
+  is recorded (:meth:`RedisRateGate.usage`).
 
 Starting budgets (:data:`DEFAULT_LIMITS`) are the CRMs' documented limits: HubSpot private
 apps 100 requests per 10 seconds (190 on higher tiers: set ``rate_max`` in the connection's
@@ -29,6 +32,7 @@ Without Redis (the embedded default, one process) :func:`gate_for` gives one
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -36,10 +40,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.base import RateGate
 from connectors.calls import LocalRateGate
+from connectors.errors import DailyLimitExceeded
 from sync.settings import Settings
 from tasks.runtime import redis_client
 
@@ -61,8 +67,6 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "salesforce": Limit(25, 1),
 }
 FALLBACK_LIMIT = Limit(10, 1)
-#: how long everyone waits when Salesforce's daily allocation is used up
-DAILY_EXHAUSTED_PAUSE_SECONDS = 300.0
 #: longest single sleep inside acquire(), so a lifted pause is noticed soon
 MAX_SLEEP_SECONDS = 1.0
 
@@ -152,10 +156,14 @@ class RedisRateGate:
         self.bucket_key = f"{base}:bucket"
         self.pause_key = f"{base}:paused-until"
         self.usage_key = f"{base}:daily"
+        self.suspended_key = f"{base}:suspended"
         self._ttl_ms = int(max(limit.interval_seconds * 10, 3600) * 1000)
         self.waited_seconds = 0.0
 
     def acquire(self) -> None:
+        suspended = self.suspension()
+        if suspended is not None:
+            raise DailyLimitExceeded(suspended[1], until=suspended[0])
         while True:
             wait_ms = int(
                 self.client.eval(
@@ -181,6 +189,37 @@ class RedisRateGate:
         log.info("rate gate %s: the CRM asked to wait %.1fs", self.pause_key, seconds)
         self.client.eval(_PAUSE, 1, self.pause_key, int(seconds * 1000))
 
+    def suspend(self, until: datetime, reason: str) -> None:
+        ms = int((until - datetime.now(UTC)).total_seconds() * 1000)
+        if ms <= 0:
+            return
+        current = self.suspension()
+        if current is not None and current[0] >= until:
+            return
+        log.warning("rate gate %s: suspended until %s", self.suspended_key, until.isoformat())
+        value = json.dumps({"until": until.isoformat(), "reason": reason})
+        self.client.set(self.suspended_key, value, px=ms)
+
+    def suspension(self) -> tuple[datetime, str] | None:
+        """(until, reason) while the connection's daily allowance is spent, else None."""
+        raw = self.client.get(self.suspended_key)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return datetime.fromisoformat(data["until"]), str(data["reason"])
+
+    def lift(self) -> None:
+        """End a suspension early (an operator resumed the connection)."""
+        self.client.delete(self.suspended_key)
+
+    def usage(self) -> tuple[int, int] | None:
+        """(used, total) of Salesforce's allowance as last observed, if any."""
+        raw = self.client.get(self.usage_key)
+        if not raw:
+            return None
+        used, _, total = raw.decode().partition("/")
+        return int(used), int(total)
+
     def paused_for(self) -> float:
         """Seconds left of the current pause (0 when none): for status and tests."""
         until = self.client.get(self.pause_key)
@@ -205,8 +244,6 @@ class RedisRateGate:
             if match:
                 used, total = int(match.group(1)), int(match.group(2))
                 self.client.set(self.usage_key, f"{used}/{total}", ex=86400)
-                if total and used >= total:
-                    self.pause(DAILY_EXHAUSTED_PAUSE_SECONDS)
         if capacity or remaining >= 0:
             self.client.eval(
                 _OBSERVE, 1, self.bucket_key, capacity, repr(rate), remaining, self._ttl_ms

@@ -5,8 +5,16 @@ Settings (``config.settings``):
 =======================  ==============================================================
 host                     API base URL (default ``https://api.hubapi.com``)
 request_timeout          seconds per HTTP request (default 30)
-max_attempts             tries per call, retries included (default 5)
+max_attempts             tries per call for failures (5xx, time-outs), default 5
 backoff_base_seconds     exponential back-off base (default 0.5)
+rate_limit_wait_seconds  how long a 429 without ``Retry-After`` waits (default 1: the
+                         ``SECONDLY`` window; a tenth of ``TEN_SECONDLY_ROLLING``'s)
+rate_limit_budget_seconds  how long one run may wait out rate limits in all (default 3600)
+time_zone                the portal's time zone (IANA name; default UTC): a spent ``DAILY``
+                         allowance returns at its next midnight
+search_per_second        searches this connector starts per second at most (default 4:
+                         HubSpot's search limit, whose answers carry no rate-limit headers
+                         for the shared gate to learn from)
 external_id_property     unique company property keyed by the billing id for idempotent
                          creates (batch upsert ``idProperty``; default ``crmsync_id``)
 accept_signature_v1_v2   accept webhooks signed v1/v2 (no timestamp; default false)
@@ -47,12 +55,15 @@ survivor (the merge modified it) and the loser (archived), and reports the loser
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.base import (
+    ApiUsage,
     ConnectionConfig,
     CrmContact,
     CrmCustomer,
@@ -65,7 +76,13 @@ from connectors.base import (
     WebhookEvent,
     WebhookRequest,
 )
-from connectors.calls import CallCounter, LocalRateGate, RetryPolicy, call_crm
+from connectors.calls import (
+    RATE_LIMIT_BUDGET_SECONDS,
+    CallCounter,
+    LocalRateGate,
+    RetryPolicy,
+    call_crm,
+)
 from connectors.errors import ConfigError, ConnectorError
 from connectors.hubspot import mapping, webhooks
 from connectors.hubspot.client import HubSpotApis, raw_call
@@ -89,6 +106,44 @@ class _Kind(Generic[T]):
     properties: list[str]
     associations: list[str] | None
     build: Callable[[dict[str, Any], bool, str | None], T]
+    #: the record for an id merged away into the given survivor (deleted, merged_into)
+    gone: Callable[[str, str], T]
+
+    def records(self, raw: dict[str, Any]) -> list[T]:
+        """A listed record, preceded by the ids merged into it (``hs_merged_object_ids``),
+        each as a deleted record merged into it: since 2024 the ids of merged records are
+        never listed or archived again, so this is how a client learns where they went."""
+        rid = str(raw["id"])
+        out = [self.gone(old, rid) for old in merged_ids(raw)]
+        out.append(self.build(raw, False, None))
+        return out
+
+
+class Pacer:
+    """Spaces calls at most ``per_second`` a second (HubSpot's search limit: "four requests
+    per second per authentication token",
+    https://developers.hubspot.com/changelog/crm-search-api-rate-limit-increase), so a pull
+    of many search pages is not a burst of ``SECONDLY`` refusals."""
+
+    def __init__(self, per_second: float) -> None:
+        self._interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def merged_ids(raw: dict[str, Any]) -> list[str]:
+    """The ids in a record's ``hs_merged_object_ids`` (``;``-separated), itself excluded."""
+    text = str((raw.get("properties") or {}).get("hs_merged_object_ids") or "")
+    rid = str(raw.get("id"))
+    return [i.strip() for i in text.split(";") if i.strip() and i.strip() != rid]
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -112,7 +167,20 @@ class HubSpotConnector:
         self._policy = RetryPolicy(
             attempts=int(settings.get("max_attempts", 5)),
             base_seconds=float(settings.get("backoff_base_seconds", 0.5)),
+            rate_limit_budget_seconds=float(
+                settings.get("rate_limit_budget_seconds", RATE_LIMIT_BUDGET_SECONDS)
+            ),
         )
+        self._limit_wait = float(settings.get("rate_limit_wait_seconds", 1.0))
+        try:
+            self._zone = ZoneInfo(str(settings.get("time_zone") or "UTC"))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"time_zone {settings.get('time_zone')!r} is not an IANA time zone name "
+                "(e.g. America/New_York): the portal's daily API limit resets at its midnight"
+            ) from exc
+        self._usage: ApiUsage | None = None
+        self._search_pace = Pacer(float(settings.get("search_per_second", 4)))
         self._skew_ms = int(settings.get("clock_skew_ms", 1000))
         self.external_id_property = str(settings.get("external_id_property") or "crmsync_id")
         self._accept_v1_v2 = bool(settings.get("accept_signature_v1_v2", False))
@@ -134,14 +202,25 @@ class HubSpotConnector:
             list(dict.fromkeys(self._company_props)),
             None,
             self._customer,
+            lambda old, new: CrmCustomer(id=old, fields={}, deleted=True, merged_into=new),
         )
         self._contacts: _Kind[CrmContact] = _Kind(
             self._apis.contacts,
             self._apis.contacts_search,
             "lastmodifieddate",
-            ["firstname", "lastname", "email", "lastmodifieddate", "associatedcompanyid"],
+            [
+                "firstname",
+                "lastname",
+                "email",
+                "lastmodifieddate",
+                "associatedcompanyid",
+                "hs_merged_object_ids",
+            ],
             ["companies"],
             self._contact,
+            lambda old, new: CrmContact(
+                id=old, customer_id=None, name="", email=None, deleted=True, merged_into=new
+            ),
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -151,23 +230,40 @@ class HubSpotConnector:
         return self._counter.count
 
     @property
+    def calls(self) -> CallCounter:
+        """The calls made, with the rate-limit waits and retries among them."""
+        return self._counter
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The portal's daily allowance as HubSpot's last answer reported it."""
+        return self._usage
+
+    @property
     def apis(self) -> HubSpotApis:
         return self._apis
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        self._gate.observe(headers)
+        usage = mapping.daily_usage(headers)
+        if usage is not None:
+            self._usage = usage
 
     def _classify(self, exc: Exception) -> ConnectorError | None:
         if is_api_exception(exc):
             headers = getattr(exc, "headers", None)
             if headers is not None:
-                self._gate.observe(headers)
-        return classify(exc)
+                self._observe(headers)
+        return classify(exc, limit_wait_seconds=self._limit_wait, zone=self._zone)
 
     def _call(self, method: Callable[..., Any], **kwargs: Any) -> tuple[int, dict[str, Any]]:
         return call_crm(
-            lambda: raw_call(method, self._timeout, self._gate.observe, **kwargs),
+            lambda: raw_call(method, self._timeout, self._observe, **kwargs),
             classify=self._classify,
             gate=self._gate,
             counter=self._counter,
             policy=self._policy,
+            crm="HubSpot",
         )
 
     # -- records -------------------------------------------------------------------------
@@ -183,6 +279,7 @@ class HubSpotConnector:
             deleted=deleted,
             merged_into=merged_into,
             billing_id=mapping.empty_to_none(props.get(self.external_id_property)),
+            merged_from=tuple(merged_ids(raw)),
         )
 
     def _contact(self, raw: dict[str, Any], deleted: bool, merged_into: str | None) -> CrmContact:
@@ -199,6 +296,8 @@ class HubSpotConnector:
             email=mapping.empty_to_none(props.get("email")),
             modified_at=mapping.parse_time(props.get("lastmodifieddate") or raw.get("updatedAt")),
             deleted=deleted,
+            merged_into=merged_into,
+            merged_from=tuple(merged_ids(raw)),
         )
 
     # -- contract: fields ----------------------------------------------------------------
@@ -276,7 +375,7 @@ class HubSpotConnector:
                 kwargs["associations"] = kind.associations
             _, body = self._call(kind.basic.get_page, **kwargs)
             results = body.get("results") or []
-            records = [kind.build(r, False, None) for r in results]
+            records = [record for r in results for record in kind.records(r)]
             for r in results:
                 ms = mapping.to_ms(
                     (r.get("properties") or {}).get(kind.modified) or r.get("updatedAt")
@@ -358,6 +457,7 @@ class HubSpotConnector:
         state.setdefault("merged", {})
         seen: set[str] = set(state.get("seen") or [])
         while state["mode"] in {"range", "ties"}:
+            self._search_pace.wait()
             _, body = self._call(
                 kind.search.do_search, public_object_search_request=self._search_body(kind, state)
             )
@@ -366,14 +466,11 @@ class HubSpotConnector:
             records: list[T] = []
             for r in results:
                 rid = str(r["id"])
-                merged = (r.get("properties") or {}).get("hs_merged_object_ids")
-                if merged:
-                    for loser in str(merged).split(";"):
-                        if loser.strip():
-                            state["merged"][loser.strip()] = rid
+                for loser in merged_ids(r):
+                    state["merged"][loser] = rid
                 if state["mode"] == "ties" and rid in seen:
                     continue
-                records.append(kind.build(r, False, None))
+                records += kind.records(r)
             queried = state["mode"]
             if queried == "ties":
                 if results:
@@ -481,14 +578,10 @@ class HubSpotConnector:
                 archived=False,
             )
             for r in body.get("results") or []:
-                rid = str(r["id"])
-                found[rid] = self._customer(r, False, None)
-                merged = (r.get("properties") or {}).get("hs_merged_object_ids") or ""
-                for loser in str(merged).split(";"):
-                    if loser.strip() and loser.strip() not in found:
-                        found[loser.strip()] = CrmCustomer(
-                            id=loser.strip(), fields={}, deleted=True, merged_into=rid
-                        )
+                # an id merged away answers with the merged record (its id the new one)
+                for record in self._companies.records(r):
+                    if not (record.deleted and record.id in found):
+                        found[record.id] = record
         return [found.get(i) or CrmCustomer(id=i, fields={}, deleted=True) for i in ids]
 
     # -- contract: pushes ----------------------------------------------------------------
@@ -531,10 +624,17 @@ class HubSpotConnector:
 
     def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
         by_crm_id = {str(p.crm_id): p for p in chunk}
-        inputs = [
-            {"id": str(p.crm_id), "properties": mapping.to_properties(p.fields, self._fmap)}
-            for p in chunk
-        ]
+        by_billing = {p.billing_id: p for p in chunk}
+        inputs = []
+        for p in chunk:
+            properties = mapping.to_properties(p.fields, self._fmap)
+            if p.write_billing_id:
+                properties[self.external_id_property] = p.billing_id
+            # results are matched by this trace id: an id the CRM merged away since answers
+            # with the merged record, under its new id
+            inputs.append(
+                {"id": str(p.crm_id), "objectWriteTraceId": p.billing_id, "properties": properties}
+            )
         body, failed = self._batch_or_record_errors(
             self._apis.companies_batch.update,
             chunk,
@@ -542,7 +642,7 @@ class HubSpotConnector:
         )
         out: dict[str, PushResult] = dict(failed)
         for r in body.get("results") or []:
-            push = by_crm_id.get(str(r["id"]))
+            push = by_billing.get(str(r.get("objectWriteTraceId"))) or by_crm_id.get(str(r["id"]))
             if push is not None:
                 out[push.billing_id] = PushResult(push.billing_id, str(r["id"]))
         for entry in body.get("errors") or []:

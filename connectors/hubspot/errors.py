@@ -1,6 +1,7 @@
 """hubspot-api-client and urllib3 exceptions -> the connector error tree, in one place.
 
-    429                               RetriableError (wait: Retry-After, else the interval)
+    429 policyName DAILY              DailyLimitExceeded (until the portal's next midnight)
+    429 other policies                RateLimited (wait: Retry-After, else the policy window)
     5xx, status 0                     RetriableError
     urllib3 time-outs, connection
     errors, MaxRetryError             RetriableError
@@ -10,18 +11,32 @@
                                       RecordError before they get here)
 
 Every message carries HubSpot's own ``message``, ``category`` and ``correlationId``.
+
+HubSpot's 429 body names the limit that was hit: ``{"status": "error", "message": "You have
+reached your daily limit.", "errorType": "RATE_LIMIT", "correlationId": ..., "policyName":
+"DAILY"}``; ``policyName`` is ``SECONDLY`` or ``TEN_SECONDLY_ROLLING`` for the short
+windows, and "the daily limit resets at midnight based on your time zone setting"
+(https://developers.hubspot.com/docs/api/usage-details). ``Retry-After`` is often absent.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 import urllib3.exceptions
 
 from connectors.base import RecordError
-from connectors.errors import AuthError, ConfigError, ConnectorError, RetriableError
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    DailyLimitExceeded,
+    RateLimited,
+    RetriableError,
+)
 
 
 def is_api_exception(exc: BaseException) -> bool:
@@ -69,20 +84,34 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def wait_seconds(headers: Mapping[str, str]) -> float | None:
-    """What a 429 asks: ``Retry-After`` seconds, else the rate-limit interval."""
-    for name, scale in (("Retry-After", 1.0), ("X-HubSpot-RateLimit-Interval-Milliseconds", 0.001)):
-        value = _header(headers, name)
-        if value:
-            try:
-                return max(0.0, float(value) * scale)
-            except ValueError:
-                continue
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The ``Retry-After`` seconds of a 429, if HubSpot sent one."""
+    value = _header(headers, "Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
     return None
 
 
-def classify(exc: Exception) -> ConnectorError | None:
-    """The connector error for an SDK / transport exception; None when it is not one."""
+def next_midnight(now: datetime, zone: tzinfo) -> datetime:
+    """The next midnight in ``zone`` after ``now`` (when a HubSpot daily limit resets)."""
+    local = now.astimezone(zone)
+    return datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=zone)
+
+
+def classify(
+    exc: Exception,
+    *,
+    limit_wait_seconds: float = 1.0,
+    zone: tzinfo = UTC,
+    now: datetime | None = None,
+) -> ConnectorError | None:
+    """The connector error for an SDK / transport exception; None when it is not one.
+
+    A 429 without ``Retry-After`` waits ``limit_wait_seconds``: the per-second window, and a
+    tenth of the ten-second rolling one (calls age out of a rolling window continuously)."""
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, urllib3.exceptions.HTTPError):
@@ -94,7 +123,17 @@ def classify(exc: Exception) -> ConnectorError | None:
     body = error_body(exc)
     message = describe(status, body)
     if status == 429:
-        return RetriableError(message, wait_seconds=wait_seconds(headers_of(exc)), status=429)
+        policy = str(body.get("policyName") or "TEN_SECONDLY_ROLLING").upper()
+        if policy == "DAILY":
+            until = next_midnight(now or datetime.now(UTC), zone)
+            return DailyLimitExceeded(message, until=until, policy=policy)
+        wait = retry_after(headers_of(exc))
+        return RateLimited(
+            message,
+            wait_seconds=limit_wait_seconds if wait is None else wait,
+            policy=policy,
+            status=429,
+        )
     if status == 0 or status >= 500:
         return RetriableError(message, status=status)
     if status == 401:

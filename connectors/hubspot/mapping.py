@@ -12,9 +12,11 @@ Default map (customer field -> company property)::
     address.state     state
     address.zipCode   zip
     address.country   country         (free text in HubSpot, e.g. "Germany")
-    address.country_code  derived     (ISO 3166-1 alpha-2 from ``country``; on push, written
-                                       as the country's name when ``address.country`` is not
-                                       pushed too)
+    address.country_code  derived     (ISO 3166-1 alpha-2 from ``country`` as
+                                       ``connectors/countries.py`` resolves it, None when it
+                                       names no known country; on push, written as the
+                                       country's name when ``address.country`` is not pushed
+                                       too)
 
 ``config.field_map`` adds or replaces entries (``{"email": "billing_email",
 "custom_data.segment": "segment"}``); ``None`` unmaps a field. Mapping
@@ -28,12 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-import pycountry
-
-from connectors.base import CustomerFields, FieldValue
+from connectors.base import ApiUsage, CustomerFields, FieldValue
+from connectors.countries import country_code, country_name
 
 DEFAULT_MAP: dict[str, str] = {
     "customer_name": "name",
@@ -70,32 +70,6 @@ def field_map(overrides: Mapping[str, str | None]) -> dict[str, str]:
 def properties_of(fmap: Mapping[str, str]) -> list[str]:
     """The HubSpot properties to read for this map (derived fields need none of their own)."""
     return list(dict.fromkeys(p for p in fmap.values() if p))
-
-
-@lru_cache(maxsize=4096)
-def country_code(country: str | None) -> str | None:
-    """ISO alpha-2 code for a country name or code as typed in HubSpot; None if unknown."""
-    if not country:
-        return None
-    text = country.strip()
-    if len(text) == 2 and text.isalpha():
-        return text.upper()
-    try:
-        found: Any = pycountry.countries.lookup(text)
-    except LookupError:
-        return None
-    return str(found.alpha_2)
-
-
-@lru_cache(maxsize=512)
-def country_name(code: str | None) -> str | None:
-    """The country's common name for an ISO code ("DE" -> "Germany")."""
-    if not code:
-        return None
-    found: Any = pycountry.countries.get(alpha_2=code.strip().upper())
-    if found is None:
-        return None
-    return str(getattr(found, "common_name", None) or found.name)
 
 
 def empty_to_none(value: Any) -> str | None:
@@ -164,3 +138,19 @@ def to_ms(value: Any) -> int | None:
         return None
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def daily_usage(headers: Mapping[str, str]) -> ApiUsage | None:
+    """The daily allowance from ``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``
+    (https://developers.hubspot.com/docs/api/usage-details); None when absent (search
+    answers carry no rate-limit headers)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    limit = lowered.get("x-hubspot-ratelimit-daily")
+    remaining = lowered.get("x-hubspot-ratelimit-daily-remaining")
+    if not limit or remaining is None:
+        return None
+    try:
+        total, left = int(limit), int(remaining)
+    except ValueError:
+        return None
+    return ApiUsage(used=max(0, total - left), limit=total, window="day")

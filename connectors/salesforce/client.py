@@ -18,7 +18,8 @@ off (``max_retries=0``) so that ``call_crm`` is the one place that retries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from simple_salesforce.api import Salesforce
 
-from connectors.base import RateGate
+from connectors.base import ApiUsage
 from connectors.calls import CallCounter
 from connectors.errors import AuthError, ConfigError, RetriableError
 
@@ -61,9 +62,24 @@ class ClientSettings:
         )
 
 
-def make_session(ca_bundle: str | None, gate: RateGate) -> requests.Session:
+_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+
+
+def api_usage(headers: Mapping[str, str]) -> ApiUsage | None:
+    """The org's rolling 24-hour allowance from ``Sforce-Limit-Info: api-usage=USED/TOTAL``,
+    which Salesforce sends on every REST answer."""
+    value = headers.get("Sforce-Limit-Info") or headers.get("sforce-limit-info")
+    match = _USAGE.search(value or "")
+    if match is None:
+        return None
+    return ApiUsage(int(match.group(1)), int(match.group(2)), "rolling 24 hours")
+
+
+def make_session(
+    ca_bundle: str | None, observe: Callable[[Mapping[str, str]], None]
+) -> requests.Session:
     """A session that trusts ``ca_bundle`` (if set), never retries on its own, and shows
-    every response's headers to the rate gate (``Sforce-Limit-Info``)."""
+    every response's headers to ``observe`` (the rate gate: ``Sforce-Limit-Info``)."""
     session = requests.Session()
     if ca_bundle:
         session.verify = ca_bundle
@@ -72,10 +88,10 @@ def make_session(ca_bundle: str | None, gate: RateGate) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
 
-    def observe(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        gate.observe(response.headers)
+    def show_headers(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        observe(response.headers)
 
-    session.hooks["response"].append(observe)
+    session.hooks["response"].append(show_headers)
     return session
 
 

@@ -11,9 +11,13 @@
     organization_id       the org id Outbound Messages must name
     token_url             OAuth token endpoint, default instance_url + /services/oauth2/token
     request_timeout       seconds per HTTP request, default 60
-    max_attempts          tries per call for retriable errors (call_crm), default 5
+    max_attempts          tries per call for failures (5xx, time-outs), default 5
     backoff_base_seconds  exponential back-off base, default 0.5
-    limit_wait_seconds    how long everyone waits after REQUEST_LIMIT_EXCEEDED, default 60
+    limit_wait_seconds    how long everyone waits after the concurrent-request limit,
+                          default 1
+    daily_limit_recheck_seconds  how long the connection pauses when the org's rolling
+                          24-hour allowance is spent before it tries again, default 1800
+    rate_limit_budget_seconds  how long one run may wait out rate limits in all, default 3600
     lock_retries          extra tries for records refused with UNABLE_TO_LOCK_ROW, default 3
     overlap_seconds       incremental pulls re-read this window before the watermark
                           (at-least-once for late-committed records), default 0
@@ -30,12 +34,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 from connectors.base import (
+    ApiUsage,
     ConnectionConfig,
     CrmContact,
     CrmCustomer,
@@ -48,10 +53,21 @@ from connectors.base import (
     WebhookEvent,
     WebhookRequest,
 )
-from connectors.calls import CallCounter, LocalRateGate, RetryPolicy, call_crm
+from connectors.calls import (
+    RATE_LIMIT_BUDGET_SECONDS,
+    CallCounter,
+    LocalRateGate,
+    RetryPolicy,
+    call_crm,
+)
 from connectors.errors import ConfigError, ConnectorError
 from connectors.salesforce import webhooks
-from connectors.salesforce.client import ClientSettings, SalesforceClient, make_session
+from connectors.salesforce.client import (
+    ClientSettings,
+    SalesforceClient,
+    api_usage,
+    make_session,
+)
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.mapping import AccountMapping, build_mapping, split_street
 
@@ -121,11 +137,16 @@ class SalesforceConnector:
         self._policy = RetryPolicy(
             attempts=int(settings.get("max_attempts", 5)),
             base_seconds=float(settings.get("backoff_base_seconds", 0.5)),
+            rate_limit_budget_seconds=float(
+                settings.get("rate_limit_budget_seconds", RATE_LIMIT_BUDGET_SECONDS)
+            ),
         )
-        self._limit_wait = float(settings.get("limit_wait_seconds", 60.0))
+        self._limit_wait = float(settings.get("limit_wait_seconds", 1.0))
+        self._recheck = float(settings.get("daily_limit_recheck_seconds", 1800.0))
         self._lock_retries = int(settings.get("lock_retries", 3))
         self._overlap = float(settings.get("overlap_seconds", 0.0))
         self.external_id_field = str(settings.get("external_id_field", "crmsync_id__c"))
+        self._usage: ApiUsage | None = None
         self._mapping: AccountMapping = build_mapping(config.field_map)
         self._to_customer = self._mapping.to_customer()
         self.mapped_fields: tuple[str, ...] = self._mapping.mapped_fields
@@ -137,7 +158,7 @@ class SalesforceConnector:
         self._client = SalesforceClient(
             client_settings,
             config.credentials,
-            make_session(client_settings.ca_bundle, self._gate),
+            make_session(client_settings.ca_bundle, self._observe),
             self._counter,
         )
 
@@ -155,15 +176,34 @@ class SalesforceConnector:
     def api_calls(self, value: int) -> None:
         self._counter.count = value
 
+    @property
+    def calls(self) -> CallCounter:
+        """The calls made, with the rate-limit waits and retries among them."""
+        return self._counter
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The org's rolling 24-hour allowance as the last ``Sforce-Limit-Info`` said."""
+        return self._usage
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        self._gate.observe(headers)
+        usage = api_usage(headers)
+        if usage is not None:
+            self._usage = usage
+
     # -- the one way to call Salesforce ------------------------------------------------
     def _call(self, request: Callable[[], T]) -> T:
         return call_crm(
             request,
-            classify=lambda exc: classify(exc, limit_wait_seconds=self._limit_wait),
+            classify=lambda exc: classify(
+                exc, limit_wait_seconds=self._limit_wait, recheck_seconds=self._recheck
+            ),
             gate=self._gate,
             counter=self._counter,
             policy=self._policy,
             refresh=self._client.refresh if self._client.can_refresh else None,
+            crm="Salesforce",
         )
 
     def _restful(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
@@ -378,6 +418,8 @@ class SalesforceConnector:
                 record[self.external_id_field] = pushes[i].billing_id
             else:
                 record["id"] = pushes[i].crm_id
+                if pushes[i].write_billing_id:
+                    record[self.external_id_field] = pushes[i].billing_id
             records.append(record)
         body = {"allOrNone": False, "records": records}
         if create:

@@ -1,6 +1,8 @@
 """simple-salesforce and requests exceptions -> ``connectors.errors``, in one place.
 
-    403 REQUEST_LIMIT_EXCEEDED          RetriableError (wait ``limit_wait_seconds``)
+    403 REQUEST_LIMIT_EXCEEDED
+        TotalRequests ...               DailyLimitExceeded (until ``now + recheck``)
+        ConcurrentRequests / other      RateLimited (wait ``limit_wait_seconds``)
     5xx, time-out, connection error     RetriableError
     400 INVALID_QUERY_LOCATOR           RetriableError (the cursor expired: run again)
     401                                 AuthError (call_crm refreshes once, then gives up)
@@ -11,10 +13,19 @@ simple-salesforce raises one exception class per status and never retries
 (https://github.com/simple-salesforce/simple-salesforce/blob/v1.12.10/simple_salesforce/util.py).
 Record-level refusals inside sObject Collections answers are not exceptions: see
 :func:`record_error`. Messages always carry the CRM's own ``errorCode: message``.
+
+``REQUEST_LIMIT_EXCEEDED`` names two limits
+(https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm):
+the org's total API requests over a rolling 24 hours ("TotalRequests Limit exceeded."),
+spent until enough of the day's calls age out, and the concurrent long-running requests
+("ConcurrentRequests (Concurrent API Requests) Limit exceeded."), free again as soon as
+one of them ends. Salesforce says nothing of when the allowance returns: the connection is
+paused for ``daily_limit_recheck_seconds`` and then tries again.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -26,7 +37,14 @@ from simple_salesforce.exceptions import (
 )
 
 from connectors.base import RecordError
-from connectors.errors import AuthError, ConfigError, ConnectorError, RetriableError
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    DailyLimitExceeded,
+    RateLimited,
+    RetriableError,
+)
 
 _VALIDATION = frozenset(
     {
@@ -75,7 +93,13 @@ def crm_message(content: Any) -> tuple[str, str]:
     return "", str(content)[:500]
 
 
-def classify(exc: Exception, *, limit_wait_seconds: float) -> ConnectorError | None:
+def classify(
+    exc: Exception,
+    *,
+    limit_wait_seconds: float = 1.0,
+    recheck_seconds: float = 1800.0,
+    now: datetime | None = None,
+) -> ConnectorError | None:
     """The connector error for ``exc``; None when it is not the CRM's (a bug: re-raised)."""
     if isinstance(exc, SalesforceError):
         code, message = crm_message(exc.content)
@@ -84,7 +108,12 @@ def classify(exc: Exception, *, limit_wait_seconds: float) -> ConnectorError | N
             return AuthError(message)
         if isinstance(exc, SalesforceRefusedRequest):
             if code == "REQUEST_LIMIT_EXCEEDED":
-                return RetriableError(message, wait_seconds=limit_wait_seconds, status=403)
+                if "TotalRequests" in message:
+                    until = (now or datetime.now(UTC)) + timedelta(seconds=recheck_seconds)
+                    return DailyLimitExceeded(message, until=until, policy="TotalRequests")
+                return RateLimited(
+                    message, wait_seconds=limit_wait_seconds, policy="CONCURRENT", status=403
+                )
             return ConfigError(message)
         if code == "INVALID_QUERY_LOCATOR":
             return RetriableError(message, status=exc.status)

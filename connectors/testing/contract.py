@@ -43,7 +43,14 @@ from connectors.base import (
     WebhookRequest,
 )
 from connectors.calls import LocalRateGate
-from connectors.errors import AuthError, ConfigError, RetriableError, WebhookRejected
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    DailyLimitExceeded,
+    RateLimited,
+    RetriableError,
+    WebhookRejected,
+)
 from connectors.testing.harness import Harness
 
 Case = TypeVar("Case", bound=Callable[..., None])
@@ -101,16 +108,6 @@ def _rate_limited_then_served(harness: Harness, retry_after: float | None) -> No
     assert connector.api_calls == 3 == harness.api_calls()  # two refused, one served
     assert fault.wait_seconds is not None
     assert gate.pauses == pytest.approx([fault.wait_seconds] * 2)  # shared with every worker
-
-
-def _rate_limited_past_the_attempts(harness: Harness, retry_after: float | None) -> None:
-    fault = harness.rate_limit(10, retry_after)
-    connector = harness.connector(max_attempts=3)
-    with pytest.raises(RetriableError) as err:
-        pull(connector, full=True)
-    assert fault.message in str(err.value)
-    assert err.value.wait_seconds == pytest.approx(fault.wait_seconds)
-    assert connector.api_calls == 3 == harness.api_calls()
 
 
 #: a name and address in many scripts, as a CRM user may type them
@@ -245,11 +242,12 @@ class ContractSuite:
         a, b, c, d = harness.seed(4)
         _, cursor = pull(harness.connector(), full=True)
         harness.delete(a)
-        survivor = harness.merge(b, c)
+        survivor = harness.merge(b, c)  # HubSpot: a new id; Salesforce: b's
         records, cursor = pull(harness.connector(), cursor)
         got = {r.id: (r.deleted, r.merged_into) for r in records}
         assert got[a] == (True, None)
-        assert got[c] == (True, survivor)
+        for merged_away in {b, c} - {survivor}:  # every id that is gone names the survivor
+            assert got[merged_away] == (True, survivor)
         assert got[survivor] == (False, None)
         assert d not in got
         harness.restore(a)
@@ -257,6 +255,17 @@ class ContractSuite:
         assert [(r.id, r.deleted) for r in records] == [(a, False)]
         assert records[0].fields["customer_name"]
         assert pull(harness.connector(), cursor)[0] == []
+
+    def test_a_full_pull_names_where_merged_records_went(self, harness: Harness) -> None:
+        a, b, _ = harness.seed(3)
+        survivor = harness.merge(a, b)
+        records, _ = pull(harness.connector(), full=True)
+        live = [r for r in records if not r.deleted]
+        assert survivor in ids_of(live) and len(live) == 2
+        merged = {r.id: r.merged_into for r in records if r.deleted}
+        # Salesforce lists no deleted record in a full pull; HubSpot names the ids merged away
+        assert set(merged) <= {a, b} - {survivor}
+        assert set(merged.values()) <= {survivor}
 
     def test_pull_by_ids_returns_missing_ones_as_deleted(self, harness: Harness) -> None:
         live, deleted, winner, loser = harness.seed(4)
@@ -371,6 +380,19 @@ class ContractSuite:
         assert harness.read(ok_id)["phone_number"] == "+1 555 0100"
         assert harness.read(bad_id)["phone_number"] != "+1 555 0101"
 
+    def test_a_write_of_the_billing_id_marks_the_record(self, harness: Harness) -> None:
+        [crm_id] = harness.seed(1)
+        connector = harness.connector()
+        [before] = connector.pull_customers_by_ids([crm_id])
+        assert before.billing_id is None  # made by a CRM user
+        push = CustomerPush("bill-linked-1", crm_id, {}, write_billing_id=True)
+        [result] = connector.push_customers([push])
+        assert result.ok and result.crm_id == crm_id, result.error
+        assert connector.api_calls == 2  # the read, and one batch
+        [after] = connector.pull_customers_by_ids([crm_id])
+        assert after.billing_id == "bill-linked-1"
+        assert after.fields == before.fields  # nothing else was written
+
     # -- values ---------------------------------------------------------------------------------
 
     def test_non_ascii_names_and_addresses_round_trip(self, harness: Harness) -> None:
@@ -428,14 +450,65 @@ class ContractSuite:
     def test_rate_limited_calls_wait_as_long_as_retry_after_says(self, harness: Harness) -> None:
         _rate_limited_then_served(harness, 0.05)
 
-    def test_rate_limits_past_the_attempts_are_a_retriable_error(self, harness: Harness) -> None:
-        _rate_limited_past_the_attempts(harness, None)
+    def test_thirty_rate_limits_in_a_row_are_traffic_not_failures(self, harness: Harness) -> None:
+        """A burst of 30 short-window refusals without Retry-After, more than the tries a
+        failure gets: each is waited out for the CRM's window, and the pull completes."""
+        ids = harness.seed(three_batches(harness.pull_page_max))
+        fault = harness.rate_limit(30)
+        gate = RecordingGate()
+        connector = harness.connector(gate=gate, max_attempts=2)
+        records, _ = pull(connector, full=True)
+        assert sorted(ids_of(records)) == sorted(ids)  # nothing lost
+        pages = math.ceil(len(ids) / harness.pull_page_max)
+        assert connector.api_calls == 30 + pages == harness.api_calls()
+        assert fault.wait_seconds is not None
+        assert gate.pauses == pytest.approx([fault.wait_seconds] * 30)
+        assert connector.calls.rate_limit_waits == 30 and connector.calls.retries == 0
 
-    @needs("sends_retry_after")
-    def test_rate_limits_with_retry_after_past_the_attempts_carry_the_wait(
+    def test_rate_limit_waits_are_bounded_by_the_runs_time_budget(self, harness: Harness) -> None:
+        harness.seed(3)
+        fault = harness.rate_limit(10_000)
+        assert fault.wait_seconds is not None
+        connector = harness.connector(rate_limit_budget_seconds=10 * fault.wait_seconds)
+        with pytest.raises(RateLimited) as err:
+            pull(connector, full=True)
+        assert fault.message in str(err.value)
+        # each wait lasts at least what was asked, so the budget allows at most ten of them
+        assert 2 <= connector.api_calls <= 11
+        assert connector.api_calls == harness.api_calls()
+
+    def test_a_spent_daily_allowance_stops_every_call_until_it_returns(
         self, harness: Harness
     ) -> None:
-        _rate_limited_past_the_attempts(harness, 0.05)
+        ids = harness.seed(three_batches(harness.pull_page_max))
+        fault = harness.spend_allowance(after=1)
+        gate = LocalRateGate()  # shared by the two connectors, as by two workers
+        connector = harness.connector(gate=gate)
+        before = time.time()
+        with pytest.raises(DailyLimitExceeded) as err:
+            pull(connector, full=True)
+        assert fault.message in str(err.value)
+        assert err.value.until.timestamp() > before  # it says when the allowance returns
+        assert connector.api_calls == 2 == harness.api_calls()  # one served, one refused
+        assert connector.calls.retries == 0
+        # another worker of the connection burns no call while the allowance is spent
+        other = harness.connector(gate=gate)
+        with pytest.raises(DailyLimitExceeded):
+            pull(other, full=True)
+        assert other.api_calls == 0 and harness.api_calls() == 2
+        harness.restore_allowance()
+        records, _ = pull(harness.connector(), full=True)  # a gate whose suspension ended
+        assert sorted(ids_of(records)) == sorted(ids)
+
+    def test_the_connector_reports_the_allowance_the_crm_says_is_used(
+        self, harness: Harness
+    ) -> None:
+        harness.seed(1)
+        connector = harness.connector()
+        assert connector.api_usage is None
+        pull(connector, full=True)
+        usage = connector.api_usage
+        assert usage is not None and 0 < usage.used < usage.limit and usage.window
 
     def test_server_errors_are_retried_then_exhausted_into_a_retriable_error(
         self,

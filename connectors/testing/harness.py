@@ -90,8 +90,17 @@ class Harness(Protocol):
         exactly ``ms`` (epoch milliseconds; never earlier than a stamp given before)."""
 
     def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
-        """The next ``times`` API requests are refused by the CRM's rate limit, with
+        """The next ``times`` API requests are refused by the CRM's short-window rate limit
+        (HubSpot ``SECONDLY``, Salesforce's concurrent requests), with
         ``Retry-After: retry_after`` when it is not None (only if ``sends_retry_after``)."""
+
+    def spend_allowance(self, after: int) -> InjectedFault:
+        """The CRM's daily allowance (HubSpot's day, Salesforce's rolling 24 hours) runs out
+        after ``after`` more API calls: every call after them is refused."""
+
+    def restore_allowance(self) -> None:
+        """The allowance returns (HubSpot: the portal's midnight; Salesforce: the calls
+        age out of the rolling 24 hours)."""
 
     def server_errors(self, times: int) -> InjectedFault:
         """The next ``times`` API requests answer a 5xx."""

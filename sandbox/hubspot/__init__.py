@@ -10,10 +10,13 @@ webhooks in ``webhooks.py``. Choices where HubSpot leaves room:
 
 - **Addresses**: HubSpot's ``address`` is one line and ``address2`` a second; a third line
   goes to the custom property ``address3``. Seeded streets are split that way.
-- **Merges**: the survivor keeps its id (the merge webhook's ``newObjectId`` equals
-  ``primaryObjectId``). The loser is archived (listed with ``archived=true``), resolves to
-  the survivor on GET and batch read, and its id is appended to the survivor's
-  ``hs_merged_object_ids`` (``;``-separated), which is how a client learns where it went.
+- **Merges** make a new record with a new id, as HubSpot's have since 2024: both old ids
+  resolve to it on GET, batch read and PATCH, its ``hs_merged_object_ids`` (``;``-separated)
+  lists them, and they are neither listed nor archived any more; the webhook's
+  ``newObjectId`` names it. ``merge_keeps_primary_id=True`` (or
+  :meth:`HubSpotSandbox.set_merges_keep_primary_id`) brings back the older behaviour: the
+  primary keeps its id and the loser is archived. See ``Portal.merge``.
+- **Batch** inputs' ``objectWriteTraceId`` come back on their results.
 - **Search** orders ties on the sort property by object id, and answers 400 for
   ``after >= 10000``. ``paging.next`` is present whenever more results exist.
 - **Batch** results come back shuffled (HubSpot does not promise input order). A unique
@@ -44,12 +47,25 @@ __all__ = ["HubSpotSandbox"]
 class HubSpotSandbox:
     """One emulated HubSpot portal: ``app`` (ASGI), ``public_url`` (set by the server)."""
 
-    def __init__(self, seed: int = 0, companies: int = 0, **faults: Any) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        companies: int = 0,
+        *,
+        time_zone: str = "UTC",
+        merge_keeps_primary_id: bool = False,
+        **faults: Any,
+    ) -> None:
         self.seed = seed
+        #: the portal's time zone setting: its daily API limit resets at midnight there
+        self.time_zone = time_zone
         self.public_url = ""
         self.closing = False
         self.webhooks = WebhookDispatcher()
-        self.portal = Portal(on_change=self.webhooks.submit)
+        self._merge_default = merge_keeps_primary_id
+        self.portal = Portal(
+            on_change=self.webhooks.submit, merge_keeps_primary_id=merge_keeps_primary_id
+        )
         self.faults = FaultState(seed=seed, **faults)
         self.api: Api
         self.app: Starlette = build_app(self)
@@ -64,10 +80,13 @@ class HubSpotSandbox:
     # -- state ---------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Empty the portal, clear faults, request counts and webhook deliveries."""
+        """Empty the portal, clear faults, request counts and webhook deliveries; merges
+        work as the sandbox was made to merge."""
         self.portal.clear()
+        self.portal.merge_keeps_primary_id = self._merge_default
         self.clear_faults()
         self.reset_counts()
+        self.api.limits.reset()
         self.webhooks.reset()
 
     def seed_companies(self, count: int) -> list[str]:
@@ -101,8 +120,14 @@ class HubSpotSandbox:
         self.portal.restore(object_type, int(object_id))
 
     def merge(self, winner: str | int, loser: str | int, object_type: str = "companies") -> str:
-        """Merge ``loser`` into ``winner`` as a CRM user would; the surviving id."""
+        """Merge ``loser`` into ``winner`` (the primary) as a CRM user would; the surviving
+        id: a new one, unless merges keep the primary's id."""
         return str(self.portal.merge(object_type, int(winner), int(loser)).id)
+
+    def set_merges_keep_primary_id(self, keep: bool) -> None:
+        """Merge as HubSpot did before 2024 (``True``: the primary keeps its id) or as it
+        does now (``False``, the default: the merged record gets a new id)."""
+        self.portal.merge_keeps_primary_id = keep
 
     def associate(self, contact_id: str | int, company_id: str | int) -> None:
         self.portal.associate("contacts", int(contact_id), "companies", int(company_id))
@@ -133,6 +158,7 @@ class HubSpotSandbox:
                 "archived": rec.archived_ms is not None,
                 "archivedAt": iso(rec.archived_ms) if rec.archived_ms is not None else None,
                 "mergedInto": str(rec.merged_into) if rec.merged_into is not None else None,
+                "mergedAway": rec.merged_ms is not None,
                 "associations": [str(i) for i in rec.links],
                 "modifiedMs": rec.modified_ms,
             }
@@ -168,6 +194,10 @@ class HubSpotSandbox:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+
+    def new_day(self) -> None:
+        """The portal's midnight passes: its daily API allowance is whole again."""
+        self.api.limits.new_day()
 
     # -- webhooks ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.hubspot.crm import ASSOCIATION_TYPE_IDS, TYPE_IDS, Portal, canonical_type
+from sandbox.hubspot.limits import MESSAGES, Limits
 from sandbox.hubspot.store import ObjectStore, Record, StoreError, iso, search
 
 if TYPE_CHECKING:
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-RATE_MAX = 190  # per interval (Professional/Enterprise private app: 190 / 10 s)
-RATE_SECONDLY = 19
-RATE_DAILY = 1_000_000
 BATCH_MAX = 100
 
 
@@ -84,42 +82,16 @@ def batch_error(
     return err
 
 
+def _traced(result: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """A batch result carries its input's ``objectWriteTraceId``, so a client can match
+    results to inputs when the id changed (a merged record's id resolves to the new one)."""
+    if item.get("objectWriteTraceId") is not None:
+        result["objectWriteTraceId"] = str(item["objectWriteTraceId"])
+    return result
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in {"true", "1", "yes"}
-
-
-class RateCounter:
-    """Numbers for the X-HubSpot-RateLimit-* headers (not enforced: faults do that)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._window = (0.0, 0)
-        self._second = (0, 0)
-        self._day = (0, 0)
-
-    def hit(self, interval_ms: int) -> dict[str, str]:
-        now = time.monotonic()
-        with self._lock:
-            start, count = self._window
-            if now - start >= interval_ms / 1000:
-                start, count = now, 0
-            self._window = (start, count + 1)
-            sec, scount = self._second
-            scount = scount + 1 if int(now) == sec else 1
-            self._second = (int(now), scount)
-            day, dcount = self._day
-            today = int(time.time() // 86400)
-            dcount = dcount + 1 if day == today else 1
-            self._day = (today, dcount)
-        return {
-            "X-HubSpot-RateLimit-Max": str(RATE_MAX),
-            "X-HubSpot-RateLimit-Remaining": str(max(0, RATE_MAX - count - 1)),
-            "X-HubSpot-RateLimit-Interval-Milliseconds": str(interval_ms),
-            "X-HubSpot-RateLimit-Secondly": str(RATE_SECONDLY),
-            "X-HubSpot-RateLimit-Secondly-Remaining": str(max(0, RATE_SECONDLY - scount)),
-            "X-HubSpot-RateLimit-Daily": str(RATE_DAILY),
-            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, RATE_DAILY - dcount)),
-        }
 
 
 class Api:
@@ -128,7 +100,7 @@ class Api:
     def __init__(self, sandbox: HubSpotSandbox) -> None:
         self.sb = sandbox
         self.portal: Portal = sandbox.portal
-        self.rates = RateCounter()
+        self.limits = Limits(sandbox.time_zone)
         self.counts: Counter[str] = Counter()
         self.counts_lock = threading.Lock()
         self.shuffle = random.Random(sandbox.seed)
@@ -141,7 +113,14 @@ class Api:
             with self.counts_lock:
                 self.counts[key] += 1
             fate, faults = self.sb.faults.take()
-            headers = self.rates.hit(faults.rate_limit_interval_ms)
+            verdict = self.limits.check(
+                search=template.endswith("/search"),
+                interval_ms=faults.rate_limit_interval_ms,
+                daily_limit=faults.daily_limit,
+                search_per_second=faults.search_per_second,
+                count=fate != "rate",
+            )
+            headers = verdict.headers
             if faults.latency_ms:
                 await asyncio.sleep(faults.latency_ms / 1000)
             if fate == "hang":
@@ -162,17 +141,9 @@ class Api:
                 )
                 category = "EXPIRED_AUTHENTICATION" if fate == "auth" else "INVALID_AUTHENTICATION"
                 return json_response(error_body(401, category, message), 401, headers)
-            if fate == "rate":
-                headers["X-HubSpot-RateLimit-Remaining"] = "0"
-                headers["X-HubSpot-RateLimit-Secondly-Remaining"] = "0"
-                if faults.retry_after is not None:
-                    headers["Retry-After"] = f"{faults.retry_after:g}"
-                body = error_body(
-                    429, "RATE_LIMITS", "You have reached your ten_secondly_rolling limit."
-                )
-                body["errorType"] = "RATE_LIMIT"
-                body["policyName"] = "TEN_SECONDLY_ROLLING"
-                return json_response(body, 429, headers)
+            policy = faults.rate_limit_policy if fate == "rate" else verdict.policy
+            if policy is not None:
+                return self._rate_limited(policy, headers, faults.retry_after)
             if fate == "error":
                 status = faults.server_error_status
                 return json_response(
@@ -204,6 +175,26 @@ class Api:
             return response
 
         return handler
+
+    @staticmethod
+    def _rate_limited(policy: str, headers: dict[str, str], retry_after: float | None) -> Response:
+        """A 429 as the usage guidelines show it; ``Retry-After`` only when a fault asks."""
+        if headers:
+            headers["X-HubSpot-RateLimit-Remaining"] = "0"
+            headers["X-HubSpot-RateLimit-Secondly-Remaining"] = "0"
+            if policy == "DAILY":
+                headers["X-HubSpot-RateLimit-Daily-Remaining"] = "0"
+        if retry_after is not None:
+            headers["Retry-After"] = f"{retry_after:g}"
+        message = MESSAGES.get(policy, f"You have reached your {policy.lower()} limit.")
+        body = error_body(429, "RATE_LIMITS", message)
+        body["errorType"] = "RATE_LIMIT"
+        body["policyName"] = policy
+        return json_response(body, 429, headers)
+
+    async def api_usage(self, request: Request) -> Response:
+        """``GET /account-info/v3/api-usage/daily/private-apps``."""
+        return json_response({"results": [self.limits.usage(self.sb.faults.faults.daily_limit)]})
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -453,7 +444,7 @@ class Api:
                 continue
             self._create_associations(store, rec, item.get("associations") or [])
             with self.portal.lock:
-                results.append(store.to_json(rec, list(props.keys())))
+                results.append(_traced(store.to_json(rec, list(props.keys())), item))
         return self._batch_response(results, errors, 201, started)
 
     async def batch_update(self, request: Request) -> Response:
@@ -482,7 +473,7 @@ class Api:
                 errors.append(batch_error(exc.category, exc.message, [key], exc.sub_category))
                 continue
             with self.portal.lock:
-                results.append(store.to_json(rec, list(props.keys())))
+                results.append(_traced(store.to_json(rec, list(props.keys())), item))
         return self._batch_response(results, errors, 200, started)
 
     async def batch_upsert(self, request: Request) -> Response:
@@ -528,7 +519,7 @@ class Api:
             with self.portal.lock:
                 data = store.to_json(rec, list(props.keys()))
             data["new"] = new
-            results.append(data)
+            results.append(_traced(data, item))
         return self._batch_response(results, errors, 200, started)
 
     async def batch_archive(self, request: Request) -> Response:
@@ -796,6 +787,19 @@ class Control:
             sb.clear_faults()
             return sb.faults.snapshot()
 
+        async def new_day(request: Request) -> Any:
+            sb.new_day()
+            return {"ok": True}
+
+        async def settings_set(request: Request) -> Any:
+            body = await self._json(request)
+            unknown = set(body) - {"merge_keeps_primary_id"}
+            if unknown:
+                raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            if "merge_keeps_primary_id" in body:
+                sb.set_merges_keep_primary_id(bool(body["merge_keeps_primary_id"]))
+            return {"merge_keeps_primary_id": sb.portal.merge_keeps_primary_id}
+
         async def webhooks_set(request: Request) -> Any:
             cfg = sb.configure_webhooks(**(await self._json(request)))
             return {k: v for k, v in vars(cfg).items() if k != "client_secret"}
@@ -824,6 +828,8 @@ class Control:
             Route(f"{p}/faults", w(faults_get), methods=["GET"]),
             Route(f"{p}/faults", w(faults_set), methods=["PUT", "POST"]),
             Route(f"{p}/faults", w(faults_clear), methods=["DELETE"]),
+            Route(f"{p}/day", w(new_day), methods=["POST"]),
+            Route(f"{p}/settings", w(settings_set), methods=["PUT"]),
             Route(f"{p}/webhooks", w(webhooks_set), methods=["PUT", "POST"]),
             Route(f"{p}/webhooks/flush", w(webhooks_flush), methods=["POST"]),
             Route(f"{p}/webhooks/deliveries", w(webhooks_deliveries), methods=["GET"]),
@@ -860,6 +866,11 @@ def build_app(sandbox: HubSpotSandbox) -> Starlette:
         Route(
             "/crm/v3/properties/{object_type}",
             a("/crm/v3/properties/{object_type}", api.properties),
+            methods=["GET"],
+        ),
+        Route(
+            "/account-info/v3/api-usage/daily/private-apps",
+            a("/account-info/v3/api-usage/daily/private-apps", api.api_usage),
             methods=["GET"],
         ),
         Route(

@@ -48,6 +48,25 @@ class Change:
     properties: dict[str, str | None] = field(default_factory=dict)
     primary_id: int | None = None
     merged_ids: tuple[int, ...] = ()
+    new_id: int | None = None
+
+
+#: properties a merge never copies: ids, stamps and what the merge itself sets
+_MERGE_SKIPPED = frozenset(
+    {
+        "hs_object_id",
+        "createdate",
+        "hs_createdate",
+        "hs_lastmodifieddate",
+        "lastmodifieddate",
+        "hs_merged_object_ids",
+        "associatedcompanyid",
+    }
+)
+
+
+def _merged_ids(rec: Record) -> list[str]:
+    return [x for x in (rec.props.get("hs_merged_object_ids") or "").split(";") if x]
 
 
 def canonical_type(name: str) -> str:
@@ -69,8 +88,16 @@ def split_street(street: str) -> tuple[str, str | None, str | None]:
 class Portal:
     """One HubSpot portal's CRM data."""
 
-    def __init__(self, on_change: Callable[[list[Change]], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[list[Change]], None] | None = None,
+        *,
+        merge_keeps_primary_id: bool = False,
+    ) -> None:
         self.lock = threading.RLock()
+        #: merges as HubSpot did them before 2024 (the primary keeps its id) instead of
+        #: giving the merged record a new id
+        self.merge_keeps_primary_id = merge_keeps_primary_id
         self.clock = Clock()
         self.companies = company_store()
         self.contacts = contact_store()
@@ -228,74 +255,97 @@ class Portal:
     def merge(
         self, object_type: str, primary_id: int, loser_id: int, source: str = "CRM_UI"
     ) -> Record:
-        """Merge ``loser_id`` into ``primary_id``.
+        """Merge ``loser_id`` into ``primary_id``; the surviving record.
 
-        The survivor keeps its id (``newObjectId`` in the webhook = ``primaryObjectId``): the
-        sandbox picks this of the two behaviours HubSpot documents. The loser is archived,
-        resolves to the survivor on GET, and is listed in the survivor's
-        ``hs_merged_object_ids``; the survivor fills its empty properties from the loser and
-        takes over the loser's associations."""
+        By default (``merge_keeps_primary_id`` false) the merge works as HubSpot's has since
+        2024 (https://developers.hubspot.com/changelog/updated-merge-functionality-for-contacts-and-companies):
+        "a new record with a new ID will be created for the resulting merged record, with
+        both records merged into the new one. [...] both of the previous IDs will point to
+        the resulting merged record, so fetching any records using the original IDs will
+        return the new merged record with the new ID." The new record takes the primary's
+        values, fills its empty ones from the other record, takes both records'
+        associations and lists both old ids (and the ids merged into them before) in
+        ``hs_merged_object_ids``. The old records are neither listed nor archived: they
+        only resolve to the new one on GET, batch read and PATCH.
+
+        With ``merge_keeps_primary_id`` (the older behaviour) the primary keeps its id and
+        the loser is archived, resolving to it."""
         with self.lock:
             store = self.store(object_type)
             if primary_id == loser_id:
                 raise StoreError(400, "VALIDATION_ERROR", "Cannot merge an object into itself")
-            winner = store.get(primary_id, resolve_merged=False)
+            primary = store.get(primary_id, resolve_merged=False)
             loser = store.get(loser_id, resolve_merged=False)
             ms = self.clock.now()
             fill: Props = {
                 k: v
                 for k, v in loser.props.items()
                 if v
-                and not winner.props.get(k)
-                and k not in store.unique
+                and not primary.props.get(k)
                 and k in store.properties
-                and k
-                not in {
-                    "hs_object_id",
-                    "createdate",
-                    "hs_createdate",
-                    "hs_lastmodifieddate",
-                    "lastmodifieddate",
-                    "hs_merged_object_ids",
-                    "associatedcompanyid",
-                }
+                and k not in _MERGE_SKIPPED
+                and k not in store.unique
             }
             merged_ids = [
-                x for x in (winner.props.get("hs_merged_object_ids") or "").split(";") if x
+                *_merged_ids(primary),
+                str(primary.id),
+                str(loser.id),
+                *_merged_ids(loser),
             ]
-            merged_ids += [str(loser.id)]
-            merged_ids += [
-                x for x in (loser.props.get("hs_merged_object_ids") or "").split(";") if x
-            ]
-            store.archive(loser, ms, merged_into=winner.id)
-            # records earlier merged into the loser now resolve (through it) to the winner
-            other = self.other(store)
-            for linked in list(loser.links):
-                rec = other.records.get(linked)
-                if rec is None:
-                    continue
-                if store is self.companies:
-                    self._unlink(rec, loser)
-                    self._link(rec, winner)
-                else:
-                    self._unlink(loser, rec)
-                    self._link(winner, rec)
-            fill["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged_ids))
-            store.update(winner, fill, ms)
+            if self.merge_keeps_primary_id:
+                merged_ids.remove(str(primary.id))
+                store.archive(loser, ms, merged_into=primary.id)
+                self._move_associations(store, loser, primary)
+                fill["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged_ids))
+                store.update(primary, fill, ms)
+                survivor = primary
+            else:
+                values: Props = {
+                    k: v
+                    for k, v in primary.props.items()
+                    if k in store.properties and k not in _MERGE_SKIPPED
+                }
+                values.update(fill)
+                unique = {k: values.pop(k) for k in list(values) if k in store.unique}
+                for old in (primary, loser):
+                    store.merge_away(old, ms)
+                unique_values = {
+                    k: v or loser.props.get(k) for k, v in unique.items() if v or loser.props.get(k)
+                }
+                survivor = store.create({**values, **unique_values}, ms)
+                survivor.props["hs_merged_object_ids"] = ";".join(dict.fromkeys(merged_ids))
+                for old in (primary, loser):
+                    old.merged_into = survivor.id
+                    self._move_associations(store, old, survivor)
         self._emit(
             [
                 Change(
                     store.object_type,
                     "merge",
-                    winner.id,
+                    survivor.id,
                     source,
                     ms,
-                    primary_id=winner.id,
-                    merged_ids=(winner.id, loser.id),
+                    primary_id=primary.id,
+                    merged_ids=(primary.id, loser.id),
+                    new_id=survivor.id,
                 )
             ]
         )
-        return winner
+        return survivor
+
+    def _move_associations(self, store: ObjectStore, old: Record, survivor: Record) -> None:
+        """The associations of a merged-away record move to the survivor."""
+        other = self.other(store)
+        for linked in list(old.links):
+            rec = other.records.get(linked)
+            if rec is None:
+                continue
+            if store is self.companies:
+                self._unlink(rec, old)
+                self._link(rec, survivor)
+            else:
+                self._unlink(old, rec)
+                self._link(survivor, rec)
 
     def touch(self, object_type: str, ids: Iterable[int] | None, ms: int | None) -> int:
         """Set the modification stamp of many records (all active ones when ``ids`` is None)

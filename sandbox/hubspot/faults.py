@@ -4,8 +4,16 @@
 name                   effect
 =====================  ==================================================================
 rate_limit_next        answer the next N API requests with 429 (``RATE_LIMITS``)
+rate_limit_policy      the ``policyName`` of those 429s: ``TEN_SECONDLY_ROLLING`` (default),
+                       ``SECONDLY`` or ``DAILY``
 retry_after            add ``Retry-After: <seconds>`` to those 429s (None: no header)
-rate_limit_interval_ms the ``X-HubSpot-RateLimit-Interval-Milliseconds`` value (10,000)
+rate_limit_interval_ms the burst window (190 requests per this many ms; 10,000 as
+                       documented) and its ``X-HubSpot-RateLimit-Interval-Milliseconds``
+daily_limit            the portal's daily allowance (None: 1,000,000, an Enterprise
+                       private app's); past it every request answers 429 ``DAILY`` until
+                       the portal's midnight (or ``new_day``)
+search_per_second      search requests allowed per second (5; None: unlimited); past it
+                       429 ``SECONDLY``
 server_error_next      answer the next N API requests with ``server_error_status``
 server_error_rate      answer this fraction (0..1) of API requests with a 5xx
 server_error_status    the 5xx status to use (500 by default; 502/503/504 are real too)
@@ -29,8 +37,11 @@ from typing import Any
 @dataclass
 class Faults:
     rate_limit_next: int = 0
+    rate_limit_policy: str = "TEN_SECONDLY_ROLLING"
     retry_after: float | None = None
     rate_limit_interval_ms: int = 10_000
+    daily_limit: int | None = None
+    search_per_second: float | None = 5
     server_error_next: int = 0
     server_error_rate: float = 0.0
     server_error_status: int = 500

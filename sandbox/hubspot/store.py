@@ -152,6 +152,9 @@ class Record:
     modified_ms: int
     archived_ms: int | None = None
     merged_into: int | None = None
+    #: when a new-id merge took this record into another (it is then neither listed nor
+    #: archived; its id resolves to ``merged_into``)
+    merged_ms: int | None = None
     #: associated ids of the other object type (contact -> companies, company -> contacts)
     links: list[int] = field(default_factory=list)
 
@@ -241,17 +244,28 @@ class ObjectStore:
 
     def get(self, rec_id: int, *, archived: bool = False, resolve_merged: bool = True) -> Record:
         rec = self.records.get(rec_id)
-        if rec is not None and rec.archived_ms is not None and not archived:
+        gone = rec is not None and (rec.archived_ms is not None or rec.merged_ms is not None)
+        if rec is not None and gone and not archived:
             # a merged-away record resolves to the record it was merged into
             seen = 0
             while resolve_merged and rec is not None and rec.merged_into is not None and seen < 10:
                 rec = self.records.get(rec.merged_into)
                 seen += 1
-            if rec is not None and rec.archived_ms is not None:
+            if rec is not None and (rec.archived_ms is not None or rec.merged_ms is not None):
                 rec = None
         if rec is None or (archived and rec.archived_ms is None):
             raise StoreError(404, "OBJECT_NOT_FOUND", "resource not found", {"id": [str(rec_id)]})
         return rec
+
+    def merge_away(self, rec: Record, ms: int) -> None:
+        """A new-id merge took ``rec``: out of the lists and indexes, not archived."""
+        self._index_remove(rec)
+        self._remove_sorted(self.active, rec.id)
+        rec.merged_ms = ms
+        for name, values in self.unique.items():
+            value = rec.props.get(name)
+            if value and values.get(value) == rec.id:
+                del values[value]
 
     def find(self, value: str, id_property: str | None, *, archived: bool = False) -> Record:
         """A record by id, or by a unique property's value."""

@@ -165,8 +165,11 @@ class WebhookDispatcher:
                 {
                     **base,
                     "primaryObjectId": change.primary_id,
-                    "mergedObjectIds": [i for i in change.merged_ids if i != change.primary_id],
-                    "newObjectId": change.primary_id,
+                    # before 2024 (the primary kept its id) only the other record was merged
+                    "mergedObjectIds": [
+                        i for i in change.merged_ids if i != (change.new_id or change.primary_id)
+                    ],
+                    "newObjectId": change.new_id or change.primary_id,
                     "numberOfPropertiesMoved": 0,
                 }
             )

@@ -24,7 +24,7 @@ import json
 import random
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -71,14 +71,52 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class RollingUsage:
+    """API requests counted over a rolling window (24 hours in Salesforce: "Total API
+    Request Allocations" are counted over the last 24 hours, so the allowance comes back as
+    the oldest calls age out). Per-second buckets with a running total: O(1) a request.
+    https://developer.salesforce.com/docs/atlas.en-us.salesforce_app_limits_cheatsheet.meta/salesforce_app_limits_cheatsheet/salesforce_app_limits_platform_api.htm
+    """
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[int]] = deque()
+        self._total = 0
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self._total = 0
+
+    def _expire(self, now: int, window: float) -> None:
+        while self._buckets and self._buckets[0][0] <= now - window:
+            self._total -= self._buckets.popleft()[1]
+
+    def add(self, window: float) -> None:
+        now = int(time.monotonic())
+        self._expire(now, window)
+        if self._buckets and self._buckets[-1][0] == now:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([now, 1])
+        self._total += 1
+
+    def used(self, window: float) -> int:
+        self._expire(int(time.monotonic()), window)
+        return self._total
+
+
 @dataclass
 class Faults:
     """Faults to inject; set any subset with :meth:`SalesforceSandbox.set_faults`."""
 
-    #: the next N API requests answer 403 REQUEST_LIMIT_EXCEEDED
+    #: the next N API requests answer 403 REQUEST_LIMIT_EXCEEDED for the concurrent
+    #: long-running request limit ("ConcurrentRequests ... Limit exceeded.")
     limit_exceeded_next: int = 0
-    #: the org's daily API request allowance (api-usage TOTAL); past it every request is 403
+    #: the org's API request allowance over ``usage_window_seconds`` (api-usage TOTAL; None:
+    #: the sandbox's ``api_total``); past it every request answers 403
+    #: REQUEST_LIMIT_EXCEEDED "TotalRequests Limit exceeded." until calls age out
     daily_limit: int | None = None
+    #: the allowance's rolling window (24 hours in Salesforce; shorter in tests)
+    usage_window_seconds: float = 86_400.0
     #: the next N API requests answer ``server_error_status``
     server_errors_next: int = 0
     #: a fraction of API requests answer ``server_error_status`` (seeded random)
@@ -123,7 +161,7 @@ class SalesforceSandbox:
         self.organization_id = self.org.organization_id
         self.faults = Faults()
         self.counts: Counter[str] = Counter()
-        self.api_usage = 0
+        self.usage = RollingUsage()
         self.tokens: set[str] = set()
         self._rng = random.Random(seed)
         self._closing = False
@@ -150,7 +188,7 @@ class SalesforceSandbox:
             self.org.on_change.append(self._on_change)
             self.faults = Faults()
             self.counts.clear()
-            self.api_usage = 0
+            self.usage.clear()
         self.outbound.clear()
 
     def seed(self, count: int, seed: int | None = None) -> list[str]:
@@ -384,9 +422,17 @@ class SalesforceSandbox:
             *self._control_routes(),
         ]
 
+    @property
+    def api_usage(self) -> int:
+        """API requests counted over the rolling window now."""
+        with self.org.lock:
+            return self.usage.used(self.faults.usage_window_seconds)
+
+    def _allowance(self) -> int:
+        return self.faults.daily_limit if self.faults.daily_limit is not None else self.api_total
+
     def _limit_header(self) -> dict[str, str]:
-        total = self.faults.daily_limit if self.faults.daily_limit is not None else self.api_total
-        return {"Sforce-Limit-Info": f"api-usage={self.api_usage}/{total}"}
+        return {"Sforce-Limit-Info": f"api-usage={self.api_usage}/{self._allowance()}"}
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         if status == 204:
@@ -481,7 +527,7 @@ class SalesforceSandbox:
             return self._json(exc.status, exc.body())
         with self.org.lock:
             self.counts[key] += 1
-            self.api_usage += 1
+            self.usage.add(self.faults.usage_window_seconds)
         fault = await self._fault(request)
         if fault is not None:
             return fault
@@ -529,16 +575,25 @@ class SalesforceSandbox:
                     401,
                     [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}],
                 )
-            limited = f.limit_exceeded_next > 0
-            if limited:
-                f.limit_exceeded_next -= 1
-            total = f.daily_limit if f.daily_limit is not None else self.api_total
-            if limited or self.api_usage > total:
+            if self.usage.used(f.usage_window_seconds) > self._allowance():
                 return self._json(
                     403,
                     [
                         {
                             "message": "TotalRequests Limit exceeded.",
+                            "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                        }
+                    ],
+                    self._limit_header(),
+                )
+            if f.limit_exceeded_next > 0:
+                f.limit_exceeded_next -= 1
+                return self._json(
+                    403,
+                    [
+                        {
+                            "message": "ConcurrentRequests (Concurrent API Requests) Limit "
+                            "exceeded.",
                             "errorCode": "REQUEST_LIMIT_EXCEEDED",
                         }
                     ],
@@ -631,10 +686,9 @@ class SalesforceSandbox:
     def _limits(
         self, request: Request, seg: list[str], body: Any, v: str, vn: float
     ) -> tuple[int, Any]:
-        total = self.faults.daily_limit if self.faults.daily_limit is not None else self.api_total
-        return 200, {
-            "DailyApiRequests": {"Max": total, "Remaining": max(0, total - self.api_usage)}
-        }
+        total = self._allowance()
+        used = self.usage.used(self.faults.usage_window_seconds)
+        return 200, {"DailyApiRequests": {"Max": total, "Remaining": max(0, total - used)}}
 
     def _query(
         self, request: Request, seg: list[str], body: Any, v: str, vn: float

@@ -8,8 +8,8 @@
 ``connector()`` uses tiny back-off, a 5 s request time-out and ``clock_skew_ms=0`` (the
 sandbox shares our clock). ``field_map=``, ``credentials=`` and ``gate=`` (a ``RateGate``)
 are taken apart from the other settings. Faults keep their sandbox names
-(``sandbox/hubspot/faults.py``); the rate-limit interval is set to 20 ms on reset so 429s
-without ``Retry-After`` wait little.
+(``sandbox/hubspot/faults.py``); on reset the burst window is set to 20 ms and the search
+limit lifted, and the connectors wait 10 ms after a 429 without ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ from sandbox.server import Sandbox
 ACCESS_TOKEN = "sandbox-private-app-token"
 CLIENT_SECRET = "sandbox-client-secret"
 FAST_RATE_INTERVAL_MS = 20
+#: how long the connectors it makes wait after a 429 without Retry-After (1 s by default)
+FAST_RATE_LIMIT_WAIT = 0.01
+#: the sandbox's limits made short (the burst window) or lifted (searches per second), so
+#: that tests run at full speed; rate-limit tests inject the refusals they need
+FAST_LIMITS: dict[str, Any] = {
+    "rate_limit_interval_ms": FAST_RATE_INTERVAL_MS,
+    "search_per_second": None,
+}
 
 
 class RunningHubSpot(Protocol):
@@ -57,7 +65,7 @@ class HubSpotHarness:
         self.fmap = hubspot_mapping.field_map(self.field_map)
         self._record_errors: dict[str, str] = {}
         self.hs.configure_webhooks(client_secret=CLIENT_SECRET)
-        self.hs.set_faults(rate_limit_interval_ms=FAST_RATE_INTERVAL_MS)
+        self.hs.set_faults(**FAST_LIMITS)
 
     # -- connectors
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -66,6 +74,8 @@ class HubSpotHarness:
             "request_timeout": 5.0,
             "max_attempts": 5,
             "backoff_base_seconds": 0.001,
+            "rate_limit_wait_seconds": FAST_RATE_LIMIT_WAIT,
+            "search_per_second": 0,  # no pacing: the sandbox's search limit is off too
             "clock_skew_ms": 0,
         }
         settings.update(overrides)
@@ -98,7 +108,7 @@ class HubSpotHarness:
     # -- the CRM, as a user
     def reset(self) -> None:
         self.hs.reset()
-        self.hs.set_faults(rate_limit_interval_ms=FAST_RATE_INTERVAL_MS)
+        self.hs.set_faults(**FAST_LIMITS)
         self._record_errors = {}
 
     def seed(self, count: int) -> list[str]:
@@ -136,10 +146,23 @@ class HubSpotHarness:
         self.hs.touch(crm_ids, ms=ms)
 
     def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
-        self.hs.set_faults(rate_limit_next=times, retry_after=retry_after)
-        # without Retry-After the connector waits the rate-limit interval
-        wait = retry_after if retry_after is not None else FAST_RATE_INTERVAL_MS / 1000
-        return InjectedFault("You have reached your ten_secondly_rolling limit.", wait)
+        """Per-second limits (``SECONDLY``), as the search API answers them."""
+        self.hs.set_faults(
+            rate_limit_next=times, retry_after=retry_after, rate_limit_policy="SECONDLY"
+        )
+        # without Retry-After the connector waits its rate_limit_wait_seconds
+        wait = retry_after if retry_after is not None else FAST_RATE_LIMIT_WAIT
+        return InjectedFault("You have reached your secondly limit.", wait)
+
+    def spend_allowance(self, after: int) -> InjectedFault:
+        """The portal's daily allowance runs out after ``after`` more API calls."""
+        self.hs.set_faults(daily_limit=self.hs.api.limits.used_today() + after)
+        return InjectedFault("You have reached your daily limit.")
+
+    def restore_allowance(self) -> None:
+        """The portal's midnight passes (into a day with the usual allowance)."""
+        self.hs.set_faults(daily_limit=None)
+        self.hs.new_day()
 
     def server_errors(self, times: int) -> InjectedFault:
         self.hs.set_faults(server_error_next=times, server_error_status=500)

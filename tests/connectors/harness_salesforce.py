@@ -82,6 +82,7 @@ class SalesforceHarness:
             "max_attempts": 5,
             "backoff_base_seconds": 0.001,
             "limit_wait_seconds": 0.01,
+            "daily_limit_recheck_seconds": 1.0,
         }
         settings.update(overrides)
         return settings
@@ -166,12 +167,22 @@ class SalesforceHarness:
             self.sf.freeze_clock(None)
 
     def rate_limit(self, times: int, retry_after: float | None = None) -> InjectedFault:
+        """The concurrent-request limit (Salesforce's only short-window one)."""
         if retry_after is not None:
             raise ValueError("Salesforce's REQUEST_LIMIT_EXCEEDED carries no Retry-After")
         self.sf.set_faults(limit_exceeded_next=times)
         # no Retry-After: the connector waits its limit_wait_seconds (settings() default)
         wait = float(self.settings()["limit_wait_seconds"])
-        return InjectedFault("TotalRequests Limit exceeded.", wait_seconds=wait)
+        return InjectedFault("ConcurrentRequests (Concurrent API Requests)", wait_seconds=wait)
+
+    def spend_allowance(self, after: int) -> InjectedFault:
+        """The org's rolling 24-hour allowance runs out after ``after`` more API calls."""
+        self.sf.set_faults(daily_limit=self.sf.api_usage + after)
+        return InjectedFault("TotalRequests Limit exceeded.")
+
+    def restore_allowance(self) -> None:
+        """The calls that spent the allowance age out of the rolling 24 hours."""
+        self.sf.set_faults(daily_limit=None)
 
     def server_errors(self, times: int) -> InjectedFault:
         self.sf.set_faults(server_errors_next=times, server_error_status=503)

@@ -12,7 +12,13 @@ import pytest
 
 from connectors import registry
 from connectors.base import ConnectionConfig, CrmCustomer, CustomerPush, WebhookRequest
-from connectors.errors import AuthError, ConfigError, RetriableError, WebhookRejected
+from connectors.errors import (
+    AuthError,
+    ConfigError,
+    RateLimited,
+    RetriableError,
+    WebhookRejected,
+)
 from connectors.hubspot import HubSpotConnector, webhooks
 from connectors.hubspot.webhooks import signature_v2, signature_v3
 from sandbox.hubspot import HubSpotSandbox
@@ -171,35 +177,62 @@ def test_more_than_10000_records_in_one_millisecond(
     assert counts[SEARCH] <= math.ceil(len(ids) / 200) + 3
 
 
-def test_deletes_merges_and_restores(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
+@pytest.mark.parametrize("keep_primary_id", [False, True], ids=["new-id", "primary-id"])
+def test_deletes_merges_and_restores(
+    harness: HubSpotHarness, hs: HubSpotSandbox, keep_primary_id: bool
+) -> None:
+    hs.set_merges_keep_primary_id(keep_primary_id)
     ids = harness.seed(10)
     _, cursor = full_pull(harness.connector())
     harness.delete(ids[1])
     survivor = harness.merge(ids[2], ids[3])
-    assert survivor == ids[2]
+    assert (survivor == ids[2]) is keep_primary_id  # since 2024 a merge mints a new id
     harness.delete(ids[4])
     harness.restore(ids[4])
     records, cursor = incremental(harness.connector(), cursor)
     by_id = {r.id: r for r in records}
     assert by_id[ids[1]].deleted and by_id[ids[1]].merged_into is None
-    assert by_id[ids[3]].deleted and by_id[ids[3]].merged_into == ids[2]
-    assert not by_id[ids[2]].deleted
+    assert by_id[ids[3]].deleted and by_id[ids[3]].merged_into == survivor
+    assert not by_id[survivor].deleted
+    assert set(by_id[survivor].merged_from) == {ids[2], ids[3]} - {survivor}
+    if not keep_primary_id:  # the primary's old id is gone as well
+        assert by_id[ids[2]].deleted and by_id[ids[2]].merged_into == survivor
+        assert ids[2] not in hs.ids() and ids[2] not in hs.ids(archived=True)
     assert not by_id[ids[4]].deleted  # restored: a plain change
-    assert set(by_id) == {ids[1], ids[2], ids[3], ids[4]}
+    assert set(by_id) == {ids[1], ids[2], ids[3], ids[4], survivor}
     assert incremental(harness.connector(), cursor)[0] == []
+    hs.set_merges_keep_primary_id(False)
+
+
+def test_a_merged_away_id_still_reads_and_writes_the_new_record(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    a, b = harness.seed(2)
+    survivor = harness.merge(a, b)
+    connector = harness.connector()
+    found = {r.id: r for r in connector.pull_customers_by_ids([a, b])}
+    assert found[a].merged_into == survivor and found[b].merged_into == survivor
+    push = CustomerPush("bill-a", a, {"address.city": "Bergen"}, write_billing_id=True)
+    [result] = connector.push_customers([push])
+    # matched by the trace id HubSpot echoes, under the survivor's id
+    assert result.ok and result.crm_id == survivor, result.error
+    stored = hs.read(survivor)["properties"]
+    assert stored["city"] == "Bergen" and stored["crmsync_id"] == "bill-a"
+    assert hs.read(a)["mergedAway"] and not hs.read(a)["archived"]
 
 
 def test_pull_by_ids_batches_and_marks_missing(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
     ids = harness.seed(150)
     harness.delete(ids[7])
-    harness.merge(ids[0], ids[9])
+    survivor = harness.merge(ids[0], ids[9])
     connector = harness.connector()
     wanted = [*ids, "404404"]
     found = connector.pull_customers_by_ids(wanted)
     assert [r.id for r in found] == wanted and connector.api_calls == 2
     by_id = {r.id: r for r in found}
     assert by_id[ids[7]].deleted and by_id["404404"].deleted
-    assert by_id[ids[9]].deleted and by_id[ids[9]].merged_into == ids[0]
+    assert by_id[ids[9]].deleted and by_id[ids[9]].merged_into == survivor
+    assert by_id[ids[0]].deleted and by_id[ids[0]].merged_into == survivor
     assert not by_id[ids[8]].deleted and by_id[ids[8]].fields["customer_name"]
 
 
@@ -294,7 +327,8 @@ def test_sdk_retries_are_off(harness: HubSpotHarness, hs: HubSpotSandbox) -> Non
     harness.seed(5)
     # a GET 429 with Retry-After is what urllib3 would retry by default
     harness.set_faults(rate_limit_next=1, retry_after=0.01)
-    with pytest.raises(RetriableError) as err:
+    connector = harness.connector(rate_limit_budget_seconds=0)  # no waiting at all
+    with pytest.raises(RateLimited) as err:
         full_pull(connector)
     assert err.value.status == 429 and err.value.wait_seconds == pytest.approx(0.01)
     assert harness.api_calls() == 1 and connector.api_calls == 1

@@ -137,6 +137,7 @@ def test_batch_limits_and_error_shape(client: Any, hs: HubSpotSandbox) -> None:
 
 
 def test_search_filters_sorts_and_cap(client: Any, hs: HubSpotSandbox) -> None:
+    hs.set_faults(search_per_second=None)  # many searches at once (the limit: below)
     a = hs.create("companies", {"name": "Acme Robotics", "city": "Berlin"})
     b = hs.create("companies", {"name": "Globex Foods", "city": "Paris"})
     c = hs.create("companies", {"name": "Acme Foods"})
@@ -226,22 +227,99 @@ def test_rate_limit_headers_and_faults(client: Any, hs: HubSpotSandbox) -> None:
     assert hs.request_counts()["GET /crm/v3/objects/{object_type}"] == 5
 
 
-def test_merge_archives_loser_and_resolves_it(client: Any, hs: HubSpotSandbox) -> None:
-    winner = hs.create("companies", {"name": "Winner"})
-    loser = hs.create("companies", {"name": "Loser", "city": "Oslo"})
+def _refusal(call: Any) -> tuple[str, Any]:
+    with pytest.raises(ApiException) as err:
+        call()
+    assert err.value.status == 429
+    body = json.loads(err.value.body)
+    assert body["errorType"] == "RATE_LIMIT" and body["status"] == "error"
+    assert "Retry-After" not in err.value.headers  # HubSpot often sends none
+    return str(body["policyName"]), err.value.headers
+
+
+def test_documented_limits_are_enforced_by_default(client: Any, hs: HubSpotSandbox) -> None:
+    """Search: 5 a second, answered without rate-limit headers (SECONDLY); the burst: 190
+    per rolling window (TEN_SECONDLY_ROLLING); the day: DAILY until the portal's midnight,
+    which the usage endpoint names."""
+    search = client.crm.companies.search_api
+    body = {"filterGroups": [], "limit": 1}
+    answers = []
+    for _ in range(5):
+        answers.append(search.do_search_with_http_info(body)[2])
+    assert all(not any(k.startswith("X-HubSpot-RateLimit") for k in h) for h in answers)
+    policy, headers = _refusal(lambda: search.do_search(body))
+    assert policy == "SECONDLY" and not any(k.startswith("X-HubSpot-RateLimit") for k in headers)
+
+    api = client.crm.companies.basic_api
+    hs.set_faults(rate_limit_interval_ms=60_000)  # a window the test cannot outlast
+    for _ in range(190 - 5):  # the five searches count too
+        api.get_page(limit=1)
+    policy, headers = _refusal(lambda: api.get_page(limit=1))
+    assert policy == "TEN_SECONDLY_ROLLING" and headers["X-HubSpot-RateLimit-Remaining"] == "0"
+    assert headers["X-HubSpot-RateLimit-Max"] == "190"
+
+    hs.set_faults(rate_limit_interval_ms=10, daily_limit=hs.api.limits.used_today() + 2)
+    api.get_page(limit=1)
+    usage = httpx.get(
+        f"{hs.public_url}/account-info/v3/api-usage/daily/private-apps",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        trust_env=False,
+    ).json()["results"][0]
+    assert usage["currentUsage"] == usage["usageLimit"] and usage["resetsAt"].endswith("Z")
+    policy, headers = _refusal(lambda: api.get_page(limit=1))
+    assert policy == "DAILY" and headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+    hs.new_day()
+    hs.set_faults(daily_limit=None)
+    assert api.get_page(limit=1) is not None
+
+
+def test_merge_makes_a_new_record_the_old_ids_resolve_to(client: Any, hs: HubSpotSandbox) -> None:
+    primary = hs.create("companies", {"name": "Primary", "crmsync_id": "bill-1"})
+    other = hs.create("companies", {"name": "Other", "city": "Oslo", "crmsync_id": "bill-2"})
     contact = hs.create("contacts", {"firstname": "Ada", "email": "ada@x.example"})
-    hs.associate(contact, loser)
-    merged = client.crm.companies.basic_api.merge(
-        {"objectIdToMerge": loser, "primaryObjectId": winner}
+    hs.associate(contact, other)
+    api = client.crm.companies.basic_api
+    merged = api.merge({"objectIdToMerge": other, "primaryObjectId": primary})
+    assert merged is not None and merged.id not in (primary, other)
+    for old in (primary, other):  # GET by either old id answers the new record
+        got = api.get_by_id(old, properties=["hs_merged_object_ids", "city", "name"])
+        assert got.id == merged.id
+        assert set(got.properties["hs_merged_object_ids"].split(";")) == {primary, other}
+        assert got.properties["name"] == "Primary"  # the primary's values win
+        assert got.properties["city"] == "Oslo"  # empty ones are filled from the other
+    read = client.crm.companies.batch_api.read(
+        {"inputs": [{"id": primary}], "properties": ["name"]}
     )
-    assert merged is not None and merged.id == winner
-    got = client.crm.companies.basic_api.get_by_id(
-        loser, properties=["hs_merged_object_ids", "city"]
-    )
-    assert got.id == winner and got.properties["hs_merged_object_ids"] == loser
-    assert got.properties["city"] == "Oslo"  # empty fields filled from the loser
-    assert hs.read(loser)["archived"] and hs.read(loser)["mergedInto"] == winner
-    assert hs.read(contact, "contacts")["associations"] == [winner]
+    assert [r.id for r in read.results] == [merged.id]
+    patched = api.update(primary, {"properties": {"phone": "+47 1"}})
+    assert patched.id == merged.id and hs.read(merged.id)["properties"]["phone"] == "+47 1"
+    # neither old id is listed, archived or not
+    assert set(hs.ids()) == {merged.id}
+    assert hs.ids(archived=True) == []
+    assert hs.read(merged.id)["properties"]["crmsync_id"] == "bill-1"
+    assert hs.read(contact, "contacts")["associations"] == [merged.id]
+
+
+def test_merge_keeping_the_primary_id_archives_the_other(client: Any, hs: HubSpotSandbox) -> None:
+    hs.set_merges_keep_primary_id(True)  # HubSpot's behaviour before 2024
+    try:
+        winner = hs.create("companies", {"name": "Winner"})
+        loser = hs.create("companies", {"name": "Loser", "city": "Oslo"})
+        contact = hs.create("contacts", {"firstname": "Ada", "email": "ada@x.example"})
+        hs.associate(contact, loser)
+        merged = client.crm.companies.basic_api.merge(
+            {"objectIdToMerge": loser, "primaryObjectId": winner}
+        )
+        assert merged is not None and merged.id == winner
+        got = client.crm.companies.basic_api.get_by_id(
+            loser, properties=["hs_merged_object_ids", "city"]
+        )
+        assert got.id == winner and got.properties["hs_merged_object_ids"] == loser
+        assert got.properties["city"] == "Oslo"  # empty fields filled from the loser
+        assert hs.read(loser)["archived"] and hs.read(loser)["mergedInto"] == winner
+        assert hs.read(contact, "contacts")["associations"] == [winner]
+    finally:
+        hs.set_merges_keep_primary_id(False)
 
 
 def test_associations_v4_and_properties(client: Any, hs: HubSpotSandbox) -> None:
@@ -271,8 +349,13 @@ def test_control_api_over_http(sandbox: Sandbox, hs: HubSpotSandbox) -> None:
         survivor = http.post(
             f"{base}/objects/companies/merge", json={"winner": ids[0], "loser": ids[2]}
         )
-        assert survivor.json()["id"] == ids[0]
+        assert survivor.json()["id"] not in ids  # a merged record gets a new id
         assert http.post(f"{base}/objects/companies/touch", json={"ms": 5}).json()["touched"] == 2
+        assert http.put(f"{base}/settings", json={"merge_keeps_primary_id": True}).json() == {
+            "merge_keeps_primary_id": True
+        }
+        assert hs.portal.merge_keeps_primary_id
+        hs.set_merges_keep_primary_id(False)
         http.put(f"{base}/faults", json={"rate_limit_next": 1})
         assert http.get(f"{base}/faults").json()["rate_limit_next"] == 1
         http.request("DELETE", f"{base}/faults")
@@ -319,8 +402,8 @@ def test_webhooks_signed_v3_batched_and_retried(hs: HubSpotSandbox) -> None:
         cid = hs.create("companies", {"name": "Hooked"})
         hs.edit(cid, {"city": "Kraków"})
         other = hs.create("companies", {"name": "Other"})
-        hs.merge(cid, other)
-        hs.archive(cid)
+        merged = hs.merge(cid, other)
+        hs.archive(merged)
         assert hs.flush_webhooks(10)
     finally:
         hs.configure_webhooks(enabled=False, url=None)
@@ -334,8 +417,9 @@ def test_webhooks_signed_v3_batched_and_retried(hs: HubSpotSandbox) -> None:
     change = next(e for e in events if e.get("propertyName") == "city")
     assert change["propertyValue"] == "Kraków" and change["changeSource"] == "CRM_UI"
     merge = next(e for e in events if e["subscriptionType"] == "company.merge")
-    assert merge["primaryObjectId"] == int(cid) and merge["mergedObjectIds"] == [int(other)]
-    assert merge["newObjectId"] == int(cid)
+    assert merge["primaryObjectId"] == int(cid)
+    assert merge["mergedObjectIds"] == [int(cid), int(other)]  # both merged into a new one
+    assert merge["newObjectId"] == merge["objectId"] == int(merged)
     for headers, body in receiver.received:
         request = WebhookRequest("POST", receiver.url, headers, body)
         webhooks.verify(request, "s3cret")  # v3, fresh: no exception

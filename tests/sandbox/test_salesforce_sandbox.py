@@ -4,6 +4,7 @@ simple-salesforce over real HTTPS."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -112,6 +113,27 @@ def test_every_api_answer_carries_limit_info(sb: Sandbox, sf: Salesforce) -> Non
         headers={"Authorization": f"Bearer {sb.salesforce.issue_token()}"},
     )
     assert raw.headers["Sforce-Limit-Info"] == "api-usage=5/3"
+
+
+def test_the_allowance_is_a_rolling_window_and_the_concurrent_limit_is_distinct(
+    sb: Sandbox, sf: Salesforce
+) -> None:
+    # REQUEST_LIMIT_EXCEEDED names two limits: concurrent long-running requests (free again
+    # at once) and the total over a rolling 24 hours (back as calls age out)
+    sb.salesforce.set_faults(limit_exceeded_next=1)
+    with pytest.raises(SalesforceRefusedRequest) as busy:
+        sf.query("SELECT Id FROM Account")
+    assert busy.value.content[0]["message"].startswith("ConcurrentRequests")
+    sf.query("SELECT Id FROM Account")
+    sb.salesforce.set_faults(usage_window_seconds=1.0, daily_limit=sb.salesforce.api_usage + 1)
+    sf.query("SELECT Id FROM Account")
+    with pytest.raises(SalesforceRefusedRequest) as spent:
+        sf.query("SELECT Id FROM Account")
+    assert spent.value.content[0]["message"] == "TotalRequests Limit exceeded."
+    deadline = time.monotonic() + 5
+    while sb.salesforce.api_usage and time.monotonic() < deadline:
+        time.sleep(0.1)  # the window rolls on: the calls age out
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
 
 
 def test_request_counts_per_endpoint_exclude_the_control_api(sb: Sandbox, sf: Salesforce) -> None:

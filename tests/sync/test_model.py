@@ -1,7 +1,9 @@
 """A model-based test of two-way sync (hypothesis stateful).
 
-Random interleavings of CRM-side edits, billing-side edits, deletes, restores, merges,
-failures injected by the sandbox, crashes mid-sync and syncs. After each completed sync:
+Random interleavings of CRM-side edits, billing-side edits, deletes, restores, merges
+(HubSpot's both ways: under a new id, as since 2024, and keeping the primary's id), bursts
+of rate limits, failures injected by the sandbox, crashes mid-sync and syncs. After each
+completed sync:
 
 - every linked pair agrees on every mapped field, or has an open conflict for it;
 - no edit is lost: each side's last write is on both sides, or in an open conflict;
@@ -135,14 +137,25 @@ class SyncModel(RuleBasedStateMachine):
             self.deleted.discard(record)
             self.live.add(record)
 
-    @rule(winner=records, loser=consumes(records))
-    def crm_merge(self, winner: str, loser: str) -> None:
+    @rule(target=records, winner=records, loser=consumes(records), new_id=st.booleans())
+    def crm_merge(self, winner: str, loser: str, new_id: bool) -> Any:
         if winner == loser or winner not in self.live or loser not in self.live:
-            return
+            return multiple()
+        if self.crm == "hubspot":
+            self.world.harness.hs.set_merges_keep_primary_id(not new_id)
         survivor = self.world.harness.merge(winner, loser)
-        self.live.discard(loser)
+        self.live.difference_update({winner, loser})
         self.live.add(survivor)
         self.frozen.update({winner, loser, survivor})
+        return survivor
+
+    @rule(times=st.integers(min_value=1, max_value=30))
+    def sync_through_a_rate_limit_burst(self, times: int) -> None:
+        """Short-window refusals without Retry-After, more than a failure's tries: they
+        are traffic, so the sync completes."""
+        self.world.harness.rate_limit(times)
+        result = self.world.sync()
+        assert result.status == "succeeded", result.error
 
     @rule(record=records)
     def crm_rejects_pushes(self, record: str) -> None:

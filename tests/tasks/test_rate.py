@@ -7,11 +7,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
+from connectors.errors import DailyLimitExceeded
 from sandbox.server import Sandbox, SandboxOptions
 from sync.engine import sync_connection
 from sync.store import sync_repository as repo
@@ -70,8 +72,24 @@ def test_limit_headers_correct_the_budget(
     assert float(bucket["cap"]) == 190 and float(bucket["tokens"]) == 0
     first.acquire()
     assert first.waited_seconds > 0  # no token left: it waited for the refill
-    first.observe({"Sforce-Limit-Info": "api-usage=15000/15000"})
-    assert first.paused_for() > 60  # the daily allocation is used up: everyone waits
+    first.observe({"Sforce-Limit-Info": "api-usage=14999/15000"})
+    assert first.usage() == (14999, 15000)
+
+
+def test_a_suspension_stops_every_worker_without_a_call(
+    gates: tuple[RedisRateGate, RedisRateGate],
+) -> None:
+    first, second = gates
+    until = datetime.now(UTC) + timedelta(hours=3)
+    first.suspend(until, "HubSpot 429: You have reached your daily limit.")
+    with pytest.raises(DailyLimitExceeded) as err:
+        second.acquire()
+    assert err.value.until == until and "daily limit" in str(err.value)
+    first.suspend(until - timedelta(hours=1), "earlier")  # never shortened by a later word
+    assert second.suspension() == (until, "HubSpot 429: You have reached your daily limit.")
+    second.lift()  # an operator resumed the connection
+    second.acquire()
+    assert first.suspension() is None
 
 
 def test_without_redis_the_gate_is_shared_by_the_process(stack: Stack) -> None:

@@ -82,6 +82,35 @@ def change_connection(
     return row
 
 
+def add_connection(
+    session: Session,
+    settings: Settings,
+    organisation_id: str,
+    spec: connections.ConnectionSpec,
+    *,
+    actor: str,
+    check: bool = True,
+) -> ConnectionRow:
+    """Add a connection (as ``crmsync connections add``: checked with the CRM first unless
+    ``check`` is off), audited with the names of its credentials, never their values."""
+    row = connections.add_connection(session, settings, organisation_id, spec, check=check)
+    repo.add_audit(
+        session,
+        organisation_id,
+        actor,
+        "connection_added",
+        row.id,
+        {
+            "name": row.name,
+            "kind": row.kind,
+            "settings": sorted(spec.settings),
+            "credentials": sorted(spec.credentials),
+            "checked": check,
+        },
+    )
+    return row
+
+
 @dataclass
 class RetryReport:
     retried: int = 0

@@ -8,6 +8,7 @@ connection stores them, whatever its CRM, and its credentials never.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -26,9 +27,16 @@ from api.console.base import (
     render,
 )
 from api.deps import get_settings
+from connectors import registry
 from connectors.errors import ConnectorError
 from sync import health, operator_actions
-from sync.connections import CREATE_POLICIES, DIRECTIONS, ConnectionSetupError, open_connector
+from sync.connections import (
+    CREATE_POLICIES,
+    DIRECTIONS,
+    ConnectionSetupError,
+    ConnectionSpec,
+    open_connector,
+)
 from sync.crypto import SecretKeyMissing
 from sync.engine import sync_connection
 from sync.match import MATCH_MODES
@@ -64,7 +72,71 @@ def home(me: MeDep) -> Response:
 def connections_page(request: Request, me: MeDep, engine: EngineDep) -> Response:
     with reading(engine) as db:
         found = health.connection_health(db, me.organisation_id)
-    return render(request, "connections.html", {"me": me, "connections": found})
+    return render(
+        request,
+        "connections.html",
+        {"me": me, "connections": found, "kinds": registry.available()},
+    )
+
+
+def _pairs(text: str, what: str, *, json_values: bool) -> dict[str, Any]:
+    """``KEY=VALUE`` lines (blank lines skipped); values parsed as JSON when asked and
+    possible, so ``max_attempts=8`` is a number and ``host=https://...`` stays text."""
+    pairs: dict[str, Any] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConnectionSetupError(f"{what}, line {number}: not KEY=VALUE")
+        value = value.strip()
+        if json_values:
+            try:
+                pairs[key.strip()] = json.loads(value)
+                continue
+            except ValueError:
+                pass
+        pairs[key.strip()] = value
+    return pairs
+
+
+@router.post("/connections")
+def add_connection(
+    request: Request,
+    me: AdminDep,
+    engine: EngineDep,
+    kind: Annotated[str, Form(max_length=64)],
+    name: Annotated[str, Form(min_length=1, max_length=255)],
+    credentials: Annotated[str, Form(max_length=20_000)] = "",
+    options: Annotated[str, Form(max_length=20_000)] = "",
+    check: Annotated[bool, Form()] = False,
+) -> Response:
+    """Add a connection of any installed CRM (admins): its credentials and settings as
+    ``KEY=VALUE`` lines, as ``crmsync connections add`` takes them. Checked with the CRM
+    first unless unticked; on refusal nothing is stored and nothing typed is echoed."""
+    session = console_session(request)
+    settings = get_settings(request)
+    try:
+        spec = ConnectionSpec(
+            name=name.strip(),
+            kind=kind,
+            credentials={
+                k: str(v)
+                for k, v in _pairs(credentials, "credentials", json_values=False).items()
+                if str(v)
+            },
+            settings=_pairs(options, "settings", json_values=True),
+        )
+        with reading(engine) as db:
+            row = operator_actions.add_connection(
+                db, settings, me.organisation_id, spec, actor=me.actor, check=check
+            )
+            connection_id, added = row.id, row.name
+    except (ConnectionSetupError, ConnectorError, SecretKeyMissing) as error:
+        session.say(f"Connection not added: {type(error).__name__}: {error}", "error")
+        return redirect("/console/connections")
+    session.say(f"Added {kind} connection {added}.")
+    return redirect(f"/console/connections/{connection_id}")
 
 
 def _one(engine: Any, me: Any, connection_id: str) -> health.ConnectionHealth:

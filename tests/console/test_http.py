@@ -337,3 +337,54 @@ def test_admins_change_a_connections_options_and_operators_cannot(
         assert refused.status_code == 403
     finally:
         operator.close()
+
+
+def test_admins_add_a_connection_checked_with_the_crm(world: World, visitor: Visitor) -> None:
+    assert visitor.sign_in("admin").status_code == 303
+    token = visitor.csrf("/console/connections")
+    secret_token = f"console-added-token-{world.backend}"
+    form = {
+        "csrf_token": token,
+        "kind": "hubspot",
+        "name": "acme-hubspot-eu",
+        "credentials": f"access_token={secret_token}\nclient_secret=also-secret",
+        "options": f"host={world.sandbox.hubspot_url}\nbackoff_base_seconds=0.01",
+        "check": "true",
+    }
+    added = visitor.http.post("/console/connections", data=form)
+    assert added.status_code == 303
+    page = visitor.http.get(added.headers["location"]).text
+    assert "acme-hubspot-eu" in page and "backoff_base_seconds" in page
+    assert secret_token not in page and "also-secret" not in page
+    row = next(
+        r
+        for r in world.rows(ConnectionRow, organisation_id=world.org)
+        if r.name == "acme-hubspot-eu"
+    )
+    assert row.settings["backoff_base_seconds"] == 0.01 and secret_token not in row.credentials
+    audit = world.rows(AuditEvent, subject=row.id)
+    assert [(a.action, a.detail["credentials"]) for a in audit] == [
+        ("connection_added", ["access_token", "client_secret"])
+    ]
+    # a CRM that cannot be reached: refused, nothing stored, nothing typed echoed
+    refused = visitor.http.post(
+        "/console/connections",
+        data={**form, "name": "unreachable", "options": "host=http://127.0.0.1:9\nmax_attempts=1"},
+    )
+    assert refused.status_code == 303
+    shown = visitor.http.get("/console/connections").text
+    assert "Connection not added" in shown and secret_token not in shown
+    assert "unreachable" not in {
+        r.name for r in world.rows(ConnectionRow, organisation_id=world.org)
+    }
+    # operators cannot add one
+    operator = Visitor(world)
+    try:
+        assert operator.sign_in("operator").status_code == 303
+        own = operator.csrf("/console/connections")
+        assert (
+            operator.http.post("/console/connections", data={**form, "csrf_token": own}).status_code
+            == 403
+        )
+    finally:
+        operator.close()

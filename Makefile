@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+#: connectors shipped as separate packages: installed beside crmsync, tested with the kit
+PLUGINS := plugins/crmsync-pipedrive
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow lint format demo bench clean
@@ -10,17 +12,21 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' $(PLUGINS:%=-e './%[test]')
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install crmsync with its dev tools
+install: $(STAMP) ## create .venv and install crmsync, its dev tools and the plug-in connectors
 
-test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox)
+test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox; the plug-ins' own)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+	@for plugin in $(PLUGINS); do \
+		echo "$$plugin: its own tests, with crmsync's contract kit"; \
+		(cd $$plugin && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider) || exit 1; \
+	done
 
 test-slow: $(STAMP) ## the suite with the long variants (the model-based sync test: 200 examples x 30 steps)
 	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600
@@ -29,6 +35,7 @@ lint: $(STAMP) ## ruff, mypy and the import layers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict plugins/crmsync-pipedrive/crmsync_pipedrive
 	$(BIN)/lint-imports
 
 format: $(STAMP) ## format the code

@@ -3,6 +3,8 @@
     POST /webhooks/hubspot/{connection_id}      signature v3 (v1/v2 if the connection opts in)
     POST /webhooks/salesforce/{connection_id}   Outbound Message (secret in ?secret= or the
                                                 X-Crmsync-Secret header; OrganizationId)
+    POST /webhooks/{kind}/{connection_id}       any other installed connector (a plug-in):
+                                                verified and parsed by that connector
 
 Each request is verified by the connection's connector (``sync.inbox.receive_webhook``), its
 events go into the inbox de-duplicated by event id, and the answer goes back at once; a
@@ -148,3 +150,26 @@ async def salesforce_outbound_message(
     notifications in the inbox and answer with the SOAP Ack."""
     await _receive("salesforce", connection_id, request, settings, engine)
     return Response(ack_response(), media_type="text/xml; charset=utf-8")
+
+
+@router.post(
+    "/{kind}/{connection_id}",
+    summary="Receive a webhook for a connector installed as a plug-in",
+    responses={
+        401: {"description": "Not authentic (as the connector judges)"},
+        404: {"description": "No such connection of that kind"},
+        400: {"description": "Malformed body"},
+        413: {"description": "Body too large"},
+    },
+)
+async def plugin_webhook(
+    kind: Annotated[str, Path(description="The connector's key (`crmsync connectors list`).")],
+    connection_id: ConnectionId,
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    engine: Annotated[Engine, Depends(get_engine)],
+) -> JSONResponse:
+    """Verify a webhook with the connection's own connector (any installed one, e.g.
+    Pipedrive's basic auth), store its events in the inbox and answer at once."""
+    received = await _receive(kind, connection_id, request, settings, engine)
+    return JSONResponse({"events": received.events, "new_events": received.new_events})

@@ -8,14 +8,16 @@ is stored, unless ``--no-check``.
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from typer.core import TyperGroup
 
 from cli.db import session
 from cli.orgs import require_organisation
@@ -29,7 +31,10 @@ from cli.output import (
     print_table,
     say,
 )
+from connectors import registry
+from connectors.base import Connector
 from connectors.errors import ConnectorError
+from connectors.setup import option_fields
 from sync import connections
 from sync.connections import ConnectionSetupError, ConnectionSpec
 from sync.crypto import SecretKeyMissing
@@ -39,12 +44,6 @@ from sync.store.db import engine_for
 from sync.store.models import ConnectionRow
 
 app = typer.Typer(name="connections", help="An organisation's CRM connections.")
-add_app = typer.Typer(
-    name="add",
-    help="Add a connection to a CRM (checked against the CRM first).",
-    no_args_is_help=True,
-)
-app.add_typer(add_app)
 
 ConnectionArg = Annotated[
     str, typer.Argument(help="The connection's id or name.", show_default=False)
@@ -176,100 +175,9 @@ def _add(
         print_json(data)
         return
     say(f"Added {spec.kind} connection [bold]{spec.name}[/] ({data['id']}).")
-    if spec.kind == "salesforce":
-        say(f"Outbound Message URL: {settings.public_base_url}/webhooks/salesforce/{data['id']}")
-    else:
-        say(f"Webhook target URL:   {settings.public_base_url}/webhooks/hubspot/{data['id']}")
-
-
-@add_app.command("salesforce")
-def add_salesforce(
-    name: Annotated[str, typer.Argument(help="A name for the connection.", show_default=False)],
-    org: OrgOption,
-    instance_url: Annotated[
-        str, typer.Option(help="https://yourorg.my.salesforce.com", show_default=False)
-    ],
-    organization_id: Annotated[
-        str | None, typer.Option(help="The org id Outbound Messages must name (00D...).")
-    ] = None,
-    client_id: Annotated[
-        str | None,
-        typer.Option(envvar="SALESFORCE_CLIENT_ID", help="OAuth client id (connected app)."),
-    ] = None,
-    client_secret: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SALESFORCE_CLIENT_SECRET",
-            show_default=False,
-            help="OAuth client secret (prompted, hidden, when no credential is given).",
-        ),
-    ] = None,
-    access_token: Annotated[
-        str | None,
-        typer.Option(envvar="SALESFORCE_ACCESS_TOKEN", show_default=False, help="Access token."),
-    ] = None,
-    refresh_token: Annotated[
-        str | None,
-        typer.Option(envvar="SALESFORCE_REFRESH_TOKEN", show_default=False, help="Refresh token."),
-    ] = None,
-    webhook_secret: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SALESFORCE_WEBHOOK_SECRET",
-            show_default=False,
-            help="Secret Outbound Messages carry (?secret= or X-Crmsync-Secret).",
-        ),
-    ] = None,
-    external_id_field: Annotated[
-        str, typer.Option(help="Account External ID field holding the billing id.")
-    ] = "crmsync_id__c",
-    ca_bundle: CaBundleOption = None,
-    field_map: MapOption = None,
-    direction: DirectionOption = None,
-    setting: SettingOption = None,
-    match: MatchOption = "exact",
-    create_policy: PolicyOption = "create",
-    push_creates: PushCreatesOption = True,
-    schedule: ScheduleOption = 900,
-    check: CheckOption = True,
-    as_json: JsonOption = False,
-) -> None:
-    """Add a Salesforce connection (Accounts <-> customers). Exit 4 when the CRM refuses."""
-    if not (access_token or refresh_token or client_secret):
-        client_secret = _secret(None, "Salesforce OAuth client secret")
-    if client_secret and not client_id:
-        fail("--client-id is needed with a client secret", ExitCode.INVALID)
-    credentials = {
-        "client_id": client_id,
-        "client_secret": client_secret,
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "webhook_secret": webhook_secret,
-    }
-    options: dict[str, Any] = {
-        "instance_url": instance_url,
-        "external_id_field": external_id_field,
-        **({"organization_id": organization_id} if organization_id else {}),
-        **({"ca_bundle": ca_bundle} if ca_bundle else {}),
-        **_setting_values(setting),
-    }
-    _add(
-        org,
-        _spec(
-            "salesforce",
-            name,
-            credentials,
-            options,
-            field_map,
-            direction,
-            match,
-            create_policy,
-            push_creates,
-            schedule,
-        ),
-        check=check,
-        as_json=as_json,
-    )
+    if registry.connector_class(spec.kind).capabilities.webhooks:
+        label = "Outbound Message URL" if spec.kind == "salesforce" else "Webhook target URL:  "
+        say(f"{label}: {settings.public_base_url}/webhooks/{spec.kind}/{data['id']}")
 
 
 def _spec(
@@ -299,75 +207,123 @@ def _spec(
     )
 
 
-@add_app.command("hubspot")
-def add_hubspot(
-    name: Annotated[str, typer.Argument(help="A name for the connection.", show_default=False)],
-    org: OrgOption,
-    host: Annotated[str, typer.Option(help="The HubSpot API base URL.")] = (
-        "https://api.hubapi.com"
-    ),
-    access_token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="HUBSPOT_ACCESS_TOKEN",
+def _add_options(connector: type[Connector]) -> list[inspect.Parameter]:
+    """The connector's own options, from its settings and credentials models."""
+    params = []
+    for field in option_fields(connector):
+        kind: Any = {"int": int, "float": float, "bool": bool}.get(field.kind, str)
+        required = field.required and not field.credential  # a missing secret is prompted
+        names = [f"{field.option}/--no-{field.option[2:]}"] if kind is bool else [field.option]
+        default = f" (default: {field.default})" if field.default not in (None, "") else ""
+        option = typer.Option(
+            *names,
+            help=field.help + default,
+            envvar=field.envvar(connector.key),
             show_default=False,
-            help="Private app / OAuth access token (prompted, hidden, when not given).",
+            show_envvar=False,
+        )
+        annotation = Annotated[kind if required else kind | None, option]  # type: ignore[valid-type]
+        params.append(
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=annotation,
+                **({} if required else {"default": None}),
+            )
+        )
+    return params
+
+
+#: ``connections add KEY``'s options that every connector shares, after its own
+_COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("field_map", MapOption, None),
+    ("direction", DirectionOption, None),
+    ("setting", SettingOption, None),
+    ("match", MatchOption, "exact"),
+    ("create_policy", PolicyOption, "create"),
+    ("push_creates", PushCreatesOption, True),
+    ("schedule", ScheduleOption, 900),
+    ("check", CheckOption, True),
+    ("as_json", JsonOption, False),
+)
+
+
+def add_command(key: str) -> Callable[..., None]:
+    """``connections add KEY``: the command for one installed connector, its options made
+    from the connector's settings and credentials models (see ``connectors.setup``)."""
+    connector = registry.connector_class(key)
+    fields = {f.name: f for f in option_fields(connector)}
+
+    def add(**values: Any) -> None:
+        name, org = values.pop("name"), values.pop("org")
+        common = {k: values.pop(k) for k, _, _ in _COMMON_OPTIONS}
+        credentials = {k: v for k, v in values.items() if fields[k].credential}
+        for missing in connector.credentials_model.to_prompt(credentials):
+            credentials[missing] = _secret(None, f"{key} {missing.replace('_', ' ')}")
+        options = {k: v for k, v in values.items() if not fields[k].credential and v is not None}
+        options.update(_setting_values(common["setting"]))
+        _add(
+            org,
+            _spec(
+                key,
+                name,
+                credentials,
+                options,
+                common["field_map"],
+                common["direction"],
+                common["match"],
+                common["create_policy"],
+                common["push_creates"],
+                common["schedule"],
+            ),
+            check=common["check"],
+            as_json=common["as_json"],
+        )
+
+    params = [
+        inspect.Parameter(
+            "name",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[
+                str, typer.Argument(help="A name for the connection.", show_default=False)
+            ],
         ),
-    ] = None,
-    client_secret: Annotated[
-        str | None,
-        typer.Option(
-            envvar="HUBSPOT_CLIENT_SECRET",
-            show_default=False,
-            help="The app's client secret (verifies webhook signatures).",
+        inspect.Parameter("org", inspect.Parameter.KEYWORD_ONLY, annotation=OrgOption),
+        *_add_options(connector),
+        *(
+            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d)
+            for n, a, d in _COMMON_OPTIONS
         ),
-    ] = None,
-    external_id_property: Annotated[
-        str, typer.Option(help="Unique company property holding the billing id.")
-    ] = "crmsync_id",
-    accept_signature_v1_v2: Annotated[
-        bool, typer.Option(help="Accept webhooks signed v1/v2 (no timestamp).")
-    ] = False,
-    ca_bundle: CaBundleOption = None,
-    field_map: MapOption = None,
-    direction: DirectionOption = None,
-    setting: SettingOption = None,
-    match: MatchOption = "exact",
-    create_policy: PolicyOption = "create",
-    push_creates: PushCreatesOption = True,
-    schedule: ScheduleOption = 900,
-    check: CheckOption = True,
-    as_json: JsonOption = False,
-) -> None:
-    """Add a HubSpot connection (companies <-> customers). Exit 4 when the CRM refuses."""
-    access_token = _secret(access_token, "HubSpot access token")
-    if not access_token:
-        fail("a HubSpot access token is required", ExitCode.INVALID)
-    credentials = {"access_token": access_token, "client_secret": client_secret}
-    options: dict[str, Any] = {
-        "host": host,
-        "external_id_property": external_id_property,
-        "accept_signature_v1_v2": accept_signature_v1_v2,
-        **({"ca_bundle": ca_bundle} if ca_bundle else {}),
-        **_setting_values(setting),
-    }
-    _add(
-        org,
-        _spec(
-            "hubspot",
-            name,
-            credentials,
-            options,
-            field_map,
-            direction,
-            match,
-            create_policy,
-            push_creates,
-            schedule,
-        ),
-        check=check,
-        as_json=as_json,
-    )
+    ]
+    add.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    add.__annotations__ = {p.name: p.annotation for p in params}
+    summary = (connector.settings_model.__doc__ or f"A {key} connection.").strip().splitlines()[0]
+    add.__doc__ = f"Add {summary[0].lower()}{summary[1:]} Exit 4 when the CRM refuses."
+    return add
+
+
+class ConnectorCommands(TyperGroup):
+    """``connections add KEY``: one command per installed connector, made when it is asked
+    for (so that ``crmsync --help`` loads no connector)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return registry.available()
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in registry.available():
+            return None
+        one = typer.Typer(add_completion=False)
+        one.command(cmd_name)(add_command(cmd_name))
+        return typer.main.get_command(one)
+
+
+add_app = typer.Typer(
+    name="add",
+    cls=ConnectorCommands,
+    help="Add a connection to a CRM (checked against the CRM first).",
+    no_args_is_help=True,
+)
+app.add_typer(add_app)
 
 
 @app.command("list")

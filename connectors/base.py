@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, SecretStr
+
 FieldValue = str | bool | int | float | None
 CustomerFields = dict[str, FieldValue]
 
@@ -232,11 +234,76 @@ class CallStats(Protocol):
     retries: int
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a connector can do beyond the core of the contract (pull, pull by ids, push).
+
+    ``merges`` says where a CRM merge shows as one (``merged_into`` naming the survivor):
+    ``"pulls"`` (pulls and pulls by ids report it), ``"webhooks"`` (only webhook events
+    do; a pull sees the merged-away record deleted), or None. ``field_describe`` means
+    ``describe_fields`` reads the CRM's own field list (so ``check`` can name a field that
+    does not exist). The contract kit runs the cases that fit what a connector declares.
+    """
+
+    webhooks: bool = False
+    merges: Literal["pulls", "webhooks"] | None = None
+    contacts: bool = False
+    field_describe: bool = False
+
+    def names(self) -> list[str]:
+        """The capabilities as short words (for ``crmsync connectors list``)."""
+        words = ["webhooks"] if self.webhooks else []
+        if self.merges:
+            words.append("merges" if self.merges == "pulls" else "merges (webhooks)")
+        if self.contacts:
+            words.append("contacts")
+        if self.field_describe:
+            words.append("field describe")
+        return words
+
+
+class ConnectorSettings(BaseModel):
+    """Base of a connector's settings model: the non-secret options of a connection.
+
+    Each field becomes an option of ``crmsync connections add KEY`` (``--field-name``, its
+    ``description`` the help) and a field of the console's form; values are checked by the
+    model, and its error messages are what the operator sees. Unknown settings are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectorCredentials(BaseModel):
+    """Base of a connector's credentials model: what is stored encrypted.
+
+    ``SecretStr`` fields are secrets: read from an option, its environment variable
+    (``KEY_FIELD_NAME``, e.g. ``HUBSPOT_ACCESS_TOKEN``) or a hidden prompt, and never shown.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def to_prompt(cls, given: Mapping[str, object]) -> list[str]:
+        """The secret fields to ask for at a hidden prompt when ``given`` lacks them: by
+        default every required ``SecretStr`` field not given. Override for rules such as
+        "one of these three"."""
+        return [
+            name
+            for name, info in cls.model_fields.items()
+            if info.annotation is SecretStr and info.is_required() and not given.get(name)
+        ]
+
+
 @runtime_checkable
 class Connector(Protocol):
     """What every CRM connector provides. Construct with ``Connector(config, gate=...)``."""
 
     key: ClassVar[str]
+    #: what it can do beyond the core (see ``Capabilities``)
+    capabilities: ClassVar[Capabilities]
+    #: the connection settings and credentials it takes, as pydantic models
+    settings_model: ClassVar[type[ConnectorSettings]]
+    credentials_model: ClassVar[type[ConnectorCredentials]]
     #: the customer fields this connection maps (defaults plus overrides), in a stable order
     mapped_fields: tuple[str, ...]
     #: API calls made by this instance so far (for run records and benchmarks)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from connectors.base import ConnectionConfig, Connector, RateGate
+from connectors.base import Capabilities, ConnectionConfig, Connector, RateGate
 from connectors.errors import ConfigError
 
 GROUP = "crmsync.connectors"
@@ -36,3 +37,33 @@ def create(key: str, config: ConnectionConfig, gate: RateGate | None = None) -> 
     """Build the connector ``key`` for one connection."""
     cls = connector_class(key)
     return cls(config, gate=gate)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class InstalledConnector:
+    """An installed connector as ``crmsync connectors list`` shows it."""
+
+    key: str
+    package: str
+    version: str
+    capabilities: Capabilities
+    connector: type[Connector]
+
+
+def installed() -> list[InstalledConnector]:
+    """Every installed connector with the package that provides it (loads each one)."""
+    found = []
+    for key in available():
+        ep = _entry_points()[key]
+        cls = connector_class(key)
+        dist = ep.dist
+        found.append(
+            InstalledConnector(
+                key=key,
+                package=dist.name if dist is not None else ep.value.split(":")[0],
+                version=dist.version if dist is not None else "",
+                capabilities=cls.capabilities,
+                connector=cls,
+            )
+        )
+    return found

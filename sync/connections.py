@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from connectors import registry
 from connectors.base import ConnectionConfig, Connector, RateGate
+from connectors.errors import ConfigError
+from connectors.setup import check_config
 from sync.crypto import decrypt_credentials, encrypt_credentials
 from sync.match import MATCH_MODES
 from sync.settings import Settings
@@ -42,7 +44,12 @@ class ConnectionSpec:
 
 
 def _validate(spec: ConnectionSpec) -> None:
-    registry.connector_class(spec.kind)  # an unknown CRM is a clear ConfigError
+    connector = registry.connector_class(spec.kind)  # an unknown CRM is a clear ConfigError
+    try:
+        # the connector's own models check its settings and credentials (connectors.setup)
+        spec.settings, spec.credentials = check_config(connector, spec.settings, spec.credentials)
+    except ConfigError as error:
+        raise ConnectionSetupError(str(error)) from None
     if spec.match_mode not in MATCH_MODES:
         raise ConnectionSetupError(f"match mode must be one of {', '.join(MATCH_MODES)}")
     if spec.create_policy not in CREATE_POLICIES:

@@ -64,6 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.base import (
     ApiUsage,
+    Capabilities,
     ConnectionConfig,
     CrmContact,
     CrmCustomer,
@@ -86,6 +87,7 @@ from connectors.calls import (
 from connectors.errors import ConfigError, ConnectorError
 from connectors.hubspot import mapping, webhooks
 from connectors.hubspot.client import HubSpotApis, raw_call
+from connectors.hubspot.config import HubSpotCredentials, HubSpotSettings
 from connectors.hubspot.errors import classify, describe, error_body, is_api_exception, record_error
 
 T = TypeVar("T")
@@ -155,6 +157,11 @@ class HubSpotConnector:
     """HubSpot CRM v3 through hubspot-api-client (see the module docstring)."""
 
     key: ClassVar[str] = "hubspot"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        webhooks=True, merges="pulls", contacts=True, field_describe=True
+    )
+    settings_model: ClassVar[type[HubSpotSettings]] = HubSpotSettings
+    credentials_model: ClassVar[type[HubSpotCredentials]] = HubSpotCredentials
 
     def __init__(self, config: ConnectionConfig, gate: RateGate | None = None) -> None:
         self.config = config

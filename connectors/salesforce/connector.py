@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 from connectors.base import (
     ApiUsage,
+    Capabilities,
     ConnectionConfig,
     CrmContact,
     CrmCustomer,
@@ -68,6 +69,7 @@ from connectors.salesforce.client import (
     api_usage,
     make_session,
 )
+from connectors.salesforce.config import SalesforceCredentials, SalesforceSettings
 from connectors.salesforce.errors import classify, record_error
 from connectors.salesforce.mapping import AccountMapping, build_mapping, split_street
 
@@ -128,6 +130,11 @@ class SalesforceConnector:
     """Implements :class:`connectors.base.Connector` with simple-salesforce."""
 
     key: ClassVar[str] = "salesforce"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        webhooks=True, merges="pulls", contacts=True, field_describe=True
+    )
+    settings_model: ClassVar[type[SalesforceSettings]] = SalesforceSettings
+    credentials_model: ClassVar[type[SalesforceCredentials]] = SalesforceCredentials
 
     def __init__(self, config: ConnectionConfig, gate: RateGate | None = None) -> None:
         settings = config.settings

@@ -43,6 +43,13 @@ class Harness(Protocol):
     sends_retry_after: bool
     #: whether a connector made by ``connector()`` can get a new token when one expires
     can_refresh_tokens: bool
+    #: the per-record refusals the CRM can make: "validation", and "duplicate" where it
+    #: enforces a unique field
+    rejectable: tuple[str, ...]
+
+    def push_calls(self, updates: int, creates: int) -> int:
+        """The fewest API calls the CRM allows for a push of that many updates and creates
+        (batches of ``push_batch_max`` per kind; more where a create needs a look-up)."""
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """The connection settings ``connector()`` uses, with overrides."""

@@ -14,6 +14,7 @@ limit lifted, and the connectors wait 10 ms after a 429 without ``Retry-After``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -55,6 +56,7 @@ class HubSpotHarness:
     sends_retry_after = True  # a 429 may carry Retry-After
     #: a private-app token does not expire, and the connector has no OAuth refresh
     can_refresh_tokens = False
+    rejectable = ("validation", "duplicate")
 
     def __init__(
         self, sandbox: RunningHubSpot, field_map: Mapping[str, str | None] | None = None
@@ -66,6 +68,10 @@ class HubSpotHarness:
         self._record_errors: dict[str, str] = {}
         self.hs.configure_webhooks(client_secret=CLIENT_SECRET)
         self.hs.set_faults(**FAST_LIMITS)
+
+    def push_calls(self, updates: int, creates: int) -> int:
+        """Batches per kind: updates by id, creates as upserts on the billing id."""
+        return math.ceil(updates / self.push_batch_max) + math.ceil(creates / self.push_batch_max)
 
     # -- connectors
     def settings(self, **overrides: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ retry tests do not sleep. Its field map is the connector's default plus
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class SalesforceHarness:
     missing_id = "001000000000000AAA"  # well-formed, names no record
     sends_retry_after = False  # REQUEST_LIMIT_EXCEEDED carries no Retry-After
     can_refresh_tokens = True  # connector() has OAuth client credentials
+    rejectable = ("validation", "duplicate")
 
     def __init__(
         self, sandbox: RunningSalesforce, field_map: Mapping[str, str | None] | None = None
@@ -71,6 +73,10 @@ class SalesforceHarness:
         self.field_map = dict(DEFAULT_FIELD_MAP if field_map is None else field_map)
         self.mapping: AccountMapping = build_mapping(self.field_map)
         self._to_customer = self.mapping.to_customer()
+
+    def push_calls(self, updates: int, creates: int) -> int:
+        """Batches per kind: updates by id, creates as upserts on the billing id."""
+        return math.ceil(updates / self.push_batch_max) + math.ceil(creates / self.push_batch_max)
 
     # -- connectors
     def settings(self, **overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""What a HubSpot connection takes: its settings and credentials, as pydantic models.
+
+``crmsync connections add hubspot`` and the console build their options and forms from
+these, and check what the operator gives with them (see ``connectors.base``).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from connectors.base import ConnectorCredentials, ConnectorSettings
+
+
+class HubSpotSettings(ConnectorSettings):
+    """A HubSpot connection: companies <-> customers, contacts <-> contacts."""
+
+    host: str = Field("https://api.hubapi.com", description="The HubSpot API base URL.")
+    external_id_property: str = Field(
+        "crmsync_id", description="Unique company property holding the billing id."
+    )
+    accept_signature_v1_v2: bool = Field(
+        False, description="Accept webhooks signed v1/v2 (no timestamp)."
+    )
+    ca_bundle: str | None = Field(None, description="A CA certificate file to trust for the CRM.")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
+    max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
+    backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
+    clock_skew_ms: int = Field(
+        1000, ge=0, description="How far our clock may be ahead of HubSpot's (ms)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _is_a_url(cls, value: str) -> str:
+        if not (urlsplit(value).scheme in ("http", "https") and urlsplit(value).hostname):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class HubSpotCredentials(ConnectorCredentials):
+    access_token: SecretStr = Field(
+        description="Private app / OAuth access token (prompted, hidden, when not given)."
+    )
+    client_secret: SecretStr | None = Field(
+        None, description="The app's client secret (verifies webhook signatures)."
+    )

@@ -1,0 +1,78 @@
+"""What a Salesforce connection takes: its settings and credentials, as pydantic models.
+
+``crmsync connections add salesforce`` and the console build their options and forms from
+these, and check what the operator gives with them (see ``connectors.base``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from connectors.base import ConnectorCredentials, ConnectorSettings
+
+
+class SalesforceSettings(ConnectorSettings):
+    """A Salesforce connection: Accounts <-> customers, Contacts <-> contacts."""
+
+    instance_url: str = Field(description="https://yourorg.my.salesforce.com")
+    organization_id: str | None = Field(
+        None, description="The org id Outbound Messages must name (00D...)."
+    )
+    external_id_field: str = Field(
+        "crmsync_id__c", description="Account External ID field holding the billing id."
+    )
+    ca_bundle: str | None = Field(None, description="A CA certificate file to trust for the CRM.")
+    token_url: str | None = Field(
+        None, description="OAuth token endpoint (default: instance URL + /services/oauth2/token)."
+    )
+    api_version: str = Field("59.0", description="REST API version (46.0 or later).")
+    request_timeout: float = Field(60.0, gt=0, description="Seconds per HTTP request.")
+    max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
+    backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
+    limit_wait_seconds: float = Field(
+        60.0, ge=0, description="How long everyone waits after REQUEST_LIMIT_EXCEEDED."
+    )
+    lock_retries: int = Field(3, ge=0, description="Extra tries for UNABLE_TO_LOCK_ROW records.")
+    overlap_seconds: float = Field(
+        0.0, ge=0, description="Incremental pulls re-read this window before the watermark."
+    )
+
+    @field_validator("instance_url", "token_url")
+    @classmethod
+    def _is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            urlsplit(value).scheme in ("http", "https") and urlsplit(value).hostname
+        ):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class SalesforceCredentials(ConnectorCredentials):
+    client_id: str | None = Field(None, description="OAuth client id (connected app).")
+    client_secret: SecretStr | None = Field(
+        None, description="OAuth client secret (prompted, hidden, when no credential is given)."
+    )
+    access_token: SecretStr | None = Field(None, description="Access token.")
+    refresh_token: SecretStr | None = Field(None, description="Refresh token.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Secret Outbound Messages carry (?secret= or X-Crmsync-Secret)."
+    )
+
+    @classmethod
+    def to_prompt(cls, given: Mapping[str, object]) -> list[str]:
+        """The client secret, when no way to get a token was given."""
+        if any(given.get(k) for k in ("access_token", "refresh_token", "client_secret")):
+            return []
+        return ["client_secret"]
+
+    @model_validator(mode="after")
+    def _a_way_to_a_token(self) -> Self:
+        if not (self.access_token or self.refresh_token or self.client_secret):
+            raise ValueError("give a client secret, an access token or a refresh token")
+        if self.client_secret and not self.client_id:
+            raise ValueError("--client-id is needed with a client secret")
+        return self

@@ -1,0 +1,48 @@
+"""What a Pipedrive connection takes: its settings and credentials, as pydantic models."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from connectors.base import ConnectorCredentials, ConnectorSettings
+
+
+class PipedriveSettings(ConnectorSettings):
+    """A Pipedrive connection: Organizations <-> customers, Persons <-> contacts."""
+
+    company_url: str = Field(
+        description="Your company's Pipedrive URL, e.g. https://yourcompany.pipedrive.com."
+    )
+    external_id_key: str = Field(
+        description="API key (40 characters) of the organization text field that holds the "
+        "billing id (Settings > Data fields).",
+        min_length=1,
+    )
+    request_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
+    max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
+    backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
+    clock_skew_seconds: float = Field(
+        1.0, ge=0, description="How far our clock may be ahead of Pipedrive's (seconds)."
+    )
+
+    @field_validator("company_url")
+    @classmethod
+    def _is_a_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value.rstrip("/")
+
+
+class PipedriveCredentials(ConnectorCredentials):
+    api_token: SecretStr = Field(
+        description="A Pipedrive API token (prompted, hidden, when not given)."
+    )
+    webhook_user: str | None = Field(
+        None, description="The HTTP basic auth user the webhooks are created with."
+    )
+    webhook_password: SecretStr | None = Field(
+        None, description="The HTTP basic auth password the webhooks are created with."
+    )

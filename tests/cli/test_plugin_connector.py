@@ -1,0 +1,137 @@
+"""A connector from another package, end to end through the CLI: the Pipedrive plug-in
+(``plugins/crmsync-pipedrive``, installed by ``make install``) against its own emulator.
+
+Listed by ``crmsync connectors list``, added with ``crmsync connections add pipedrive``
+(options made from its models, the token at a hidden prompt), synced with ``--wait``, and a
+conflict opened and resolved -- with nothing in crmsync knowing Pipedrive.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sync.crypto import new_secret_key
+from sync.customer import CustomerPatch
+from sync.customers import update_customer
+from sync.store.db import engine_for, transaction
+from tests.cli.conftest import Run, as_json
+from tests.conftest import service_missing
+
+TOKEN = "pipedrive-api-token-that-must-never-print"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Any]:
+    try:
+        module = importlib.import_module("crmsync_pipedrive.emulator")
+    except ImportError as error:
+        service_missing("the crmsync-pipedrive plug-in (make install)", error)
+    with module.PipedriveEmulator(api_token=TOKEN) as running:
+        yield running
+
+
+@pytest.fixture
+def pipedrive(emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    emulator.reset()
+    monkeypatch.setenv("CRMSYNC_SECRET_KEY", new_secret_key())
+    return emulator
+
+
+def add_pipedrive(run: Run, emulator: Any, org: str, *extra: str, code: int = 0) -> str:
+    from crmsync_pipedrive.emulator import CRMSYNC_ID_KEY
+
+    result = run(
+        "connections", "add", "pipedrive", "pd", "--org", org,
+        "--company-url", emulator.url, "--external-id-key", CRMSYNC_ID_KEY,
+        "--webhook-user", "crmsync", "--webhook-password", "hook-password",
+        "--backoff-base-seconds", "0.01", "--setting", "clock_skew_seconds=0",
+        "--json", *extra,
+        input=f"{TOKEN}\n",  # the API token is asked at a hidden prompt
+        code=code,
+    )  # fmt: skip
+    assert TOKEN not in result.stdout + result.stderr
+    assert "hook-password" not in result.stdout + result.stderr
+    return str(as_json(result)["id"]) if code == 0 else result.stderr
+
+
+def test_the_plugin_is_listed_with_its_package_and_capabilities(
+    run: Run, pipedrive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # option names unfolded in the help
+    listed = {c["key"]: c for c in as_json(run("connectors", "list", "--json"))}
+    assert {"salesforce", "hubspot", "pipedrive"} <= set(listed)
+    assert listed["pipedrive"]["package"] == "crmsync-pipedrive"
+    assert listed["pipedrive"]["capabilities"] == {
+        "webhooks": True,
+        "merges": "webhooks",
+        "contacts": True,
+        "field_describe": True,
+    }
+    assert listed["salesforce"]["package"] == "crmsync"
+    table = run("connectors", "list").stdout
+    assert "pipedrive" in table and "crmsync-pipedrive" in table
+    help_text = run("connections", "add", "pipedrive", "--help").stdout
+    assert "--company-url" in help_text and "--external-id-key" in help_text
+
+
+def test_bad_options_get_the_models_own_words(run: Run, org: str, pipedrive: Any) -> None:
+    refused = add_pipedrive(run, pipedrive, org, "--company-url", "pipedrive.example", code=4)
+    assert "--company-url" in refused and "not an http(s) URL" in refused
+    refused = add_pipedrive(run, pipedrive, org, "--max-attempts", "0", code=4)
+    assert "--max-attempts" in refused and "greater than or equal to 1" in refused
+    # a field the company does not have is refused by the check against Pipedrive
+    refused = add_pipedrive(run, pipedrive, org, "--map", "phone_number=no_such_key", code=4)
+    assert "no_such_key" in refused
+    run("connections", "add", "pipedrive", "pd", "--org", org, code=2)  # --company-url missing
+    assert as_json(run("connections", "list", "--org", org, "--json")) == []
+
+
+def test_add_sync_conflict_and_resolution_against_the_emulator(
+    run: Run, org: str, pipedrive: Any, settings_env: str
+) -> None:
+    ids = pipedrive.seed(3)
+    connection = add_pipedrive(run, pipedrive, org)
+    shown = as_json(run("connections", "show", "pd", "--org", org, "--json"))
+    assert shown["id"] == connection and shown["kind"] == "pipedrive"
+    assert shown["credentials"] == "(stored encrypted)"
+    assert as_json(run("connections", "test", "pd", "--org", org, "--json"))["ok"] is True
+
+    result = as_json(run("sync", "pd", "--org", org, "--wait", "--json"))
+    assert result["status"] == "succeeded" and result["counters"]["created"] == 3
+    customers = as_json(run("customers", "list", "--org", org, "--json"))
+    by_crm = {c["external_id"]: c for c in customers}
+    assert set(by_crm) == set(ids)
+    assert by_crm[ids[0]]["address"]["city"] == "Springfield"
+
+    # the same field changed differently on both sides: a conflict for the operator
+    with transaction(engine_for(settings_env)) as session:
+        for crm_id in ids[:2]:
+            patch = CustomerPatch(customer_name=f"Billing {crm_id}")
+            update_customer(session, org, by_crm[crm_id]["id"], patch)
+    for crm_id in ids[:2]:
+        pipedrive.edit(crm_id, name=f"CRM {crm_id}")
+    run("sync", "pd", "--org", org, "--wait")
+    conflicts = as_json(run("conflicts", "list", "--org", org, "--json"))
+    assert {c["crm"] for c in conflicts} == {f"CRM {i}" for i in ids[:2]}
+    first, second = sorted(conflicts, key=lambda c: c["crm_id"])
+    resolved = as_json(
+        run("conflicts", "resolve", first["id"], "--org", org, "--keep", "crm", "--json")
+    )
+    assert resolved["billing_written"] and not resolved["crm_written"]
+    run("conflicts", "resolve", second["id"], "--org", org, "--set", "Agreed Name Ltd")
+    assert pipedrive.read(second["crm_id"]).name == "Agreed Name Ltd"
+    assert as_json(run("conflicts", "list", "--org", org, "--json")) == []
+    names = {c["customer_name"] for c in as_json(run("customers", "list", "--org", org, "--json"))}
+    assert {f"CRM {first['crm_id']}", "Agreed Name Ltd"} <= names
+
+    # a billing-side edit is pushed to Pipedrive by the next sync; nothing else changes
+    with transaction(engine_for(settings_env)) as session:
+        patch = CustomerPatch(customer_name="Pushed From Billing")
+        update_customer(session, org, by_crm[ids[2]]["id"], patch)
+    again = as_json(run("sync", "pd", "--org", org, "--wait", "--json"))
+    assert again["status"] == "succeeded"
+    assert pipedrive.read(ids[2]).name == "Pushed From Billing"

@@ -221,7 +221,6 @@ class PipedriveEmulator:
                 survivor.address.setdefault(part, value)
             for key, value in loser.custom.items():
                 survivor.custom.setdefault(key, value)
-            survivor.merge_what_id = loser.id
             survivor.update_time = now
             loser.active = False
             loser.update_time = now
@@ -231,8 +230,9 @@ class PipedriveEmulator:
                     person.update_time = now
             survivor.people_count += loser.people_count
             loser.people_count = 0
-            self._notify("merged", "organization", survivor.v1(), previous)
-            survivor.merge_what_id = None  # only the merge answer and its webhook name it
+            # only the merge's answer and its webhook name the merged-away organization
+            current = {**survivor.v1(), "merge_what_id": loser.id}
+            self._notify("merged", "organization", current, previous)
             return str(survivor.id)
 
     def touch(self, org_ids: list[str], seconds: int) -> None:

@@ -187,7 +187,7 @@ def merge_organizations(
         if not (loser.active and survivor.active) or loser.id == survivor.id:
             raise ApiError(400, "Cannot merge these organizations")
         em.merge(str(survivor.id), str(loser.id))
-        return _ok(survivor.v1())
+        return _ok({**survivor.v1(), "merge_what_id": loser.id})
 
 
 @route("GET", r"/api/v1/organizationFields")

@@ -49,7 +49,6 @@ class Organization:
     add_time: int
     update_time: int
     active: bool = True
-    merge_what_id: int | None = None
     people_count: int = 0
 
     def address_value(self) -> str | None:
@@ -80,8 +79,6 @@ class Organization:
         for part in ADDRESS_PARTS:
             record[f"address_{part}"] = self.address.get(part)
         record.update(self.custom)
-        if self.merge_what_id is not None:
-            record["merge_what_id"] = self.merge_what_id
         return record
 
     def v2(self) -> dict[str, Any]:

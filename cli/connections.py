@@ -4,6 +4,11 @@ Credentials are entered once, through options that also read an environment vari
 a hidden prompt; they are stored encrypted with ``CRMSYNC_SECRET_KEY`` and never printed.
 A new connection is checked against the CRM (authentication and the field map) before it
 is stored, unless ``--no-check``.
+
+``connections add KEY`` exists for every installed connector, built-in or plug-in: its
+options are made from the connector's settings and credentials models (secrets read from
+``--option``, ``KEY_OPTION`` in the environment or a hidden prompt) and what is given is
+checked by those models, in their own words (``connectors.setup``).
 """
 
 from __future__ import annotations
@@ -176,7 +181,7 @@ def _add(
         return
     say(f"Added {spec.kind} connection [bold]{spec.name}[/] ({data['id']}).")
     if registry.connector_class(spec.kind).capabilities.webhooks:
-        label = "Outbound Message URL" if spec.kind == "salesforce" else "Webhook target URL:  "
+        label = "Outbound Message URL" if spec.kind == "salesforce" else "Webhook target URL"
         say(f"{label}: {settings.public_base_url}/webhooks/{spec.kind}/{data['id']}")
 
 

@@ -27,6 +27,16 @@ class HubSpotSettings(ConnectorSettings):
     request_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
     max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
     backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
+    rate_limit_budget_seconds: float = Field(
+        3600.0, gt=0, description="A run's time budget for rate-limit waits."
+    )
+    rate_limit_wait_seconds: float = Field(
+        1.0, ge=0, description="The wait after a 429 that gives no Retry-After."
+    )
+    time_zone: str = Field(
+        "UTC", description="The portal's IANA time zone (its daily API limit resets at midnight)."
+    )
+    search_per_second: float = Field(4, ge=0, description="Searches a second at most (0: no pacing).")
     clock_skew_ms: int = Field(
         1000, ge=0, description="How far our clock may be ahead of HubSpot's (ms)."
     )

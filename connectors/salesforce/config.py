@@ -34,7 +34,13 @@ class SalesforceSettings(ConnectorSettings):
     max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
     backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
     limit_wait_seconds: float = Field(
-        60.0, ge=0, description="How long everyone waits after REQUEST_LIMIT_EXCEEDED."
+        1.0, ge=0, description="How long everyone waits after a concurrent-request limit."
+    )
+    daily_limit_recheck_seconds: float = Field(
+        1800.0, ge=0, description="When a spent rolling 24-hour allowance is checked again."
+    )
+    rate_limit_budget_seconds: float = Field(
+        3600.0, gt=0, description="A run's time budget for rate-limit waits."
     )
     lock_retries: int = Field(3, ge=0, description="Extra tries for UNABLE_TO_LOCK_ROW records.")
     overlap_seconds: float = Field(

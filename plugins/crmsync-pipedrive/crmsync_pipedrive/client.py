@@ -5,8 +5,10 @@ gating, classification and retries); this module turns Pipedrive's answers into 
 error types, in one place:
 
 ====================  ===========================================================
-429                   ``RetriableError`` waiting ``Retry-After`` if sent, else the
-                      ``x-ratelimit-reset`` seconds of the burst window
+429                   ``RateLimited`` (the 2-second burst window: traffic, waited
+                      out) for ``Retry-After`` if sent, else ``x-ratelimit-reset``;
+                      with ``x-daily-requests-left: 0``, ``DailyLimitExceeded``
+                      until the next midnight UTC (the day's budget is spent)
 5xx, time-outs        ``RetriableError``
 401                   ``AuthError`` (API tokens cannot be refreshed)
 400, 404 on a write   returned to the caller: a refusal of that one record
@@ -19,13 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from connectors.base import RateGate
 from connectors.calls import CallCounter, RetryPolicy, call_crm
-from connectors.errors import AuthError, ConnectorError, RetriableError
+from connectors.errors import (
+    AuthError,
+    ConnectorError,
+    DailyLimitExceeded,
+    RateLimited,
+    RetriableError,
+)
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,19 @@ def classify(error: Exception) -> ConnectorError | None:
         return None
     status, message = error.answer.status, error.answer.error
     if status == 429:
+        if error.headers.get("x-daily-requests-left") == "0":
+            today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            until = today + timedelta(days=1)  # Pipedrive's day is counted in UTC
+            return DailyLimitExceeded(f"Pipedrive: {message}", until=until)
         wait = _seconds(error.headers.get("retry-after"))
         if wait is None:
             wait = _seconds(error.headers.get("x-ratelimit-reset"))
-        return RetriableError(f"Pipedrive: {message}", wait_seconds=wait, status=429)
+        return RateLimited(
+            f"Pipedrive: {message}",
+            wait_seconds=wait if wait is not None else 2.0,  # the burst window
+            policy="BURST",
+            status=429,
+        )
     if status >= 500:
         return RetriableError(f"Pipedrive: {message}", status=status)
     if status == 401:
@@ -101,6 +119,8 @@ class PipedriveClient:
         self._gate = gate
         self._counter = counter
         self._policy = policy
+        #: the day's requests left, as Pipedrive's last answer said (``x-daily-requests-left``)
+        self.daily_left: int | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -127,6 +147,9 @@ class PipedriveClient:
         def request() -> Answer:
             response = self._http.request(method, path, params=params, json=json)
             self._gate.observe(response.headers)
+            left = response.headers.get("x-daily-requests-left")
+            if left is not None and left.isdigit():
+                self.daily_left = int(left)
             try:
                 body = response.json()
             except ValueError:

@@ -23,6 +23,14 @@ class PipedriveSettings(ConnectorSettings):
     request_timeout: float = Field(30.0, gt=0, description="Seconds per HTTP request.")
     max_attempts: int = Field(5, ge=1, description="Tries per call for retriable errors.")
     backoff_base_seconds: float = Field(0.5, ge=0, description="Exponential back-off base.")
+    rate_limit_budget_seconds: float = Field(
+        3600.0, gt=0, description="A run's time budget for rate-limit waits."
+    )
+    daily_request_limit: int = Field(
+        10_000,
+        gt=0,
+        description="Requests a day the plan allows (Pipedrive reports only those left).",
+    )
     clock_skew_seconds: float = Field(
         1.0, ge=0, description="How far our clock may be ahead of Pipedrive's (seconds)."
     )

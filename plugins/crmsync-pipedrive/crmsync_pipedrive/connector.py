@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
 from connectors.base import (
+    ApiUsage,
+    CallStats,
     Capabilities,
     ConnectionConfig,
     CrmContact,
@@ -46,7 +48,7 @@ from connectors.base import (
     WebhookEvent,
     WebhookRequest,
 )
-from connectors.calls import CallCounter, LocalRateGate, RetryPolicy
+from connectors.calls import RATE_LIMIT_BUDGET_SECONDS, CallCounter, LocalRateGate, RetryPolicy
 from connectors.errors import ConfigError
 from crmsync_pipedrive import mapping, webhooks
 from crmsync_pipedrive.client import Answer, PipedriveClient
@@ -90,6 +92,7 @@ class PipedriveConnector:
         if not self.external_id_key:
             raise ConfigError("external_id_key (the billing-id field's API key) is required")
         self._skew = float(settings.get("clock_skew_seconds", 1.0))
+        self._daily_limit = int(settings.get("daily_request_limit", 10_000))
         self._counter = CallCounter()
         self._client = PipedriveClient(
             self._company_url,
@@ -100,6 +103,9 @@ class PipedriveConnector:
             policy=RetryPolicy(
                 attempts=int(settings.get("max_attempts", 5)),
                 base_seconds=float(settings.get("backoff_base_seconds", 0.5)),
+                rate_limit_budget_seconds=float(
+                    settings.get("rate_limit_budget_seconds", RATE_LIMIT_BUDGET_SECONDS)
+                ),
             ),
         )
         self.fmap = mapping.field_map(config.field_map)
@@ -108,6 +114,20 @@ class PipedriveConnector:
     @property
     def api_calls(self) -> int:
         return self._counter.count
+
+    @property
+    def calls(self) -> CallStats:
+        return self._counter
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        """The day's use: the plan's ``daily_request_limit`` less what Pipedrive says is
+        left (``x-daily-requests-left``)."""
+        left = self._client.daily_left
+        if left is None:
+            return None
+        limit = max(self._daily_limit, left)
+        return ApiUsage(used=limit - left, limit=limit, window="day (UTC)")
 
     def close(self) -> None:
         self._client.close()
@@ -310,6 +330,8 @@ class PipedriveConnector:
                 return self._refused(push, read if not read.ok else Answer(404, {}))
             current = mapping.address_of(read.body["data"])
         body = mapping.to_body(push.fields, self.fmap, current)
+        if crm_id is not None and push.write_billing_id:
+            body.setdefault("custom_fields", {})[self.external_id_key] = push.billing_id
         if crm_id is None:
             body.setdefault("custom_fields", {})[self.external_id_key] = push.billing_id
             answer = self._client.call(

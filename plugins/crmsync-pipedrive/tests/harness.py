@@ -144,6 +144,13 @@ class PipedriveHarness:
         wait = retry_after if retry_after is not None else FAST_RESET_SECONDS
         return InjectedFault("Request over limit", wait)
 
+    def spend_allowance(self, after: int) -> InjectedFault:
+        self.emulator.set_faults(daily_left=after)
+        return InjectedFault("Daily request limit exceeded")
+
+    def restore_allowance(self) -> None:
+        self.emulator.set_faults(daily_left=None)
+
     def server_errors(self, times: int) -> InjectedFault:
         self.emulator.set_faults(server_error_next=times, server_error_status=500)
         return InjectedFault("Internal server error (injected)")

@@ -12,7 +12,8 @@ Faults (:meth:`set_faults`): ``rate_limit_next`` (429s, with ``Retry-After`` whe
 ``retry_after`` is set), ``server_error_next`` (``server_error_status``), ``hang_next``
 (``hang_seconds``), ``record_errors`` ({organization id or crmsync id: "validation"}),
 ``expired_token`` (every call 401), ``burst_limit`` (requests per 2-second window),
-``reset_seconds`` (what a 429's ``x-ratelimit-reset`` says).
+``reset_seconds`` (what a 429's ``x-ratelimit-reset`` says), ``daily_left`` (requests
+left in the day: past them every call is 429 with ``x-daily-requests-left: 0``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ CRMSYNC_ID_KEY = "3c1e5a0b6f2d4e8a9b7c1d0e2f3a4b5c6d7e8f90"
 PHONE_KEY = "7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b"
 EMAIL_KEY = "b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0"
 WINDOW_SECONDS = 2
+#: requests a day (UTC) the emulated plan allows
+DAILY_BUDGET = 10_000
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Faults:
     burst_limit: int = 80
     #: what a 429 says in x-ratelimit-reset (None: the seconds left in the window)
     reset_seconds: float | None = None
+    #: requests left in the day's budget (None: the default budget, never spent here)
+    daily_left: int | None = None
 
 
 class _Server(ThreadingHTTPServer):
@@ -411,11 +416,19 @@ class PipedriveEmulator:
             self._window = (window_start, used)
             limit = self.faults.burst_limit
             reset = max(1, window_start + WINDOW_SECONDS - now)
+            if self.faults.daily_left is not None:
+                left = self.faults.daily_left
+                self.faults.daily_left = max(0, left - 1)
+            else:
+                left = max(1, DAILY_BUDGET - self._requests)
             limits = {
                 "x-ratelimit-limit": str(limit),
                 "x-ratelimit-remaining": str(max(0, limit - used)),
                 "x-ratelimit-reset": str(reset),
+                "x-daily-requests-left": str(max(0, left - 1)),
             }
+            if left <= 0:
+                raise ApiError(429, "Daily request limit exceeded", limits)
             if self.faults.rate_limit_next > 0 or used > limit:
                 if self.faults.rate_limit_next > 0:
                     self.faults.rate_limit_next -= 1

@@ -36,7 +36,9 @@ class HubSpotSettings(ConnectorSettings):
     time_zone: str = Field(
         "UTC", description="The portal's IANA time zone (its daily API limit resets at midnight)."
     )
-    search_per_second: float = Field(4, ge=0, description="Searches a second at most (0: no pacing).")
+    search_per_second: float = Field(
+        4, ge=0, description="Searches a second at most (0: no pacing)."
+    )
     clock_skew_ms: int = Field(
         1000, ge=0, description="How far our clock may be ahead of HubSpot's (ms)."
     )

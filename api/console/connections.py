@@ -29,6 +29,7 @@ from api.console.base import (
 from api.deps import get_settings
 from connectors import registry
 from connectors.errors import ConnectorError
+from connectors.setup import option_fields
 from sync import health, operator_actions
 from sync.connections import (
     CREATE_POLICIES,
@@ -72,10 +73,12 @@ def home(me: MeDep) -> Response:
 def connections_page(request: Request, me: MeDep, engine: EngineDep) -> Response:
     with reading(engine) as db:
         found = health.connection_health(db, me.organisation_id)
+    # what each installed connector takes, from its own models (connectors.setup)
+    fields = {kind: option_fields(registry.connector_class(kind)) for kind in registry.available()}
     return render(
         request,
         "connections.html",
-        {"me": me, "connections": found, "kinds": registry.available()},
+        {"me": me, "connections": found, "kinds": registry.available(), "kind_fields": fields},
     )
 
 

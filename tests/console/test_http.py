@@ -339,6 +339,29 @@ def test_admins_change_a_connections_options_and_operators_cannot(
         operator.close()
 
 
+def test_the_add_form_lists_what_each_installed_connector_takes(
+    world: World, visitor: Visitor
+) -> None:
+    assert visitor.sign_in("admin").status_code == 303
+    page = visitor.http.get("/console/connections").text
+    for kind, name in (("hubspot", "access_token"), ("salesforce", "instance_url")):
+        assert f'id="fields-{kind}"' in page and f"<code>{name}</code>" in page
+    if 'id="fields-pipedrive"' in page:  # the plug-in, when installed (make install)
+        assert "<code>company_url</code>" in page and "<code>api_token</code>" in page
+    # a setting the connector's model refuses is refused in the model's own words
+    form = {
+        "csrf_token": visitor.csrf("/console/connections"),
+        "kind": "hubspot",
+        "name": "bad-options",
+        "credentials": "access_token=x",
+        "options": "host=not a url\nmax_attempts=0",
+        "check": "false",
+    }
+    assert visitor.http.post("/console/connections", data=form).status_code == 303
+    shown = visitor.http.get("/console/connections").text
+    assert "not an http(s) URL" in shown and "--max-attempts" in shown
+
+
 def test_admins_add_a_connection_checked_with_the_crm(world: World, visitor: Visitor) -> None:
     assert visitor.sign_in("admin").status_code == 303
     token = visitor.csrf("/console/connections")

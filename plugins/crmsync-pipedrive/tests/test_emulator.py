@@ -142,17 +142,20 @@ def test_v2_writes_set_the_address_whole_and_refuse_unknown_fields(
     unknown = api.post("/v2/organizations", json={"name": "X", "custom_fields": {"nope": 1}})
     assert unknown.status_code == 400
     assert api.patch("/v2/organizations/999999", json={"name": "Y"}).status_code == 404
-    found = api.get(
-        "/v1/itemSearch/field",
-        params={
-            "term": "BILL-1",
+
+    def search(term: str) -> list[Any]:
+        params = {
+            "term": term,
             "field_type": "organizationField",
             "field_key": CRMSYNC_ID_KEY,
             "exact_match": "true",
             "return_item_ids": "true",
-        },
-    ).json()["data"]
-    assert [h["id"] for h in found] == [made["id"]]  # exact match is not case sensitive
+        }
+        found: list[Any] = api.get("/v1/itemSearch/field", params=params).json()["data"]
+        return found
+
+    assert [h["id"] for h in search("bill-1")] == [made["id"]]
+    assert search("BILL-1") == [] and search("bill-") == []  # exact and case sensitive
 
 
 def test_webhooks_v1_are_posted_with_basic_auth(

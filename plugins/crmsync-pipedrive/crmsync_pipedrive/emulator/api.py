@@ -23,7 +23,8 @@ GET  /api/v1/recents                  ``since_timestamp`` (UTC ``YYYY-MM-DD HH:M
                                       person), ``start``, ``limit``; oldest change first;
                                       deleted records included (``active_flag: false``)
 GET  /api/v1/itemSearch/field         ``field_type=organizationField``, ``field_key``,
-                                      ``term``, ``exact_match``, ``return_item_ids``
+                                      ``term``, ``exact_match`` (case sensitive),
+                                      ``return_item_ids``
 POST /api/v1/webhooks                 ``subscription_url, event_action, event_object,
                                       http_auth_user, http_auth_password`` (version 1.0)
 DELETE /api/v1/webhooks/{id}
@@ -256,11 +257,8 @@ def search_field(em: PipedriveEmulator, q: dict[str, str], _: Any, __: Any) -> A
             for o in sorted(em.store.organizations.values(), key=lambda o: o.id)
             if o.active
             and isinstance(o.custom.get(key), str)
-            and (
-                o.custom[key].casefold() == term.casefold()
-                if exact
-                else term.casefold() in o.custom[key].casefold()
-            )
+            # "The search is case sensitive" (itemSearch/field, exact_match)
+            and (o.custom[key] == term if exact else term in o.custom[key])
         ]
     chunk, pagination = _page(hits, q)
     return _ok(chunk, {"pagination": pagination})

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import console, customers, errors, webhooks
+from api import console, customers, errors, health, metrics, webhooks
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
 
@@ -27,6 +27,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(webhooks.router)
     console.install(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

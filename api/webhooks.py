@@ -20,6 +20,7 @@ secret, stale timestamp, wrong organisation), 404 (no such connection of that CR
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Annotated
 
@@ -32,6 +33,7 @@ from api.deps import get_engine, get_settings
 from connectors.base import WebhookRequest
 from connectors.errors import WebhookRejected
 from connectors.salesforce import ack_response
+from sync import telemetry
 from sync.crypto import SecretKeyMissing
 from sync.inbox import Received, UnknownConnection, receive_webhook
 from sync.settings import Settings
@@ -67,16 +69,28 @@ def public_url(settings: Settings, request: Request) -> str:
     return url
 
 
+def _refused(kind: str, connection_id: str, code: int, reason: str) -> HTTPException:
+    """Count and log a refusal; the error to raise. A connection that does not exist is
+    labelled ``unknown`` (anyone can send any id: the label set must stay bounded)."""
+    label = "unknown" if code == status.HTTP_404_NOT_FOUND else connection_id
+    telemetry.webhook_refused(connection_id=label, crm=kind, status=code, reason=reason)
+    return HTTPException(code, reason)
+
+
 async def _receive(
     kind: str, connection_id: str, request: Request, settings: Settings, engine: Engine
 ) -> Received:
+    arrived = time.perf_counter()
     try:
         uuid.UUID(connection_id)
     except ValueError:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no {kind} connection {connection_id}"
+        raise _refused(
+            kind, connection_id, status.HTTP_404_NOT_FOUND, f"no {kind} connection {connection_id}"
         ) from None
-    body = await _body(request, settings.webhook_max_bytes)
+    try:
+        body = await _body(request, settings.webhook_max_bytes)
+    except HTTPException as error:
+        raise _refused(kind, connection_id, error.status_code, str(error.detail)) from None
     webhook = WebhookRequest(
         method=request.method,
         url=public_url(settings, request),
@@ -88,15 +102,22 @@ async def _receive(
             receive_webhook, engine, settings, kind, connection_id, webhook
         )
     except UnknownConnection as error:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+        raise _refused(kind, connection_id, status.HTTP_404_NOT_FOUND, str(error)) from None
     except WebhookRejected as error:
-        log.info("%s webhook for %s refused: %s", kind, connection_id, error)
-        raise HTTPException(error.status, str(error)) from None
+        raise _refused(kind, connection_id, error.status, str(error)) from None
     except SecretKeyMissing as error:
         log.error("webhook for %s cannot be verified: %s", connection_id, error)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "the server cannot read connection secrets"
         ) from None
+    telemetry.webhook_received(
+        organisation_id=received.organisation_id,
+        connection_id=connection_id,
+        crm=kind,
+        seconds=time.perf_counter() - arrived,
+        events=received.events,
+        new_events=received.new_events,
+    )
     if received.new_events:
         try:
             await run_in_threadpool(enqueue_inbox, settings, connection_id)

@@ -152,6 +152,25 @@ CheckOption = Annotated[
     bool,
     typer.Option("--check/--no-check", help="Check credentials and field map with the CRM first."),
 ]
+AlertWebhookOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alert-webhook",
+        show_default=False,
+        help="POST alerts here (Slack-compatible JSON, HMAC-signed): runs failing in a row, "
+        "a pause by the CRM's daily limit, a digest of new conflicts. '' turns alerts off.",
+    ),
+]
+AlertSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alert-secret",
+        envvar="ALERT_WEBHOOK_SECRET",
+        show_default=False,
+        help="The secret alerts are signed with (prompted, hidden, when an alert webhook is "
+        "given without it; e.g. `openssl rand -hex 32`).",
+    ),
+]
 
 
 def _secret(value: str | None, prompt: str | None) -> str | None:
@@ -164,17 +183,35 @@ def _secret(value: str | None, prompt: str | None) -> str | None:
     return entered or None
 
 
+def _set_alerts(
+    settings: Settings, row: ConnectionRow, url: str | None, secret: str | None
+) -> None:
+    """Point the connection's alerts at ``url`` (signed with a secret entered once)."""
+    from sync.alerts import AlertSetupError, set_alert_webhook
+
+    if url:
+        secret = _secret(secret, "Alert signing secret")
+    try:
+        set_alert_webhook(settings, row, url, secret)
+    except AlertSetupError as error:
+        fail(str(error), ExitCode.INVALID)
+
+
 def _add(
     org: str,
     spec: ConnectionSpec,
     *,
     check: bool,
     as_json: bool,
+    alert_webhook: str | None = None,
+    alert_secret: str | None = None,
 ) -> None:
     settings = get_settings()
     with crm_errors(ExitCode.INVALID), session() as opened:
         require_organisation(opened, org)
         row = connections.add_connection(opened, settings, org.strip(), spec, check=check)
+        if alert_webhook:
+            _set_alerts(settings, row, alert_webhook, alert_secret)
         data = connections.describe(row)
     if as_json:
         print_json(data)
@@ -249,6 +286,8 @@ _COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("push_creates", PushCreatesOption, True),
     ("schedule", ScheduleOption, 900),
     ("check", CheckOption, True),
+    ("alert_webhook", AlertWebhookOption, None),
+    ("alert_secret", AlertSecretOption, None),
     ("as_json", JsonOption, False),
 )
 
@@ -283,6 +322,8 @@ def add_command(key: str) -> Callable[..., None]:
             ),
             check=common["check"],
             as_json=common["as_json"],
+            alert_webhook=common["alert_webhook"],
+            alert_secret=common["alert_secret"],
         )
 
     params = [
@@ -443,6 +484,8 @@ def set_(
     ] = None,
     schedule: Annotated[int | None, typer.Option("--schedule", min=10)] = None,
     check: CheckOption = True,
+    alert_webhook: AlertWebhookOption = None,
+    alert_secret: AlertSecretOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change a connection's options (and credentials, entered at a hidden prompt)."""
@@ -475,12 +518,16 @@ def set_(
     for key, value in optional:
         if value is not None:
             changes[key] = value
-    if not changes:
+    if not changes and alert_webhook is None:
         fail("nothing to change: give at least one option", ExitCode.USAGE)
     settings = get_settings()
     with crm_errors(ExitCode.INVALID), session() as opened:
         row = require_connection(opened, org, connection)
-        connections.update_connection(opened, settings, row, changes, check=check)
+        if changes:
+            connections.update_connection(opened, settings, row, changes, check=check)
+        if alert_webhook is not None:
+            _set_alerts(settings, row, alert_webhook, alert_secret)
+            changes["alert_webhook"] = True
         data = connections.describe(row)
     if as_json:
         print_json(data)

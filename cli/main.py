@@ -19,6 +19,7 @@ from cli import (
     db,
     entities,
     failures,
+    health,
     installed,
     operators,
     orgs,
@@ -53,6 +54,7 @@ GROUPS: tuple[typer.Typer, ...] = (
     conflicts.app,
     operators.app,
     sandbox.app,
+    health.app,
 )
 
 #: single commands: ``crmsync <command>``
@@ -66,6 +68,20 @@ COMMANDS: tuple[Callable[..., Any], ...] = (
     worker.up,
     web.web,
 )
+
+
+@app.callback()
+def _logging() -> None:
+    # Every command logs through crmsync's set-up (redacted, JSON or readable lines on
+    # stderr): warnings only, unless CRMSYNC_LOG_LEVEL asks for more. The services
+    # (web, worker, beat, up) set their own level when they start.
+    from sync import logs
+    from sync.settings import get_settings
+
+    settings = get_settings()
+    chosen = "log_level" in settings.model_fields_set
+    logs.configure(settings, level=None if chosen else "WARNING", service="cli")
+
 
 for group in GROUPS:
     group.info.no_args_is_help = True

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option("--loglevel", "-l", help="Log level (default: CRMSYNC_LOG_LEVEL, else info)."),
+]
 
 
 def web(
     host: str = typer.Option("127.0.0.1", help="The interface to listen on (0.0.0.0: all)."),
     port: int = typer.Option(8000, min=1, max=65535, help="The TCP port to listen on."),
+    loglevel: LogLevelOption = None,
 ) -> None:
-    """Serve the customer API (and its OpenAPI document at /docs) on HOST:PORT."""
+    """Serve the customer API (and its OpenAPI document at /docs) on HOST:PORT.
+
+    Metrics at /metrics, readiness at /readyz, liveness at /healthz."""
     import uvicorn
 
+    from sync import logs
+    from sync.settings import get_settings
+
+    settings = get_settings()
+    logs.configure(settings, level=loglevel, service="web")
     # By name, as a factory: the faces (cli, api) do not import each other, and each worker
-    # process builds its app from the settings of its own environment.
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, proxy_headers=True)
+    # process builds its app from the settings of its own environment. log_config=None:
+    # uvicorn's lines (the access log too) go through crmsync's logging, which keeps the
+    # query string of webhook routes out of the access log (it can carry ?secret=).
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        log_config=None,
+        log_level=(loglevel or settings.log_level).lower(),
+    )

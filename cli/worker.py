@@ -1,13 +1,16 @@
 """``crmsync worker``, ``crmsync beat`` and ``crmsync up``: the Celery side.
 
 ``worker`` consumes the scheduled, webhook and operator queues (or some of them: give
-webhook syncs their own workers with ``--queues webhook``); ``beat`` runs the dispatcher
-every ``CRMSYNC_DISPATCH_INTERVAL_SECONDS``; ``up`` runs a worker, beat and the web API in
-one process on the embedded default, for one machine with no set-up.
+webhook syncs their own workers with ``--queues webhook``) and serves its metrics on its own
+port; ``beat`` runs the dispatcher every ``CRMSYNC_DISPATCH_INTERVAL_SECONDS``; ``up`` runs a
+worker, beat and the web API in one process on the embedded default, for one machine with
+no set-up. All of them log through :mod:`sync.logs` (``CRMSYNC_LOG_FORMAT``, level from
+``--loglevel`` or ``CRMSYNC_LOG_LEVEL``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +25,14 @@ QueuesOption = Annotated[
     str,
     typer.Option("--queues", "-Q", help=f"Comma-separated queues to consume: {', '.join(QUEUES)}."),
 ]
-LogLevelOption = Annotated[str, typer.Option("--loglevel", "-l", help="Log level.")]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option("--loglevel", "-l", help="Log level (default: CRMSYNC_LOG_LEVEL, else info)."),
+]
+
+
+def _level(loglevel: str | None) -> str:
+    return (loglevel or get_settings().log_level).lower()
 
 
 def _queues(queues: str) -> str:
@@ -45,48 +55,84 @@ def worker(
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="This worker's node name.")
     ] = None,
-    loglevel: LogLevelOption = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on this port (default: CRMSYNC_WORKER_METRICS_PORT; "
+            "0: none).",
+        ),
+    ] = None,
+    loglevel: LogLevelOption = None,
 ) -> None:
-    """Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher)."""
-    argv = ["worker", "-Q", _queues(queues), "-P", pool, "-l", loglevel]
+    """Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher), with
+    its metrics at http://HOST:METRICS_PORT/metrics."""
+    from sync import logs
+    from tasks import metrics
+
+    settings = get_settings()
+    logs.configure(settings, level=_level(loglevel), service="worker")
+    if pool == "prefork" and not os.environ.get(metrics.MULTIPROCESS_ENV):
+        # the tasks run in child processes: each writes its figures where this one reads them
+        metrics.use_multiprocess()
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        metrics.serve_worker_metrics(port)
+    argv = ["worker", "-Q", _queues(queues), "-P", pool, "-l", _level(loglevel)]
     if concurrency:
         argv += ["-c", str(concurrency)]
     if hostname:
         argv += ["-n", hostname]
-    celery(get_settings()).start(argv)
+    celery(settings).start(argv)
 
 
-def beat(loglevel: LogLevelOption = "info") -> None:
+def beat(loglevel: LogLevelOption = None) -> None:
     """Run Celery beat, which enqueues the connections that are due.
 
-    It runs the dispatcher every CRMSYNC_DISPATCH_INTERVAL_SECONDS. Run exactly one beat per
-    deployment."""
+    It runs the dispatcher every CRMSYNC_DISPATCH_INTERVAL_SECONDS, and renews a heartbeat
+    each time (`crmsync health beat` checks it). Run exactly one beat per deployment."""
+    from sync import logs
+
+    logs.configure(get_settings(), level=_level(loglevel), service="beat")
     app = celery(get_settings())
     schedule = Path(app.conf.beat_schedule_filename)
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "-l", loglevel, "-s", str(schedule)])
+    app.start(["beat", "-l", _level(loglevel), "-s", str(schedule)])
 
 
 def up(
     host: Annotated[str, typer.Option(help="The interface the web API listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="The web API's port.")] = 8000,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 4,
-    loglevel: LogLevelOption = "info",
+    loglevel: LogLevelOption = None,
 ) -> None:
     """Run the web API, beat and a worker in one process (one machine, no set-up).
 
     The store is migrated first; on the embedded default (SQLite and a file queue) no Redis
-    is needed."""
+    is needed. Metrics of all three are at http://HOST:PORT/metrics."""
     import uvicorn
     from celery.beat import EmbeddedService
 
+    from sync import logs
     from sync.store.db import upgrade
 
     settings = get_settings()
+    level = _level(loglevel)
+    logs.configure(settings, level=level, service="up")
     upgrade(settings.database_url)
     app = celery(settings)
     server = uvicorn.Server(
-        uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, log_level=loglevel)
+        # log_config=None: uvicorn logs through crmsync's set-up (see `crmsync web`)
+        uvicorn.Config(
+            "api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level=level,
+            log_config=None,
+        )
     )
     # uvicorn installs signal handlers only on the main thread: the worker keeps them
     web = threading.Thread(target=server.run, name="crmsync-web", daemon=True)
@@ -108,7 +154,7 @@ def up(
                 "-c",
                 str(concurrency),
                 "-l",
-                loglevel,
+                level,
             ]
         )
     finally:

@@ -13,6 +13,7 @@ from connectors import registry
 from connectors.base import ConnectionConfig, Connector, RateGate
 from connectors.errors import ConfigError
 from connectors.setup import check_config
+from sync.alerts import describe_target
 from sync.crypto import decrypt_credentials, encrypt_credentials
 from sync.match import MATCH_MODES
 from sync.settings import Settings
@@ -207,4 +208,5 @@ def describe(row: ConnectionRow) -> dict[str, Any]:
         "schedule_seconds": row.schedule_seconds,
         "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
         "next_sync_at": row.next_sync_at.isoformat() if row.next_sync_at else None,
+        "alert_webhook": describe_target(row),
     }

@@ -6,6 +6,7 @@ import json
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from sync.logs import register_secret
 from sync.settings import Settings
 
 
@@ -34,6 +35,7 @@ def _fernet(settings: Settings) -> Fernet:
 
 
 def encrypt_credentials(settings: Settings, credentials: dict[str, str]) -> str:
+    register_secret(*(v for v in credentials.values() if isinstance(v, str)))
     return _fernet(settings).encrypt(json.dumps(credentials).encode()).decode()
 
 
@@ -46,4 +48,6 @@ def decrypt_credentials(settings: Settings, token: str) -> dict[str, str]:
         raise SecretKeyMissing(
             "stored credentials cannot be decrypted with CRMSYNC_SECRET_KEY (was the key changed?)"
         ) from error
+    # from now on this process masks them in every log line, should one ever slip in
+    register_secret(*(v for v in data.values() if isinstance(v, str)))
     return data

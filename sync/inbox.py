@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from connectors.base import RateGate, WebhookRequest
 from connectors.errors import WebhookRejected
+from sync import telemetry
 from sync.connections import open_connector
 from sync.engine import RunResult, sync_records
 from sync.settings import Settings
@@ -29,6 +30,7 @@ class Received:
     connection_id: str
     events: int
     new_events: int
+    organisation_id: str = ""
 
 
 def receive_webhook(
@@ -65,7 +67,8 @@ def receive_webhook(
         # the same event inside one delivery counts once
         unique = list({row["event_key"]: row for row in rows}.values())
         new = repo.add_inbound_events(session, unique)
-    return Received(connection_id, len(events), len(new))
+        organisation_id = connection.organisation_id
+    return Received(connection_id, len(events), len(new), organisation_id)
 
 
 def process_inbox(
@@ -74,6 +77,8 @@ def process_inbox(
     """Sync the records named by the connection's pending events; mark them handled."""
     with transaction(engine) as session:
         events = list(repo.pending_events(session, connection_id, limit=5000))
+        connection = repo.get_connection(session, connection_id)
+        kind = connection.kind if connection is not None else ""
     if not events:
         return None
     crm_ids: list[str] = []
@@ -100,4 +105,10 @@ def process_inbox(
     if result.status == "succeeded":
         with transaction(engine) as session:
             repo.mark_events_handled(session, [e.id for e in events])
+        telemetry.webhook_events_synced(
+            organisation_id=events[0].organisation_id,
+            connection_id=connection_id,
+            crm=kind,
+            received_at=(e.received_at for e in events),
+        )
     return result

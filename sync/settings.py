@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +39,28 @@ class Settings(BaseSettings):
     lock_ttl_seconds: int = 60
     #: echo SQL (debugging)
     sql_echo: bool = False
+    #: log lines as JSON objects (``json``, for production), readable lines (``console``),
+    #: or ``auto``: readable when stderr is a terminal, else JSON
+    log_format: Literal["auto", "json", "console"] = "auto"
+    #: the level of crmsync's logs (DEBUG, INFO, WARNING, ERROR); the services log at INFO
+    #: unless this is set, other commands only warnings
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: the port ``crmsync worker`` serves Prometheus metrics on (0: none)
+    worker_metrics_port: int = 9101
+    #: a connection's runs failing this many times in a row send an alert
+    alert_failed_runs: int = 3
+    #: newly opened conflicts are sent as a digest at most once per this many seconds
+    alert_digest_seconds: float = 900.0
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     def effective_redis_url(self) -> str:
         """The Redis for locks and rate budgets: ``redis_url``, else a Redis broker, else ""."""

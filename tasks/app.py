@@ -6,7 +6,12 @@
 - soft and hard time limits from the settings; one task at a time per worker process
   (``prefetch_multiplier=1``) so a long run never holds other messages hostage;
 - three queues, so that a long backfill never delays webhook syncs: start workers on all of
-  them, or dedicate workers to :data:`WEBHOOK` (``crmsync worker --queues webhook``).
+  them, or dedicate workers to :data:`WEBHOOK` (``crmsync worker --queues webhook``);
+- task events on (``worker_send_task_events``, ``task_send_sent_event``) wherever the broker
+  can broadcast them, so Flower shows crmsync's tasks by name;
+- logging is crmsync's own (:mod:`sync.logs`: JSON or readable lines, secrets redacted),
+  for the worker and beat alike (Celery's ``setup_logging`` signal);
+- beat's scheduler renews a heartbeat (:mod:`tasks.beat`) for its healthcheck.
 
 Broker: ``CRMSYNC_BROKER_URL`` (Redis; every key under ``CRMSYNC_REDIS_KEY_PREFIX``). With
 none configured, the **embedded default** is kombu's filesystem transport in a directory
@@ -20,9 +25,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
+from sync import logs
 from sync.settings import Settings, get_settings
 
 SCHEDULED = "scheduled"
@@ -34,6 +40,7 @@ QUEUES = (SCHEDULED, WEBHOOK, OPERATOR)
 DISPATCH = "crmsync.dispatch"
 SYNC_CONNECTION = "crmsync.sync_connection"
 PROCESS_INBOX = "crmsync.process_inbox"
+SEND_ALERT = "crmsync.send_alert"
 
 
 def state_dir(settings: Settings) -> Path:
@@ -118,13 +125,27 @@ def create_celery(settings: Settings) -> Celery:
             }
         },
         beat_schedule_filename=str(state_dir(settings) / "beat-schedule"),
+        beat_scheduler="tasks.beat:HeartbeatScheduler",
         timezone="UTC",
     )
-    if not uses_redis(settings):
-        # the filesystem transport has no broadcast worth using: no remote control
+    if uses_redis(settings):
+        # task events for Flower (and ``celery events``): what each worker received,
+        # started, finished or failed, and what every sender sent, by task name
+        app.conf.worker_send_task_events = True
+        app.conf.task_send_sent_event = True
+    else:
+        # the filesystem transport has no broadcast worth using: no remote control, and no
+        # events (no one could watch them)
         app.conf.worker_enable_remote_control = False
     app.conf.imports = ("tasks.jobs",)
     return app
+
+
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]
+def _logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # With a receiver here, Celery installs none of its own handlers: the worker and beat
+    # log through crmsync's set-up, level from ``--loglevel`` (else CRMSYNC_LOG_LEVEL).
+    logs.configure(get_settings(), level=loglevel)
 
 
 _APPS: dict[tuple[Any, ...], Celery] = {}

@@ -13,8 +13,17 @@ from __future__ import annotations
 
 import logging
 
+from sync.alerts import Alert
 from sync.settings import Settings
-from tasks.app import OPERATOR, PROCESS_INBOX, SCHEDULED, SYNC_CONNECTION, celery, queue_name
+from tasks.app import (
+    OPERATOR,
+    PROCESS_INBOX,
+    SCHEDULED,
+    SEND_ALERT,
+    SYNC_CONNECTION,
+    celery,
+    queue_name,
+)
 from tasks.runtime import redis_client
 
 log = logging.getLogger(__name__)
@@ -73,3 +82,13 @@ def clear_inbox_flag(settings: Settings, connection_id: str) -> None:
     client = redis_client(settings)
     if client is not None:
         client.delete(_flag(settings, connection_id))
+
+
+def enqueue_alert(settings: Settings, alert: Alert) -> None:
+    """Queue the delivery of one alert (on the operator queue)."""
+    celery(settings).send_task(
+        SEND_ALERT,
+        args=[alert.connection_id, alert.kind, alert.body],
+        queue=queue_name(settings, OPERATOR),
+        routing_key=queue_name(settings, OPERATOR),
+    )

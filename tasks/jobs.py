@@ -13,8 +13,9 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from sync import alerts
 from tasks import work
-from tasks.app import DISPATCH, PROCESS_INBOX, SYNC_CONNECTION
+from tasks.app import DISPATCH, PROCESS_INBOX, SEND_ALERT, SYNC_CONNECTION
 from tasks.runtime import runtime
 
 
@@ -42,3 +43,19 @@ def dispatch() -> Any:
     """Beat's dispatcher: enqueue the connections that are due."""
     rt = runtime()
     return work.dispatch(rt.settings, rt.engine)
+
+
+#: a failed delivery is tried again after 1, 2, 4 ... seconds, at most 10 minutes apart
+ALERT_RETRIES = 14
+
+
+@shared_task(name=SEND_ALERT, bind=True, max_retries=ALERT_RETRIES)  # type: ignore[untyped-decorator]
+def send_alert(self: Task, connection_id: str, kind: str, body: dict[str, Any]) -> Any:
+    """Deliver one alert to the connection's webhook; retried with back-off while the
+    receiver fails (a sync never waits for it)."""
+    rt = runtime()
+    try:
+        alerts.deliver(rt.engine, rt.settings, alerts.Alert(connection_id, kind, body))
+    except alerts.AlertDeliveryFailed as error:
+        raise self.retry(countdown=min(600, 2**self.request.retries), exc=error) from None
+    return {"alert": kind, "connection_id": connection_id}

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from connectors.base import RateGate
+from sync import alerts
 from sync.context import Progress
 from sync.engine import RunResult, sync_connection
 from sync.inbox import process_inbox
@@ -25,6 +26,7 @@ from sync.store.db import transaction
 from sync.store.models import utcnow
 from tasks import enqueue
 from tasks.locks import held
+from tasks.metrics import lock_busy
 from tasks.rate import gate_for
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ def run_sync(
         return Skipped("paused")
     with held(settings, f"sync:{connection_id}") as acquired:
         if not acquired:
+            lock_busy(connection_id, "sync")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
         return sync_connection(
@@ -98,6 +101,7 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
         return Skipped("paused")  # the events wait in the inbox until the connection resumes
     with held(settings, f"inbox:{connection_id}") as acquired:
         if not acquired:
+            lock_busy(connection_id, "inbox")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
         result = process_inbox(engine, settings, connection_id, gate=gate)
@@ -106,8 +110,8 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
 
 def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
     """Beat's dispatcher: enqueue every active connection that is due by its own interval,
-    and the inbox of every connection whose webhook events still wait (their task was lost
-    or their sync failed).
+    the inbox of every connection whose webhook events still wait (their task was lost
+    or their sync failed), and the alerts now due (:func:`send_alerts`).
 
     A due connection is claimed by moving its ``next_sync_at`` one interval on in the same
     transaction, so it is enqueued once per interval however long its run takes (a run
@@ -125,7 +129,26 @@ def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
         enqueue.enqueue_sync(settings, connection_id, trigger="schedule")
     for connection_id in waiting:
         enqueue.enqueue_inbox(settings, connection_id)
-    return {"due": due, "inbox": waiting}
+    sent = send_alerts(settings, engine)
+    return {"due": due, "inbox": waiting, "alerts": sent}
+
+
+def send_alerts(settings: Settings, engine: Engine) -> list[str]:
+    """Decide the alerts now due and queue their delivery; the kinds queued. One dispatcher
+    at a time decides (a lock), so an alert is never sent twice; a failure here is logged
+    and never stops the dispatcher's real work."""
+    try:
+        with held(settings, "alerts") as acquired:
+            if not acquired:
+                return []
+            with transaction(engine) as session:
+                due = alerts.collect(session, settings)
+            for alert in due:
+                enqueue.enqueue_alert(settings, alert)
+    except Exception:
+        log.exception("alerts could not be decided or queued")
+        return []
+    return [alert.kind for alert in due]
 
 
 def summary(outcome: Outcome) -> dict[str, Any]:

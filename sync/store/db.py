@@ -67,6 +67,17 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+def migration_heads(engine: Engine) -> tuple[set[str], set[str]]:
+    """The revisions the store is at, and the heads of the migrations this code ships:
+    equal when the store is up to date (``crmsync db upgrade``)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current, set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply the Alembic migrations to ``url`` (``crmsync db upgrade``)."""
     from alembic import command

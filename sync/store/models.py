@@ -175,6 +175,11 @@ class ConnectionRow(Base):
     last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: where alerts go: Fernet ciphertext of ``{"url", "secret"}`` (a Slack webhook URL is
+    #: itself a credential), or None for no alerts (``sync.alerts``)
+    alert_webhook: Mapped[str | None] = mapped_column(Text)
+    #: what has been alerted already (``sync.alerts``: failing streak, limit pause, digest)
+    alert_state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict, server_default="{}")
 
 
 class LinkRow(Base):

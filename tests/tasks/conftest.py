@@ -219,6 +219,8 @@ def stack(
         "CRMSYNC_LOCK_TTL_SECONDS": "10",
         "CRMSYNC_TASK_SOFT_TIME_LIMIT": "120",
         "CRMSYNC_TASK_TIME_LIMIT": "150",
+        # workers serve metrics only where a test asks (--metrics-port)
+        "CRMSYNC_WORKER_METRICS_PORT": "0",
     }
     for key, value in env_settings.items():
         monkeypatch.setenv(key, value)

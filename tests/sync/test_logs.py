@@ -1,0 +1,127 @@
+"""crmsync's log set-up: JSON or readable lines carrying the run's ids, and the redaction
+that keeps secrets out of every line (ours, uvicorn's access log, a library's exception)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from sync import logs
+from sync.crypto import decrypt_credentials, encrypt_credentials, new_secret_key
+from sync.settings import Settings
+
+
+@pytest.fixture
+def configured() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "crmsync":
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_json_lines_carry_the_bound_ids_and_extras(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(Settings(log_format="json", log_level="DEBUG"), service="worker")
+    with logs.bound(organisation_id="org-1", connection_id="conn-1", run_id="run-1"):
+        logging.getLogger("crmsync.sync").info("run started", extra={"trigger": "webhook"})
+    logging.getLogger("crmsync.sync").info("after the run")
+    first, second = (json.loads(line) for line in lines(capsys.readouterr().err)[-2:])
+    assert first["event"] == "run started"
+    assert first["level"] == "info"
+    assert first["service"] == "worker"
+    assert (first["organisation_id"], first["connection_id"], first["run_id"]) == (
+        "org-1",
+        "conn-1",
+        "run-1",
+    )
+    assert first["trigger"] == "webhook"
+    assert "timestamp" in first
+    assert "run_id" not in second
+
+
+def test_console_lines_are_readable(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure(Settings(log_format="console", log_level="INFO"))
+    with logs.bound(connection_id="conn-2"):
+        logging.getLogger("crmsync.sync").warning("record failed", extra={"error_code": "X1"})
+    line = lines(capsys.readouterr().err)[-1]
+    assert not line.startswith("{")
+    assert "record failed" in line
+    assert "connection_id=conn-2" in line
+    assert "error_code=X1" in line
+
+
+def test_level_filters_lines(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure(Settings(log_format="json", log_level="warning"))
+    logging.getLogger("crmsync.sync").info("not shown")
+    logging.getLogger("crmsync.sync").warning("shown")
+    err = capsys.readouterr().err
+    assert "not shown" not in err
+    assert "shown" in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_no_line_holds_a_known_secret_wherever_it_hides(
+    configured: None, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    key = new_secret_key()
+    settings = Settings(log_format=fmt, log_level="DEBUG", secret_key=SecretStr(key))
+    token = "pat-na1-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    stored = encrypt_credentials(settings, {"access_token": token})
+    logs.configure(settings)
+    decrypt_credentials(settings, stored)  # a worker reading the connection
+    log = logging.getLogger("some.library")
+    log.debug("calling https://crm.example/api?x=1 with %s", token)
+    log.info("headers", extra={"headers": {"Authorization": f"Bearer {token}"}})
+    try:
+        raise RuntimeError(f"the CRM refused token {token}")
+    except RuntimeError:
+        log.exception("request failed")
+    log.warning("key is %s", key)
+    err = capsys.readouterr().err
+    assert token not in err
+    assert key not in err
+    assert err.count(logs.MASK) >= 4
+    assert "request failed" in err and "RuntimeError" in err
+
+
+def test_credential_looking_parameters_are_masked_even_when_unknown() -> None:
+    text = logs.redact(
+        'GET https://x/y?access_token=abc123&page=2 {"client_secret": "s e c"} '
+        "Authorization: Bearer eyJhbGciOi.x.y secret=hunter22 error_code=INVALID_FIELD"
+    )
+    for secret in ("abc123", "s e c", "eyJhbGciOi", "hunter22"):
+        assert secret not in text
+    assert "page=2" in text
+    assert "error_code=INVALID_FIELD" in text
+
+
+def test_access_log_drops_the_query_of_webhook_routes(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(Settings(log_format="json", log_level="INFO"))
+    access = logging.getLogger("uvicorn.access")
+    path = "/webhooks/salesforce/5d0c0b5e-0000-4000-8000-000000000000?secret=not-yet-known-xyz"
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "POST", path, "1.1", 200)
+    access.info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5555", "GET", "/customers?external_id=001", "1.1", 200
+    )
+    webhook, customers = (json.loads(line) for line in lines(capsys.readouterr().err)[-2:])
+    assert "not-yet-known-xyz" not in webhook["event"]
+    assert (
+        "POST /webhooks/salesforce/5d0c0b5e-0000-4000-8000-000000000000?[redacted]"
+        in (webhook["event"])
+    )
+    assert webhook["logger"] == "uvicorn.access"
+    assert "/customers?external_id=001" in customers["event"]

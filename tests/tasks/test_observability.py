@@ -1,0 +1,115 @@
+"""Operating crmsync, with real worker and beat processes on Redis: task events for Flower,
+the worker's metrics port (its prefork children's figures added up), beat's heartbeat."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from sandbox.server import Sandbox
+from tasks.app import SYNC_CONNECTION, celery
+from tasks.beat import heartbeat_age
+from tasks.enqueue import enqueue_sync
+from tests.tasks.conftest import Stack, wait_for
+from tests.tasks.test_worker import runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EventCapture:
+    """Celery's event receiver on the stack's broker, on a thread (what Flower does)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.app = celery(stack.settings)
+        self.events: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self._receiver: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.app.connection_for_read() as connection:
+            self._receiver = self.app.events.Receiver(
+                connection, handlers={"*": self.events.append}
+            )
+            self.ready.set()
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def __enter__(self) -> EventCapture:
+        self._thread.start()
+        self.ready.wait(10)
+        time.sleep(0.5)  # the receiver's queue is bound once it consumes
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        self._thread.join(timeout=10)
+
+    def of(self, task_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("uuid") == task_id]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and set(labels.items()) <= set(sample.labels.items()):
+                total += sample.value
+    return total
+
+
+def test_worker_sends_task_events_and_serves_its_metrics(stack: Stack, crm: Sandbox) -> None:
+    org = stack.organisation()
+    crm.hubspot.seed_companies(5)
+    connection = stack.hubspot(crm, org)
+    port = free_port()
+    stack.start(
+        "w1",
+        "worker",
+        "--concurrency",
+        "2",
+        "--metrics-port",
+        str(port),
+        "--hostname",
+        "w1@%h-events",
+        "--loglevel",
+        "info",
+        ready="ready.",
+    )
+    with EventCapture(stack) as capture:
+        task_id = enqueue_sync(stack.settings, connection)
+        wait_for(
+            lambda: any(e["type"] == "task-succeeded" for e in capture.of(task_id)),
+            60,
+            "the task's events",
+        )
+    kinds = [e["type"] for e in capture.of(task_id)]
+    assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= set(kinds)
+    named = [e for e in capture.of(task_id) if e["type"] in ("task-sent", "task-received")]
+    assert {e["name"] for e in named} == {SYNC_CONNECTION}
+    assert [r.status for r in runs(stack, connection)] == ["succeeded"]
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+
+
+def test_beat_keeps_a_heartbeat_that_its_healthcheck_reads(stack: Stack) -> None:
+    beat = stack.beat()
+    wait_for(lambda: (age := heartbeat_age(stack.settings)) is not None and age < 5, 30, "beat")
+    healthy = stack.cli("health", "beat")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "last dispatch" in healthy.stdout
+    beat.stop()
+    time.sleep(1.5)
+    stale = stack.cli("health", "beat", "--max-age", "1")
+    assert stale.returncode == 1
+    assert "ago" in stale.stderr

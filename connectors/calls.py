@@ -17,8 +17,9 @@ off, so a request is retried here and nowhere else:
 - ``AuthError``: the connector's ``refresh`` is called once and the request tried again;
 - anything else is raised at once.
 
-Every retry and every rate-limit wait is logged (logger ``connectors.calls``), with the
-CRM's own message and never a credential.
+Every call is counted (``crmsync_api_calls_total`` by CRM, connection, operation and how it
+ended), and every retry and every rate-limit wait is one log line and counted
+(:mod:`connectors.telemetry`), with the CRM's own message and never a credential.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from connectors import telemetry
 from connectors.base import RateGate
 from connectors.errors import (
     AuthError,
@@ -98,6 +100,14 @@ class LocalRateGate:
             if self._suspended is None or self._suspended[0] < until:
                 self._suspended = (until, reason)
 
+    def suspension(self) -> tuple[datetime, str] | None:
+        """(until, reason) while the daily allowance is spent, else None."""
+        with self._lock:
+            suspended = self._suspended
+        if suspended is None or suspended[0] <= datetime.now(UTC):
+            return None
+        return suspended
+
     def observe(self, headers: Mapping[str, str]) -> None:
         return None
 
@@ -146,13 +156,18 @@ def call_crm(
     policy: RetryPolicy,
     refresh: Callable[[], None] | None = None,
     crm: str = "CRM",
+    connection_id: str = "",
+    operation: str = "call",
 ) -> T:
     """Make one CRM request with the gate, classification, rate-limit waits and bounded
     retries (see the module docstring).
 
     ``classify`` turns an SDK exception into a connector error, or returns None for an
-    exception that is not the CRM's (a bug), which is re-raised unchanged.
+    exception that is not the CRM's (a bug), which is re-raised unchanged. ``connection_id``
+    and ``operation`` label the call's metrics and log lines.
     """
+    kind = crm.lower()
+    ids = {"crm": kind, "connection_id": connection_id, "operation": operation}
     refreshed = False
     attempt = 0
     waiting_since: float | None = None
@@ -163,14 +178,19 @@ def call_crm(
             waiting_since = None
         counter.add()
         try:
-            return request()
+            answer = request()
         except Exception as exc:
             error = classify(exc)
+            telemetry.api_call(kind, connection_id, operation, error or exc)
             if error is None:
                 raise
             if isinstance(error, AuthError) and refresh is not None and not refreshed:
                 refreshed = True
-                log.info("%s refused the access token: getting a new one and trying again", crm)
+                log.info(
+                    "%s refused the access token: getting a new one and trying again",
+                    crm,
+                    extra=ids,
+                )
                 refresh()
                 continue
             if isinstance(error, DailyLimitExceeded):
@@ -179,6 +199,7 @@ def call_crm(
                     crm,
                     error.policy,
                     error.until.isoformat(),
+                    extra=ids,
                 )
                 gate.suspend(error.until, str(error))
                 raise error from exc
@@ -192,16 +213,18 @@ def call_crm(
                         error.policy,
                         policy.rate_limit_budget_seconds,
                         spent,
+                        extra=ids,
                     )
                     raise error from exc
-                log.info(
-                    "%s rate limit (%s): every worker of the connection waits %.3fs, then "
-                    "the call is made again (%.1fs of the run's %.0fs budget used)",
-                    crm,
-                    error.policy,
+                # every worker of the connection waits, then the call is made again
+                telemetry.rate_limit_wait(
+                    kind,
+                    connection_id,
                     error.wait,
-                    spent,
-                    policy.rate_limit_budget_seconds,
+                    "crm",
+                    operation=operation,
+                    policy=error.policy,
+                    budget_used_seconds=round(spent, 3),
                 )
                 waiting_since = time.monotonic()
                 gate.pause(error.wait)
@@ -212,17 +235,21 @@ def call_crm(
                 backoff = policy.backoff(attempt)
                 attempt += 1
                 counter.retried()
-                log.info(
-                    "%s call failed (%s); try %d of %d in %.3fs",
-                    crm,
-                    _first_line(error),
+                telemetry.retrying(
+                    kind,
+                    connection_id,
+                    operation,
                     attempt + 1,
-                    policy.attempts,
-                    backoff,
+                    error,
+                    attempts=policy.attempts,
+                    backoff_seconds=round(backoff, 3),
+                    reason=_first_line(error),
                 )
                 time.sleep(backoff)
                 continue
             raise error from exc
+        telemetry.api_call(kind, connection_id, operation, None)
+        return answer
 
 
 def _first_line(error: Exception) -> str:

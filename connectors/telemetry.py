@@ -6,8 +6,8 @@ Metrics (labels are ids and kinds, never a record or a value)::
         status: ok, or what the call ended in (429, 5xx, retriable, auth, config, error)
     crmsync_rate_limit_waits_total{crm,connection_id,reason}
     crmsync_rate_limit_wait_seconds_total{crm,connection_id,reason}
-        reason: crm (the CRM said wait: 429, Retry-After, limit exceeded), backoff (a retry's
-        back-off), budget (the shared per-connection budget had no token left)
+        reason: crm (the CRM said wait: 429, Retry-After), budget (the shared per-connection
+        budget had no token left, or another worker's wait holds)
 
 Each retry and each rate-limit wait is also one log line; the organisation and run ids are
 on it when the caller bound them (``sync.logs``), the connection id always.
@@ -60,8 +60,10 @@ def api_call(crm: str, connection_id: str, operation: str, error: BaseException 
     API_CALLS.labels(crm, connection_id, operation, call_status(error)).inc()
 
 
-def rate_limit_wait(crm: str, connection_id: str, seconds: float, reason: str) -> None:
-    """Count and log a wait for a rate limit (``reason``: crm, backoff, budget)."""
+def rate_limit_wait(
+    crm: str, connection_id: str, seconds: float, reason: str, **facts: object
+) -> None:
+    """Count and log a wait for a rate limit (``reason``: crm, budget)."""
     if seconds <= 0:
         return
     RATE_LIMIT_WAITS.labels(crm, connection_id, reason).inc()
@@ -73,14 +75,20 @@ def rate_limit_wait(crm: str, connection_id: str, seconds: float, reason: str) -
             "connection_id": connection_id,
             "reason": reason,
             "wait_seconds": round(seconds, 3),
+            **facts,
         },
     )
 
 
 def retrying(
-    crm: str, connection_id: str, operation: str, attempt: int, error: BaseException
+    crm: str,
+    connection_id: str,
+    operation: str,
+    attempt: int,
+    error: BaseException,
+    **facts: object,
 ) -> None:
-    """Log a CRM call about to be tried again (``attempt`` counts from 1)."""
+    """Log a CRM call about to be tried again (``attempt``: the try about to be made)."""
     log.warning(
         "retrying CRM call",
         extra={
@@ -88,6 +96,7 @@ def retrying(
             "connection_id": connection_id,
             "operation": operation,
             "attempt": attempt,
-            "error": f"{type(error).__name__}: {error}",
+            "error": type(error).__name__,
+            **facts,
         },
     )

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors import telemetry
 from connectors.base import RateGate
 from connectors.calls import LocalRateGate
 from connectors.errors import DailyLimitExceeded
@@ -149,9 +150,13 @@ def _number(value: str | None) -> float | None:
 class RedisRateGate:
     """A token bucket per connection in Redis (see the module docstring)."""
 
-    def __init__(self, client: Any, prefix: str, connection_id: str, limit: Limit) -> None:
+    def __init__(
+        self, client: Any, prefix: str, connection_id: str, limit: Limit, crm: str = ""
+    ) -> None:
         self.client = client
         self.limit = limit
+        self.connection_id = connection_id
+        self.crm = crm
         base = f"{prefix}:rate:{connection_id}"
         self.bucket_key = f"{base}:bucket"
         self.pause_key = f"{base}:paused-until"
@@ -164,6 +169,7 @@ class RedisRateGate:
         suspended = self.suspension()
         if suspended is not None:
             raise DailyLimitExceeded(suspended[1], until=suspended[0])
+        waited = 0.0
         while True:
             wait_ms = int(
                 self.client.eval(
@@ -177,10 +183,14 @@ class RedisRateGate:
                 )
             )
             if wait_ms <= 0:
+                # counted once per call that had to wait: no token left in the shared
+                # budget, or a pause the CRM asked of any worker of the connection
+                telemetry.rate_limit_wait(self.crm, self.connection_id, waited, "budget")
                 return
             # a little jitter so waiting workers do not wake in lock-step
             sleep = min(MAX_SLEEP_SECONDS, wait_ms / 1000) * random.uniform(1.0, 1.1)
             self.waited_seconds += sleep
+            waited += sleep
             time.sleep(sleep)
 
     def pause(self, seconds: float) -> None:
@@ -278,6 +288,7 @@ def gate_for(
             settings.redis_key_prefix,
             connection_id,
             limit_for(kind, connection_settings),
+            crm=kind,
         )
     with _local_lock:
         return _local_gates.setdefault(connection_id, LocalRateGate())

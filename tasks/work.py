@@ -79,7 +79,7 @@ def run_sync(
             lock_busy(connection_id, "sync")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
-        return sync_connection(
+        result = sync_connection(
             engine,
             settings,
             connection_id,
@@ -88,6 +88,9 @@ def run_sync(
             gate=gate,
             progress=progress,
         )
+    if result.status == "failed":
+        note_limit_pause(engine, connection_id, gate)
+    return result
 
 
 def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome:
@@ -105,7 +108,25 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
         result = process_inbox(engine, settings, connection_id, gate=gate)
-        return result if result is not None else Skipped("empty")
+    if result is None:
+        return Skipped("empty")
+    if result.status == "failed":
+        note_limit_pause(engine, connection_id, gate)
+    return result
+
+
+def note_limit_pause(engine: Engine, connection_id: str, gate: RateGate | None) -> None:
+    """A run that failed because the CRM's daily allowance is spent leaves the connection's
+    gate suspended until it returns: note that pause for the connection's alerts."""
+    suspension = getattr(gate, "suspension", None)
+    found = suspension() if callable(suspension) else None
+    if found is None:
+        return
+    until, reason = found
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        if row is not None:
+            alerts.note_paused_by_limit(row, until, reason)
 
 
 def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:

@@ -271,6 +271,8 @@ class HubSpotConnector:
             counter=self._counter,
             policy=self._policy,
             crm="HubSpot",
+            connection_id=self.config.connection_id,
+            operation=_operation(method),
         )
 
     # -- records -------------------------------------------------------------------------
@@ -701,3 +703,10 @@ class HubSpotConnector:
 
     def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
         return webhooks.parse(body)
+
+
+def _operation(method: Callable[..., Any]) -> str:
+    """A call's name for metrics: the SDK's API class and method (``BatchApi.upsert``)."""
+    owner = getattr(method, "__self__", None)
+    name = getattr(method, "__name__", "call")
+    return f"{type(owner).__name__}.{name}" if owner is not None else name

@@ -200,7 +200,7 @@ class SalesforceConnector:
             self._usage = usage
 
     # -- the one way to call Salesforce ------------------------------------------------
-    def _call(self, request: Callable[[], T]) -> T:
+    def _call(self, request: Callable[[], T], operation: str) -> T:
         return call_crm(
             request,
             classify=lambda exc: classify(
@@ -211,11 +211,15 @@ class SalesforceConnector:
             policy=self._policy,
             refresh=self._client.refresh if self._client.can_refresh else None,
             crm="Salesforce",
+            connection_id=self.config.connection_id,
+            operation=operation,
         )
 
     def _restful(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
+        # the operation is the method and the resource, never a record id
         return self._call(
-            lambda: self._client.sf().restful(path, method=method, timeout=self._timeout, **kwargs)
+            lambda: self._client.sf().restful(path, method=method, timeout=self._timeout, **kwargs),
+            f"{method.lower()} {path.split('/')[0]}",
         )
 
     # -- describe / check ---------------------------------------------------------------
@@ -255,7 +259,8 @@ class SalesforceConnector:
         result = self._call(
             lambda: self._client.sf().query(
                 soql, include_deleted=True, headers=headers, timeout=self._timeout
-            )
+            ),
+            "query",
         )
         while True:
             yield result["records"]
@@ -265,7 +270,8 @@ class SalesforceConnector:
             result = self._call(
                 lambda url=url: self._client.sf().query_more(  # type: ignore[misc]
                     url, identifier_is_url=True, headers=headers, timeout=self._timeout
-                )
+                ),
+                "query_more",
             )
 
     def _keyset_where(self, cursor: str | None, *, full: bool) -> str:

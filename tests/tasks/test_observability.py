@@ -12,6 +12,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.server import Sandbox
+from sync import alerts
+from sync.engine import RunResult
+from sync.store.db import transaction
+from sync.store.models import ConnectionRow
+from tasks import work
 from tasks.app import SYNC_CONNECTION, celery
 from tasks.beat import heartbeat_age
 from tasks.enqueue import enqueue_sync
@@ -113,3 +118,28 @@ def test_beat_keeps_a_heartbeat_that_its_healthcheck_reads(stack: Stack) -> None
     stale = stack.cli("health", "beat", "--max-age", "1")
     assert stale.returncode == 1
     assert "ago" in stale.stderr
+
+
+def test_a_spent_daily_allowance_pauses_the_connection_and_alerts_once(
+    stack: Stack, crm: Sandbox
+) -> None:
+    org = stack.organisation()
+    crm.hubspot.seed_companies(5)
+    connection = stack.hubspot(crm, org)
+    with transaction(stack.engine) as session:
+        row = session.get(ConnectionRow, connection)
+        assert row is not None
+        alerts.set_alert_webhook(stack.settings, row, "https://hooks.example/T/B/x", "s" * 32)
+    crm.hubspot.set_faults(daily_limit=crm.hubspot.api.limits.used_today())
+    try:
+        outcome = work.run_sync(stack.settings, stack.engine, connection)
+        assert isinstance(outcome, RunResult) and outcome.status == "failed"
+        assert "DailyLimitExceeded" in (outcome.error or "")
+        with transaction(stack.engine) as session:
+            due = alerts.collect(session, stack.settings)
+            again = alerts.collect(session, stack.settings)
+    finally:
+        crm.hubspot.set_faults(daily_limit=None)
+    assert [a.kind for a in due] == ["paused_by_limit"]
+    assert due[0].body["crmsync"]["url"].endswith(f"/console/connections/{connection}")
+    assert again == []

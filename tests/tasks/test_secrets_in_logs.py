@@ -134,8 +134,10 @@ def test_a_full_run_at_debug_level_logs_no_secret(
                   ready="ready.")  # fmt: skip
         run.start("beat", "json", "beat", ready="beat: Starting")
 
-        # the first syncs, through the workers; HubSpot answers two 429s first
-        crm.hubspot.set_faults(rate_limit_next=2, retry_after=0.2)
+        # the first syncs, through the workers; HubSpot answers two 429s and a 500 first
+        crm.hubspot.set_faults(
+            rate_limit_next=2, retry_after=0.2, server_error_next=1, server_error_status=500
+        )
         run.cli("console", "sync", "acme-sf", "--org", acme)
         run.cli("json", "sync", "globex-hs", "--org", globex)
         for connection in (sf["id"], hs["id"]):
@@ -233,6 +235,9 @@ def test_a_full_run_at_debug_level_logs_no_secret(
     by_event: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_event.setdefault(event["event"], []).append(event)
+    assert by_event["rate-limit wait"] and by_event["retrying CRM call"]
+    for line in by_event["rate-limit wait"] + by_event["retrying CRM call"]:
+        assert line["connection_id"] == hs["id"] and line["crm"] == "hubspot"
     assert {e["status"] for e in by_event["webhook refused"]} == {401}
     assert all(e.get("reason") and e.get("connection_id") for e in by_event["webhook refused"])
     assert all("timestamp" in e and "level" in e for e in events)

@@ -21,6 +21,12 @@ Metrics (every name starts ``crmsync_``)::
 
 The two gauges are read from the store when scraped (:class:`StoreCollector`), so every
 scrape of ``crmsync web`` shows the deployment's truth whichever worker did the work.
+
+Runs are observed through their records: a ``SyncRun`` row inserted is a run started, and its
+status leaving ``running`` is a run finished (:func:`watch_runs`, SQLAlchemy's mapper
+events), so every way a run is made (a task, a webhook, ``crmsync sync --wait``, a retry, a
+resync) is counted and logged the same way. Conflicts and failures are logged as the
+repository writes them, inside the run (whose ids the log lines carry).
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy.orm import Mapper
 
 from sync import logs
 from sync.store import ops_repository
 from sync.store.db import transaction
-from sync.store.models import utcnow
+from sync.store.models import ConnectionRow, SyncRun, utcnow
 
 log = logging.getLogger("crmsync.sync")
 
@@ -246,3 +253,60 @@ class StoreCollector(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
+
+
+def _crm_of(connection: Connection, connection_id: str) -> str:
+    kind = connection.execute(
+        select(ConnectionRow.kind).where(ConnectionRow.id == connection_id)
+    ).scalar()
+    return str(kind or "")
+
+
+def _run_inserted(_mapper: Mapper[SyncRun], connection: Connection, run: SyncRun) -> None:
+    run_started(
+        organisation_id=run.organisation_id,
+        connection_id=run.connection_id,
+        crm=_crm_of(connection, run.connection_id),
+        run_id=run.id,
+        scope=run.scope,
+        trigger=run.trigger,
+        full=bool(run.full),
+        plan=bool(run.plan),
+    )
+
+
+def _run_updated(_mapper: Mapper[SyncRun], connection: Connection, run: SyncRun) -> None:
+    from sqlalchemy import inspect
+
+    history = inspect(run).attrs.status.history
+    if not history.added or run.status == "running" or "running" not in (history.deleted or ()):
+        return
+    run_finished(
+        organisation_id=run.organisation_id,
+        connection_id=run.connection_id,
+        crm=_crm_of(connection, run.connection_id),
+        run_id=run.id,
+        scope=run.scope,
+        trigger=run.trigger,
+        status=run.status,
+        duration_seconds=float(run.duration_seconds or 0.0),
+        counters=dict(run.counters or {}),
+        api_calls=int(run.api_calls or 0),
+        error=run.error,
+    )
+
+
+_watching = False
+
+
+def watch_runs() -> None:
+    """Count and log every run through its ``SyncRun`` record (idempotent)."""
+    global _watching
+    if _watching:
+        return
+    event.listen(SyncRun, "after_insert", _run_inserted)
+    event.listen(SyncRun, "after_update", _run_updated)
+    _watching = True
+
+
+watch_runs()

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
+from sync import telemetry
 from sync.store.models import (
     AuditEvent,
     Conflict,
@@ -190,6 +191,7 @@ def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str,
 
 def insert_conflicts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     bulk_insert(session, Conflict, rows, {"created_at": utcnow(), "link_id": None})
+    telemetry.conflicts_opened(rows)
 
 
 def get_conflict(session: Session, organisation_id: str, conflict_id: str) -> Conflict | None:
@@ -282,6 +284,7 @@ def record_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     record that fails again updates its open row (error, attempts) instead of adding one."""
     if not rows:
         return
+    telemetry.records_failed(rows)
     now = utcnow()
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:

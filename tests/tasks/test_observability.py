@@ -105,6 +105,13 @@ def test_worker_sends_task_events_and_serves_its_metrics(stack: Stack, crm: Sand
     answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    # the run happened in a prefork child: the worker's port adds up its children's files
+    ran = metric_value(text, "crmsync_runs_total", connection_id=connection, status="succeeded")
+    assert ran == 1
+    made = metric_value(text, "crmsync_records_total", connection_id=connection, outcome="created")
+    assert made == 5
+    assert metric_value(text, "crmsync_api_calls_total", connection_id=connection, status="ok") > 0
 
 
 def test_beat_keeps_a_heartbeat_that_its_healthcheck_reads(stack: Stack) -> None:

@@ -12,6 +12,7 @@ process wrote, and every command's output, is searched for every secret.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,24 @@ def _answers(url: str) -> bool:
         return False
 
 
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+_CONSOLE_LINE = re.compile(r"^\S+ \[(\w+)\s*\] (.+?)\s+\[([\w.]+)\]\s*(.*)$")
+_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
+
+
+def parsed(text: str) -> list[dict[str, Any]]:
+    """The log lines of ``text`` as events: JSON lines as they are, readable lines
+    (``TIME [level] event [logger] key=value ...``) taken apart; other lines (Celery's
+    banner) left out."""
+    events: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+            continue
+        match = _CONSOLE_LINE.match(line)
+        if match:
+            pairs = {k: v.strip("'\"") for k, v in _PAIR.findall(match.group(4))}
+            events.append({**pairs, "level": match.group(1), "event": match.group(2)})
+    return events
 
 
 def test_a_full_run_at_debug_level_logs_no_secret(
@@ -230,17 +247,22 @@ def test_a_full_run_at_debug_level_logs_no_secret(
     # the access log keeps the requests, without the Outbound Message's query string
     for name in ("web-json", "web-console"):
         assert f"POST {sf_hook}?[redacted]" in logs[name], name
-    # JSON lines carry the ids of the work they describe
-    events = [e for n, text in logs.items() if "json" in n or n == "beat" for e in json_lines(text)]
+    # each line carries the ids of the work it describes, in either format
     by_event: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
+    for event in (e for text in logs.values() for e in parsed(text)):
         by_event.setdefault(event["event"], []).append(event)
+    for started in by_event["run started"] + by_event["run finished"]:
+        assert {"organisation_id", "connection_id", "run_id"} <= set(started)
+    assert {e["connection_id"] for e in by_event["run finished"]} >= {sf["id"], hs["id"]}
+    opened = [e for e in by_event["conflict opened"] if e["connection_id"] == hs["id"]]
+    assert opened and all(e["field"] == "customer_name" and e["run_id"] for e in opened)
     assert by_event["rate-limit wait"] and by_event["retrying CRM call"]
     for line in by_event["rate-limit wait"] + by_event["retrying CRM call"]:
         assert line["connection_id"] == hs["id"] and line["crm"] == "hubspot"
-    assert {e["status"] for e in by_event["webhook refused"]} == {401}
+    assert {str(e["status"]) for e in by_event["webhook refused"]} == {"401"}
     assert all(e.get("reason") and e.get("connection_id") for e in by_event["webhook refused"])
-    assert all("timestamp" in e and "level" in e for e in events)
+    json_events = [e for n in ("web-json", "worker-json", "beat") for e in parsed(logs[n])]
+    assert json_events and all("timestamp" in e and "level" in e for e in json_events)
 
 
 def test_crmsync_up_redacts_the_outbound_message_url_in_its_access_log(

@@ -79,8 +79,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-_CONSOLE_LINE = re.compile(r"^\S+ \[(\w+)\s*\] (.+?)\s+\[([\w.]+)\]\s*(.*)$")
-_PAIR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
+_CONSOLE_HEAD = re.compile(r"\S+ \[(\w+)\s*\] ")
+_CONSOLE_LOGGER = re.compile(r" \[([\w.]+)\](?: |$)")
+_PAIR = re.compile(r"(\w+)=('[^']*'|\"[^\"]*\"|\S+)")
 
 
 def parsed(text: str) -> list[dict[str, Any]]:
@@ -90,15 +91,21 @@ def parsed(text: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for line in text.splitlines():
         if line.startswith("{"):
-            events.append(json.loads(line))
-            continue
-        match = _CONSOLE_LINE.match(line)
-        if match:
-            pairs = {k: v.strip("'\"") for k, v in _PAIR.findall(match.group(4))}
-            events.append({**pairs, "level": match.group(1), "event": match.group(2)})
+            try:
+                events.append(json.loads(line))
+                continue
+            except ValueError:  # a dict printed by Celery (its task result), not a log line
+                pass
+        head = _CONSOLE_HEAD.match(line)
+        logger = _CONSOLE_LOGGER.search(line, head.end()) if head else None
+        if head and logger:
+            pairs = {k: v.strip("'\"") for k, v in _PAIR.findall(line, logger.end())}
+            event = line[head.end() : logger.start()].strip()
+            events.append({**pairs, "level": head.group(1), "event": event})
     return events
 
 
+@pytest.mark.timeout(600)  # a dozen processes: on a loaded 2-core machine it takes minutes
 def test_a_full_run_at_debug_level_logs_no_secret(
     stack: Stack, crm: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,7 +262,8 @@ def test_a_full_run_at_debug_level_logs_no_secret(
         assert {"organisation_id", "connection_id", "run_id"} <= set(started)
     assert {e["connection_id"] for e in by_event["run finished"]} >= {sf["id"], hs["id"]}
     opened = [e for e in by_event["conflict opened"] if e["connection_id"] == hs["id"]]
-    assert opened and all(e["field"] == "customer_name" and e["run_id"] for e in opened)
+    assert any(e["field"] == "customer_name" for e in opened)
+    assert all(e["run_id"] and e["organisation_id"] == globex for e in opened)
     assert by_event["rate-limit wait"] and by_event["retrying CRM call"]
     for line in by_event["rate-limit wait"] + by_event["retrying CRM call"]:
         assert line["connection_id"] == hs["id"] and line["crm"] == "hubspot"

@@ -1,13 +1,12 @@
-"""Writing CRM values into billing customers, validated by the customer model."""
+"""CRM values on their way into billing customers, validated by the customer model."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 
-from sync.customer import CustomerBase, FieldValue, unflatten_into
-from sync.store.repository import CUSTOMER_COLUMNS
+from sync.customer import FieldValue, validate_fields
 
 
 class InvalidRecord(ValueError):
@@ -18,28 +17,31 @@ class InvalidRecord(ValueError):
 def describe_validation(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "record"
-        parts.append(f"{where}: {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
 
 
-def apply_fields(public: dict[str, Any], changes: dict[str, FieldValue]) -> dict[str, Any]:
-    """The customer's columns with flat ``changes`` written in, validated by the model.
+def validated(
+    customer: Mapping[str, FieldValue], changes: Mapping[str, FieldValue]
+) -> dict[str, FieldValue]:
+    """``changes`` (flat fields) as the customer model stores them, once the whole customer
+    ``customer`` (flat fields; empty for a new one) with the changes passes its rules.
 
-    Raises :class:`InvalidRecord` when the result breaks a rule of the customer model.
+    Raises :class:`InvalidRecord` naming each field and the rule it broke.
     """
-    merged = unflatten_into(public, changes)
-    data = {column: merged.get(column) for column in CUSTOMER_COLUMNS}
-    data["tax_info"] = data["tax_info"] or []
-    data["custom_data"] = data["custom_data"] or {}
-    data["communications_enabled"] = bool(
-        True if data["communications_enabled"] is None else data["communications_enabled"]
-    )
-    data["auto_charge_enabled"] = bool(
-        True if data["auto_charge_enabled"] is None else data["auto_charge_enabled"]
-    )
     try:
-        model = CustomerBase.model_validate(data)
+        stored = validate_fields({**customer, **changes})
     except ValidationError as error:
         raise InvalidRecord(describe_validation(error)) from error
-    return model.model_dump(mode="json")
+    return {name: stored.get(name) for name in changes}
+
+
+def validated_new(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """A new customer's flat fields as the customer model stores them (every field; the
+    ones not given are None). Raises :class:`InvalidRecord`."""
+    try:
+        return validate_fields(fields)
+    except ValidationError as error:
+        raise InvalidRecord(describe_validation(error)) from error

@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from connectors.base import Connector, CustomerPush, RateGate
-from sync.billing import apply_fields
+from sync.billing import validated
 from sync.connections import open_connector
-from sync.customer import FieldValue, flatten
-from sync.customers import to_public
+from sync.customer import FieldValue
+from sync.decision import BillingCustomer
 from sync.match import MatchMode, canonical
 from sync.settings import Settings
 from sync.store import repository
 from sync.store import sync_repository as repo
+from sync.store.convert import billing_customer, changed_columns
 from sync.store.db import transaction
-from sync.store.models import LinkRow, utcnow
+from sync.store.models import Conflict, ConnectionRow, LinkRow, utcnow
 
 Keep = Literal["billing", "crm"]
 
@@ -41,6 +43,25 @@ class Resolution:
     crm_written: bool
 
 
+@dataclass(frozen=True)
+class _Open:
+    """An open field conflict as read, with what resolving it needs."""
+
+    id: str
+    field: str
+    crm_value: FieldValue
+    connection: ConnectionRow
+    crm_id: str
+    customer: BillingCustomer
+
+    @property
+    def mode(self) -> MatchMode:
+        return "normalized" if self.connection.match_mode == "normalized" else "exact"
+
+    def differs(self, a: FieldValue, b: FieldValue) -> bool:
+        return canonical(a, self.mode, self.field) != canonical(b, self.mode, self.field)
+
+
 def resolve_conflict(
     engine: Engine,
     settings: Settings,
@@ -54,94 +75,143 @@ def resolve_conflict(
     gate: RateGate | None = None,
     connector: Connector | None = None,
 ) -> Resolution:
-    """Resolve one open conflict; exactly one of ``keep`` or ``set_value`` is given."""
+    """Resolve one open conflict; exactly one of ``keep`` or ``set_value`` is given.
+
+    Read the conflict, ask the CRM for its value, check the chosen value on the billing
+    side, push it to the CRM if it lacks it, then write billing, the base and the
+    conflict in one short transaction: no transaction stays open across a CRM call."""
     if (keep is None) == (not set_value):
         raise ConflictError("choose one: keep billing, keep crm, or set a value")
     with transaction(engine) as session:
-        conflict = repo.get_conflict(session, organisation_id, conflict_id)
-        if conflict is None:
-            raise LookupError(f"no conflict {conflict_id}")
-        if conflict.status != "open":
-            raise ConflictError(f"conflict {conflict_id} is already {conflict.status}")
-        connection = repo.get_connection(session, conflict.connection_id)
-        link = session.get(LinkRow, conflict.link_id) if conflict.link_id else None
-        if connection is None or link is None:
-            raise ConflictError("the conflict's connection or link no longer exists")
-        if conflict.kind == "merge":
-            return _acknowledge_merge(session, conflict, keep, actor)
-        customer = repository.get_customer(session, organisation_id, conflict.customer_id)
-        if customer is None:
-            raise ConflictError("the conflict's customer no longer exists")
-        if connector is None:
-            connector = open_connector(settings, connection, gate=gate)
-        name = conflict.field
-        mode: MatchMode = "normalized" if connection.match_mode == "normalized" else "exact"
-        public = to_public(customer)
-        billing_value = flatten(public).get(name)
-        crm_records = connector.pull_customers_by_ids([link.crm_id])
-        crm_value = crm_records[0].fields.get(name) if crm_records else conflict.crm_value
-        chosen: FieldValue
-        if keep == "billing":
-            chosen = billing_value
-        elif keep == "crm":
-            chosen = crm_value
-        else:
-            chosen = value
-        billing_written = crm_written = False
-        if canonical(chosen, mode, name) != canonical(billing_value, mode, name):
-            columns = apply_fields(public, {name: chosen})
-            email = columns.get("email")
-            if name == "email" and email:
-                holder = repository.find_customers_by_emails(session, organisation_id, [email])
-                if email in holder and holder[email].id != customer.id:
-                    raise ConflictError(
-                        f"email {email!r} belongs to customer {holder[email].id}: change that "
-                        "customer's e-mail first, or keep this customer's"
-                    )
-            changed = {k: v for k, v in columns.items() if public.get(k) != v}
-            repository.update_customers(session, organisation_id, [{"id": customer.id, **changed}])
-            repository.add_outbox_entries(
-                session,
-                organisation_id,
-                [(customer.id, [name])],
-                origin_connection_id=connection.id,
-            )
-            billing_written = True
-        if canonical(chosen, mode, name) != canonical(crm_value, mode, name):
-            results = connector.push_customers(
-                [CustomerPush(billing_id=customer.id, crm_id=link.crm_id, fields={name: chosen})]
-            )
-            error = results[0].error if results else None
-            if error is not None or not results:
-                message = error.message if error else "no result"
-                raise ConflictError(f"the CRM refused {name}={chosen!r}: {message}")
-            crm_written = True
-        link.base = {**link.base, name: chosen}
-        link.updated_at = utcnow()
-        conflict.status = "resolved"
-        conflict.resolution = keep or "value"
-        conflict.resolved_value = chosen
-        conflict.resolved_by = actor
-        conflict.resolved_at = utcnow()
+        found = _read(session, organisation_id, conflict_id)
+        if isinstance(found, Conflict):
+            return _acknowledge_merge(session, found, keep, actor)
+    connector = connector or open_connector(settings, found.connection, gate=gate)
+    records = connector.pull_customers_by_ids([found.crm_id])
+    crm_value = records[0].fields.get(found.field) if records else found.crm_value
+    billing_value = found.customer.fields.get(found.field)
+    chosen = billing_value if keep == "billing" else crm_value if keep == "crm" else value
+    changes = _billing_changes(engine, organisation_id, found, chosen)
+    crm_written = found.differs(chosen, crm_value)
+    if crm_written:
+        _push(connector, found, chosen)
+    with transaction(engine) as session:
+        _write(session, organisation_id, found, changes, chosen, keep, actor)
         repo.add_audit(
             session,
             organisation_id,
             actor,
             "conflict_resolved",
-            customer.id,
+            found.customer.id,
             {
-                "conflict_id": conflict.id,
-                "field": name,
-                "resolution": conflict.resolution,
+                "conflict_id": found.id,
+                "field": found.field,
+                "resolution": keep or "value",
                 "value": chosen,
                 "billing_value": billing_value,
                 "crm_value": crm_value,
             },
         )
-        return Resolution(conflict.id, name, chosen, billing_written, crm_written)
+    return Resolution(found.id, found.field, chosen, changes is not None, crm_written)
 
 
-def _acknowledge_merge(session: Any, conflict: Any, keep: Keep | None, actor: str) -> Resolution:
+def _read(session: Session, organisation_id: str, conflict_id: str) -> _Open | Conflict:
+    """The open conflict (a merge conflict as its row), or why it cannot be resolved."""
+    conflict = repo.get_conflict(session, organisation_id, conflict_id)
+    if conflict is None:
+        raise LookupError(f"no conflict {conflict_id}")
+    if conflict.status != "open":
+        raise ConflictError(f"conflict {conflict_id} is already {conflict.status}")
+    connection = repo.get_connection(session, conflict.connection_id)
+    link = session.get(LinkRow, conflict.link_id) if conflict.link_id else None
+    if connection is None or link is None:
+        raise ConflictError("the conflict's connection or link no longer exists")
+    if conflict.kind == "merge":
+        return conflict
+    customer = repository.get_customer(session, organisation_id, conflict.customer_id)
+    if customer is None:
+        raise ConflictError("the conflict's customer no longer exists")
+    return _Open(
+        conflict.id,
+        conflict.field,
+        conflict.crm_value,
+        connection,
+        link.crm_id,
+        billing_customer(customer),
+    )
+
+
+def _billing_changes(
+    engine: Engine, organisation_id: str, found: _Open, chosen: FieldValue
+) -> dict[str, FieldValue] | None:
+    """The billing change the chosen value makes (None when billing has it already),
+    checked by the customer model and, for an e-mail, against its owner."""
+    if not found.differs(chosen, found.customer.fields.get(found.field)):
+        return None
+    changes = validated(found.customer.fields, {found.field: chosen})
+    email = changes.get("email")
+    if found.field == "email" and isinstance(email, str) and email:
+        with transaction(engine) as session:
+            holder = repository.find_customers_by_emails(session, organisation_id, [email])
+        if email in holder and holder[email].id != found.customer.id:
+            raise ConflictError(
+                f"email {email!r} belongs to customer {holder[email].id}: change that "
+                "customer's e-mail first, or keep this customer's"
+            )
+    return changes
+
+
+def _push(connector: Connector, found: _Open, chosen: FieldValue) -> None:
+    push = CustomerPush(found.customer.id, found.crm_id, {found.field: chosen})
+    results = connector.push_customers([push])
+    error = results[0].error if results else None
+    if error is not None or not results:
+        message = error.message if error else "no result"
+        raise ConflictError(f"the CRM refused {found.field}={chosen!r}: {message}")
+
+
+def _write(
+    session: Session,
+    organisation_id: str,
+    found: _Open,
+    changes: dict[str, FieldValue] | None,
+    chosen: FieldValue,
+    keep: Keep | None,
+    actor: str,
+) -> None:
+    """Billing's new value, the link's base and the conflict's resolution, together; the
+    conflict must still be open and the customer as it was read."""
+    conflict = session.get(Conflict, found.id, with_for_update=True)
+    if conflict is None or conflict.status != "open":
+        raise ConflictError(f"conflict {found.id} was resolved meanwhile")
+    if changes is not None:
+        current = repository.get_customer(session, organisation_id, found.customer.id)
+        if current is None or billing_customer(current).fields != found.customer.fields:
+            raise ConflictError("the customer changed meanwhile: resolve the conflict again")
+        columns = changed_columns(found.customer, changes)
+        repository.update_customers(
+            session, organisation_id, [{"id": found.customer.id, **columns}]
+        )
+        repository.add_outbox_entries(
+            session,
+            organisation_id,
+            [(found.customer.id, [found.field])],
+            origin_connection_id=found.connection.id,
+        )
+    link = session.get(LinkRow, conflict.link_id) if conflict.link_id else None
+    if link is not None:
+        link.base = {**link.base, found.field: chosen}
+        link.updated_at = utcnow()
+    conflict.status = "resolved"
+    conflict.resolution = keep or "value"
+    conflict.resolved_value = chosen
+    conflict.resolved_by = actor
+    conflict.resolved_at = utcnow()
+
+
+def _acknowledge_merge(
+    session: Session, conflict: Conflict, keep: Keep | None, actor: str
+) -> Resolution:
     """A CRM merge of records linked to two customers: the operator acknowledges it (and
     merges the billing customers themselves if they should be one); sync never does."""
     conflict.status = "resolved"

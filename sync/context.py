@@ -1,52 +1,71 @@
-"""The state one sync run carries through its steps, and the per-page work it collects."""
+"""The state one sync run carries through its steps."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine
 
-from connectors.base import Connector, RecordError
-from sync.customer import FieldValue
-from sync.match import MatchMode
+from connectors.base import Connector
+from sync.decide import Policy
+from sync.decision import PageDecision
 from sync.plan import Plan, new_counters
 from sync.settings import Settings
-from sync.store.models import new_id
 
 Progress = Callable[[str, dict[str, int]], None]
 
 
 @dataclass
+class Unapplied:
+    """What a plan has shown and not applied, that a run's later steps would find in the
+    store: so that a plan's contacts find the links its pull would have made, and its push
+    step leaves the customers its pull decided alone, as a run's do. Empty in a run."""
+
+    #: CRM id -> customer id, of the links the plan would make or keep
+    links: dict[str, str] = field(default_factory=dict)
+    #: customers the plan has decided on
+    customers: set[str] = field(default_factory=set)
+
+    def note(self, decision: PageDecision) -> None:
+        for record in decision.records:
+            if record.failure is not None and record.push is None:
+                continue  # nothing of it would be in the store
+            if record.customer_id is not None:
+                self.customers.add(record.customer_id)
+            if record.link is not None and record.link.crm_id is not None:
+                self.links[record.link.crm_id] = record.link.customer_id
+
+
+@dataclass
 class RunContext:
-    """One run of one connection. ``plan`` is set in plan mode: nothing is written."""
+    """One run of one connection. ``plan`` is set in plan mode: decisions are shown in it
+    instead of being applied (:func:`sync.apply.carry_out` is the one place that asks)."""
 
     engine: Engine
     settings: Settings
     connector: Connector
-    organisation_id: str
-    connection_id: str
+    policy: Policy
     run_id: str | None
-    directions: dict[str, str]
-    match_mode: MatchMode
-    create_policy: str
-    push_creates: bool
     #: the organisation has other connections: billing changes made by this one are logged
     #: in the outbox for them
     fan_out: bool
-    fields: tuple[str, ...]
     #: the connection had open dead-letter rows when the run began (else none to close)
     has_failures: bool = False
     #: customers whose push the CRM refused in this run: not pushed again in the same run
     refused: set[str] = field(default_factory=set)
     plan: Plan | None = None
+    unapplied: Unapplied = field(default_factory=Unapplied)
     counters: dict[str, int] = field(default_factory=new_counters)
     progress: Progress | None = None
 
     @property
-    def planning(self) -> bool:
-        return self.plan is not None
+    def organisation_id(self) -> str:
+        return self.policy.organisation_id
+
+    @property
+    def connection_id(self) -> str:
+        return self.policy.connection_id
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -54,66 +73,3 @@ class RunContext:
     def report(self, step: str) -> None:
         if self.progress is not None:
             self.progress(step, dict(self.counters))
-
-    def failure(
-        self,
-        direction: str,
-        *,
-        crm_id: str | None,
-        customer_id: str | None,
-        payload: dict[str, Any],
-        kind: str,
-        message: str,
-        code: str = "",
-    ) -> dict[str, Any]:
-        """A dead-letter row for a record that failed (the rest of its page goes on)."""
-        self.count("failed")
-        return {
-            "id": new_id(),
-            "organisation_id": self.organisation_id,
-            "connection_id": self.connection_id,
-            "run_id": self.run_id,
-            "direction": direction,
-            "crm_id": crm_id,
-            "customer_id": customer_id,
-            "payload": payload,
-            "error_kind": kind,
-            "error_code": code,
-            "error_message": message,
-            "attempts": 1,
-            "status": "open",
-        }
-
-    def push_failure(
-        self,
-        customer_id: str,
-        crm_id: str | None,
-        fields: dict[str, FieldValue],
-        error: RecordError,
-    ) -> dict[str, Any]:
-        self.refused.add(customer_id)
-        return self.failure(
-            "push",
-            crm_id=crm_id,
-            customer_id=customer_id,
-            payload={"fields": fields},
-            kind=error.kind,
-            code=error.code,
-            message=error.message,
-        )
-
-
-@dataclass
-class PageWork:
-    """Writes collected while deciding one page, applied together in one transaction."""
-
-    new_customers: list[dict[str, Any]] = field(default_factory=list)
-    customer_updates: list[dict[str, Any]] = field(default_factory=list)
-    new_links: list[dict[str, Any]] = field(default_factory=list)
-    link_updates: list[dict[str, Any]] = field(default_factory=list)
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[tuple[str, list[str]]] = field(default_factory=list)
-    audits: list[dict[str, Any]] = field(default_factory=list)
-    synced_crm_ids: list[str] = field(default_factory=list)
-    synced_customer_ids: list[str] = field(default_factory=list)

@@ -10,9 +10,11 @@ Sync works on *flat* field names (``customer_name``, ``address.city``, ``custom_
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import email_validator
@@ -20,12 +22,14 @@ import pycountry
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
+    create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from connectors.countries import country_code
 
@@ -61,6 +65,68 @@ _PLAIN_EMAIL = re.compile(
     r"@(?=.{1,253}$)(?:(?![a-z0-9-]{2}--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
 
+# --- the rules, shared by the public shape and by flat fields ------------------------------
+
+#: the named rule that refuses control characters in text (PostgreSQL cannot even store a
+#: NUL, and none of them belongs in a name or an address); newlines are allowed only in
+#: the multi-line address lines (a Salesforce street holds its lines in one field)
+NO_CONTROL_CHARACTERS = "no_control_characters"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_BUT_NEWLINES = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _control_problem(value: str, pattern: re.Pattern[str]) -> str | None:
+    found = pattern.search(value)
+    if found is None:
+        return None
+    code, position = ord(found.group()), found.start()
+    return f"must not contain control characters (U+{code:04X} at position {position})"
+
+
+def _control_error(value: str, pattern: re.Pattern[str]) -> PydanticCustomError:
+    return PydanticCustomError(NO_CONTROL_CHARACTERS, _control_problem(value, pattern) or "")
+
+
+def single_line(value: str) -> str:
+    """Text without control characters (the :data:`NO_CONTROL_CHARACTERS` rule)."""
+    if _CONTROL.search(value) is None:  # one call per text field of every record: kept flat
+        return value
+    raise _control_error(value, _CONTROL)
+
+
+def multi_line(value: str) -> str:
+    """Text without control characters other than newlines."""
+    if _CONTROL_BUT_NEWLINES.search(value) is None:
+        return value
+    raise _control_error(value, _CONTROL_BUT_NEWLINES)
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON value whose keys and strings pass :func:`single_line` (``custom_data``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            single_line(key)
+            clean_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            clean_json(item)
+    elif isinstance(value, str):
+        single_line(value)
+    return value
+
+
+def _empty_is_none(value: Any) -> Any:
+    # an empty email must become None before the e-mail check sees (and refuses) it
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
 
 def _email(value: str) -> str:
     """An e-mail address, checked as pydantic's ``EmailStr`` checks it (and normalized)."""
@@ -72,13 +138,71 @@ def _email(value: str) -> str:
         raise ValueError(f"value is not a valid email address: {error}") from error
 
 
-_SPECIAL_USE = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
-Email = Annotated[str, AfterValidator(_email)]
+def _phone(value: str) -> str | None:
+    if value.strip() == "":
+        return None
+    if not _PHONE.match(value.strip()):
+        raise ValueError("must be a phone number with its country code, e.g. +1 415 555 0100")
+    return value.strip()
 
+
+def _currency(value: str) -> str | None:
+    if value.strip() == "":
+        return None
+    code = value.strip().upper()
+    if code not in _CURRENCIES:
+        raise ValueError(f"must be an ISO 4217 currency code, got {value!r}")
+    return code
+
+
+def _alpha2(value: str) -> str | None:
+    if value.strip() == "":
+        return None
+    code = value.strip().upper()
+    if code not in _ALPHA2:
+        raise ValueError(f"must be an ISO 3166-1 alpha-2 country code, got {value!r}")
+    return code
+
+
+def check_country(country: str | None, country_code: str | None) -> None:
+    """A ``country_code`` must name the same country as ``country`` when that is a
+    recognisable country name or code."""
+    if country and country_code:
+        named = country_from_name(country)
+        if named is not None and named != country_code:
+            raise ValueError(
+                f"country_code {country_code!r} does not match country {country!r} ({named})"
+            )
+
+
+_SPECIAL_USE = frozenset(email_validator.SPECIAL_USE_DOMAIN_NAMES)
 _ALPHA2 = frozenset(str(c.alpha_2) for c in pycountry.countries)
 _CURRENCIES = frozenset(str(c.alpha_3) for c in pycountry.currencies)
 
-OptionalText = Annotated[str | None, StringConstraints(max_length=1000)]
+# A validator of an optional field sits inside its ``| None``, so that an empty field (most
+# of a CRM record's) costs no Python call: a backfill validates every field of every record.
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255),
+    AfterValidator(_not_blank),
+    AfterValidator(single_line),
+]
+ExternalId = Annotated[
+    Annotated[str, StringConstraints(max_length=255), AfterValidator(single_line)] | None,
+    BeforeValidator(_empty_is_none),
+]
+Email = Annotated[
+    Annotated[str, AfterValidator(single_line), AfterValidator(_email)] | None,
+    BeforeValidator(_empty_is_none),
+]
+Phone = Annotated[str, AfterValidator(single_line), AfterValidator(_phone)] | None
+Currency = Annotated[str, AfterValidator(single_line), AfterValidator(_currency)] | None
+OptionalText = (
+    Annotated[str, StringConstraints(max_length=1000), AfterValidator(single_line)] | None
+)
+AddressLine = Annotated[str, StringConstraints(max_length=1000), AfterValidator(multi_line)] | None
+CountryCode = Annotated[str, AfterValidator(single_line), AfterValidator(_alpha2)] | None
+CustomData = Annotated[dict[str, Any], AfterValidator(clean_json)]
 
 
 def country_from_name(name: str) -> str | None:
@@ -90,38 +214,23 @@ def country_from_name(name: str) -> str | None:
 
 class Address(BaseModel):
     """A postal address. ``country_code`` is ISO 3166-1 alpha-2 and, when ``country`` is a
-    recognisable country name or code too, must name the same country."""
+    recognisable country name or code too, must name the same country. The three lines may
+    hold newlines; no other text may hold a control character."""
 
     model_config = ConfigDict(extra="forbid")
 
-    line1: OptionalText = None
-    line2: OptionalText = None
-    line3: OptionalText = None
+    line1: AddressLine = None
+    line2: AddressLine = None
+    line3: AddressLine = None
     city: OptionalText = None
     state: OptionalText = None
     zipCode: OptionalText = None
     country: OptionalText = None
-    country_code: str | None = None
-
-    @field_validator("country_code")
-    @classmethod
-    def _alpha2(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        code = value.strip().upper()
-        if code not in _ALPHA2:
-            raise ValueError(f"must be an ISO 3166-1 alpha-2 country code, got {value!r}")
-        return code
+    country_code: CountryCode = None
 
     @model_validator(mode="after")
     def _country_consistent(self) -> Address:
-        if self.country and self.country_code:
-            named = country_from_name(self.country)
-            if named is not None and named != self.country_code:
-                raise ValueError(
-                    f"country_code {self.country_code!r} does not match country "
-                    f"{self.country!r} ({named})"
-                )
+        check_country(self.country, self.country_code)
         return self
 
 
@@ -132,7 +241,11 @@ class TaxId(BaseModel):
 
     jurisdiction: str
     tax_type: str
-    value: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    value: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+        AfterValidator(single_line),
+    ]
 
     @model_validator(mode="after")
     def _known_kind(self) -> TaxId:
@@ -152,65 +265,31 @@ class Contact(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-    email: Email | None = None
+    name: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+        AfterValidator(single_line),
+    ]
+    email: Email = None
     communications: list[Communication] = Field(
         default_factory=lambda: list[Communication](["billing"])
     )
 
 
-class CustomerFieldsMixin(BaseModel):
-    """Validators shared by the create and the update shapes."""
-
-    @field_validator("customer_name", check_fields=False)
-    @classmethod
-    def _name_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return value
-
-    @field_validator("phone_number", check_fields=False)
-    @classmethod
-    def _phone(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        if not _PHONE.match(value.strip()):
-            raise ValueError("must be a phone number with its country code, e.g. +1 415 555 0100")
-        return value.strip()
-
-    @field_validator("currency", check_fields=False)
-    @classmethod
-    def _currency(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        code = value.strip().upper()
-        if code not in _CURRENCIES:
-            raise ValueError(f"must be an ISO 4217 currency code, got {value!r}")
-        return code
-
-    # "before": an empty email must become None before the e-mail check sees (and refuses) it.
-    @field_validator("external_id", "email", mode="before", check_fields=False)
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip() == "":
-            return None
-        return value
-
-
-class CustomerBase(CustomerFieldsMixin):
+class CustomerBase(BaseModel):
     """The fields of the public shape, without ``id``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    external_id: Annotated[str | None, StringConstraints(max_length=255)] = None
-    email: Email | None = None
-    phone_number: str | None = None
+    customer_name: Name
+    external_id: ExternalId = None
+    email: Email = None
+    phone_number: Phone = None
     address: Address | None = None
     ship_to_address: Address | None = None
     tax_info: list[TaxId] = Field(default_factory=list)
-    custom_data: dict[str, Any] = Field(default_factory=dict)
-    currency: str | None = None
+    custom_data: CustomData = Field(default_factory=dict)
+    currency: Currency = None
     communications_enabled: bool = True
     auto_charge_enabled: bool = True
     business_entity_id: uuid.UUID | None = None
@@ -222,20 +301,20 @@ class CustomerIn(CustomerBase):
     contacts: list[Contact] = Field(default_factory=list)
 
 
-class CustomerPatch(CustomerFieldsMixin):
+class CustomerPatch(BaseModel):
     """The body of Update Customer: only the fields given change; ``null`` clears one."""
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_name: Annotated[str | None, StringConstraints(min_length=1, max_length=255)] = None
-    external_id: Annotated[str | None, StringConstraints(max_length=255)] = None
-    email: Email | None = None
-    phone_number: str | None = None
+    customer_name: Name | None = None
+    external_id: ExternalId = None
+    email: Email = None
+    phone_number: Phone = None
     address: Address | None = None
     ship_to_address: Address | None = None
     tax_info: list[TaxId] | None = None
-    custom_data: dict[str, Any] | None = None
-    currency: str | None = None
+    custom_data: CustomData | None = None
+    currency: Currency = None
     communications_enabled: bool | None = None
     auto_charge_enabled: bool | None = None
     business_entity_id: uuid.UUID | None = None
@@ -257,6 +336,78 @@ class Customer(CustomerBase):
 
 
 # --- flat field names, as sync and the connectors speak them -----------------------------
+
+_SCALAR_NAMES = ("customer_name", "external_id", "email", "phone_number", "currency")
+_GROUPS = ("address", "ship_to_address")
+_INT64 = 2**63
+
+
+def crm_value_problem(value: object) -> str | None:
+    """Why a CRM value cannot be kept as a field value at all (whichever way its field
+    syncs: the base keeps it), or None: a field value is text without control characters,
+    a boolean, a 64-bit integer, a finite number, or empty."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return _control_problem(value, _CONTROL_BUT_NEWLINES)
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else "must be a number of at most 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    return f"must be text, a number, a boolean or empty, not {type(value).__name__}"
+
+
+class _Flat(BaseModel):
+    """The customer model's rules over flat fields; ``custom_data.<key>`` fields are the
+    extra ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _across_fields(self) -> _Flat:
+        for group in _GROUPS:
+            country, code = (
+                getattr(self, f"{group}_country"),
+                getattr(self, f"{group}_country_code"),
+            )
+            try:
+                check_country(country, code)
+            except ValueError as error:
+                raise ValueError(f"{group}: {error}") from None
+        for name, value in (self.__pydantic_extra__ or {}).items():
+            if not name.startswith("custom_data.") or name == "custom_data.":
+                raise ValueError(f"{name}: not a customer field")
+            problem = crm_value_problem(value)
+            if problem is None and isinstance(value, str):
+                problem = _control_problem(value, _CONTROL)
+            if problem is not None:
+                raise ValueError(f"{name}: {problem}")
+        return self
+
+
+def _flat_field(info: Any, alias: str) -> tuple[Any, Any]:
+    default = ... if info.is_required() else None
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return annotation, Field(default, alias=alias)
+
+
+_FLAT_FIELDS: dict[str, Any] = {
+    **{name: _flat_field(CustomerBase.model_fields[name], name) for name in _SCALAR_NAMES},
+    **{
+        f"{group}_{part}": _flat_field(Address.model_fields[part], f"{group}.{part}")
+        for group in _GROUPS
+        for part in ADDRESS_PARTS
+    },
+}
+#: the rules of :class:`CustomerBase` and :class:`Address`, over flat fields
+FlatCustomer = create_model("FlatCustomer", __base__=_Flat, **_FLAT_FIELDS)
+
+
+def validate_fields(fields: Mapping[str, FieldValue]) -> dict[str, FieldValue]:
+    """Flat fields of a whole customer, checked by the customer model's rules, as the model
+    stores them (normalized). Raises pydantic's ``ValidationError``."""
+    stored: dict[str, FieldValue] = FlatCustomer.model_validate(fields).model_dump(by_alias=True)
+    return stored
 
 
 def flatten(customer: dict[str, Any]) -> dict[str, FieldValue]:

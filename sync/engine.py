@@ -21,26 +21,26 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
-from connectors.base import Connector, CrmContact, CrmCustomer, Page, RateGate
+from connectors.base import Connector, CrmCustomer, Page, RateGate
 from connectors.errors import ConnectorError
 from sync.connections import open_connector, schedule_next
 from sync.context import Progress, RunContext
-from sync.match import MatchMode
-from sync.pages import sync_customer_page
+from sync.decide import Policy
+from sync.decision import CursorMove
+from sync.pages import contacts_page, push_page, sync_page
 from sync.plan import Plan
-from sync.push import push_billing_changes, push_customers
+from sync.push import push_billing_changes
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import ConnectionRow, SyncRun, new_id, utcnow
+from sync.store.models import SyncRun, new_id, utcnow
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
@@ -82,27 +82,23 @@ def sync_connection(
         engine,
         settings,
         connection_id,
-        trigger,
-        "connection",
-        full,
-        plan,
-        gate,
-        progress,
-        connector,
+        trigger=trigger,
+        scope="connection",
+        full=full,
+        plan=plan,
+        gate=gate,
+        progress=progress,
+        connector=connector,
     )
-    started = time.monotonic()
-    try:
+
+    def steps() -> None:
         with _calls(ctx, "calls_pull"):
             _pull_customers(ctx, full=full)
         with _calls(ctx, "calls_contacts"):
             _pull_contacts(ctx, full=full)
         push_billing_changes(ctx, full=full)
-    except ConnectorError as error:
-        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
-    except BaseException as error:
-        _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
-        raise
-    return _finish_run(ctx, started, "succeeded", None)
+
+    return _run(ctx, steps)
 
 
 def sync_records(
@@ -123,22 +119,33 @@ def sync_records(
     ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
     webhook), since a record read by id after a merge only shows as deleted."""
     ctx = _start_run(
-        engine, settings, connection_id, trigger, "records", False, False, gate, None, connector
+        engine,
+        settings,
+        connection_id,
+        trigger=trigger,
+        scope="records",
+        gate=gate,
+        connector=connector,
     )
-    started = time.monotonic()
-    try:
+
+    def steps() -> None:
         ids = list(dict.fromkeys(crm_ids))
         for start in range(0, len(ids), COMMIT_EVERY):
             records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])
-            records = [_with_merge(r, merges or {}) for r in records]
-            with transaction(ctx.engine) as session:
-                sync_customer_page(ctx, session, records)
-                _save_counters(ctx, session)
+            sync_page(ctx, [_with_merge(r, merges or {}) for r in records])
         customers = list(dict.fromkeys(customer_ids))
         for start in range(0, len(customers), COMMIT_EVERY):
-            with transaction(ctx.engine) as session:
-                push_customers(ctx, session, customers[start : start + COMMIT_EVERY])
-                _save_counters(ctx, session)
+            push_page(ctx, customers[start : start + COMMIT_EVERY])
+
+    return _run(ctx, steps)
+
+
+def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
+    """Run a sync's steps and record how the run ended: every run ends with a status and,
+    when it failed, the reason."""
+    started = time.monotonic()
+    try:
+        steps()
     except ConnectorError as error:
         return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
     except BaseException as error:
@@ -160,7 +167,7 @@ def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CUSTOMERS)
     pages = ctx.connector.pull_customers(cursor, full=full)
     for records, page_cursor in _grouped(pages):
-        _commit_customer_page(ctx, records, page_cursor)
+        sync_page(ctx, records, _move(CUSTOMERS, page_cursor))
         ctx.report("pull")
 
 
@@ -175,23 +182,6 @@ def _calls(ctx: RunContext, counter: str) -> Iterator[None]:
         ctx.count(counter, ctx.connector.api_calls - before - pushes)
 
 
-def _commit_customer_page(ctx: RunContext, records: list[CrmCustomer], cursor: str | None) -> None:
-    """Sync and commit one page with its cursor. A webhook sync of the same connection may
-    run beside this one and link or create one of these records first: the unique keys
-    refuse the second writer, and the page is decided again on what is there now."""
-    for attempt in (1, 2):
-        counters = dict(ctx.counters)
-        try:
-            with transaction(ctx.engine) as session:
-                sync_customer_page(ctx, session, records)
-                _commit_cursor(ctx, session, CUSTOMERS, cursor)
-            return
-        except IntegrityError:
-            ctx.counters = counters
-            if attempt == 2:
-                raise
-
-
 def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CONTACTS)
     with transaction(ctx.engine) as session:
@@ -199,45 +189,12 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
         # contact once): a plain bulk insert, without the upsert's conflict handling
         fresh = not repo.has_crm_contacts(session, ctx.connection_id)
     for contacts, page_cursor in _grouped(ctx.connector.pull_contacts(cursor, full=full)):
-        with transaction(ctx.engine) as session:
-            _sync_contacts(ctx, session, contacts, fresh=fresh)
-            _commit_cursor(ctx, session, CONTACTS, page_cursor)
+        contacts_page(ctx, contacts, _move(CONTACTS, page_cursor), fresh=fresh)
         ctx.report("contacts")
 
 
-def _sync_contacts(
-    ctx: RunContext, session: Any, contacts: list[CrmContact], *, fresh: bool = False
-) -> None:
-    """CRM contacts become the linked customer's secondary contacts (CRM → billing)."""
-    owners = {c.customer_id for c in contacts if c.customer_id}
-    linked = repo.customer_ids_by_crm_ids(session, ctx.connection_id, owners)
-    upserts: list[dict[str, Any]] = []
-    removed: list[str] = []
-    for contact in {c.id: c for c in contacts}.values():
-        customer_id = linked.get(contact.customer_id or "")
-        if contact.deleted or customer_id is None:
-            removed.append(contact.id)
-            continue
-        upserts.append(
-            {
-                "id": new_id(),
-                "organisation_id": ctx.organisation_id,
-                "customer_id": customer_id,
-                "name": contact.name or contact.email or contact.id,
-                "email": contact.email,
-                "communications": ["billing"],
-                "connection_id": ctx.connection_id,
-                "crm_id": contact.id,
-            }
-        )
-    ctx.count("contacts", len(upserts))
-    if ctx.planning:
-        return
-    if fresh:
-        repo.insert_crm_contacts(session, upserts)
-    else:
-        repo.upsert_crm_contacts(session, upserts)
-    repo.delete_crm_contacts(session, ctx.connection_id, removed)
+def _move(obj: str, cursor: str | None) -> CursorMove | None:
+    return CursorMove(obj, cursor) if cursor is not None else None
 
 
 # --- run bookkeeping -----------------------------------------------------------------------
@@ -247,14 +204,16 @@ def _start_run(
     engine: Engine,
     settings: Settings,
     connection_id: str,
+    *,
     trigger: str,
     scope: str,
-    full: bool,
-    plan: bool,
-    gate: RateGate | None,
-    progress: Progress | None,
-    connector: Connector | None,
+    full: bool = False,
+    plan: bool = False,
+    gate: RateGate | None = None,
+    progress: Progress | None = None,
+    connector: Connector | None = None,
 ) -> RunContext:
+    """The run's context; a run (not a plan) is recorded as running."""
     with transaction(engine) as session:
         row = repo.get_connection(session, connection_id)
         if row is None:
@@ -275,40 +234,30 @@ def _start_run(
             )
             session.add(run)
             run_id = run.id
-        snapshot = _snapshot(row)
-        snapshot["fan_out"] = repo.count_connections(session, row.organisation_id) > 1
-        snapshot["has_failures"] = repo.has_open_failures(session, row.id)
-    if connector is None:
-        connector = open_connector(settings, row, gate=gate)
+        if connector is None:
+            connector = open_connector(settings, row, gate=gate)
+        policy = Policy(
+            organisation_id=row.organisation_id,
+            connection_id=row.id,
+            fields=tuple(connector.mapped_fields),
+            directions=dict(row.directions),
+            match_mode="normalized" if row.match_mode == "normalized" else "exact",
+            create_policy=row.create_policy,
+            push_creates=row.push_creates,
+        )
+        fan_out = repo.count_connections(session, row.organisation_id) > 1
+        has_failures = repo.has_open_failures(session, row.id)
     return RunContext(
         engine=engine,
         settings=settings,
         connector=connector,
-        organisation_id=snapshot["organisation_id"],
-        connection_id=snapshot["id"],
+        policy=policy,
         run_id=run_id,
-        directions=snapshot["directions"],
-        match_mode=snapshot["match_mode"],
-        create_policy=snapshot["create_policy"],
-        push_creates=snapshot["push_creates"],
-        fan_out=snapshot["fan_out"],
-        has_failures=snapshot["has_failures"],
-        fields=tuple(connector.mapped_fields),
+        fan_out=fan_out,
+        has_failures=has_failures,
         plan=Plan() if plan else None,
         progress=progress,
     )
-
-
-def _snapshot(row: ConnectionRow) -> dict[str, Any]:
-    mode: MatchMode = "normalized" if row.match_mode == "normalized" else "exact"
-    return {
-        "id": row.id,
-        "organisation_id": row.organisation_id,
-        "directions": dict(row.directions),
-        "match_mode": mode,
-        "create_policy": row.create_policy,
-        "push_creates": row.push_creates,
-    }
 
 
 def _finish_run(ctx: RunContext, started: float, status: str, error: str | None) -> RunResult:
@@ -338,26 +287,9 @@ def _finish_run(ctx: RunContext, started: float, status: str, error: str | None)
     )
 
 
-def _save_counters(ctx: RunContext, session: Any) -> None:
-    if ctx.run_id is None:
-        return
-    run = session.get(SyncRun, ctx.run_id)
-    if run is not None:
-        run.counters = dict(ctx.counters)
-        run.api_calls = ctx.connector.api_calls
-
-
 def _cursor(ctx: RunContext, obj: str) -> str | None:
     with transaction(ctx.engine) as session:
         return repo.get_cursor(session, ctx.connection_id, obj)
-
-
-def _commit_cursor(ctx: RunContext, session: Any, obj: str, value: str | None) -> None:
-    if ctx.planning:
-        return
-    if value is not None:
-        repo.set_cursor(session, ctx.connection_id, obj, value)
-    _save_counters(ctx, session)
 
 
 def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:

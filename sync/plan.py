@@ -1,11 +1,16 @@
-"""Run counters and the plan: what a run did, or in plan mode what it would do."""
+"""Run counters and the plan: what a run did, or in plan mode what it would do.
+
+A plan is the run's decisions shown instead of applied (:meth:`Plan.show`): the same
+:class:`sync.decision.PageDecision` values a run pushes and writes, so a plan says exactly
+what the run would do (what the CRM or the store would refuse aside).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sync.customer import FieldValue
+from sync.decision import PageDecision, RecordDecision
 
 COUNTERS: tuple[str, ...] = (
     "pulled",
@@ -47,31 +52,92 @@ class Plan:
     ignored: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
-    def billing_update(
-        self, customer_id: str, crm_id: str, name: str, before: FieldValue, after: FieldValue
-    ) -> None:
-        self.billing_updates.append(
+    def show(self, decision: PageDecision) -> None:
+        """Add a page's decision to the plan, section by section."""
+        for record in decision.records:
+            self._billing(record)
+            self._crm(record)
+            self._links_and_removals(record)
+            self.conflicts.extend(
+                {
+                    "customer_id": c.customer_id,
+                    "crm_id": c.crm_id,
+                    "kind": c.kind,
+                    "field": c.field,
+                    "base": c.base,
+                    "billing": c.billing,
+                    "crm": c.crm,
+                }
+                for c in record.conflicts
+            )
+            if record.failure is not None:
+                failure = record.failure
+                self.failures.append(
+                    {
+                        "direction": failure.direction,
+                        "crm_id": failure.crm_id,
+                        "customer_id": failure.customer_id,
+                        "kind": failure.kind,
+                        "message": failure.message,
+                    }
+                )
+
+    def _billing(self, record: RecordDecision) -> None:
+        if record.new_customer is not None:
+            name = record.new_customer.fields.get("customer_name")
+            self.billing_creates.append({"crm_id": record.crm_id, "customer_name": name})
+        if record.change is not None:
+            before = record.change.customer.fields
+            self.billing_updates.extend(
+                {
+                    "customer_id": record.customer_id,
+                    "crm_id": record.crm_id,
+                    "field": name,
+                    "from": before.get(name),
+                    "to": value,
+                }
+                for name, value in record.change.changes.items()
+            )
+
+    def _crm(self, record: RecordDecision) -> None:
+        push = record.push
+        if push is None:
+            return
+        if push.crm_id is None:
+            self.crm_creates.append(
+                {
+                    "customer_id": push.customer_id,
+                    "customer_name": record.name,
+                    "fields": push.fields,
+                }
+            )
+            return
+        self.crm_updates.extend(
             {
-                "customer_id": customer_id,
-                "crm_id": crm_id,
+                "customer_id": push.customer_id,
+                "crm_id": push.crm_id,
                 "field": name,
-                "from": before,
-                "to": after,
+                "from": push.before.get(name),
+                "to": value,
             }
+            for name, value in push.fields.items()
         )
 
-    def crm_update(
-        self, customer_id: str, crm_id: str, name: str, before: FieldValue, after: FieldValue
-    ) -> None:
-        self.crm_updates.append(
-            {
-                "customer_id": customer_id,
-                "crm_id": crm_id,
-                "field": name,
-                "from": before,
-                "to": after,
-            }
-        )
+    def _links_and_removals(self, record: RecordDecision) -> None:
+        link = record.link
+        if link is not None and link.new and record.new_customer is None:
+            self.links.append(
+                {"crm_id": record.crm_id, "customer_id": record.customer_id, "name": record.name}
+            )
+        for kind in ("deleted", "merged", "restored"):
+            if kind in record.counts:
+                removal = {"kind": kind, "crm_id": record.crm_id, "customer_id": record.customer_id}
+                for audit in record.audits:
+                    if "merged_into" in audit.detail:
+                        removal["merged_into"] = audit.detail["merged_into"]
+                self.removals.append(removal)
+        if "ignored" in record.counts:
+            self.ignored.append({"crm_id": record.crm_id, "name": record.name})
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         return asdict(self)

@@ -31,6 +31,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # pysqlite begins a transaction only before a write, so a SAVEPOINT (a page
+            # write that isolates a refused record) could open, and its RELEASE commit,
+            # the outer transaction. SQLAlchemy's recipe: the driver leaves transactions
+            # alone and every transaction begins with BEGIN.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
 
         return engine
     engine = create_engine(

@@ -1,0 +1,336 @@
+"""Applying a decision: push its CRM writes, then write its rows, in the caller's transaction.
+
+:func:`carry_out` is the one place that asks whether a run is a plan: a plan shows the
+decision (:meth:`sync.plan.Plan.show`), a run applies it. Applying pushes the decision's
+CRM writes in batches (results matched by billing id), turns each record's decision and
+push result into rows at the store's edge, writes them in bulk and moves the cursor. A
+record the CRM refuses becomes a dead-letter row; its base stays, so it is pushed again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session
+
+from connectors.base import CustomerPush, PushResult, RecordError
+from sync.context import RunContext
+from sync.decision import (
+    Audit,
+    ConflictOpen,
+    ContactsDecision,
+    CrmPush,
+    Failure,
+    LinkMove,
+    LinkWrite,
+    PageDecision,
+    RecordDecision,
+)
+from sync.store import repository
+from sync.store import sync_repository as repo
+from sync.store.convert import changed_columns, new_customer_row
+from sync.store.models import SyncRun, new_id
+
+Table = Literal[
+    "new_customer", "customer", "new_link", "link", "conflict", "failure", "outbox", "audit"
+]
+_TABLES: tuple[Table, ...] = (
+    "new_customer",
+    "customer",
+    "new_link",
+    "link",
+    "conflict",
+    "failure",
+    "outbox",
+    "audit",
+)
+_NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for this record")
+
+
+def carry_out(ctx: RunContext, session: Session, decision: PageDecision) -> None:
+    """Apply a page's decision, or in plan mode show it instead: the one place that asks."""
+    if ctx.plan is not None:
+        ctx.plan.show(decision)
+        ctx.unapplied.note(decision)
+        for record in decision.records:
+            push = record.push
+            planned = () if push is None else ("crm_created" if push.crm_id is None else "pushed",)
+            _count(ctx, (*record.counts, *planned), len(record.conflicts))
+        if decision.contacts is not None:
+            ctx.count("contacts", len(decision.contacts.attach))
+        return
+    apply(ctx, session, decision)
+
+
+def apply(ctx: RunContext, session: Session, decision: PageDecision) -> None:
+    """Push, then write, a page's decision, and move its cursor (the caller commits).
+
+    An ``IntegrityError`` is raised as it is: a sync of the same connection beside this
+    one (a webhook's) linked or created one of these records first, and the caller decides
+    the page again on what is there now."""
+    results = _push(ctx, decision.pushes())
+    rows = _Rows()
+    for record in decision.records:
+        rows.add(ctx, record, results)
+    _write(ctx, session, rows)
+    for name, amount in rows.counts.items():
+        ctx.count(name, amount)
+    if decision.contacts is not None:
+        _write_contacts(ctx, session, decision.contacts)
+    if ctx.has_failures:
+        repo.resolve_failures_for(session, ctx.connection_id, "pull", rows.synced)
+        repo.resolve_failures_for(session, ctx.connection_id, "push", rows.pushed)
+    if decision.cursor is not None:
+        repo.set_cursor(session, ctx.connection_id, decision.cursor.object, decision.cursor.value)
+    save_counters(ctx, session)
+
+
+def _count(ctx: RunContext, counts: Iterable[str], conflicts: int) -> None:
+    for name in counts:
+        ctx.count(name)
+    ctx.count("conflicts_opened", conflicts)
+
+
+def save_counters(ctx: RunContext, session: Session) -> None:
+    """The run's counters so far, on its row (committed with the page)."""
+    if ctx.run_id is None:
+        return
+    run = session.get(SyncRun, ctx.run_id)
+    if run is not None:
+        run.counters = dict(ctx.counters)
+        run.api_calls = ctx.connector.api_calls
+
+
+# --- pushing -------------------------------------------------------------------------------
+
+
+def _push(ctx: RunContext, pushes: list[CrmPush]) -> dict[str, PushResult]:
+    """Push in batches; results are matched by billing id, never by position."""
+    if not pushes:
+        return {}
+    before = ctx.connector.api_calls
+    results = ctx.connector.push_customers(
+        [CustomerPush(p.customer_id, p.crm_id, dict(p.fields)) for p in pushes]
+    )
+    ctx.count("calls_push", ctx.connector.api_calls - before)
+    return {result.billing_id: result for result in results}
+
+
+# --- rows at the store's edge --------------------------------------------------------------
+
+
+class _Rows:
+    """Records' rows at the store's edge, by table, and what they count once written."""
+
+    def __init__(self) -> None:
+        self.tables: dict[Table, list[Any]] = {table: [] for table in _TABLES}
+        self.counts: Counter[str] = Counter()
+        #: CRM ids that synced (their pull failures close), customers whose push succeeded
+        self.synced: list[str] = []
+        self.pushed: list[str] = []
+
+    def add(
+        self, ctx: RunContext, record: RecordDecision, results: Mapping[str, PushResult]
+    ) -> None:
+        tables, counts = self.tables, self.counts
+        for name in record.counts:
+            counts[name] += 1
+        if record.conflicts:
+            counts["conflicts_opened"] += len(record.conflicts)
+        if record.synced and record.crm_id is not None:
+            self.synced.append(record.crm_id)
+        if record.new_customer is not None:
+            tables["new_customer"].append(new_customer_row(record.new_customer))
+        if record.change is not None:
+            columns = changed_columns(record.change.customer, record.change.changes)
+            tables["customer"].append({"id": record.change.customer.id, **columns})
+        link = record.link
+        if record.push is not None:
+            link = self._pushed(ctx, record.push, results.get(record.push.customer_id), link)
+        if link is not None:
+            table, row = _link_row(ctx, link)
+            tables[table].append(row)
+        if record.move is not None:
+            tables["link"].append(_move_row(record.move))
+        for conflict in record.conflicts:
+            tables["conflict"].append(_conflict_row(ctx, conflict))
+        if record.failure is not None:
+            tables["failure"].append(failure_row(ctx, record.failure))
+        if ctx.fan_out and record.customer_id is not None:
+            outbox = list(record.outbox)
+            if record.new_customer is not None:
+                fields = record.new_customer.fields
+                outbox = sorted(k for k, v in fields.items() if v not in (None, ""))
+            if outbox:
+                tables["outbox"].append((record.customer_id, outbox))
+        for audit in record.audits:
+            tables["audit"].append(_audit_row(ctx, audit))
+
+    def _pushed(
+        self,
+        ctx: RunContext,
+        push: CrmPush,
+        result: PushResult | None,
+        link: LinkWrite | None,
+    ) -> LinkWrite | None:
+        """The link to write once the push has its result: on success the pushed values
+        join its base (a create makes the link); on refusal the base stays and a
+        dead-letter row says why."""
+        if result is None or (result.error is None and result.crm_id is None):
+            result = PushResult(push.customer_id, push.crm_id, _NO_RESULT)
+        if result.error is not None:
+            ctx.refused.add(push.customer_id)
+            error = result.error
+            payload = {"fields": dict(push.fields)}
+            failure = Failure(
+                "push",
+                push.crm_id,
+                push.customer_id,
+                payload,
+                error.kind,
+                error.message,
+                error.code,
+            )
+            self.tables["failure"].append(failure_row(ctx, failure))
+            self.counts["failed"] += 1
+            return link if push.crm_id is not None else None
+        self.pushed.append(push.customer_id)
+        base = {**push.base, **push.fields}
+        if push.crm_id is not None:
+            self.counts["pushed"] += 1
+            if link is not None:
+                return replace(link, base=base)
+            return LinkWrite(push.link_id, push.customer_id, push.crm_id, base=base)
+        self.counts["crm_created"] += 1
+        if push.set_external_id:
+            self.tables["customer"].append({"id": push.customer_id, "external_id": result.crm_id})
+        return LinkWrite(
+            push.link_id,
+            push.customer_id,
+            result.crm_id,
+            base=base,
+            new=True,
+            crm_last={},
+            billing_last={},
+            state="active",
+        )
+
+
+def _link_row(ctx: RunContext, link: LinkWrite) -> tuple[Table, dict[str, Any]]:
+    if link.new:
+        return "new_link", {
+            "id": link.id,
+            "organisation_id": ctx.organisation_id,
+            "connection_id": ctx.connection_id,
+            "customer_id": link.customer_id,
+            "crm_id": link.crm_id,
+            "base": link.base,
+            "crm_last": link.crm_last or {},
+            "billing_last": link.billing_last or {},
+            "crm_modified_at": link.crm_modified_at,
+            "state": link.state or "active",
+        }
+    row: dict[str, Any] = {"id": link.id, "base": link.base}
+    for column in ("crm_last", "billing_last", "crm_modified_at", "state"):
+        value = getattr(link, column)
+        if value is not None:
+            row[column] = value
+    return "link", row
+
+
+def _move_row(move: LinkMove) -> dict[str, Any]:
+    row = {"id": move.id, "state": move.state}
+    if move.crm_id is not None:
+        row["crm_id"] = move.crm_id
+    if move.merged_into is not None:
+        row["merged_into"] = move.merged_into
+    return row
+
+
+def _conflict_row(ctx: RunContext, conflict: ConflictOpen) -> dict[str, Any]:
+    return {
+        "id": conflict.id,
+        "organisation_id": ctx.organisation_id,
+        "connection_id": ctx.connection_id,
+        "link_id": conflict.link_id,
+        "customer_id": conflict.customer_id,
+        "crm_id": conflict.crm_id,
+        "kind": conflict.kind,
+        "field": conflict.field,
+        "base_value": conflict.base,
+        "billing_value": conflict.billing,
+        "crm_value": conflict.crm,
+        "status": "open",
+    }
+
+
+def _audit_row(ctx: RunContext, audit: Audit) -> dict[str, Any]:
+    return {
+        "organisation_id": ctx.organisation_id,
+        "actor": f"sync:{ctx.connection_id}",
+        "action": audit.action,
+        "subject": audit.customer_id,
+        "detail": audit.detail,
+    }
+
+
+def failure_row(ctx: RunContext, failure: Failure) -> dict[str, Any]:
+    """A dead-letter row for a record that failed (the rest of its page goes on)."""
+    return {
+        "id": new_id(),
+        "organisation_id": ctx.organisation_id,
+        "connection_id": ctx.connection_id,
+        "run_id": ctx.run_id,
+        "direction": failure.direction,
+        "crm_id": failure.crm_id,
+        "customer_id": failure.customer_id,
+        "payload": failure.payload,
+        "error_kind": failure.kind,
+        "error_code": failure.code,
+        "error_message": failure.message,
+        "attempts": 1,
+        "status": "open",
+    }
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _write(ctx: RunContext, session: Session, rows: _Rows) -> None:
+    """Write records' rows in bulk, table by table (customers before their links)."""
+    tables, organisation_id = rows.tables, ctx.organisation_id
+    repository.insert_customers(session, organisation_id, tables["new_customer"])
+    repository.update_customers(session, organisation_id, tables["customer"])
+    repo.insert_links(session, tables["new_link"])
+    repo.update_links(session, tables["link"])
+    repo.insert_conflicts(session, tables["conflict"])
+    repo.record_failures(session, tables["failure"])
+    repository.add_outbox_entries(
+        session, organisation_id, tables["outbox"], origin_connection_id=ctx.connection_id
+    )
+    repo.add_audits(session, tables["audit"])
+
+
+def _write_contacts(ctx: RunContext, session: Session, contacts: ContactsDecision) -> None:
+    rows = [
+        {
+            "id": new_id(),
+            "organisation_id": ctx.organisation_id,
+            "customer_id": contact.customer_id,
+            "name": contact.name,
+            "email": contact.email,
+            "communications": ["billing"],
+            "connection_id": ctx.connection_id,
+            "crm_id": contact.crm_id,
+        }
+        for contact in contacts.attach
+    ]
+    ctx.count("contacts", len(rows))
+    if contacts.fresh:
+        repo.insert_crm_contacts(session, rows)
+    else:
+        repo.upsert_crm_contacts(session, rows)
+    repo.delete_crm_contacts(session, ctx.connection_id, list(contacts.remove))

@@ -1,0 +1,242 @@
+"""What deciding a page yields: a typed value, which is then applied, or shown as a plan.
+
+Deciding (:mod:`sync.decide`) reads nothing and writes nothing: it turns what a page's bulk
+reads found (:class:`BillingCustomer`, :class:`Link`, CRM records) into a
+:class:`PageDecision`. Applying it (:mod:`sync.apply`) pushes and writes exactly that; plan
+mode shows exactly that (:class:`sync.plan.Plan`). Everything is flat customer fields
+(``customer_name``, ``address.city``, ``custom_data.tier``), as the connectors speak them.
+
+These are values: nothing changes one once it is made. (The per-record classes are slotted
+but not frozen: a backfill makes hundreds of thousands, and a frozen dataclass costs several
+times as much to build.)
+
+    PageDecision          one page: a RecordDecision per record, contacts, the cursor
+    ├── RecordDecision    one CRM record or one customer, all that is done about it:
+    │   ├── NewCustomer       a billing customer to create
+    │   ├── CustomerChange    billing fields to change
+    │   ├── LinkWrite         a link to make, or its base and last-seen values to write
+    │   ├── LinkMove          a CRM delete, merge or restore on a link
+    │   ├── ConflictOpen      a conflict to open (a field, or a merge)
+    │   ├── CrmPush           fields to write to the CRM, or a CRM record to create
+    │   ├── Failure           why the record goes to the dead letter instead
+    │   └── Audit             a line for the audit trail
+    ├── ContactsDecision  CRM contacts to attach to customers, and to remove
+    └── CursorMove        where the pull (or the outbox walk) stands once the page commits
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sync.customer import FieldValue
+
+Fields = dict[str, FieldValue]
+
+# --- what the page's reads found -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BillingCustomer:
+    """A billing customer as flat fields. ``custom_data`` is the whole object as stored
+    (flat fields hold only its scalar keys), so that writing one key keeps the others."""
+
+    id: str
+    fields: Fields
+    custom_data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Link:
+    """A customer's link to one CRM record, with the base both sides last agreed on.
+    ``crm_last`` / ``billing_last`` are ``{}`` where they equal the base."""
+
+    id: str
+    customer_id: str
+    crm_id: str
+    state: str = "active"
+    base: Fields = field(default_factory=dict)
+    crm_last: Fields = field(default_factory=dict)
+    billing_last: Fields = field(default_factory=dict)
+
+
+# --- what to do ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NewCustomer:
+    """A billing customer to create, from validated fields (``external_id`` included)."""
+
+    id: str
+    fields: Fields
+
+
+@dataclass(slots=True)
+class CustomerChange:
+    """Validated billing fields to change; each differs from ``customer.fields``."""
+
+    customer: BillingCustomer
+    changes: Fields
+
+
+@dataclass(slots=True)
+class LinkWrite:
+    """A new link (``new``), or what to write on an existing one. ``None`` leaves a column
+    as it is; a push that succeeds adds its fields to ``base`` (see :class:`CrmPush`)."""
+
+    id: str
+    customer_id: str
+    crm_id: str | None
+    base: Fields
+    new: bool = False
+    crm_last: Fields | None = None
+    billing_last: Fields | None = None
+    crm_modified_at: datetime | None = None
+    state: str | None = None
+
+
+@dataclass(slots=True)
+class LinkMove:
+    """A CRM delete (``remote_deleted``), merge (``merged``, or ``active`` re-pointed at
+    the survivor ``crm_id``) or restore (``active``) on a link."""
+
+    id: str
+    state: str
+    crm_id: str | None = None
+    merged_into: str | None = None
+
+
+@dataclass(slots=True)
+class ConflictOpen:
+    """A conflict to open: a ``field`` both sides changed differently, or a ``merge`` of
+    CRM records linked to two customers (``field`` is then ``customer``)."""
+
+    id: str
+    link_id: str
+    customer_id: str
+    crm_id: str
+    field: str
+    base: Any
+    billing: Any
+    crm: Any
+    kind: Literal["field", "merge"] = "field"
+
+
+@dataclass(slots=True)
+class CrmPush:
+    """Fields to write to the CRM record ``crm_id``, or (``crm_id`` None) a CRM record to
+    create keyed by ``customer_id``. On success the fields join the base of link
+    ``link_id`` (for a create, a new link to that record); ``before`` is what the CRM was
+    last known to hold, for showing. ``set_external_id``: the customer has no external id
+    yet and takes the new record's id."""
+
+    customer_id: str
+    crm_id: str | None
+    fields: Fields
+    link_id: str
+    base: Fields
+    before: Fields = field(default_factory=dict)
+    set_external_id: bool = False
+
+
+@dataclass(slots=True)
+class Failure:
+    """A record that goes to the dead letter, with the reason in the CRM's or our words."""
+
+    direction: Literal["pull", "push"]
+    crm_id: str | None
+    customer_id: str | None
+    payload: dict[str, Any]
+    kind: str
+    message: str
+    code: str = ""
+
+
+@dataclass(slots=True)
+class Audit:
+    action: str
+    customer_id: str
+    detail: dict[str, Any]
+
+
+#: what a record decision adds to the run's counters (``pushed`` and ``crm_created`` are
+#: counted when the push succeeds)
+Count = Literal[
+    "created",
+    "linked",
+    "updated",
+    "unchanged",
+    "deleted",
+    "merged",
+    "restored",
+    "ignored",
+    "failed",
+]
+
+
+@dataclass(slots=True)
+class RecordDecision:
+    """Everything to do about one CRM record (``crm_id``) or one customer (``customer_id``).
+
+    ``synced`` closes the record's open dead-letter rows: its pull failure (by CRM id)
+    now, its push failure (by customer id) once a push succeeds. ``outbox`` names the
+    billing fields changed, logged for the organisation's other connections (a new
+    customer logs every field it has). ``name`` is the record's name, for showing."""
+
+    crm_id: str | None
+    customer_id: str | None
+    counts: tuple[Count, ...] = ()
+    name: FieldValue = None
+    new_customer: NewCustomer | None = None
+    change: CustomerChange | None = None
+    link: LinkWrite | None = None
+    move: LinkMove | None = None
+    conflicts: tuple[ConflictOpen, ...] = ()
+    push: CrmPush | None = None
+    failure: Failure | None = None
+    audits: tuple[Audit, ...] = ()
+    outbox: tuple[str, ...] = ()
+    synced: bool = False
+
+
+@dataclass(slots=True)
+class ContactRow:
+    """A CRM contact as the customer's secondary contact."""
+
+    crm_id: str
+    customer_id: str
+    name: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class ContactsDecision:
+    """CRM contacts to attach (insert or update) and to remove. ``fresh``: the connection
+    has none yet, so the attached ones are plain inserts."""
+
+    attach: tuple[ContactRow, ...] = ()
+    remove: tuple[str, ...] = ()
+    fresh: bool = False
+
+
+@dataclass(slots=True)
+class CursorMove:
+    """Where a pull (``customers``, ``contacts``) or the outbox walk (``outbox``) stands
+    once the page commits."""
+
+    object: str
+    value: str
+
+
+@dataclass(frozen=True)
+class PageDecision:
+    """One page's decision, applied (or shown) as one unit and committed with its cursor."""
+
+    records: tuple[RecordDecision, ...] = ()
+    contacts: ContactsDecision | None = None
+    cursor: CursorMove | None = None
+
+    def pushes(self) -> list[CrmPush]:
+        return [r.push for r in self.records if r.push is not None]

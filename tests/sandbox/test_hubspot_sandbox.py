@@ -436,3 +436,21 @@ def test_webhook_duplicates_on_purpose(hs: HubSpotSandbox) -> None:
         receiver.close()
     bodies = [json.loads(body) for _, body in receiver.received]
     assert len(bodies) == 2 and bodies[0] == bodies[1]
+
+
+def test_properties_of_an_ungranted_object_type_are_403_missing_scopes(client: Any) -> None:
+    """The portal's token has the companies and contacts scopes only: HubSpot answers a
+    call about another standard object type 403 MISSING_SCOPES (an unknown type is 400)."""
+    from hubspot.crm.properties import ApiException as PropertiesApiException
+
+    names = {p.name for p in client.crm.properties.core_api.get_all("companies").results}
+    assert {"name", "city", "zip"} <= names
+    with pytest.raises(PropertiesApiException) as err:
+        client.crm.properties.core_api.get_all("deals")
+    assert err.value.status == 403
+    body = json.loads(err.value.body)
+    assert body["category"] == "MISSING_SCOPES"
+    assert body["context"]["requiredGranularScopes"] == ["crm.schemas.deals.read"]
+    with pytest.raises(PropertiesApiException) as err:
+        client.crm.properties.core_api.get_all("widgets")
+    assert err.value.status == 400

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PLUGINS := plugins/crmsync-pipedrive
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint format demo bench clean
+.PHONY: help install test test-slow lint format demo bench bench-big clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,8 +45,11 @@ format: $(STAMP) ## format the code
 demo: $(STAMP) ## run the main job on the embedded default (SQLite, no Redis) with the sandbox; CONSOLE=1 keeps the console up
 	$(BIN)/python -m cli.demo
 
-bench: $(STAMP) ## print the benchmark figures (PostgreSQL, the sandbox, the worker)
+bench: $(STAMP) ## the benchmark figures, side by side with the open extractors (~30 min)
 	$(BIN)/python -m bench.run
+
+bench-big: $(STAMP) ## the backfill at 1,000,000 records: memory flat, time in proportion
+	$(BIN)/python -m bench.run --big
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

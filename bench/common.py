@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,12 @@ class SandboxProcess:
 
 
 def start_sandbox(crm: str, records: int) -> SandboxProcess:
+    """The sandbox with ``records`` accounts (salesforce), companies (hubspot) or both."""
     workdir = tempfile.TemporaryDirectory(prefix="crmsync-bench-")
-    seed = ["--accounts", str(records)] if crm == "salesforce" else ["--companies", str(records)]
+    seed = [
+        *(["--accounts", str(records)] if crm in ("salesforce", "both") else []),
+        *(["--companies", str(records)] if crm in ("hubspot", "both") else []),
+    ]
     process = subprocess.Popen(
         [
             CRMSYNC,
@@ -110,12 +115,12 @@ def start_sandbox(crm: str, records: int) -> SandboxProcess:
         except json.JSONDecodeError:
             continue
     sandbox = SandboxProcess(process, info, workdir)
-    if crm == "hubspot":
+    if crm in ("hubspot", "both"):
         # The sandbox reports HubSpot's Professional limit (190 requests per 10 s) in its
         # rate-limit headers, and the worker's shared budget obeys them: a real portal caps
         # a backfill there. To measure crmsync rather than the limit, the benchmark has
         # the headers announce a 10 ms window.
-        with sandbox.control(crm) as client:
+        with sandbox.control("hubspot") as client:
             client.put("/faults", json={"rate_limit_interval_ms": 10})
     return sandbox
 
@@ -151,6 +156,59 @@ def fresh_schema() -> Iterator[str]:
         admin.dispose()
 
 
+def connection_spec(
+    crm: str, sb: SandboxProcess, name: str, settings: dict[str, Any] | None = None
+) -> ConnectionSpec:
+    """A connection to the sandbox's ``crm``, as an operator adds one."""
+    if crm == "salesforce":
+        # an access token as an OAuth flow leaves it, plus what refreshes it
+        with sb.control("salesforce") as client:
+            token = client.post("/tokens").json()["access_token"]
+        creds = {
+            "access_token": token,
+            "client_id": sb.info["salesforce"]["client_id"],
+            "client_secret": "sandbox-client-secret",
+        }
+        options = {
+            "instance_url": sb.salesforce_url,
+            "ca_bundle": sb.info["salesforce"]["ca_bundle"],
+            "organization_id": sb.info["salesforce"]["organization_id"],
+        }
+        field_map: dict[str, str | None] = {"email": "Billing_Email__c"}
+    else:
+        creds = {"access_token": "bench-token", "client_secret": HUBSPOT_SECRET}
+        options = {"host": sb.hubspot_url}
+        field_map = {}
+    return ConnectionSpec(
+        name=name,
+        kind=crm,
+        credentials=creds,
+        settings={**options, **(settings or {})},
+        field_map=field_map,
+        schedule_seconds=86_400,
+    )
+
+
+def start_worker(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
+    """``crmsync worker`` (one task at a time) in its own process."""
+    return subprocess.Popen(
+        [CRMSYNC, "worker", "--pool", "solo", "--loglevel", "warning", *extra],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Bench:
     """One organisation with one connection to the sandbox, and a worker for it."""
@@ -164,52 +222,20 @@ class Bench:
     connection_id: str = ""
     worker: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    last_wall_seconds: float = 0.0
 
-    def connect(self) -> None:
-        crm, sb = self.crm, self.sandbox
-        if crm == "salesforce":
-            # an access token as an OAuth flow leaves it, plus what refreshes it
-            with sb.control("salesforce") as client:
-                token = client.post("/tokens").json()["access_token"]
-            creds = {
-                "access_token": token,
-                "client_id": sb.info["salesforce"]["client_id"],
-                "client_secret": "sandbox-client-secret",
-            }
-            options = {
-                "instance_url": sb.salesforce_url,
-                "ca_bundle": sb.info["salesforce"]["ca_bundle"],
-                "organization_id": sb.info["salesforce"]["organization_id"],
-            }
-            field_map: dict[str, str | None] = {"email": "Billing_Email__c"}
-        else:
-            creds = {"access_token": "bench-token", "client_secret": HUBSPOT_SECRET}
-            options = {"host": sb.hubspot_url}
-            field_map = {}
+    def connect(self, settings: dict[str, Any] | None = None) -> None:
         with transaction(self.engine) as session:
-            self.organisation_id = organisations.create_organisation(session, f"bench {crm}").id
+            self.organisation_id = organisations.create_organisation(
+                session, f"bench {self.crm}"
+            ).id
+            spec = connection_spec(self.crm, self.sandbox, self.crm, settings)
             self.connection_id = add_connection(
-                session,
-                self.settings,
-                self.organisation_id,
-                ConnectionSpec(
-                    name=crm,
-                    kind=crm,
-                    credentials=creds,
-                    settings=options,
-                    field_map=field_map,
-                    schedule_seconds=86_400,
-                ),
+                session, self.settings, self.organisation_id, spec
             ).id
 
     def start_worker(self) -> None:
-        self.worker = subprocess.Popen(
-            [CRMSYNC, "worker", "--pool", "solo", "--loglevel", "warning"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.worker = start_worker(self.env)
 
     def worker_peak_rss_mb(self) -> float:
         """The worker's peak resident memory (VmHWM) so far."""
@@ -220,19 +246,18 @@ class Bench:
 
     def stop_worker(self) -> None:
         if self.worker is not None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
+            stop_process(self.worker)
             self.worker = None
 
-    def sync(self, *, full: bool = False, timeout: float = 900) -> SyncRun:
-        """Send the sync task as ``crmsync sync`` does and wait for its run to end."""
+    def sync(self, *, full: bool = False, timeout: float = 900, poll: float = 0.02) -> SyncRun:
+        """Send the sync task as ``crmsync sync`` does and wait for its run to end.
+        ``self.last_wall_seconds`` is then the time from sending the task to the run's end
+        as the worker stamped it (queueing included; not rounded up to the polling)."""
         from tasks.enqueue import enqueue_sync
 
         with transaction(self.engine) as session:
             known = set(session.scalars(select(SyncRun.id)))
+        sent = datetime.now(UTC)
         enqueue_sync(self.settings, self.connection_id, trigger="operator", full=full)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -240,37 +265,57 @@ class Bench:
                 runs = [r for r in session.scalars(select(SyncRun)) if r.id not in known]
                 done = [r for r in runs if r.status != "running"]
                 if done:
+                    finished = done[0].finished_at or datetime.now(UTC)
+                    if finished.tzinfo is None:
+                        finished = finished.replace(tzinfo=UTC)
+                    self.last_wall_seconds = (finished - sent).total_seconds()
                     return done[0]
-            time.sleep(0.02)
+            time.sleep(poll)
         raise TimeoutError("the sync did not finish")
 
 
+def store_settings(url: str) -> tuple[Settings, dict[str, str]]:
+    """Settings (and the same as environment variables, for the worker and web
+    processes) for the store at ``url``, with a Redis key prefix of their own."""
+    prefix = f"crmsync-bench-{uuid.uuid4().hex[:6]}"
+    secret = new_secret_key()
+    env = {
+        **os.environ,
+        "CRMSYNC_DATABASE_URL": url,
+        "CRMSYNC_BROKER_URL": REDIS,
+        "CRMSYNC_REDIS_KEY_PREFIX": prefix,
+        "CRMSYNC_SECRET_KEY": secret,
+        "CRMSYNC_PUBLIC_BASE_URL": "http://127.0.0.1:8765",
+    }
+    settings = Settings(
+        database_url=url,
+        broker_url=REDIS,
+        redis_key_prefix=prefix,
+        secret_key=SecretStr(secret),
+        public_base_url="http://127.0.0.1:8765",
+    )
+    return settings, env
+
+
 @contextmanager
-def bench(crm: str, records: int) -> Iterator[Bench]:
-    """A sandbox with ``records`` seeded, a fresh store, a connection and a worker."""
-    sandbox = start_sandbox(crm, records)
+def bench(
+    crm: str,
+    records: int,
+    *,
+    sandbox: SandboxProcess | None = None,
+    connection_settings: dict[str, Any] | None = None,
+) -> Iterator[Bench]:
+    """A sandbox with ``records`` seeded (or the one given, left running), a fresh store, a
+    connection (with ``connection_settings`` added to its settings) and a worker."""
+    own = sandbox is None
+    if sandbox is None:
+        sandbox = start_sandbox(crm, records)
     try:
         with fresh_schema() as url:
-            prefix = f"crmsync-bench-{uuid.uuid4().hex[:6]}"
-            secret = new_secret_key()
-            env = {
-                **os.environ,
-                "CRMSYNC_DATABASE_URL": url,
-                "CRMSYNC_BROKER_URL": REDIS,
-                "CRMSYNC_REDIS_KEY_PREFIX": prefix,
-                "CRMSYNC_SECRET_KEY": secret,
-                "CRMSYNC_PUBLIC_BASE_URL": "http://127.0.0.1:8765",
-            }
-            settings = Settings(
-                database_url=url,
-                broker_url=REDIS,
-                redis_key_prefix=prefix,
-                secret_key=SecretStr(secret),
-                public_base_url="http://127.0.0.1:8765",
-            )
+            settings, env = store_settings(url)
             engine = make_engine(url)
             b = Bench(crm, sandbox, settings, engine, env)
-            b.connect()
+            b.connect(connection_settings)
             reset_counts(sandbox, crm)
             b.start_worker()
             try:
@@ -279,4 +324,5 @@ def bench(crm: str, records: int) -> Iterator[Bench]:
                 b.stop_worker()
                 engine.dispose()
     finally:
-        sandbox.stop()
+        if own:
+            sandbox.stop()

@@ -1,17 +1,22 @@
 """``make bench``: crmsync's figures against the sandbox, into PostgreSQL, through the worker.
 
-Prints a table (figure, CRM, measured, target, met?) and writes ``bench/results/latest.json``
-with the machine and every number. ``--quick`` runs 10k-record variants only (a smoke run).
+Prints two tables (figures with their targets; the backfill side by side with the open
+extractors) and writes ``bench/results/latest.json`` with the machine, the load and every
+number. ``--quick`` runs small variants (a smoke run); ``--big`` is ``make bench-big``.
 
 | figure | target |
 |---|---|
-| full backfill of 10k and of 100k records, each CRM | >= 5,000 records/s; |
-|   | API calls = ceil(N / page max) |
+| full backfill of 100k, side by side with meltano-tap-hubspot, tap-salesforce, dlt | >= 1.0x, >= 1.0x, >= 3x |
+|   | API calls = the pages of a full pull at the maximum size |
+|   | peak RSS <= 200 MB |
+| peak memory of a backfill | 100k <= 1.2 x 10k (and 1M <= 1.2 x 100k: ``--big``) |
 | incremental sync with nothing changed, at 100k | <= 2 API calls and < 1 s |
 | incremental sync with 1% changed, at 100k | API calls = ceil(changed / page max) + at most 1 |
 | push of 10k billing-side changes | API calls = ceil(M / 200) Salesforce, ceil(M / 100) HubSpot |
 | webhook to database, 1,000 events | p50 and p99; p99 < 1 s |
-| peak memory of a backfill | 100k <= 1.2 x 10k |
+| 200 connections x 500 records, 1 and 2 workers | records/s |
+| webhook sync beside a long backfill | < 1 s (a worker on the webhook queue) |
+| ``crmsync --help`` | <= 0.3 s |
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import platform
 import statistics
 import subprocess
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select, update
 
-from bench.common import CRMSYNC, HUBSPOT_SECRET, ROOT, Bench, bench, reset_counts
+from bench import many
+from bench.common import CRMSYNC, HUBSPOT_SECRET, ROOT, Bench, bench, reset_counts, start_sandbox
+from bench.side_by_side import Measured, crmsync_backfill, ratio, side_by_side
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -88,14 +96,14 @@ def backfill(b: Bench, records: int) -> float:
     return peak
 
 
-def incremental_nothing(b: Bench) -> None:
+def incremental_nothing(b: Bench, records: int) -> None:
     reset_counts(b.sandbox, b.crm)
     run = b.sync()
     assert run.status == "succeeded", run.error
     calls = int(run.counters.get("calls_pull", 0))
     seconds = float(run.duration_seconds or 0)
     record(
-        "incremental, nothing changed, 100k",
+        f"incremental, nothing changed, {records // 1000}k",
         b.crm,
         f"{calls} calls for accounts/companies (+{run.counters.get('calls_contacts', 0)} for "
         f"contacts), {seconds:.3f} s",
@@ -141,7 +149,7 @@ def incremental_one_percent(b: Bench, records: int) -> None:
     expected = math.ceil(changed / SEARCH_PAGE[b.crm])
     seconds = float(run.duration_seconds or 0)
     record(
-        "incremental, 1% changed, 100k",
+        f"incremental, 1% changed, {records // 1000}k",
         b.crm,
         f"{calls} calls, {run.counters.get('updated', 0):,} updated, {seconds:.2f} s",
         f"<= {expected} + 1",
@@ -367,36 +375,211 @@ def _link(body: bytes, marker: str) -> str | None:
 
 # --- the run -------------------------------------------------------------------------------
 
+#: crmsync's backfill against each extractor: at least this many times its records/s
+RATIO_TARGETS = {"meltano-tap-hubspot": 1.0, "tap-salesforce": 1.0, "dlt": 3.0}
+PEAK_RSS_TARGET_MB = 200
+
+side_rows: list[Measured] = []
+
+
+def backfill_side_by_side(crm: str, records: int, then: Any = None) -> Measured:
+    """The extractors and crmsync's backfill (contacts off, then on) on one sandbox."""
+    measured = side_by_side(crm, records, then=then)
+    side_rows.extend(measured)
+    full = next(m for m in measured if m.tool == "crmsync")
+    lean = next(m for m in measured if m.tool == "crmsync, contacts=false")
+    size = f"{records // 1000}k"
+    for other in measured:
+        key = other.tool.split(" ")[0]
+        if key not in RATIO_TARGETS or not other.rate:
+            continue
+        target = RATIO_TARGETS[key]
+        r_full, r_lean = ratio(full, other), ratio(lean, other)
+        record(
+            f"backfill {size} vs {key}",
+            crm,
+            f"{r_full:.2f}x ({full.rate:,.0f} vs {other.rate:,.0f}/s); "
+            f"contacts=false {r_lean:.2f}x",
+            f">= {target:g}x",
+            r_full >= target,
+            ratio=r_full,
+            ratio_contacts_off=r_lean,
+        )
+    for m in (lean, full):
+        minimum = int(m.detail["minimum_calls"])
+        record(
+            f"backfill {size}: API calls ({m.tool})",
+            crm,
+            f"{m.calls:,} ({m.detail['calls_by_endpoint']})",
+            f"= {minimum:,} (pages at the maximum size)",
+            m.calls == minimum,
+            calls=m.calls,
+        )
+    record(
+        f"backfill {size}: peak RSS",
+        crm,
+        f"{full.peak_rss_mb:.0f} MB (contacts=false {lean.peak_rss_mb:.0f} MB)",
+        f"<= {PEAK_RSS_TARGET_MB} MB",
+        full.peak_rss_mb <= PEAK_RSS_TARGET_MB,
+        peak_rss_mb=full.peak_rss_mb,
+    )
+    return full
+
 
 def run(quick: bool) -> None:
     sizes = (10_000,) if quick else (10_000, 100_000)
     for crm in ("salesforce", "hubspot"):
-        sandbox_is_not_the_limit(crm, sizes[-1])
+        if not quick:
+            sandbox_is_not_the_limit(crm, sizes[-1])
         peaks: dict[int, float] = {}
-        for size in sizes:
-            Console().print(f"[bold]{crm}: {size:,} records[/bold]")
-            with bench(crm, size) as b:
-                peaks[size] = backfill(b, size)
-                if size == sizes[-1]:
-                    incremental_nothing(b)
-                    incremental_one_percent(b, size)
-                    push_billing_changes(b, 10_000)
-        if len(peaks) == 2:
-            ratio = peaks[100_000] / peaks[10_000]
+
+        def more_figures(b: Bench, crm: str = crm) -> None:
+            incremental_nothing(b, sizes[-1])
+            incremental_one_percent(b, sizes[-1])
+            push_billing_changes(b, min(10_000, sizes[-1]))
+
+        Console().print(f"[bold]{crm}: {sizes[-1]:,} records, side by side[/bold]")
+        peaks[sizes[-1]] = backfill_side_by_side(crm, sizes[-1], then=more_figures).peak_rss_mb
+        if len(sizes) == 2:
+            with bench(crm, sizes[0]) as b:
+                peaks[sizes[0]] = backfill(b, sizes[0])
+            ratio_ = peaks[sizes[1]] / peaks[sizes[0]]
             record(
                 "peak memory, backfill 100k vs 10k",
                 crm,
-                f"{peaks[100_000]:.0f} MB vs {peaks[10_000]:.0f} MB (x{ratio:.2f})",
+                f"{peaks[sizes[1]]:.0f} MB vs {peaks[sizes[0]]:.0f} MB (x{ratio_:.2f})",
                 "<= x1.2",
-                ratio <= 1.2,
-                peak_10k_mb=peaks[10_000],
-                peak_100k_mb=peaks[100_000],
+                ratio_ <= 1.2,
+                peak_10k_mb=peaks[sizes[0]],
+                peak_100k_mb=peaks[sizes[1]],
             )
         with bench(crm, 2_000) as b:
             _enable_webhooks(b)
             backfill_run = b.sync(full=True)
             assert backfill_run.status == "succeeded", backfill_run.error
-            webhook_latency(b, 1_000)
+            webhook_latency(b, 200 if quick else 1_000)
+    many_connections(quick)
+    help_time()
+
+
+def many_connections(quick: bool) -> None:
+    """200 connections x 500 records through 1 and 2 workers; webhook syncs beside a long
+    backfill (see bench/many.py)."""
+    connections, records = (20, 100) if quick else (200, 500)
+    Console().print(f"[bold]{connections} connections x {records} records[/bold]")
+    sandbox = start_sandbox("both", records)
+    try:
+        results = [many.throughput(sandbox, connections, records, n) for n in (1, 2)]
+    finally:
+        sandbox.stop()
+    for r in results:
+        record(
+            f"{connections} connections x {records}: {r.workers} worker(s)",
+            "both",
+            f"{r.rate:,.0f} records/s ({r.records:,} + {r.contacts:,} contacts in "
+            f"{r.seconds:.1f} s)",
+            "2 workers faster than 1" if r.workers == 2 else "all runs succeed",
+            r.workers == 1 or r.rate > results[0].rate,
+            seconds=r.seconds,
+            rate=r.rate,
+        )
+    wait = many.webhook_behind_backfill(5_000 if quick else 50_000, 5 if quick else 20)
+    worst = max(wait.latencies)
+    record(
+        "webhook sync beside a long backfill",
+        "hubspot",
+        f"p50 {statistics.median(wait.latencies) * 1000:.0f} ms, max {worst * 1000:.0f} ms "
+        f"(during the backfill: {'yes' if wait.during_backfill else 'NO'}, "
+        f"{wait.backfill_seconds:.0f} s)",
+        "< 1 s on the webhook queue",
+        worst < 1 and wait.during_backfill,
+        latencies=wait.latencies,
+    )
+
+
+def help_time() -> None:
+    """``crmsync --help``: the best of five runs, wall clock, process start included."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        subprocess.run([CRMSYNC, "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    record(
+        "crmsync --help",
+        "-",
+        f"{min(times):.2f} s (median {statistics.median(times):.2f} s)",
+        "<= 0.3 s",
+        min(times) <= 0.3,
+        seconds=min(times),
+    )
+
+
+def run_big() -> None:
+    """``make bench-big``: crmsync's full backfill at 100k and at 1,000,000 records: peak
+    memory stays flat and the time grows in proportion."""
+    for crm in ("salesforce", "hubspot"):
+        runs: dict[int, Measured] = {}
+        for size in (100_000, 1_000_000):
+            Console().print(f"[bold]{crm}: {size:,} records[/bold]")
+            sandbox = start_sandbox(crm, size)
+            try:
+                runs[size] = crmsync_backfill(crm, size, sandbox, contacts=True, timeout=7200)
+            finally:
+                sandbox.stop()
+            side_rows.append(runs[size])
+        small, big = runs[100_000], runs[1_000_000]
+        memory = big.peak_rss_mb / small.peak_rss_mb
+        time_ratio = big.seconds / small.seconds
+        record(
+            "peak memory, backfill 1M vs 100k",
+            crm,
+            f"{big.peak_rss_mb:.0f} MB vs {small.peak_rss_mb:.0f} MB (x{memory:.2f})",
+            "<= x1.2",
+            memory <= 1.2,
+        )
+        record(
+            "time, backfill 1M vs 100k",
+            crm,
+            f"{big.seconds:.0f} s vs {small.seconds:.1f} s (x{time_ratio:.1f}; "
+            f"{big.rate:,.0f} vs {small.rate:,.0f}/s)",
+            "about x10 (proportional)",
+            time_ratio <= 12,
+        )
+
+
+def side_by_side_table() -> Table:
+    table = Table(title="full backfill, side by side (same sandbox, same run)")
+    for column in (
+        "CRM",
+        "tool",
+        "what",
+        "wall s",
+        "records/s",
+        "crmsync ÷ it",
+        "API calls",
+        "peak RSS",
+    ):
+        table.add_column(column)
+    for m in side_rows:
+        crmsync = next((r for r in side_rows if r.crm == m.crm and r.tool == "crmsync"), None)
+        lean = next(
+            (r for r in side_rows if r.crm == m.crm and r.tool == "crmsync, contacts=false"),
+            None,
+        )
+        shown = ""
+        if crmsync and lean and m.rate and not m.tool.startswith("crmsync"):
+            shown = f"{ratio(crmsync, m):.2f}x (contacts=false {ratio(lean, m):.2f}x)"
+        table.add_row(
+            m.crm,
+            m.tool,
+            m.what,
+            f"{m.seconds:.1f}" if m.seconds else "",
+            f"{m.rate:,.0f}" if m.rate else "",
+            shown,
+            f"{m.calls:,}" if m.calls else "",
+            f"{m.peak_rss_mb:.0f} MB" if m.peak_rss_mb else "",
+        )
+    return table
 
 
 def _enable_webhooks(b: Bench) -> None:
@@ -444,9 +627,14 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k variants only")
+    parser.add_argument("--big", action="store_true", help="the 1,000,000-record backfill")
     args = parser.parse_args()
     started = datetime.now(UTC)
-    run(args.quick)
+    load = os.getloadavg()
+    if args.big:
+        run_big()
+    else:
+        run(args.quick)
     table = Table(title=f"crmsync benchmarks ({machine()['cpus']} cores)")
     for column in ("figure", "CRM", "measured", "target", "met"):
         table.add_column(column)
@@ -459,10 +647,24 @@ def main() -> None:
             "yes" if row["met"] else "[red]no[/red]",
         )
     Console().print(table)
+    Console().print(side_by_side_table())
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    Console().print(
+        f"load average at the start {load[0]:.2f}, at the end {os.getloadavg()[0]:.2f}; "
+        f"the bench took {seconds / 60:.1f} min"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"started": started.isoformat(), "machine": machine(), "figures": rows}
-    (RESULTS / "latest.json").write_text(json.dumps(out, indent=2, default=str))
-    Console().print(f"written {RESULTS / 'latest.json'}")
+    out = {
+        "started": started.isoformat(),
+        "seconds": seconds,
+        "load_average": {"start": load, "end": os.getloadavg()},
+        "machine": machine(),
+        "figures": rows,
+        "side_by_side": [asdict(m) | {"rate": m.rate} for m in side_rows],
+    }
+    name = "big.json" if args.big else "latest.json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
+    Console().print(f"written {RESULTS / name}")
 
 
 if __name__ == "__main__":

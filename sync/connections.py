@@ -22,6 +22,8 @@ from sync.store.models import ConnectionRow, new_id, utcnow
 
 DIRECTIONS = ("both", "crm_to_billing", "billing_to_crm", "none")
 CREATE_POLICIES = ("create", "ignore")
+#: the connection setting that switches the contacts sync off (``contacts=false``)
+CONTACTS_SETTING = "contacts"
 
 
 class ConnectionSetupError(Exception):
@@ -62,6 +64,17 @@ def _validate(spec: ConnectionSpec) -> None:
         )
     if spec.schedule_seconds < 10:
         raise ConnectionSetupError("schedule must be at least 10 seconds")
+    if not isinstance(spec.settings.get(CONTACTS_SETTING, True), bool):
+        raise ConnectionSetupError(
+            f"setting {CONTACTS_SETTING} must be true or false, "
+            f"not {spec.settings[CONTACTS_SETTING]!r}"
+        )
+
+
+def syncs_contacts(settings: Mapping[str, Any]) -> bool:
+    """Whether a connection syncs the CRM's contacts into the customers' secondary contacts
+    (``--setting contacts=false`` turns it off: accounts / companies only)."""
+    return settings.get(CONTACTS_SETTING, True) is not False
 
 
 def config_for(settings: Settings, row: ConnectionRow) -> ConnectionConfig:

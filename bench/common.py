@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -274,27 +275,60 @@ class Bench:
         raise TimeoutError("the sync did not finish")
 
 
-def store_settings(url: str) -> tuple[Settings, dict[str, str]]:
+def free_port() -> int:
+    """A port nothing listens on now (for ``crmsync web``; other benches may run)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def store_settings(url: str, web_port: int = 0) -> tuple[Settings, dict[str, str]]:
     """Settings (and the same as environment variables, for the worker and web
-    processes) for the store at ``url``, with a Redis key prefix of their own."""
+    processes) for the store at ``url``, with a Redis key prefix of their own; webhooks
+    are signed for ``crmsync web`` on ``web_port``."""
     prefix = f"crmsync-bench-{uuid.uuid4().hex[:6]}"
     secret = new_secret_key()
+    public = f"http://127.0.0.1:{web_port or free_port()}"
     env = {
         **os.environ,
         "CRMSYNC_DATABASE_URL": url,
         "CRMSYNC_BROKER_URL": REDIS,
         "CRMSYNC_REDIS_KEY_PREFIX": prefix,
         "CRMSYNC_SECRET_KEY": secret,
-        "CRMSYNC_PUBLIC_BASE_URL": "http://127.0.0.1:8765",
+        "CRMSYNC_PUBLIC_BASE_URL": public,
     }
     settings = Settings(
         database_url=url,
         broker_url=REDIS,
         redis_key_prefix=prefix,
         secret_key=SecretStr(secret),
-        public_base_url="http://127.0.0.1:8765",
+        public_base_url=public,
     )
     return settings, env
+
+
+def start_web(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``crmsync web`` on the port of ``settings.public_base_url``, once it answers."""
+    port = settings.public_base_url.rsplit(":", 1)[1]
+    web = subprocess.Popen(
+        [CRMSYNC, "web", "--port", port],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{settings.public_base_url}/healthz", trust_env=False).status_code == 200:
+                return web
+        except httpx.HTTPError:
+            pass
+        if web.poll() is not None:
+            raise RuntimeError(f"crmsync web exited with {web.returncode}")
+        time.sleep(0.1)
+    stop_process(web)
+    raise TimeoutError("crmsync web did not start")
 
 
 @contextmanager

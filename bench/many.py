@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +20,12 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from bench.common import (
-    CRMSYNC,
     HUBSPOT_SECRET,
-    ROOT,
     SandboxProcess,
     connection_spec,
     fresh_schema,
     start_sandbox,
+    start_web,
     start_worker,
     stop_process,
     store_settings,
@@ -39,8 +37,6 @@ from sync.store.db import make_engine, transaction
 from sync.store.models import CustomerRow, LinkRow, SyncRun
 from tasks.app import celery
 from tasks.enqueue import enqueue_sync
-
-WEB_PORT = 8765
 
 
 @dataclass
@@ -134,21 +130,15 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
                 start_worker(env, "--hostname", "general@%h"),
                 start_worker(env, "--hostname", "webhook@%h", "--queues", "webhook"),
             ]
-            web = subprocess.Popen(
-                [CRMSYNC, "web", "--port", str(WEB_PORT)],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            web = None
             try:
                 _wait_for_workers(settings, 2)
-                _wait_for_web()
+                web = start_web(settings, env)
                 with sandbox.control("hubspot") as control:
                     control.put(
                         "/webhooks",
                         json={
-                            "url": f"http://127.0.0.1:{WEB_PORT}/webhooks/hubspot/{target}",
+                            "url": f"{settings.public_base_url}/webhooks/hubspot/{target}",
                             "enabled": True,
                             "client_secret": HUBSPOT_SECRET,
                         },
@@ -181,7 +171,8 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
                         else time.time() - run.started_at.timestamp()
                     )
             finally:
-                stop_process(web)
+                if web is not None:
+                    stop_process(web)
                 for process in processes:
                     stop_process(process)
                 engine.dispose()
@@ -208,19 +199,6 @@ def _wait_for_run(engine: Engine, connection_id: str) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError("the backfill did not start")
-
-
-def _wait_for_web() -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            url = f"http://127.0.0.1:{WEB_PORT}/healthz"
-            if httpx.get(url, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("crmsync web did not start")
 
 
 def _wait_for_city(

@@ -34,7 +34,7 @@ from sync import organisations
 from sync.connections import add_connection
 from sync.settings import Settings
 from sync.store.db import make_engine, transaction
-from sync.store.models import CustomerRow, LinkRow, SyncRun
+from sync.store.models import CustomerRow, InboundEvent, LinkRow, SyncRun
 from tasks.app import celery
 from tasks.enqueue import enqueue_sync
 
@@ -111,9 +111,14 @@ def throughput(sandbox: SandboxProcess, connections: int, records: int, workers:
 
 @dataclass
 class WebhookWait:
+    #: from each edit in the CRM to its customer row written
     latencies: list[float]
     during_backfill: bool
     backfill_seconds: float
+    #: from each edit to its webhook stored in crmsync's inbox (delivery and intake)
+    delivered: list[float]
+    #: from the inbox to the start of the webhook sync that took it (the queue's wait)
+    queued: list[float]
 
 
 def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
@@ -158,6 +163,21 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
                         time.sleep(0.25)
                 seen = _wait_for_city(engine, target, edited, "Webhook City")
                 with transaction(engine) as session:
+                    received = {
+                        crm_id: at.timestamp()
+                        for crm_id, at in session.execute(
+                            select(InboundEvent.crm_id, func.min(InboundEvent.received_at))
+                            .where(InboundEvent.connection_id == target)
+                            .group_by(InboundEvent.crm_id)
+                        )
+                    }
+                    starts = sorted(
+                        at.timestamp()
+                        for at in session.scalars(
+                            select(SyncRun.started_at).where(SyncRun.connection_id == target)
+                        )
+                    )
+                with transaction(engine) as session:
                     run = session.scalars(
                         select(SyncRun).where(SyncRun.connection_id == long)
                     ).one()
@@ -178,7 +198,18 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
                 engine.dispose()
     finally:
         sandbox.stop()
-    return WebhookWait([seen[i] - edited[i] for i in edited], running_then, backfill)
+    return WebhookWait(
+        [seen[i] - edited[i] for i in edited],
+        running_then,
+        backfill,
+        [received.get(i, seen[i]) - edited[i] for i in edited],
+        [_queued(received.get(i, seen[i]), starts) for i in edited],
+    )
+
+
+def _queued(received: float, starts: list[float]) -> float:
+    """From an event stored in the inbox to the start of the first sync after it."""
+    return next((s for s in starts if s >= received), received) - received
 
 
 def _first_company_ids(sandbox: SandboxProcess, count: int) -> list[str]:

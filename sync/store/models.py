@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -103,11 +104,32 @@ class BusinessEntity(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+def _tenant_keys(table: str) -> tuple[ForeignKeyConstraint, ForeignKeyConstraint]:
+    """A link's or contact's customer and connection, each with the row's organisation:
+    two checks per inserted row (a backfill writes one per record) instead of three
+    separate keys, and a row can never name another organisation's customer or connection
+    (migration 0002)."""
+    return (
+        ForeignKeyConstraint(
+            ["customer_id", "organisation_id"],
+            ["customers.id", "customers.organisation_id"],
+            name=f"fk_{table}_customer_org",
+        ),
+        ForeignKeyConstraint(
+            ["connection_id", "organisation_id"],
+            ["connections.id", "connections.organisation_id"],
+            name=f"fk_{table}_connection_org",
+        ),
+    )
+
+
 class CustomerRow(Base):
     __tablename__ = "customers"
     __table_args__ = (
         UniqueConstraint("organisation_id", "external_id", name="uq_customers_org_external_id"),
         UniqueConstraint("organisation_id", "email", name="uq_customers_org_email"),
+        # the target of links' and contacts' (customer_id, organisation_id) keys
+        UniqueConstraint("id", "organisation_id", name="uq_customers_id_org"),
     )
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
@@ -135,15 +157,16 @@ class ContactRow(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "crm_id", name="uq_contacts_connection_crm_id"),
         Index("ix_contacts_customer", "customer_id"),
+        *_tenant_keys("contacts"),
     )
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    organisation_id: Mapped[str] = mapped_column(UUID)
+    customer_id: Mapped[str] = mapped_column(UUID)
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320))
     communications: Mapped[list[str]] = mapped_column(Json, default=list)
-    connection_id: Mapped[str | None] = mapped_column(ForeignKey("connections.id"))
+    connection_id: Mapped[str | None] = mapped_column(UUID)
     crm_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -157,7 +180,11 @@ class ConnectionRow(Base):
     """
 
     __tablename__ = "connections"
-    __table_args__ = (UniqueConstraint("organisation_id", "name", name="uq_connections_org_name"),)
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "name", name="uq_connections_org_name"),
+        # the target of links' and contacts' (connection_id, organisation_id) keys
+        UniqueConstraint("id", "organisation_id", name="uq_connections_id_org"),
+    )
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
@@ -195,12 +222,13 @@ class LinkRow(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "crm_id", name="uq_links_connection_crm_id"),
         Index("ix_links_connection_customer", "connection_id", "customer_id"),
+        *_tenant_keys("links"),
     )
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
-    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
-    connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"))
-    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
+    organisation_id: Mapped[str] = mapped_column(UUID)
+    connection_id: Mapped[str] = mapped_column(UUID)
+    customer_id: Mapped[str] = mapped_column(UUID)
     crm_id: Mapped[str] = mapped_column(String(64))
     base: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     billing_last: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

@@ -1,93 +1,138 @@
 """``crmsync``: the operator's command line.
 
-Each group of commands lives in its own module and is registered below, in one list; a
-new group is one import and one entry (``GROUPS``), a new single command one entry in
-``COMMANDS``. Exit codes and ``--json`` are shared by all of them (:mod:`cli.output`).
+Each group of commands lives in its own module, listed below in :data:`COMMANDS` by name,
+module, attribute and one line of help. A module is imported only when its command runs:
+``crmsync --help`` imports none of them (no SQLAlchemy, Celery, uvicorn or sandbox just to
+print help), and each command imports what it uses. A new group is one entry (its Typer
+app), a new single command one entry (its function); ``tests/cli/test_imports.py`` checks
+that every entry's help is the module's own. Exit codes and ``--json`` are shared by all
+of them (:mod:`cli.output`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from typing import Any, NamedTuple
 
 import typer
+from typer.core import TyperGroup
 
-from cli import (
-    conflicts,
-    connections,
-    customers,
-    db,
-    entities,
-    failures,
-    health,
-    installed,
-    operators,
-    orgs,
-    resync,
-    runs,
-    sandbox,
-    secret,
-    sync_cmd,
-    web,
-    worker,
-)
+
+class Entry(NamedTuple):
+    """Where a command lives: ``module.attribute`` is a Typer app (a group of commands)
+    or a function (one command); ``help`` is what ``crmsync --help`` lists for it."""
+
+    module: str
+    attribute: str
+    help: str
+
+
+COMMANDS: dict[str, Entry] = {
+    "sync": Entry(
+        "cli.sync_cmd",
+        "sync",
+        "Sync a connection now: queued for a worker, or here with --wait or --plan.",
+    ),
+    "retry": Entry(
+        "cli.failures", "retry", "Sync failed records again, now that the cause is fixed."
+    ),
+    "resync": Entry(
+        "cli.resync", "resync", "Pull and push one customer now, on each of its connections."
+    ),
+    "secret-key": Entry(
+        "cli.secret",
+        "secret_key",
+        "Print a new key for CRMSYNC_SECRET_KEY (it encrypts the stored CRM credentials).",
+    ),
+    "worker": Entry(
+        "cli.worker",
+        "worker",
+        "Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher).",
+    ),
+    "beat": Entry(
+        "cli.worker", "beat", "Run Celery beat, which enqueues the connections that are due."
+    ),
+    "up": Entry(
+        "cli.worker",
+        "up",
+        "Run the web API, beat and a worker in one process (one machine, no set-up).",
+    ),
+    "web": Entry(
+        "cli.web",
+        "web",
+        "Serve the customer API (and its OpenAPI document at /docs) on HOST:PORT.",
+    ),
+    "db": Entry("cli.db", "app", "The store (SQLite or PostgreSQL): migrations."),
+    "orgs": Entry("cli.orgs", "app", "Organisations (tenants) and their API keys."),
+    "entities": Entry("cli.entities", "app", "Business entities of an organisation."),
+    "customers": Entry("cli.customers", "app", "An organisation's billing customers; CSV import."),
+    "connections": Entry("cli.connections", "app", "An organisation's CRM connections."),
+    "connectors": Entry(
+        "cli.installed", "app", "The installed CRM connectors (built in and plug-ins)."
+    ),
+    "runs": Entry("cli.runs", "app", "Sync runs: what each did, how long it took, why it failed."),
+    "failures": Entry("cli.failures", "app", "Records that failed to sync (the dead letter)."),
+    "conflicts": Entry(
+        "cli.conflicts", "app", "Conflicts: a field changed differently on both sides."
+    ),
+    "operators": Entry("cli.operators", "app", "Console operators (sign-in per organisation)."),
+    "health": Entry("cli.health", "app", "Health checks (for container healthchecks)."),
+    "sandbox": Entry("cli.sandbox", "app", "The local CRM emulator (Salesforce and HubSpot APIs)."),
+}
+
+
+def load(name: str) -> Any:
+    """The click command for ``name``, importing its module now."""
+    entry = COMMANDS[name]
+    target = getattr(importlib.import_module(entry.module), entry.attribute)
+    command: Any
+    if isinstance(target, typer.Typer):
+        target.info.no_args_is_help = True
+        command = typer.main.get_group(target)
+    else:
+        single = typer.Typer()
+        single.command(name=name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyCommands(TyperGroup):
+    """Lists every command from :data:`COMMANDS` and imports one only when it is asked
+    for (to run it, or to show its own ``--help``)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list of ``crmsync --help``, from :data:`COMMANDS` alone."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, entry.help) for name, entry in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="crmsync",
     help="Two-way sync of billing customers with CRMs, matched by external ID.\n\n"
     "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid input.",
+    cls=LazyCommands,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     # Tracebacks must never print local variables: they can hold API keys and credentials.
     pretty_exceptions_show_locals=False,
 )
 
-#: sub-command groups: ``crmsync <group> <command>``
-GROUPS: tuple[typer.Typer, ...] = (
-    db.app,
-    orgs.app,
-    entities.app,
-    customers.app,
-    connections.app,
-    installed.app,
-    runs.app,
-    failures.app,
-    conflicts.app,
-    operators.app,
-    sandbox.app,
-    health.app,
-)
-
-#: single commands: ``crmsync <command>``
-COMMANDS: tuple[Callable[..., Any], ...] = (
-    sync_cmd.sync,
-    failures.retry,
-    resync.resync,
-    secret.secret_key,
-    worker.worker,
-    worker.beat,
-    worker.up,
-    web.web,
-)
-
 
 @app.callback()
-def _logging() -> None:
-    # Every command logs through crmsync's set-up (redacted, JSON or readable lines on
-    # stderr): warnings only, unless CRMSYNC_LOG_LEVEL asks for more. The services
-    # (web, worker, beat, up) set their own level when they start.
-    from sync import logs
-    from sync.settings import get_settings
-
-    settings = get_settings()
-    chosen = "log_level" in settings.model_fields_set
-    logs.configure(settings, level=None if chosen else "WARNING", service="cli")
-
-
-for group in GROUPS:
-    group.info.no_args_is_help = True
-    app.add_typer(group)
-for command in COMMANDS:
-    app.command()(command)
+def crmsync() -> None:
+    # no options of its own: a Typer app with no commands registered up front needs a
+    # callback to be a group (its help is the app's)
+    return None
 
 
 if __name__ == "__main__":

@@ -54,6 +54,17 @@ class ConnectionConfig:
     field_map: Mapping[str, str | None] = field(default_factory=dict)
 
 
+#: the connection setting that switches the contacts sync off: ``--setting contacts=false``
+CONTACTS_SETTING = "contacts"
+
+
+def syncs_contacts(settings: Mapping[str, Any]) -> bool:
+    """Whether a connection syncs the CRM's contacts into the customers' secondary
+    contacts (the default); with ``contacts=false`` a connector pulls none (no API call):
+    accounts / companies only."""
+    return settings.get(CONTACTS_SETTING, True) is not False
+
+
 @dataclass(frozen=True)
 class CrmField:
     """One field the CRM object has, as ``describe_fields`` reports it."""

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from connectors import registry
-from connectors.base import ConnectionConfig, Connector, RateGate
+from connectors.base import CONTACTS_SETTING, ConnectionConfig, Connector, RateGate
 from connectors.errors import ConfigError
 from connectors.setup import check_config
 from sync.alerts import describe_target
@@ -22,8 +22,6 @@ from sync.store.models import ConnectionRow, new_id, utcnow
 
 DIRECTIONS = ("both", "crm_to_billing", "billing_to_crm", "none")
 CREATE_POLICIES = ("create", "ignore")
-#: the connection setting that switches the contacts sync off (``contacts=false``)
-CONTACTS_SETTING = "contacts"
 
 
 class ConnectionSetupError(Exception):
@@ -69,12 +67,6 @@ def _validate(spec: ConnectionSpec) -> None:
             f"setting {CONTACTS_SETTING} must be true or false, "
             f"not {spec.settings[CONTACTS_SETTING]!r}"
         )
-
-
-def syncs_contacts(settings: Mapping[str, Any]) -> bool:
-    """Whether a connection syncs the CRM's contacts into the customers' secondary contacts
-    (``--setting contacts=false`` turns it off: accounts / companies only)."""
-    return settings.get(CONTACTS_SETTING, True) is not False
 
 
 def config_for(settings: Settings, row: ConnectionRow) -> ConnectionConfig:

@@ -21,6 +21,7 @@ accept_signature_v1_v2   accept webhooks signed v1/v2 (no timestamp; default fal
 clock_skew_ms            how far our clock may be ahead of HubSpot's; the watermark a full
                          pull hands to the next incremental pull starts this much before
                          the full pull did (default 1000)
+contacts                 false: pull no contacts (companies only; default true)
 =======================  ==============================================================
 
 Credentials (``config.credentials``): ``access_token`` (private app / OAuth access token),
@@ -76,6 +77,7 @@ from connectors.base import (
     RecordError,
     WebhookEvent,
     WebhookRequest,
+    syncs_contacts,
 )
 from connectors.calls import (
     RATE_LIMIT_BUDGET_SECONDS,
@@ -349,6 +351,8 @@ class HubSpotConnector:
     def pull_contacts(
         self, cursor: str | None, *, full: bool = False
     ) -> Iterator[Page[CrmContact]]:
+        if not syncs_contacts(self.config.settings):
+            return iter(())
         return self._pull(self._contacts, cursor, full)
 
     def _pull(self, kind: _Kind[T], cursor: str | None, full: bool) -> Iterator[Page[T]]:

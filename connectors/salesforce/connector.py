@@ -21,6 +21,7 @@
     lock_retries          extra tries for records refused with UNABLE_TO_LOCK_ROW, default 3
     overlap_seconds       incremental pulls re-read this window before the watermark
                           (at-least-once for late-committed records), default 0
+    contacts              false: pull no Contacts (Accounts only), default true
 
 ``credentials`` (secret): access_token, client_id, client_secret, refresh_token,
 webhook_secret.
@@ -53,6 +54,7 @@ from connectors.base import (
     RecordError,
     WebhookEvent,
     WebhookRequest,
+    syncs_contacts,
 )
 from connectors.calls import (
     RATE_LIMIT_BUDGET_SECONDS,
@@ -347,6 +349,8 @@ class SalesforceConnector:
     def pull_contacts(
         self, cursor: str | None, *, full: bool = False
     ) -> Iterator[Page[CrmContact]]:
+        if not syncs_contacts(self.config.settings):
+            return
         soql = (
             f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact"
             f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"

@@ -8,16 +8,16 @@ row's customer and of its connection. Two composite keys, (customer_id, organisa
 with two lookups per row instead of three, and also refuse a row whose organisation is not
 its customer's or its connection's (which the three separate keys let through).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

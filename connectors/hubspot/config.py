@@ -16,6 +16,12 @@ from connectors.base import ConnectorCredentials, ConnectorSettings
 class HubSpotSettings(ConnectorSettings):
     """A HubSpot connection: companies <-> customers, contacts <-> contacts."""
 
+    contacts: bool = Field(
+        True,
+        strict=True,
+        description="Sync the CRM's contacts into the customers' contacts (false: companies only).",
+    )
+
     host: str = Field("https://api.hubapi.com", description="The HubSpot API base URL.")
     external_id_property: str = Field(
         "crmsync_id", description="Unique company property holding the billing id."

@@ -18,6 +18,12 @@ from connectors.base import ConnectorCredentials, ConnectorSettings
 class SalesforceSettings(ConnectorSettings):
     """A Salesforce connection: Accounts <-> customers, Contacts <-> contacts."""
 
+    contacts: bool = Field(
+        True,
+        strict=True,
+        description="Sync the CRM's contacts into the customers' contacts (false: Accounts only).",
+    )
+
     instance_url: str = Field(description="https://yourorg.my.salesforce.com")
     organization_id: str | None = Field(
         None, description="The org id Outbound Messages must name (00D...)."

@@ -108,7 +108,7 @@ def _tenant_keys(table: str) -> tuple[ForeignKeyConstraint, ForeignKeyConstraint
     """A link's or contact's customer and connection, each with the row's organisation:
     two checks per inserted row (a backfill writes one per record) instead of three
     separate keys, and a row can never name another organisation's customer or connection
-    (migration 0003)."""
+    (migration 0004)."""
     return (
         ForeignKeyConstraint(
             ["customer_id", "organisation_id"],

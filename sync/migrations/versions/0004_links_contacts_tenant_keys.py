@@ -8,16 +8,16 @@ row's customer and of its connection. Two composite keys, (customer_id, organisa
 with two lookups per row instead of three, and also refuse a row whose organisation is not
 its customer's or its connection's (which the three separate keys let through).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -47,7 +47,8 @@ COMMANDS: dict[str, Entry] = {
     "worker": Entry(
         "cli.worker",
         "worker",
-        "Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher).",
+        "Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher), "
+        "with its metrics at http://HOST:METRICS_PORT/metrics.",
     ),
     "beat": Entry(
         "cli.worker", "beat", "Run Celery beat, which enqueues the connections that are due."

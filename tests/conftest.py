@@ -110,3 +110,42 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+# --- figures ---------------------------------------------------------------------------------
+# Tests of the real system (tests/reliability, tests/security) report what they measured:
+# kills survived, records lost, calls against their bound, answer times. Each figure is
+# written to build/test-figures/ and printed in pytest's closing summary, with or without -s.
+
+FIGURES_DIR = Path(__file__).resolve().parent.parent / "build" / "test-figures"
+_FIGURES: list[tuple[str, dict[str, object]]] = []
+
+
+class Figures:
+    """``figures.report(**values)``: record what a test measured under the test's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def report(self, **values: object) -> None:
+        import json
+
+        _FIGURES.append((self.name, values))
+        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
+        with open(FIGURES_DIR / f"{safe}.jsonl", "a") as out:
+            out.write(json.dumps(values, default=str) + "\n")
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    return Figures(request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _FIGURES:
+        return
+    terminalreporter.write_sep("-", "figures (also in build/test-figures/)")
+    for name, values in _FIGURES:
+        shown = ", ".join(f"{k}={v}" for k, v in values.items())
+        terminalreporter.write_line(f"{name}: {shown}")

@@ -18,18 +18,22 @@ Salesforce signs nothing, so a connection has a secret carried in the endpoint U
 Notification ``Id`` is the de-duplication key.
 https://developer.salesforce.com/docs/atlas.en-us.api.meta/api/sforce_api_om_outboundmessaging_understanding.htm
 
-The XML is parsed with ``xml.etree`` after refusing any DTD (``<!DOCTYPE`` / ``<!ENTITY``),
-which rules out entity-expansion attacks; expat never fetches external resources.
+The XML is parsed with ``defusedxml`` with DTDs forbidden: a document type declaration, an
+entity declaration or an external reference is refused by the parser itself, whatever the
+body's encoding (a UTF-16 body hides ``<!DOCTYPE`` from any byte pattern), which rules out
+entity expansion ("billion laughs") and external entities.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
 
 from connectors.base import WebhookEvent, WebhookRequest
 from connectors.errors import WebhookRejected
@@ -39,7 +43,6 @@ OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 SECRET_HEADER = "X-Crmsync-Secret"
 MAX_BODY_BYTES = 5 * 1024 * 1024
-_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 ACK_BODY = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -58,11 +61,15 @@ def ack_response() -> bytes:
 def _envelope(body: bytes) -> ET.Element:
     if len(body) > MAX_BODY_BYTES:
         raise WebhookRejected(413, "Outbound Message body too large")
-    if _DTD.search(body):
-        raise WebhookRejected(400, "Outbound Message refused: a DTD or entity declaration")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
+        root = safe_fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise WebhookRejected(
+            400, f"Outbound Message refused: a DTD, entity or external reference ({exc})"
+        ) from exc
+    except (ET.ParseError, ValueError, LookupError) as exc:
+        # expat raises ValueError for an encoding it cannot read (a declared
+        # "UTF-16-LE", say) and LookupError for one it does not know: a bad body, not ours
         raise WebhookRejected(400, f"Outbound Message is not well-formed XML: {exc}") from exc
     notifications = root.find(f"{{{SOAP_NS}}}Body/{{{OUTBOUND_NS}}}notifications")
     if notifications is None:

@@ -74,8 +74,8 @@ def run_sync(
         return Skipped("missing")
     if state == "paused":
         return Skipped("paused")
-    with held(settings, f"sync:{connection_id}") as acquired:
-        if not acquired:
+    with held(settings, f"sync:{connection_id}") as lock:
+        if lock is None:
             lock_busy(connection_id, "sync")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
@@ -102,8 +102,8 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
         return Skipped("missing")
     if state == "paused":
         return Skipped("paused")  # the events wait in the inbox until the connection resumes
-    with held(settings, f"inbox:{connection_id}") as acquired:
-        if not acquired:
+    with held(settings, f"inbox:{connection_id}") as lock:
+        if lock is None:
             lock_busy(connection_id, "inbox")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)

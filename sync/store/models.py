@@ -440,3 +440,15 @@ class SignInAttempt(Base):
     client: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LockFence(Base):
+    """The newest fencing token issued for a lock name (``sync:<connection id>``): each
+    holder of the lock claims the next one, and a page commits only while its run's token
+    is still the newest, so a run that lost its lock can no longer write."""
+
+    __tablename__ = "lock_fences"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

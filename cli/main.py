@@ -41,8 +41,9 @@ COMMANDS: dict[str, Entry] = {
     ),
     "secret-key": Entry(
         "cli.secret",
-        "secret_key",
-        "Print a new key for CRMSYNC_SECRET_KEY (it encrypts the stored CRM credentials).",
+        "app",
+        "The key that encrypts stored CRM credentials (CRMSYNC_SECRET_KEY): a new one, "
+        "or rotate to it.",
     ),
     "worker": Entry(
         "cli.worker",

@@ -1,14 +1,49 @@
-"""``crmsync secret-key``: a new key for ``CRMSYNC_SECRET_KEY``."""
+"""``crmsync secret-key``: a new key for ``CRMSYNC_SECRET_KEY``; ``crmsync secret-key
+rotate``: every stored credential re-encrypted under the first of its keys."""
 
 from __future__ import annotations
 
 import typer
 
-from sync.crypto import new_secret_key
+from cli.db import session
+from cli.output import ExitCode, JsonOption, fail, print_json, say
+from sync.crypto import SecretKeyMissing, new_secret_key, rotate_credentials
+from sync.settings import get_settings
+
+app = typer.Typer(
+    name="secret-key",
+    help="The key that encrypts stored CRM credentials (CRMSYNC_SECRET_KEY): a new one, "
+    "or rotate to it.",
+    invoke_without_command=True,
+)
 
 
-def secret_key() -> None:
+@app.callback()
+def secret_key(ctx: typer.Context) -> None:
     """Print a new key for CRMSYNC_SECRET_KEY (it encrypts the stored CRM credentials).
 
-    Set it once, keep it safe: stored credentials cannot be read without it."""
-    typer.echo(new_secret_key())
+    Set it once, keep it safe: stored credentials cannot be read without it. To change
+    it, see `crmsync secret-key rotate --help`."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(new_secret_key())
+
+
+@app.command()
+def rotate(as_json: JsonOption = False) -> None:
+    """Re-encrypt every stored credential under the first key of CRMSYNC_SECRET_KEY.
+
+    Without stopping anything: make a key with `crmsync secret-key`, give every process
+    CRMSYNC_SECRET_KEY=NEW,OLD (the first key encrypts, each one decrypts), run this, then
+    give them NEW alone. Nothing is written unless every credential can be read."""
+    settings = get_settings()
+    try:
+        with session() as opened:
+            done = rotate_credentials(opened, settings)
+    except SecretKeyMissing as error:
+        fail(str(error), ExitCode.ERROR)
+    if as_json:
+        print_json({"rotated": done.rotated, "keys": done.keys})
+        return
+    say(f"Re-encrypted the credentials of {done.rotated} connection(s) under the first key.")
+    if done.keys > 1:
+        say("Once every process has it, CRMSYNC_SECRET_KEY can hold the first key alone.")

@@ -9,17 +9,18 @@ terminated in teardown; every wait polls with a deadline.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from api.app import create_app
@@ -58,6 +59,13 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL the process and every child it forked (a prefork worker's pool), at once,
+        as a crash or an OOM kill would."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=15)
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()
@@ -88,6 +96,7 @@ class Stack:
             cwd=self.workdir,
             stdout=handle,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so kill() reaches its children
         )
         handle.close()
         process = Process(name, popen, log)
@@ -200,10 +209,16 @@ def crm(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-@pytest.fixture
-def stack(
-    postgres_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@contextmanager
+def open_stack(
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **overrides: str,
 ) -> Iterator[Stack]:
+    """A stack on these services; ``overrides`` are extra ``CRMSYNC_*`` settings (by their
+    lower-case name without the prefix, e.g. ``lock_ttl_seconds="3"``)."""
     import redis
 
     engine = make_engine(postgres_url)
@@ -222,20 +237,14 @@ def stack(
         # workers serve metrics only where a test asks (--metrics-port)
         "CRMSYNC_WORKER_METRICS_PORT": "0",
     }
+    env_settings.update({f"CRMSYNC_{k.upper()}": v for k, v in overrides.items()})
     for key, value in env_settings.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
     env.update(env_settings)
     env["PYTHONUNBUFFERED"] = "1"
-    settings = Settings(
-        database_url=postgres_url,
-        broker_url=redis_url,
-        redis_key_prefix=prefix,
-        secret_key=SecretStr(env_settings["CRMSYNC_SECRET_KEY"]),
-        dispatch_interval_seconds=1,
-        lock_ttl_seconds=10,
-    )
+    settings = Settings()
     client = redis.Redis.from_url(redis_url)
     stack = Stack(settings, env, engine, client, tmp_path)
     try:
@@ -245,8 +254,18 @@ def stack(
             process.stop()
         for server in stack.servers:
             server.stop()
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-        client.close()
-        engine.dispose()
-        engine_for(postgres_url).dispose()
+        try:
+            for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()
+            engine.dispose()
+            engine_for(postgres_url).dispose()
+
+
+@pytest.fixture
+def stack(
+    postgres_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    with open_stack(postgres_url, redis_url, tmp_path, monkeypatch) as stack:
+        yield stack

@@ -1,0 +1,408 @@
+"""Tenant isolation: nothing of one organisation is readable or writable through another,
+by any HTTP route, any CLI command or either webhook path.
+
+Routes and commands are enumerated from the application itself (the FastAPI app's routes,
+the Typer app's commands), so one added later fails this test, naming it, until it is
+classified here: probed with two organisations, or named as not tenant-scoped and why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import pytest
+import typer.main
+from sqlalchemy import select
+from starlette.routing import Mount
+from typer.testing import CliRunner
+
+from api.app import create_app
+from cli.main import app as cli_app
+from sync import organisations
+from sync.customer import CustomerIn
+from sync.customers import create_customer
+from sync.engine import sync_connection
+from sync.store.db import engine_for, transaction
+from sync.store.models import Conflict, ConnectionRow, CustomerRow, RecordFailure, SyncRun
+from tests.conftest import Figures
+from tests.security.conftest import World, outbound_message
+
+# --- the two organisations' data ------------------------------------------------------
+
+
+@dataclass
+class Data:
+    """What organisation B has, that A must never see or touch."""
+
+    customer: str
+    external_id: str
+    entity: str
+    run: str
+    conflict: str
+    failure: str
+    a_customer: str
+
+    def ids(self) -> list[str]:
+        return [self.customer, self.entity, self.run, self.conflict, self.failure]
+
+
+def _seed(world: World) -> Data:
+    stack, crm = world.stack, world.crm
+    shared = crm.hubspot.create("companies", {"name": "Shared Co", "city": "Lyon"})
+    crm.hubspot.create("companies", {"name": ""})  # a blank name fails the customer model
+    with transaction(stack.engine) as session:
+        entity = organisations.create_business_entity(session, world.b.id, "B GmbH").id
+        # B already has the CRM record's customer, by another name: a conflict on link
+        customer = str(
+            create_customer(
+                session, world.b.id, CustomerIn(customer_name="B's Name", external_id=shared)
+            ).id
+        )
+        create_customer(
+            session,
+            world.b.id,
+            CustomerIn(customer_name="B Only", external_id="B-1", email="only@b.example"),
+        )
+        a_customer = str(
+            create_customer(
+                session, world.a.id, CustomerIn(customer_name="A's Own", external_id="A-1")
+            ).id
+        )
+    for connection in (world.b.hubspot, world.a.hubspot):
+        result = sync_connection(stack.engine, stack.settings, connection)
+        assert result.status == "succeeded", result.error
+    with transaction(stack.engine) as session:
+        run = session.scalars(select(SyncRun.id).where(SyncRun.organisation_id == world.b.id))
+        conflict = session.scalars(
+            select(Conflict.id).where(Conflict.organisation_id == world.b.id)
+        )
+        failure = session.scalars(
+            select(RecordFailure.id).where(RecordFailure.organisation_id == world.b.id)
+        )
+        return Data(
+            customer,
+            "B-1",
+            entity,
+            run.first() or "",
+            conflict.first() or "",
+            failure.first() or "",
+            a_customer,
+        )
+
+
+def _snapshot(world: World) -> dict[str, Any]:
+    """B's side of the store, to compare before and after A's attempts."""
+    with transaction(world.stack.engine) as session:
+        return {
+            "customers": sorted(
+                (c.id, c.customer_name, c.external_id, c.email)
+                for c in session.scalars(
+                    select(CustomerRow).where(CustomerRow.organisation_id == world.b.id)
+                )
+            ),
+            "connections": sorted(
+                (c.id, c.name, c.state, c.credentials, json.dumps(c.settings, sort_keys=True))
+                for c in session.scalars(
+                    select(ConnectionRow).where(ConnectionRow.organisation_id == world.b.id)
+                )
+            ),
+            "conflicts": sorted(
+                (c.id, c.status)
+                for c in session.scalars(
+                    select(Conflict).where(Conflict.organisation_id == world.b.id)
+                )
+            ),
+            "failures": sorted(
+                (f.id, f.status, f.attempts)
+                for f in session.scalars(
+                    select(RecordFailure).where(RecordFailure.organisation_id == world.b.id)
+                )
+            ),
+        }
+
+
+@pytest.fixture
+def data(world: World) -> Iterator[Data]:
+    yield _seed(world)
+    engine_for(world.stack.settings.database_url).dispose()
+    engine_for.cache_clear()
+
+
+# --- HTTP routes ---------------------------------------------------------------------
+
+Probe = Callable[[World, Data], None]
+
+
+def _leaks(world: World, data: Data, text: str) -> list[str]:
+    return [i for i in [*data.ids(), world.b.api_key, *world.b.secrets().values()] if i in text]
+
+
+def probe_public(world: World, data: Data, path: str) -> None:
+    answer = world.http.get(world.api + path)
+    assert answer.status_code < 500
+    assert _leaks(world, data, answer.text) == []
+
+
+def probe_create_customer(world: World, data: Data) -> None:
+    url = world.api + "/customers"
+    # A's key does not open B
+    mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+    assert world.http.post(url, json={"customer_name": "X"}, headers=mixed).status_code == 401
+    # B's business entity is not A's
+    refused = world.http.post(
+        url,
+        json={"customer_name": "X", "business_entity_id": data.entity},
+        headers=world.a.headers,
+    )
+    assert refused.status_code == 422, refused.text
+    # B's external id and e-mail are free in A (unique per organisation, and not a probe)
+    made = world.http.post(
+        url,
+        json={"customer_name": "Mine", "external_id": data.external_id},
+        headers=world.a.headers,
+    )
+    assert made.status_code == 201, made.text
+    assert _leaks(world, data, made.text) == []
+
+
+def probe_list_customers(world: World, data: Data) -> None:
+    url = world.api + "/customers"
+    listed = world.http.get(url, headers=world.a.headers, params={"limit": 1000})
+    assert listed.status_code == 200
+    assert data.customer not in listed.text and data.a_customer in listed.text
+    by_external = world.http.get(url, headers=world.a.headers, params={"external_id": "A-1"})
+    assert [c["id"] for c in by_external.json()] == [data.a_customer]
+    mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+    assert world.http.get(url, headers=mixed).status_code == 401
+
+
+def probe_get_customer(world: World, data: Data) -> None:
+    url = f"{world.api}/customers/{data.customer}"
+    answer = world.http.get(url, headers=world.a.headers)
+    assert answer.status_code == 404 and "B's Name" not in answer.text
+    mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+    assert world.http.get(url, headers=mixed).status_code == 401
+    assert world.http.get(url, headers=world.b.headers).status_code == 200  # B's own: yes
+
+
+def probe_patch_customer(world: World, data: Data) -> None:
+    url = f"{world.api}/customers/{data.customer}"
+    answer = world.http.patch(url, json={"customer_name": "Taken"}, headers=world.a.headers)
+    assert answer.status_code == 404
+    mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+    assert world.http.patch(url, json={"customer_name": "T"}, headers=mixed).status_code == 401
+
+
+def probe_hubspot_webhook(world: World, data: Data) -> None:
+    path = f"/webhooks/hubspot/{world.b.hubspot}"
+    body = world.hubspot_body("1", event_id=77)
+    signed_by_a = world.hubspot_headers(path, body, world.a.hubspot_secret)
+    assert world.post(path, body, signed_by_a).status_code == 401
+    # A's connection id on B's path prefix is still A's connection: signed by B, refused
+    path_a = f"/webhooks/hubspot/{world.a.hubspot}"
+    signed_by_b = world.hubspot_headers(path_a, body, world.b.hubspot_secret)
+    assert world.post(path_a, body, signed_by_b).status_code == 401
+    assert world.inbox() == 0 and world.enqueued() == 0
+
+
+def probe_salesforce_webhook(world: World, data: Data) -> None:
+    message = outbound_message(world.b.salesforce_org, ("04l000000000077AAA", "001X")).encode()
+    path = f"/webhooks/salesforce/{world.b.salesforce}?secret={world.a.salesforce_secret}"
+    assert world.post(path, message, {"Content-Type": "text/xml"}).status_code == 401
+    # B's organisation id to A's connection, with A's secret: another organisation
+    path_a = f"/webhooks/salesforce/{world.a.salesforce}?secret={world.a.salesforce_secret}"
+    assert world.post(path_a, message, {"Content-Type": "text/xml"}).status_code == 401
+    assert world.inbox() == 0 and world.enqueued() == 0
+
+
+#: every route of the app: a probe with two organisations, or why it is not tenant-scoped
+PUBLIC = "framework or health: no tenant data"
+ROUTES: dict[tuple[str, str], Probe | str] = {
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("POST", "/customers"): probe_create_customer,
+    ("GET", "/customers"): probe_list_customers,
+    ("GET", "/customers/{customer_id}"): probe_get_customer,
+    ("PATCH", "/customers/{customer_id}"): probe_patch_customer,
+    ("POST", "/webhooks/hubspot/{connection_id}"): probe_hubspot_webhook,
+    ("POST", "/webhooks/salesforce/{connection_id}"): probe_salesforce_webhook,
+}
+
+
+def app_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route of the real app, mounted sub-apps included."""
+
+    def walk(routes: list[Any], prefix: str) -> Iterator[tuple[str, str]]:
+        for route in routes:
+            if hasattr(route, "effective_candidates"):  # FastAPI's included routers
+                yield from walk(list(route.effective_candidates()), prefix)
+                continue
+            if isinstance(route, Mount):
+                yield from walk(list(route.routes), prefix + route.path)
+                if not route.routes:
+                    yield "MOUNT", prefix + route.path
+                continue
+            original = getattr(route, "original_route", route)
+            path = getattr(route, "path", "") or getattr(original, "path", "")
+            methods = getattr(original, "methods", None) or {"ANY"}
+            for method in sorted(set(methods) - {"HEAD"}):
+                yield method, prefix + path
+
+    return sorted(set(walk(list(create_app().routes), "")))
+
+
+def test_every_route_keeps_organisations_apart(world: World, data: Data, figures: Figures) -> None:
+    routes = app_routes()
+    unclassified = [f"{m} {p}" for m, p in routes if (m, p) not in ROUTES]
+    assert unclassified == [], f"routes not classified for tenant isolation: {unclassified}"
+    before = _snapshot(world)
+    probed = 0
+    for method, path in routes:
+        probe = ROUTES[(method, path)]
+        if isinstance(probe, str):
+            probe_public(world, data, path)
+        else:
+            probe(world, data)
+        probed += 1
+    assert _snapshot(world) == before, "B's data changed through A"
+    figures.report(routes=len(routes), probed=probed, leaks=0)
+
+
+# --- CLI commands --------------------------------------------------------------------
+
+
+def cli_commands() -> list[str]:
+    """Every command of the Typer app, as the words that run it."""
+
+    def walk(command: click.Command, words: tuple[str, ...]) -> Iterator[str]:
+        subs: dict[str, click.Command] = getattr(command, "commands", {}) or {}
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, (*words, name))
+            if getattr(command, "invoke_without_command", False):
+                yield " ".join(words)
+        else:
+            yield " ".join(words)
+
+    return sorted(walk(typer.main.get_command(cli_app), ()))
+
+
+Run = Callable[..., Any]
+
+GLOBAL = "operator-wide, takes no organisation"
+#: a CLI command's probe: the arguments to run as organisation A against B's objects, and
+#: the exit code A must get; or why the command is not tenant-scoped
+CliProbe = Callable[[World, Data], list[list[str]]] | str
+
+
+CLI: dict[str, CliProbe] = {
+    "worker": GLOBAL,
+    "beat": GLOBAL,
+    "up": GLOBAL,
+    "web": GLOBAL,
+    "db upgrade": GLOBAL,
+    "orgs create": GLOBAL,
+    "orgs list": "operator-wide: lists organisations by name, none of their data",
+    "sandbox serve": "the CRM emulator: no tenant data",
+    "secret-key": GLOBAL,
+    "secret-key rotate": GLOBAL,
+    "customers sample-csv": "writes a template file: no tenant data",
+    "sync": lambda w, d: [["sync", w.b.hubspot, "--org", w.a.id, "--json"]],
+    "retry": lambda w, d: [["retry", d.failure, "--org", w.a.id, "--json"]],
+    "resync": lambda w, d: [["resync", d.customer, "--org", w.a.id, "--json"]],
+    "entities create": lambda w, d: [],  # creates in A only: checked by the listing below
+    "entities list": lambda w, d: [["entities", "list", "--org", w.a.id, "--json"]],
+    "customers list": lambda w, d: [
+        ["customers", "list", "--org", w.a.id, "--json", "--limit", "1000"],
+        ["customers", "list", "--org", w.a.id, "--json", "--external-id", d.external_id],
+    ],
+    "customers show": lambda w, d: [["customers", "show", d.customer, "--org", w.a.id]],
+    "customers import": lambda w, d: [],  # imports into A only: see the import check
+    "connections list": lambda w, d: [["connections", "list", "--org", w.a.id, "--json"]],
+    "connections show": lambda w, d: [["connections", "show", w.b.hubspot, "--org", w.a.id]],
+    "connections test": lambda w, d: [["connections", "test", w.b.hubspot, "--org", w.a.id]],
+    "connections pause": lambda w, d: [["connections", "pause", w.b.hubspot, "--org", w.a.id]],
+    "connections resume": lambda w, d: [["connections", "resume", w.b.hubspot, "--org", w.a.id]],
+    "connections set": lambda w, d: [
+        ["connections", "set", w.b.hubspot, "--org", w.a.id, "--schedule", "60", "--no-check"]
+    ],
+    "connections add salesforce": lambda w, d: [],  # adds to A only: see the add check
+    "connections add hubspot": lambda w, d: [],
+    "runs list": lambda w, d: [["runs", "list", "--org", w.a.id, "--json"]],
+    "runs show": lambda w, d: [["runs", "show", d.run, "--org", w.a.id]],
+    "failures list": lambda w, d: [["failures", "list", "--org", w.a.id, "--json", "--all"]],
+    "failures show": lambda w, d: [["failures", "show", d.failure, "--org", w.a.id]],
+    "conflicts list": lambda w, d: [
+        ["conflicts", "list", "--org", w.a.id, "--json", "--status", "all"]
+    ],
+    "conflicts show": lambda w, d: [["conflicts", "show", d.conflict, "--org", w.a.id]],
+    "conflicts resolve": lambda w, d: [
+        ["conflicts", "resolve", d.conflict, "--org", w.a.id, "--keep", "crm"]
+    ],
+}
+
+
+def test_every_cli_command_keeps_organisations_apart(
+    world: World, data: Data, figures: Figures, tmp_path: Any
+) -> None:
+    commands = cli_commands()
+    unclassified = [c for c in commands if c not in CLI]
+    assert unclassified == [], f"CLI commands not classified for tenant isolation: {unclassified}"
+    runner = CliRunner()
+    before = _snapshot(world)
+    runs = 0
+    # writes that create: they land in A, whatever B has
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"customer_name,external_id\nImported,{data.external_id}\n")
+    creators = [
+        ["entities", "create", "--org", world.a.id, "A Entity", "--json"],
+        ["customers", "import", str(csv), "--org", world.a.id, "--json"],
+        [
+            "connections",
+            "add",
+            "hubspot",
+            "hs",
+            "--org",
+            world.a.id,
+            "--access-token",
+            "t",
+            "--client-secret",
+            "s",
+            "--host",
+            world.crm.hubspot_url,
+            "--no-check",
+            "--json",
+        ],
+    ]
+    for args in creators:
+        result = runner.invoke(cli_app, args)
+        runs += 1
+        assert result.exit_code in (0, 4), f"{args}: {result.exit_code} {result.output}"
+        assert _leaks(world, data, result.output) == [], args
+    for command in commands:
+        probe = CLI[command]
+        if isinstance(probe, str):
+            continue
+        for args in probe(world, data):
+            result = runner.invoke(cli_app, args)
+            runs += 1
+            # the id A typed may be echoed back ("no conflict X"); nothing else of B's may
+            leaks = [x for x in _leaks(world, data, result.output + result.stderr) if x not in args]
+            assert leaks == [], f"crmsync {' '.join(args)} showed B's {leaks}"
+            named = next((a for a in args[1:3] if a in [*data.ids(), world.b.hubspot]), None)
+            if named is not None:
+                assert result.exit_code == 3, (
+                    f"crmsync {' '.join(args)}: exit {result.exit_code}, not 3 (not found)\n"
+                    f"{result.output}"
+                )
+            else:
+                assert result.exit_code == 0, f"{args}: {result.exit_code} {result.output}"
+    assert _snapshot(world) == before, "B's data changed through A"
+    figures.report(commands=len(commands), invocations=runs, leaks=0)

@@ -63,9 +63,7 @@ def list_connections(
 def lock_all_connections(session: Session) -> Sequence[ConnectionRow]:
     """Every connection of every organisation, rows locked until the transaction ends
     (re-encrypting credentials under a new key)."""
-    return session.scalars(
-        select(ConnectionRow).order_by(ConnectionRow.id).with_for_update()
-    ).all()
+    return session.scalars(select(ConnectionRow).order_by(ConnectionRow.id).with_for_update()).all()
 
 
 def due_connections(session: Session, now: datetime) -> Sequence[ConnectionRow]:

@@ -403,8 +403,24 @@ def add_outbox_entries(
         }
         for customer_id, fields in changes
     ]
-    if rows:
-        session.execute(insert(OutboxEntry), rows)
+    if not rows:
+        return
+    _serialise_outbox(session, organisation_id)
+    session.execute(insert(OutboxEntry), rows)
+
+
+def _serialise_outbox(session: Session, organisation_id: str) -> None:
+    """Make an organisation's outbox ids become visible in the order they were taken.
+
+    Readers keep a position (the last id they handled). On PostgreSQL two transactions may
+    take ids 100 and 101 and commit 101 first: a reader would move past 100 before it
+    commits and never see it. A transaction-scoped advisory lock per organisation, taken
+    before the ids and held until commit, closes that gap (SQLite serialises writers
+    already). Only writers of the same organisation's outbox wait for each other."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.blake2b(organisation_id.encode(), digest_size=8).digest(), "big")
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key - (1 << 63)})
 
 
 def outbox_after(

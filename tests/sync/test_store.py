@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from sync import customers, organisations
 from sync.customer import CustomerIn, CustomerPatch
@@ -75,6 +75,36 @@ def test_new_ids_are_distinct_version_4_uuids() -> None:
 
     ids = [new_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids)
-    for text in ids:
-        parsed = uuid.UUID(text)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
+
+
+def test_outbox_ids_become_visible_in_order(postgres_url: str) -> None:
+    """Readers move a position past the ids they saw: an id taken earlier must never
+    commit after a later one (two concurrent billing edits on PostgreSQL)."""
+    import pytest
+    from sqlalchemy.exc import OperationalError
+
+    from sync.store.db import make_engine
+
+    engine = make_engine(postgres_url)
+    try:
+        with transaction(engine) as s:
+            org = organisations.create_organisation(s, "Org").id
+            a = customers.create_customer(s, org, CustomerIn(customer_name="A"))
+            b = customers.create_customer(s, org, CustomerIn(customer_name="B"))
+            head = repository.outbox_head(s, org)
+        with transaction(engine) as first:
+            customers.update_customer(first, org, str(a.id), CustomerPatch(customer_name="A2"))
+            # a second writer of the same organisation's outbox waits for the first to commit
+            with pytest.raises(OperationalError, match="lock timeout"), transaction(engine) as s:
+                s.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                customers.update_customer(s, org, str(b.id), CustomerPatch(customer_name="B2"))
+        with transaction(engine) as s:
+            customers.update_customer(s, org, str(b.id), CustomerPatch(customer_name="B2"))
+        with transaction(engine) as s:
+            entries = repository.outbox_after(s, org, head, 10)
+        assert [e.customer_id for e in entries] == [str(a.id), str(b.id)]
+    finally:
+        engine.dispose()

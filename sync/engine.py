@@ -36,7 +36,7 @@ from sync.decide import Policy
 from sync.decision import CursorMove
 from sync.pages import contacts_page, push_page, sync_page
 from sync.plan import Plan
-from sync.push import push_billing_changes
+from sync.push import outbox_head, push_billing_changes
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -92,11 +92,12 @@ def sync_connection(
     )
 
     def steps() -> None:
+        outbox_at_start = outbox_head(ctx)
         with _calls(ctx, "calls_pull"):
             _pull_customers(ctx, full=full)
         with _calls(ctx, "calls_contacts"):
             _pull_contacts(ctx, full=full)
-        push_billing_changes(ctx, full=full)
+        push_billing_changes(ctx, full=full, outbox_at_start=outbox_at_start)
 
     return _run(ctx, steps)
 

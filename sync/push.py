@@ -15,18 +15,21 @@ OUTBOX = "outbox"
 CHUNK = 1000
 
 
-def push_billing_changes(ctx: RunContext, *, full: bool) -> None:
+def push_billing_changes(ctx: RunContext, *, full: bool, outbox_at_start: int) -> None:
     """Push what changed on the billing side since this connection last looked (the
-    outbox). A first or full run instead walks every customer this connection has not
+    outbox). A first or full run first walks every customer this connection has not
     linked, or that changed since its link was written (the full pull has just compared
-    every linked record with its customer). Commits its position per chunk."""
+    every linked record with its customer), then reads the outbox from where it stood when
+    the run began (``outbox_at_start``): a billing edit that raced the pull of its record
+    (read before the edit, linked after it) is logged there, whatever the clocks said.
+    Commits its position per chunk."""
     with transaction(ctx.engine) as session:
         position = repo.get_cursor(session, ctx.connection_id, OUTBOX)
-        head = repository.outbox_head(session, ctx.organisation_id)
     if full or position is None:
-        _walk_customers(ctx, head)
-        return
-    after = int(position)
+        _walk_customers(ctx, outbox_at_start)
+        after = outbox_at_start
+    else:
+        after = int(position)
     while True:
         with transaction(ctx.engine) as session:
             entries = repository.outbox_after(session, ctx.organisation_id, after, CHUNK)
@@ -36,6 +39,12 @@ def push_billing_changes(ctx: RunContext, *, full: bool) -> None:
         after = entries[-1].id
         push_page(ctx, list(dict.fromkeys(ids)), CursorMove(OUTBOX, str(after)))
         ctx.report("push")
+
+
+def outbox_head(ctx: RunContext) -> int:
+    """Where the organisation's outbox stands now (read when a run begins)."""
+    with transaction(ctx.engine) as session:
+        return repository.outbox_head(session, ctx.organisation_id)
 
 
 def _walk_customers(ctx: RunContext, head: int) -> None:

@@ -368,3 +368,38 @@ def test_a_crm_email_another_customer_has_is_held_as_a_conflict(world: World) ->
     assert customer["address"]["city"] == "Tromsø"  # the rest of the record synced
     assert customer["email"] != "billing@first.example"
     assert world.failures() == []
+
+
+def test_a_billing_edit_racing_the_first_pull_reaches_the_crm(world: World) -> None:
+    """A billing edit whose transaction read the customer before the pull linked it and
+    committed after (its clock says it is older than the link) still reaches the CRM."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from sync.store.models import CustomerRow
+
+    crm_ids = world.harness.seed(3)
+    name = world.harness.read(crm_ids[0])["customer_name"]
+    customer_id = _billing_create(world, customer_name=name, external_id=crm_ids[0])
+    edited = False
+
+    def edit_after_the_pull(step: str, counters: dict[str, int]) -> None:
+        nonlocal edited
+        if step != "pull" or edited:
+            return
+        edited = True
+        _billing_edit(world, customer_id, customer_name="Renamed In Billing")
+        link = world.link(crm_ids[0])
+        assert link is not None
+        with transaction(world.engine) as s:
+            s.execute(
+                update(CustomerRow)
+                .where(CustomerRow.id == customer_id)
+                .values(updated_at=link.updated_at - timedelta(seconds=1))
+            )
+
+    result = world.sync(progress=edit_after_the_pull)
+    assert result.status == "succeeded", result.error
+    assert edited
+    assert world.harness.read(crm_ids[0])["customer_name"] == "Renamed In Billing"

@@ -246,6 +246,11 @@ def sign_in(
         raise SignInRefused("wrong e-mail or password")
     if organisation_id is not None:
         matches = [m for m in matches if m[0].organisation_id == organisation_id]
+        if not matches:
+            # right password for another organisation's account of this e-mail: refused
+            # like any wrong password, naming no organisation
+            repo.add_attempt(session, address, client, succeeded=False)
+            raise SignInRefused("wrong e-mail or password")
     if len(matches) != 1:
         raise ChooseOrganisation([OrganisationChoice(o.organisation_id, n) for o, n in matches])
     operator = matches[0][0]

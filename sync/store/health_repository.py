@@ -64,7 +64,7 @@ def cursors(session: Session, connection_ids: Sequence[str], obj: str) -> dict[s
     query = select(Cursor.connection_id, Cursor.value).where(
         Cursor.connection_id.in_(list(connection_ids)), Cursor.object == obj
     )
-    return dict(session.execute(query).tuples().all())
+    return {connection_id: value for connection_id, value in session.execute(query)}
 
 
 def unpushed_changes(

@@ -9,11 +9,13 @@ classified here: probed with two organisations, or named as not tenant-scoped an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import click
+import httpx
 import pytest
 import typer.main
 from sqlalchemy import select
@@ -22,16 +24,30 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from cli.main import app as cli_app
-from sync import organisations
+from sync import operators, organisations
 from sync.customer import CustomerIn
 from sync.customers import create_customer
 from sync.engine import sync_connection
 from sync.store.db import engine_for, transaction
-from sync.store.models import Conflict, ConnectionRow, CustomerRow, RecordFailure, SyncRun
+from sync.store.models import (
+    Conflict,
+    ConnectionRow,
+    CustomerRow,
+    Operator,
+    RecordFailure,
+    SyncRun,
+)
 from tests.conftest import Figures
 from tests.security.conftest import World, outbound_message
 
 # --- the two organisations' data ------------------------------------------------------
+
+A_ADMIN = "admin@a.example"
+B_ADMIN = "admin@b.example"
+SHARED = "both@example.com"  # an operator of both organisations, one password for each
+PASSWORD = "a-password-for-org-a"
+B_PASSWORD = "b-password-for-org-b"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass
@@ -45,9 +61,19 @@ class Data:
     conflict: str
     failure: str
     a_customer: str
+    operator: str  # B's admin: id
+    operator_email: str
 
     def ids(self) -> list[str]:
-        return [self.customer, self.entity, self.run, self.conflict, self.failure]
+        return [
+            self.customer,
+            self.entity,
+            self.run,
+            self.conflict,
+            self.failure,
+            self.operator,
+            self.operator_email,
+        ]
 
 
 def _seed(world: World) -> Data:
@@ -72,6 +98,18 @@ def _seed(world: World) -> Data:
                 session, world.a.id, CustomerIn(customer_name="A's Own", external_id="A-1")
             ).id
         )
+        # console operators: an admin in each organisation, and one e-mail in both with a
+        # password per organisation
+        for org, email, password in (
+            (world.a.id, A_ADMIN, PASSWORD),
+            (world.b.id, B_ADMIN, B_PASSWORD),
+            (world.a.id, SHARED, PASSWORD),
+            (world.b.id, SHARED, B_PASSWORD),
+        ):
+            new = operators.add_operator(session, org, email, "admin", by="test")
+            operators.set_password(session, new.token, password)
+            if email == B_ADMIN:
+                b_operator = new.id
     for connection in (world.b.hubspot, world.a.hubspot):
         result = sync_connection(stack.engine, stack.settings, connection)
         assert result.status == "succeeded", result.error
@@ -91,6 +129,8 @@ def _seed(world: World) -> Data:
             conflict.first() or "",
             failure.first() or "",
             a_customer,
+            b_operator,
+            B_ADMIN,
         )
 
 
@@ -120,6 +160,12 @@ def _snapshot(world: World) -> dict[str, Any]:
                 (f.id, f.status, f.attempts)
                 for f in session.scalars(
                     select(RecordFailure).where(RecordFailure.organisation_id == world.b.id)
+                )
+            ),
+            "operators": sorted(
+                (o.id, o.email, o.role, o.active, o.password_hash, o.session_epoch)
+                for o in session.scalars(
+                    select(Operator).where(Operator.organisation_id == world.b.id)
                 )
             ),
         }
@@ -219,6 +265,215 @@ def probe_salesforce_webhook(world: World, data: Data) -> None:
     assert world.inbox() == 0 and world.enqueued() == 0
 
 
+def probe_generic_webhook(world: World, data: Data) -> None:
+    """The plug-ins' path: B's connection under another kind, or under its own kind but
+    signed by A, stores and enqueues nothing."""
+    body = world.hubspot_body("1", event_id=88)
+    for path in (
+        f"/webhooks/pipedrive/{world.b.hubspot}",
+        f"/webhooks/nosuchcrm/{world.b.hubspot}",
+    ):
+        answer = world.post(path, body, world.hubspot_headers(path, body, world.a.hubspot_secret))
+        assert answer.status_code in (401, 404), (path, answer.status_code)
+        assert _leaks(world, data, answer.text) == []
+    assert world.inbox() == 0 and world.enqueued() == 0
+
+
+# --- the console: A's admin signed in, reaching for B -----------------------------------
+
+
+class Console:
+    """A browser-less visitor to the console, signed in as A's admin."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.http = httpx.Client(base_url=world.api, follow_redirects=False, timeout=30)
+        token = self.csrf("/console/sign-in")
+        signed = self.http.post(
+            "/console/sign-in",
+            data={"email": A_ADMIN, "password": PASSWORD, "csrf_token": token},
+        )
+        assert signed.status_code == 303, signed.text
+
+    def csrf(self, path: str = "/console/connections") -> str:
+        page = self.http.get(path)
+        assert page.status_code == 200, (path, page.status_code)
+        found = CSRF.search(page.text)
+        assert found, f"no CSRF token on {path}"
+        return found.group(1)
+
+    def get(self, path: str, data: Data) -> httpx.Response:
+        answer = self.http.get(path)
+        assert answer.status_code < 500, (path, answer.status_code)
+        assert _leaks(self.world, data, answer.text) == [], f"GET {path} shows B's data"
+        return answer
+
+    def post(self, path: str, data: Data, form: dict[str, str] | None = None) -> httpx.Response:
+        answer = self.http.post(path, data={"csrf_token": self.csrf(), **(form or {})})
+        assert answer.status_code < 500, (path, answer.status_code)
+        assert _leaks(self.world, data, answer.text) == [], f"POST {path} shows B's data"
+        return answer
+
+
+def console_probe(world: World, data: Data) -> Console:
+    console = getattr(world, "_console", None)
+    if console is None:
+        console = Console(world)
+        world._console = console  # type: ignore[attr-defined]
+    return console
+
+
+def probe_console_listing(path: str) -> Probe:
+    """A's listing pages (also asked for B's connection as a filter) show only A's."""
+
+    def probe(world: World, data: Data) -> None:
+        console = console_probe(world, data)
+        assert console.get(path, data).status_code in (200, 303)
+        if path in ("/console/conflicts", "/console/failures"):
+            answer = console.get(f"{path}?connection={world.b.hubspot}", data)
+            assert answer.status_code == 404
+
+    return probe
+
+
+def probe_console_page(template: str) -> Probe:
+    """A page of one of B's things, by its id: 404, nothing shown."""
+
+    def probe(world: World, data: Data) -> None:
+        path = _b_path(template, world, data)
+        assert console_probe(world, data).get(path, data).status_code == 404, path
+
+    return probe
+
+
+def probe_console_action(template: str, form: dict[str, str] | None = None) -> Probe:
+    """An action on one of B's things, by its id: 404, nothing changed (the snapshot)."""
+
+    def probe(world: World, data: Data) -> None:
+        path = _b_path(template, world, data)
+        answer = console_probe(world, data).post(path, data, form)
+        assert answer.status_code == 404, (path, answer.status_code)
+
+    return probe
+
+
+def _b_path(template: str, world: World, data: Data) -> str:
+    return template.format(
+        connection_id=world.b.hubspot,
+        conflict_id=data.conflict,
+        customer_id=data.customer,
+        failure_id=data.failure,
+        run_id=data.run,
+        operator_id=data.operator,
+    )
+
+
+def probe_console_bulk(world: World, data: Data) -> None:
+    """Bulk actions filtered by B's connection refuse; unfiltered, they reach only A's."""
+    console = console_probe(world, data)
+    for path, form in (
+        ("/console/conflicts/resolve", {"action": "crm", "connection": world.b.hubspot}),
+        ("/console/failures/retry", {"connection": world.b.hubspot}),
+    ):
+        # refused, or resolved nothing (the snapshot shows B's conflicts untouched)
+        assert console.post(path, data, form).status_code in (303, 404), path
+    console.post("/console/conflicts/resolve", data, {"action": "billing"})
+
+
+def probe_console_creates(world: World, data: Data) -> None:
+    """A connection and an operator added by A's admin land in A, whatever B has."""
+    console = console_probe(world, data)
+    console.post(
+        "/console/operators", data, {"email": "new@a.example", "role": "viewer", "name": "New"}
+    )
+    console.post(
+        "/console/connections",
+        data,
+        {
+            "kind": "hubspot",
+            "name": "added-by-a",
+            "credentials": "access_token=t\nclient_secret=s",
+            "options": f"host={world.crm.hubspot_url}",
+        },
+    )
+    with transaction(world.stack.engine) as session:
+        mine = session.scalars(
+            select(Operator.email).where(Operator.organisation_id == world.a.id)
+        ).all()
+    assert "new@a.example" in mine
+
+
+def probe_console_sign_in(world: World, data: Data) -> None:
+    """An operator of both organisations signs in to each with that organisation's
+    password only; B's admin with A's password gets nothing."""
+    with httpx.Client(base_url=world.api, follow_redirects=False, timeout=30) as http:
+        for email, password, organisation in (
+            (SHARED, PASSWORD, world.b.id),  # A's password, B chosen
+            (B_ADMIN, PASSWORD, world.a.id),
+            (B_ADMIN, PASSWORD, ""),
+        ):
+            page = http.get("/console/sign-in")
+            token = CSRF.search(page.text)
+            assert token is not None
+            answer = http.post(
+                "/console/sign-in",
+                data={
+                    "email": email,
+                    "password": password,
+                    "organisation": organisation,
+                    "csrf_token": token.group(1),
+                },
+            )
+            assert answer.status_code == 401, (email, organisation, answer.status_code)
+            # the form keeps the e-mail typed; nothing else of B's
+            assert [x for x in _leaks(world, data, answer.text) if x != email] == []
+        # with B's password and B chosen, the shared operator is B's (their own: yes)
+        page = http.get("/console/sign-in")
+        token = CSRF.search(page.text)
+        assert token is not None
+        answer = http.post(
+            "/console/sign-in",
+            data={
+                "email": SHARED,
+                "password": B_PASSWORD,
+                "organisation": world.b.id,
+                "csrf_token": token.group(1),
+            },
+        )
+        assert answer.status_code == 303
+        assert world.a.hubspot not in http.get("/console/connections").text
+
+
+def probe_console_password_links(world: World, data: Data) -> None:
+    """A set-password form with a made-up or spent token changes nobody's password."""
+    with httpx.Client(base_url=world.api, follow_redirects=False, timeout=30) as http:
+        page = http.get("/console/set-password")
+        assert page.status_code == 200
+        token = CSRF.search(page.text)
+        assert token is not None
+        answer = http.post(
+            "/console/set-password",
+            data={
+                "csrf_token": token.group(1),
+                "token": "not-a-token",
+                "password": "another-long-password",
+                "confirm": "another-long-password",
+            },
+        )
+        assert answer.status_code in (400, 401, 403, 404, 422), answer.status_code
+        assert _leaks(world, data, answer.text) == []
+
+
+def probe_console_sign_out(world: World, data: Data) -> None:
+    """Signing A's admin out ends A's session only (B's is not A's to end)."""
+    console = Console(world)
+    try:
+        assert console.post("/console/sign-out", data).status_code == 303
+        assert console.http.get("/console/connections").status_code in (303, 401)
+    finally:
+        console.http.close()
+
+
 #: every route of the app: a probe with two organisations, or why it is not tenant-scoped
 PUBLIC = "framework or health: no tenant data"
 ROUTES: dict[tuple[str, str], Probe | str] = {
@@ -233,6 +488,64 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ("PATCH", "/customers/{customer_id}"): probe_patch_customer,
     ("POST", "/webhooks/hubspot/{connection_id}"): probe_hubspot_webhook,
     ("POST", "/webhooks/salesforce/{connection_id}"): probe_salesforce_webhook,
+    ("POST", "/webhooks/{kind}/{connection_id}"): probe_generic_webhook,
+    # the console
+    ("MOUNT", "/console/static"): "the console's own CSS and JavaScript: no tenant data",
+    ("GET", "/console/sign-in"): PUBLIC,
+    ("POST", "/console/sign-in"): probe_console_sign_in,
+    ("GET", "/console/set-password"): PUBLIC,
+    ("POST", "/console/set-password"): probe_console_password_links,
+    ("POST", "/console/sign-out"): probe_console_sign_out,
+    ("GET", "/console/"): probe_console_listing("/console/"),
+    ("GET", "/console/connections"): probe_console_listing("/console/connections"),
+    ("GET", "/console/conflicts"): probe_console_listing("/console/conflicts"),
+    ("GET", "/console/customers"): probe_console_listing("/console/customers"),
+    ("GET", "/console/failures"): probe_console_listing("/console/failures"),
+    ("GET", "/console/operators"): probe_console_listing("/console/operators"),
+    ("GET", "/console/runs"): probe_console_listing("/console/runs"),
+    ("GET", "/console/connections/{connection_id}"): probe_console_page(
+        "/console/connections/{connection_id}"
+    ),
+    ("GET", "/console/connections/{connection_id}/plan"): probe_console_page(
+        "/console/connections/{connection_id}/plan"
+    ),
+    ("GET", "/console/customers/{customer_id}"): probe_console_page(
+        "/console/customers/{customer_id}"
+    ),
+    ("GET", "/console/failures/{failure_id}"): probe_console_page("/console/failures/{failure_id}"),
+    ("GET", "/console/runs/{run_id}"): probe_console_page("/console/runs/{run_id}"),
+    ("POST", "/console/connections/{connection_id}/pause"): probe_console_action(
+        "/console/connections/{connection_id}/pause"
+    ),
+    ("POST", "/console/connections/{connection_id}/resume"): probe_console_action(
+        "/console/connections/{connection_id}/resume"
+    ),
+    ("POST", "/console/connections/{connection_id}/sync"): probe_console_action(
+        "/console/connections/{connection_id}/sync"
+    ),
+    ("POST", "/console/connections/{connection_id}/options"): probe_console_action(
+        "/console/connections/{connection_id}/options",
+        {"schedule_seconds": "60", "match_mode": "exact", "create_policy": "create"},
+    ),
+    ("POST", "/console/conflicts/{conflict_id}/resolve"): probe_console_action(
+        "/console/conflicts/{conflict_id}/resolve", {"action": "crm"}
+    ),
+    ("POST", "/console/failures/{failure_id}/retry"): probe_console_action(
+        "/console/failures/{failure_id}/retry"
+    ),
+    ("POST", "/console/operators/{operator_id}/role"): probe_console_action(
+        "/console/operators/{operator_id}/role", {"role": "viewer"}
+    ),
+    ("POST", "/console/operators/{operator_id}/link"): probe_console_action(
+        "/console/operators/{operator_id}/link"
+    ),
+    ("POST", "/console/operators/{operator_id}/remove"): probe_console_action(
+        "/console/operators/{operator_id}/remove"
+    ),
+    ("POST", "/console/conflicts/resolve"): probe_console_bulk,
+    ("POST", "/console/failures/retry"): probe_console_bulk,
+    ("POST", "/console/connections"): probe_console_creates,
+    ("POST", "/console/operators"): probe_console_creates,
 }
 
 
@@ -264,13 +577,18 @@ def test_every_route_keeps_organisations_apart(world: World, data: Data, figures
     assert unclassified == [], f"routes not classified for tenant isolation: {unclassified}"
     before = _snapshot(world)
     probed = 0
-    for method, path in routes:
-        probe = ROUTES[(method, path)]
-        if isinstance(probe, str):
-            probe_public(world, data, path)
-        else:
-            probe(world, data)
-        probed += 1
+    try:
+        for method, path in routes:
+            probe = ROUTES[(method, path)]
+            if isinstance(probe, str):
+                probe_public(world, data, path)
+            else:
+                probe(world, data)
+            probed += 1
+    finally:
+        console = getattr(world, "_console", None)
+        if console is not None:
+            console.http.close()
     assert _snapshot(world) == before, "B's data changed through A"
     figures.report(routes=len(routes), probed=probed, leaks=0)
 
@@ -333,6 +651,12 @@ CLI: dict[str, CliProbe] = {
     "connections set": lambda w, d: [
         ["connections", "set", w.b.hubspot, "--org", w.a.id, "--schedule", "60", "--no-check"]
     ],
+    "connectors list": "lists the installed connectors: no tenant data",
+    "connections add": lambda w, d: [],  # adds to A only: see the add check
+    "operators add": lambda w, d: [],  # adds to A only: see the creators below
+    "operators list": lambda w, d: [["operators", "list", "--org", w.a.id, "--json"]],
+    "operators link": lambda w, d: [["operators", "link", d.operator_email, "--org", w.a.id]],
+    "operators remove": lambda w, d: [["operators", "remove", d.operator_email, "--org", w.a.id]],
     "connections add salesforce": lambda w, d: [],  # adds to A only: see the add check
     "connections add hubspot": lambda w, d: [],
     "runs list": lambda w, d: [["runs", "list", "--org", w.a.id, "--json"]],
@@ -380,6 +704,7 @@ def test_every_cli_command_keeps_organisations_apart(
             "--no-check",
             "--json",
         ],
+        ["operators", "add", "--org", world.a.id, "cli@a.example", "--role", "viewer"],
     ]
     for args in creators:
         result = runner.invoke(cli_app, args)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from connectors.base import Connector
 from sync.decide import Policy
 from sync.decision import PageDecision
+from sync.fencing import Fence
 from sync.plan import Plan, new_counters
 from sync.settings import Settings
 
@@ -58,6 +59,9 @@ class RunContext:
     unapplied: Unapplied = field(default_factory=Unapplied)
     counters: dict[str, int] = field(default_factory=new_counters)
     progress: Progress | None = None
+    #: the run's claim on its lock, checked in every commit (None: nothing to fence, e.g.
+    #: an operator's foreground retry)
+    fence: Fence | None = None
 
     @property
     def organisation_id(self) -> str:

@@ -34,6 +34,7 @@ from sync.connections import open_connector, schedule_next
 from sync.context import Progress, RunContext
 from sync.decide import Policy
 from sync.decision import CursorMove
+from sync.fencing import Fence, StaleRun
 from sync.pages import contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_head, push_billing_changes
@@ -76,8 +77,10 @@ def sync_connection(
     gate: RateGate | None = None,
     progress: Progress | None = None,
     connector: Connector | None = None,
+    fence: Fence | None = None,
 ) -> RunResult:
-    """Sync one connection in both directions; see the module docstring for the steps."""
+    """Sync one connection in both directions; see the module docstring for the steps.
+    ``fence`` is the caller's claim on the connection's lock, checked at every commit."""
     ctx = _start_run(
         engine,
         settings,
@@ -89,6 +92,7 @@ def sync_connection(
         gate=gate,
         progress=progress,
         connector=connector,
+        fence=fence,
     )
 
     def steps() -> None:
@@ -113,6 +117,7 @@ def sync_records(
     trigger: str = "webhook",
     gate: RateGate | None = None,
     connector: Connector | None = None,
+    fence: Fence | None = None,
 ) -> RunResult:
     """Sync only the named CRM records and billing customers, now: for webhooks, for
     ``crmsync resync`` and for retrying the dead letter. The cursors do not move.
@@ -127,6 +132,7 @@ def sync_records(
         scope="records",
         gate=gate,
         connector=connector,
+        fence=fence,
     )
 
     def steps() -> None:
@@ -149,6 +155,9 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
         steps()
     except ConnectorError as error:
         return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+    except StaleRun as error:
+        # another worker holds the connection now: this run stops, its last page unwritten
+        return _finish_run(ctx, started, "interrupted", str(error))
     except BaseException as error:
         _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
         raise
@@ -213,6 +222,7 @@ def _start_run(
     gate: RateGate | None = None,
     progress: Progress | None = None,
     connector: Connector | None = None,
+    fence: Fence | None = None,
 ) -> RunContext:
     """The run's context; a run (not a plan) is recorded as running."""
     with transaction(engine) as session:
@@ -258,6 +268,7 @@ def _start_run(
         has_failures=has_failures,
         plan=Plan() if plan else None,
         progress=progress,
+        fence=fence,
     )
 
 

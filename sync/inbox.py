@@ -16,6 +16,7 @@ from connectors.errors import WebhookRejected
 from sync import telemetry
 from sync.connections import open_connector
 from sync.engine import RunResult, sync_records
+from sync.fencing import Fence
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -72,9 +73,15 @@ def receive_webhook(
 
 
 def process_inbox(
-    engine: Engine, settings: Settings, connection_id: str, *, gate: RateGate | None = None
+    engine: Engine,
+    settings: Settings,
+    connection_id: str,
+    *,
+    gate: RateGate | None = None,
+    fence: Fence | None = None,
 ) -> RunResult | None:
-    """Sync the records named by the connection's pending events; mark them handled."""
+    """Sync the records named by the connection's pending events; mark them handled.
+    ``fence`` is the caller's claim on the connection's inbox lock."""
     with transaction(engine) as session:
         events = list(repo.pending_events(session, connection_id, limit=5000))
         connection = repo.get_connection(session, connection_id)
@@ -101,6 +108,7 @@ def process_inbox(
         crm_ids=list(dict.fromkeys(crm_ids)),
         merges=merges,
         gate=gate,
+        fence=fence,
     )
     if result.status == "succeeded":
         with transaction(engine) as session:

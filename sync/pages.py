@@ -96,6 +96,10 @@ def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:
         counters = dict(ctx.counters)
         try:
             with transaction(ctx.engine) as session:
+                if ctx.fence is not None:
+                    # first: a run that lost its lock pushes and writes nothing more, and
+                    # the fence row stays locked until this commit
+                    ctx.fence.check(session)
                 carry_out(ctx, session, step(session))
             return
         except IntegrityError:

@@ -19,13 +19,14 @@ from connectors.base import RateGate
 from sync import alerts
 from sync.context import Progress
 from sync.engine import RunResult, sync_connection
+from sync.fencing import Fence, claim_fence
 from sync.inbox import process_inbox
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import utcnow
 from tasks import enqueue
-from tasks.locks import held
+from tasks.locks import Lock, held
 from tasks.metrics import lock_busy
 from tasks.rate import gate_for
 
@@ -74,7 +75,8 @@ def run_sync(
         return Skipped("missing")
     if state == "paused":
         return Skipped("paused")
-    with held(settings, f"sync:{connection_id}") as lock:
+    name = f"sync:{connection_id}"
+    with held(settings, name) as lock:
         if lock is None:
             lock_busy(connection_id, "sync")
             return Skipped("busy")
@@ -87,6 +89,7 @@ def run_sync(
             full=full,
             gate=gate,
             progress=progress,
+            fence=fence_for(engine, name, lock),
         )
     if result.status == "failed":
         note_limit_pause(engine, connection_id, gate)
@@ -102,17 +105,28 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
         return Skipped("missing")
     if state == "paused":
         return Skipped("paused")  # the events wait in the inbox until the connection resumes
-    with held(settings, f"inbox:{connection_id}") as lock:
+    name = f"inbox:{connection_id}"
+    with held(settings, name) as lock:
         if lock is None:
             lock_busy(connection_id, "inbox")
             return Skipped("busy")
         gate = connection_gate(settings, engine, connection_id)
-        result = process_inbox(engine, settings, connection_id, gate=gate)
+        result = process_inbox(
+            engine, settings, connection_id, gate=gate, fence=fence_for(engine, name, lock)
+        )
     if result is None:
         return Skipped("empty")
     if result.status == "failed":
         note_limit_pause(engine, connection_id, gate)
     return result
+
+
+def fence_for(engine: Engine, name: str, lock: Lock) -> Fence:
+    """A fresh fencing token for the lock just taken, committed before the run starts (every
+    older holder's commits are refused from then on), tied to the lock's own word that it
+    was lost."""
+    with transaction(engine) as session:
+        return claim_fence(session, name, lambda: lock.lost)
 
 
 def note_limit_pause(engine: Engine, connection_id: str, gate: RateGate | None) -> None:

@@ -14,6 +14,9 @@ from sqlalchemy import Engine
 from sync.fencing import StaleRun, claim_fence
 from sync.store.db import transaction
 from tasks.locks import RedisLock
+from tests.sync.conftest import World, sandbox, world
+
+__all__ = ["sandbox", "world"]
 
 
 @pytest.fixture
@@ -83,3 +86,44 @@ def test_a_lost_lock_stops_the_run_even_before_anyone_else_claims(engine: Engine
     lost = True
     with pytest.raises(StaleRun, match="lost"), transaction(engine) as session:
         fence.check(session)
+
+
+# --- the engine checks the fence at every commit ----------------------------------------------
+
+
+def _customers(world: World) -> int:
+    return world.count_customers()
+
+
+def test_a_run_whose_lock_has_a_newer_holder_writes_nothing(world: World) -> None:
+    world.harness.seed(5)
+    name = f"sync:{world.connection_id}"
+    with transaction(world.engine) as session:
+        stale = claim_fence(session, name)
+    with transaction(world.engine) as session:
+        claim_fence(session, name)  # another worker took the lock meanwhile
+    result = world.sync(fence=stale)
+    assert result.status == "interrupted"
+    assert "newer holder" in (result.error or "")
+    assert _customers(world) == 0
+
+
+def test_a_run_that_lost_its_lock_stops_before_its_next_commit(world: World) -> None:
+    crm_ids = world.harness.seed(5)
+    name = f"sync:{world.connection_id}"
+    lost = False
+    with transaction(world.engine) as session:
+        fence = claim_fence(session, name, lambda: lost)
+
+    def lose_after_the_first_page(step: str, counters: dict[str, int]) -> None:
+        nonlocal lost
+        lost = True
+
+    first = world.sync(fence=fence, progress=lose_after_the_first_page)
+    assert first.status == "interrupted" and "was lost" in (first.error or "")
+    assert _customers(world) == 5  # the page committed before the loss stays
+    # the next holder carries on from there
+    with transaction(world.engine) as session:
+        fresh = claim_fence(session, name)
+    assert world.sync(fence=fresh).status == "succeeded"
+    assert {c["external_id"] for c in world.customers()} == set(crm_ids)

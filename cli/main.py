@@ -89,7 +89,8 @@ def load(name: str) -> Any:
     target = getattr(importlib.import_module(entry.module), entry.attribute)
     command: Any
     if isinstance(target, typer.Typer):
-        target.info.no_args_is_help = True
+        # a group alone shows its help, unless it does something of its own (secret-key)
+        target.info.no_args_is_help = not target.info.invoke_without_command
         command = typer.main.get_group(target)
     else:
         single = typer.Typer()

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.db import session
 from cli.output import ExitCode, JsonOption, fail, print_json, say
-from sync.crypto import SecretKeyMissing, new_secret_key, rotate_credentials
-from sync.settings import get_settings
 
 app = typer.Typer(
     name="secret-key",
@@ -25,7 +22,9 @@ def secret_key(ctx: typer.Context) -> None:
     Set it once, keep it safe: stored credentials cannot be read without it. To change
     it, see `crmsync secret-key rotate --help`."""
     if ctx.invoked_subcommand is None:
-        typer.echo(new_secret_key())
+        from cryptography.fernet import Fernet
+
+        typer.echo(Fernet.generate_key().decode())
 
 
 @app.command()
@@ -35,6 +34,10 @@ def rotate(as_json: JsonOption = False) -> None:
     Without stopping anything: make a key with `crmsync secret-key`, give every process
     CRMSYNC_SECRET_KEY=NEW,OLD (the first key encrypts, each one decrypts), run this, then
     give them NEW alone. Nothing is written unless every credential can be read."""
+    from cli.db import session
+    from sync.crypto import SecretKeyMissing, rotate_credentials
+    from sync.settings import get_settings
+
     settings = get_settings()
     try:
         with session() as opened:

@@ -30,6 +30,7 @@ from kombu.entity import Exchange, Queue
 
 from sync import logs
 from sync.settings import Settings, get_settings
+from tasks import file_queue
 
 SCHEDULED = "scheduled"
 WEBHOOK = "webhook"
@@ -75,7 +76,9 @@ def _broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     folder = state_dir(settings) / "queue"
     for sub in ("messages", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    return "filesystem://", {
+    # kombu's filesystem transport, with whole-message writes (tasks/file_queue.py); the
+    # processed folder sits beside the messages, so a reader claims one by renaming it
+    return f"{file_queue.ALIAS}://", {
         "data_folder_in": str(folder / "messages"),
         "data_folder_out": str(folder / "messages"),
         "processed_folder": str(folder / "processed"),

@@ -113,6 +113,9 @@ class CrmContact:
     deleted: bool = False
     merged_into: str | None = None
     merged_from: tuple[str, ...] = ()
+    #: the communications the contact gets (``billing,legal``: sorted, comma-separated)
+    #: from the connection's communications field; None when no such field is mapped
+    communications: str | None = None
 
 
 T = TypeVar("T")
@@ -144,6 +147,67 @@ class CustomerPush:
     crm_id: str | None
     fields: CustomerFields
     write_billing_id: bool = False
+
+
+#: the contact fields a :class:`ContactPush` may carry
+CONTACT_FIELDS = ("name", "email", "communications")
+#: the connection setting naming the CRM contact field that holds a contact's
+#: communications (billing, updates, legal); unset: communications are not synced
+COMMUNICATIONS_SETTING = "contact_communications_field"
+
+
+@dataclass(frozen=True)
+class ContactPush:
+    """A billing-side secondary contact to write to the CRM.
+
+    ``crm_id`` None means create a contact associated with the account / company
+    ``account_id`` (Salesforce ``Contact.AccountId``, HubSpot's primary company
+    association). ``fields`` holds only the fields to write, among ``name``, ``email`` and
+    ``communications`` (sorted, comma-separated: ``billing,legal``). Results are matched by
+    ``contact_id`` (the billing contact's id), never by position.
+    """
+
+    contact_id: str
+    crm_id: str | None
+    account_id: str
+    fields: Mapping[str, str | None]
+
+
+@runtime_checkable
+class ContactWriter(Protocol):
+    """What a connector whose capabilities say ``contact_push`` provides besides
+    :class:`Connector`: billing-side contacts written to the CRM."""
+
+    def push_contacts(self, pushes: Sequence[ContactPush]) -> list[PushResult]:
+        """Create or update contacts in batches (Salesforce 200 per sObject Collections
+        call, HubSpot 100 per batch); one result per push, its ``billing_id`` the push's
+        ``contact_id``. Raises only for whole-batch failures (retriable, auth)."""
+
+
+COMMUNICATIONS = ("billing", "updates", "legal")
+
+
+def communications_from_crm(raw: object) -> str:
+    """A CRM's multi-select value (``legal;billing``: Salesforce multi-select picklists and
+    HubSpot checkbox properties separate values with ``;``) as the canonical sorted,
+    comma-separated form; values other than billing, updates and legal are left out."""
+    parts = {p.strip().lower() for p in str(raw or "").replace(",", ";").split(";")}
+    return ",".join(c for c in sorted(COMMUNICATIONS) if c in parts)
+
+
+def communications_to_crm(value: str | None) -> str | None:
+    """The canonical form as a CRM multi-select value (``billing;legal``; None: empty)."""
+    parts = [p for p in (value or "").split(",") if p]
+    return ";".join(parts) or None
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    """A contact's name as CRMs hold it: (first name, last name). The last word is the
+    last name (required by Salesforce); the words before it the first name."""
+    words = name.split()
+    if not words:
+        return None, ""
+    return (" ".join(words[:-1]) or None), words[-1]
 
 
 @dataclass(frozen=True)
@@ -249,7 +313,9 @@ class CallStats(Protocol):
 class Capabilities:
     """What a connector can do beyond the core of the contract (pull, pull by ids, push).
 
-    ``merges`` says where a CRM merge shows as one (``merged_into`` naming the survivor):
+    ``contact_push`` means the connector is also a :class:`ContactWriter`: contacts added
+    or changed on the billing side are written to the CRM. ``merges`` says where a CRM
+    merge shows as one (``merged_into`` naming the survivor):
     ``"pulls"`` (pulls and pulls by ids report it), ``"webhooks"`` (only webhook events
     do; a pull sees the merged-away record deleted), or None. ``field_describe`` means
     ``describe_fields`` reads the CRM's own field list (so ``check`` can name a field that
@@ -260,6 +326,7 @@ class Capabilities:
     merges: Literal["pulls", "webhooks"] | None = None
     contacts: bool = False
     field_describe: bool = False
+    contact_push: bool = False
 
     def names(self) -> list[str]:
         """The capabilities as short words (for ``crmsync connectors list``)."""
@@ -268,6 +335,8 @@ class Capabilities:
             words.append("merges" if self.merges == "pulls" else "merges (webhooks)")
         if self.contacts:
             words.append("contacts")
+        if self.contact_push:
+            words.append("contacts both ways")
         if self.field_describe:
             words.append("field describe")
         return words

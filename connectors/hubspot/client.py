@@ -48,6 +48,7 @@ class HubSpotApis:
         self.companies_search: Any = crm.companies.search_api
         self.contacts: Any = crm.contacts.basic_api
         self.contacts_search: Any = crm.contacts.search_api
+        self.contacts_batch: Any = crm.contacts.batch_api
         self.properties: Any = crm.properties.core_api
         self.associations: Any = crm.associations.v4.batch_api
 
@@ -59,6 +60,7 @@ class HubSpotApis:
             self.companies_search,
             self.contacts,
             self.contacts_search,
+            self.contacts_batch,
             self.properties,
             self.associations,
         ]

@@ -21,6 +21,11 @@ class HubSpotSettings(ConnectorSettings):
         strict=True,
         description="Sync the CRM's contacts into the customers' contacts (false: companies only).",
     )
+    contact_communications_field: str | None = Field(
+        None,
+        description="Contact property (multiple checkboxes) holding which communications a "
+        "contact gets: billing, updates, legal (default: not synced).",
+    )
 
     host: str = Field("https://api.hubapi.com", description="The HubSpot API base URL.")
     external_id_property: str = Field(

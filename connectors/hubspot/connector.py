@@ -22,6 +22,9 @@ clock_skew_ms            how far our clock may be ahead of HubSpot's; the waterm
                          pull hands to the next incremental pull starts this much before
                          the full pull did (default 1000)
 contacts                 false: pull no contacts (companies only; default true)
+contact_communications_field  the contact property (multiple checkboxes) holding the
+                         communications a contact gets (billing, updates, legal); default
+                         none: not synced
 =======================  ==============================================================
 
 Credentials (``config.credentials``): ``access_token`` (private app / OAuth access token),
@@ -45,7 +48,9 @@ Calls, for N companies of which C changed and A are archived:
   there are no extra association calls;
 - ``pull_customers_by_ids``: ``ceil(ids/100)`` batch reads;
 - ``push_customers``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
-  upserts on ``external_id_property``.
+  upserts on ``external_id_property``;
+- ``push_contacts``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
+  creates, each new contact associated with its company in the create itself.
 
 Merges: the sandbox (and, as far as HubSpot documents, HubSpot) lists a merged-away
 company's id in the survivor's ``hs_merged_object_ids``. An incremental pull sees the
@@ -64,9 +69,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connectors.base import (
+    COMMUNICATIONS_SETTING,
     ApiUsage,
     Capabilities,
     ConnectionConfig,
+    ContactPush,
     CrmContact,
     CrmCustomer,
     CrmField,
@@ -77,6 +84,9 @@ from connectors.base import (
     RecordError,
     WebhookEvent,
     WebhookRequest,
+    communications_from_crm,
+    communications_to_crm,
+    split_name,
     syncs_contacts,
 )
 from connectors.calls import (
@@ -98,6 +108,9 @@ LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_LIMIT = 100
 NOT_IN_LIMIT = 100
+#: HubSpot-defined association type "Contact to company (Primary)"
+#: (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4, type ids)
+CONTACT_TO_PRIMARY_COMPANY = 1
 
 
 @dataclass(frozen=True)
@@ -160,7 +173,7 @@ class HubSpotConnector:
 
     key: ClassVar[str] = "hubspot"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        webhooks=True, merges="pulls", contacts=True, field_describe=True
+        webhooks=True, merges="pulls", contacts=True, field_describe=True, contact_push=True
     )
     settings_model: ClassVar[type[HubSpotSettings]] = HubSpotSettings
     credentials_model: ClassVar[type[HubSpotCredentials]] = HubSpotCredentials
@@ -197,6 +210,7 @@ class HubSpotConnector:
         self._counter = CallCounter()
         self._apis = HubSpotApis(token, self._host)
         self._fmap = mapping.field_map(config.field_map)
+        self.communications_field: str | None = settings.get(COMMUNICATIONS_SETTING) or None
         self.mapped_fields: tuple[str, ...] = tuple(self._fmap)
         self._company_props = [
             *mapping.properties_of(self._fmap),
@@ -224,6 +238,7 @@ class HubSpotConnector:
                 "lastmodifieddate",
                 "associatedcompanyid",
                 "hs_merged_object_ids",
+                *([self.communications_field] if self.communications_field else []),
             ],
             ["companies"],
             self._contact,
@@ -309,6 +324,11 @@ class HubSpotConnector:
             deleted=deleted,
             merged_into=merged_into,
             merged_from=tuple(merged_ids(raw)),
+            communications=(
+                communications_from_crm(props.get(self.communications_field))
+                if self.communications_field
+                else None
+            ),
         )
 
     # -- contract: fields ----------------------------------------------------------------
@@ -694,6 +714,111 @@ class HubSpotConnector:
                 push = by_billing.get(str(key))
                 if push is not None:
                     out[push.billing_id] = PushResult(push.billing_id, None, error)
+        return out
+
+    # -- contacts written from the billing side -------------------------------------------
+
+    def push_contacts(self, pushes: Sequence[ContactPush]) -> list[PushResult]:
+        """Billing-side contacts: updates by batch update, creates by batch create with
+        each input's ``associations`` naming its company (the "Create contacts" batch
+        reference: ``inputs[].associations[].to.id`` and ``types``), so a new contact and
+        its association cost one call per 100. Results are matched by
+        ``objectWriteTraceId`` (the billing contact id), never by position."""
+        results: dict[str, PushResult] = {}
+        updates = [p for p in pushes if p.crm_id]
+        creates = [p for p in pushes if not p.crm_id]
+        for chunk in _chunks(updates, BATCH_LIMIT):
+            inputs: list[dict[str, Any]] = [
+                {
+                    "id": str(p.crm_id),
+                    "objectWriteTraceId": p.contact_id,
+                    "properties": self._contact_properties(p.fields),
+                }
+                for p in chunk
+            ]
+            results.update(
+                self._contact_batch(
+                    self._apis.contacts_batch.update,
+                    chunk,
+                    batch_input_simple_public_object_batch_input={"inputs": inputs},
+                )
+            )
+        for chunk in _chunks(creates, BATCH_LIMIT):
+            inputs = [
+                {
+                    "objectWriteTraceId": p.contact_id,
+                    "properties": self._contact_properties(p.fields),
+                    "associations": [
+                        {
+                            "to": {"id": p.account_id},
+                            "types": [
+                                {
+                                    "associationCategory": "HUBSPOT_DEFINED",
+                                    "associationTypeId": CONTACT_TO_PRIMARY_COMPANY,
+                                }
+                            ],
+                        }
+                    ],
+                }
+                for p in chunk
+            ]
+            results.update(
+                self._contact_batch(
+                    self._apis.contacts_batch.create,
+                    chunk,
+                    batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
+                )
+            )
+        missing = RecordError("other", "NO_RESULT", "HubSpot returned no result for this contact")
+        return [
+            results.get(p.contact_id) or PushResult(p.contact_id, p.crm_id, missing) for p in pushes
+        ]
+
+    def _contact_properties(self, fields: Mapping[str, str | None]) -> dict[str, Any]:
+        properties: dict[str, Any] = {}
+        if "name" in fields:
+            first, last = split_name(fields["name"] or "")
+            properties["firstname"], properties["lastname"] = first or "", last
+        if "email" in fields:
+            properties["email"] = fields["email"] or ""
+        if "communications" in fields and self.communications_field:
+            properties[self.communications_field] = (
+                communications_to_crm(fields["communications"]) or ""
+            )
+        return properties
+
+    def _contact_batch(
+        self, method: Callable[..., Any], chunk: Sequence[ContactPush], **kwargs: Any
+    ) -> dict[str, PushResult]:
+        """One batch write of contacts; a whole-batch 400 is a validation error for each
+        (a missing property stays a configuration error); 207 errors name their inputs."""
+        by_trace = {p.contact_id: p for p in chunk}
+        by_crm_id = {str(p.crm_id): p for p in chunk if p.crm_id}
+        try:
+            _, body = self._call(method, **kwargs)
+        except ConfigError as exc:
+            cause = exc.__cause__
+            if cause is None or getattr(cause, "status", None) != 400:
+                raise
+            data = error_body(cause)
+            if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
+                raise
+            code = str(data.get("subCategory") or data.get("category") or "400")
+            error = RecordError("validation", code, describe(400, data))
+            return {p.contact_id: PushResult(p.contact_id, p.crm_id, error) for p in chunk}
+        out: dict[str, PushResult] = {}
+        for r in body.get("results") or []:
+            push = by_trace.get(str(r.get("objectWriteTraceId"))) or by_crm_id.get(str(r["id"]))
+            if push is not None:
+                out[push.contact_id] = PushResult(push.contact_id, str(r["id"]))
+        for entry in body.get("errors") or []:
+            error = record_error(entry)
+            context = entry.get("context") or {}
+            keys = [*(context.get("ids") or []), *(context.get("objectWriteTraceId") or [])]
+            for key in keys:
+                push = by_crm_id.get(str(key)) or by_trace.get(str(key))
+                if push is not None:
+                    out[push.contact_id] = PushResult(push.contact_id, push.crm_id, error)
         return out
 
     # -- contract: webhooks --------------------------------------------------------------

@@ -23,6 +23,11 @@ class SalesforceSettings(ConnectorSettings):
         strict=True,
         description="Sync the CRM's contacts into the customers' contacts (false: Accounts only).",
     )
+    contact_communications_field: str | None = Field(
+        None,
+        description="Contact field (a multi-select picklist) holding which communications a "
+        "contact gets: billing, updates, legal (default: not synced).",
+    )
 
     instance_url: str = Field(description="https://yourorg.my.salesforce.com")
     organization_id: str | None = Field(

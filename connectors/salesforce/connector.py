@@ -22,13 +22,17 @@
     overlap_seconds       incremental pulls re-read this window before the watermark
                           (at-least-once for late-committed records), default 0
     contacts              false: pull no Contacts (Accounts only), default true
+    contact_communications_field  the Contact multi-select picklist holding the
+                          communications a contact gets (billing, updates, legal); default
+                          none: not synced
 
 ``credentials`` (secret): access_token, client_id, client_secret, refresh_token,
 webhook_secret.
 
 Calls: a pull of N records costs ceil(N / 2000) requests (queryAll, batchSize=2000,
 following ``nextRecordsUrl``); an incremental pull with nothing changed costs one; a push of
-M records costs ceil(M / 200) per kind (updates, creates) plus retries.
+M records costs ceil(M / 200) per kind (updates, creates) plus retries; so does a push of
+M contacts (``POST`` / ``PATCH /composite/sobjects``, ``Contact.AccountId`` the account).
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 from connectors.base import (
+    COMMUNICATIONS_SETTING,
     ApiUsage,
     Capabilities,
     ConnectionConfig,
+    ContactPush,
     CrmContact,
     CrmCustomer,
     CrmField,
@@ -54,6 +60,9 @@ from connectors.base import (
     RecordError,
     WebhookEvent,
     WebhookRequest,
+    communications_from_crm,
+    communications_to_crm,
+    split_name,
     syncs_contacts,
 )
 from connectors.calls import (
@@ -95,7 +104,7 @@ CONTACT_FIELDS = (
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
-def _contact(r: dict[str, Any]) -> CrmContact:
+def _contact(r: dict[str, Any], communications_field: str | None = None) -> CrmContact:
     stamp = r.get("SystemModstamp")
     return CrmContact(
         id=r["Id"],
@@ -104,7 +113,24 @@ def _contact(r: dict[str, Any]) -> CrmContact:
         email=r.get("Email") or None,
         modified_at=datetime.fromisoformat(stamp) if stamp else None,
         deleted=bool(r.get("IsDeleted")),
+        communications=(
+            communications_from_crm(r.get(communications_field)) if communications_field else None
+        ),
     )
+
+
+def _contact_values(fields: Mapping[str, str | None], communications_field: str | None) -> Any:
+    """Contact field values for a push: the name split into FirstName / LastName
+    (LastName is required), the e-mail, the communications as a multi-select value."""
+    values: dict[str, Any] = {}
+    if "name" in fields:
+        first, last = split_name(fields["name"] or "")
+        values["FirstName"], values["LastName"] = first, last
+    if "email" in fields:
+        values["Email"] = fields["email"]
+    if "communications" in fields and communications_field:
+        values[communications_field] = communications_to_crm(fields["communications"])
+    return values
 
 
 def to18(record_id: str) -> str:
@@ -133,7 +159,7 @@ class SalesforceConnector:
 
     key: ClassVar[str] = "salesforce"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        webhooks=True, merges="pulls", contacts=True, field_describe=True
+        webhooks=True, merges="pulls", contacts=True, field_describe=True, contact_push=True
     )
     settings_model: ClassVar[type[SalesforceSettings]] = SalesforceSettings
     credentials_model: ClassVar[type[SalesforceCredentials]] = SalesforceCredentials
@@ -155,6 +181,7 @@ class SalesforceConnector:
         self._lock_retries = int(settings.get("lock_retries", 3))
         self._overlap = float(settings.get("overlap_seconds", 0.0))
         self.external_id_field = str(settings.get("external_id_field", "crmsync_id__c"))
+        self.communications_field: str | None = settings.get(COMMUNICATIONS_SETTING) or None
         self._usage: ApiUsage | None = None
         self._mapping: AccountMapping = build_mapping(config.field_map)
         self._to_customer = self._mapping.to_customer()
@@ -351,11 +378,13 @@ class SalesforceConnector:
     ) -> Iterator[Page[CrmContact]]:
         if not syncs_contacts(self.config.settings):
             return
+        field = self.communications_field
+        fields = [*CONTACT_FIELDS, field] if field else list(CONTACT_FIELDS)
         soql = (
-            f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact"
+            f"SELECT {', '.join(fields)} FROM Contact"
             f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
         )
-        yield from self._paged(soql, cursor, _contact)
+        yield from self._paged(soql, cursor, lambda r: _contact(r, field))
 
     def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
         wanted = [to18(i) for i in ids]
@@ -467,6 +496,46 @@ class SalesforceConnector:
             if error.code == "UNABLE_TO_LOCK_ROW":
                 retry.append(index)
         return retry
+
+    def push_contacts(self, pushes: Sequence[ContactPush]) -> list[PushResult]:
+        """Contacts in sObject Collections of 200: creates by ``POST /composite/sobjects``
+        with ``AccountId``, updates by ``PATCH /composite/sobjects`` (developer.salesforce.com,
+        "Create Records Using sObject Collections" / "Update Records ..."). SaveResults come
+        back in request order (documented)."""
+        results: dict[str, PushResult] = {}
+        updates = [p for p in pushes if p.crm_id]
+        creates = [p for p in pushes if not p.crm_id]
+        for kind, method in ((updates, "PATCH"), (creates, "POST")):
+            for start in range(0, len(kind), BATCH_SIZE):
+                batch = kind[start : start + BATCH_SIZE]
+                records = []
+                for push in batch:
+                    record: dict[str, Any] = {
+                        "attributes": {"type": "Contact"},
+                        **_contact_values(push.fields, self.communications_field),
+                    }
+                    if push.crm_id:
+                        record["id"] = push.crm_id
+                    else:
+                        record["AccountId"] = push.account_id
+                    records.append(record)
+                answer = self._restful(
+                    "composite/sobjects",
+                    method=method,
+                    json={"allOrNone": False, "records": records},
+                )
+                if not isinstance(answer, list) or len(answer) != len(batch):
+                    raise ConnectorError(
+                        f"Salesforce answered {answer!r:.200} for {len(batch)} contacts"
+                    )
+                for push, result in zip(batch, answer, strict=True):
+                    if result.get("success"):
+                        crm_id = result.get("id") or push.crm_id
+                        results[push.contact_id] = PushResult(push.contact_id, crm_id)
+                    else:
+                        error = record_error(result.get("errors"))
+                        results[push.contact_id] = PushResult(push.contact_id, push.crm_id, error)
+        return [results[p.contact_id] for p in pushes]
 
     # -- webhooks ------------------------------------------------------------------------
     def verify_webhook(self, request: WebhookRequest) -> None:

@@ -38,6 +38,8 @@ from connectors.base import (
     Capabilities,
     ConnectionConfig,
     Connector,
+    ContactPush,
+    ContactWriter,
     CrmContact,
     CrmCustomer,
     CrmField,
@@ -63,7 +65,7 @@ Case = TypeVar("Case", bound=Callable[..., None])
 def needs(capability: str, value: object = True) -> Callable[[Case], Case]:
     """Mark a case as needing ``capability`` to be ``value``: an attribute of the harness
     class (``sends_retry_after``), else of the connector's declared ``Capabilities``
-    (``webhooks``, ``merges``, ``contacts``, ``field_describe``)."""
+    (``webhooks``, ``merges``, ``contacts``, ``field_describe``, ``contact_push``)."""
 
     def mark(case: Case) -> Case:
         needed = [*getattr(case, "contract_needs", []), (capability, value)]
@@ -320,6 +322,53 @@ class ContractSuite:
         assert len({c.id for c in contacts}) == len(contacts)
         again = [r for p in harness.connector().pull_contacts(cursor) for r in p.records]
         assert again == [], "nothing changed since the full pull"
+
+    @needs("contact_push")
+    def test_pushed_contacts_are_batched_and_come_back_with_their_account(
+        self, harness: Harness
+    ) -> None:
+        """Contacts created from the billing side belong to their account / company, cost
+        one call per batch, and read back as written; an update changes only what it
+        names."""
+        (account,) = harness.seed(1)
+        connector = harness.connector()
+        assert isinstance(connector, ContactWriter)
+        size = harness.push_batch_max
+        count = size + 1
+        pushes = [
+            ContactPush(f"c{i}", None, account, {"name": f"Ann Contact{i}", "email": f"a{i}@x.io"})
+            for i in range(count)
+        ]
+        before = connector.api_calls
+        results = connector.push_contacts(pushes)
+        assert connector.api_calls - before == 2  # a full batch and a batch of one
+        assert [r.billing_id for r in results] == [p.contact_id for p in pushes]
+        assert all(r.ok and r.crm_id for r in results)
+        created = {r.crm_id: r.billing_id for r in results}
+        pulled = {
+            c.id: c
+            for page in harness.connector().pull_contacts(None, full=True)
+            for c in page.records
+        }
+        for crm_id, contact_id in created.items():
+            contact = pulled[str(crm_id)]
+            index = contact_id[1:]
+            assert (contact.customer_id, contact.name, contact.email) == (
+                account,
+                f"Ann Contact{index}",
+                f"a{index}@x.io",
+            )
+        first = str(results[0].crm_id)
+        (changed,) = connector.push_contacts(
+            [ContactPush("c0", first, account, {"name": "Bo Lee"})]
+        )
+        assert changed.ok and changed.crm_id == first
+        again = {
+            c.id: c
+            for page in harness.connector().pull_contacts(None, full=True)
+            for c in page.records
+        }
+        assert (again[first].name, again[first].email) == ("Bo Lee", "a0@x.io")
 
     # -- pushes ---------------------------------------------------------------------------------
 

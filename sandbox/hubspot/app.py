@@ -22,7 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.hubspot.crm import ASSOCIATION_TYPE_IDS, TYPE_IDS, Portal, canonical_type
+from sandbox.hubspot.crm import (
+    ASSOCIATION_TYPE_IDS,
+    HUBSPOT_DEFINED_TYPES,
+    TYPE_IDS,
+    Portal,
+    canonical_type,
+)
 from sandbox.hubspot.limits import MESSAGES, Limits
 from sandbox.hubspot.store import ObjectStore, Record, StoreError, iso, search
 
@@ -355,6 +361,7 @@ class Api:
     async def create_object(self, request: Request) -> Response:
         store = self.store(request)
         body = await self.body(request)
+        self._check_associations(store, body.get("associations") or [])
         rec = self.portal.create(store.object_type, body.get("properties") or {}, "INTEGRATION")
         self._create_associations(store, rec, body.get("associations") or [])
         with self.portal.lock:
@@ -368,6 +375,39 @@ class Api:
         for a in assocs:
             to_id = self._parse_id((a.get("to") or {}).get("id"))
             self.portal.associate(store.object_type, rec.id, other.object_type, to_id)
+
+    def _check_associations(self, store: ObjectStore, assocs: Any) -> None:
+        """An input's ``associations`` as the create references document them: a list of
+        ``{"to": {"id"}, "types": [{"associationCategory", "associationTypeId"}]}``, where a
+        ``HUBSPOT_DEFINED`` type id must be one HubSpot defines for the pair (contact to
+        company: 1 primary, 279 unlabeled; company to contact: 2 primary, 280 unlabeled —
+        developers.hubspot.com/docs/guides/api/crm/associations/associations-v4). A bad one
+        fails the request (400), checked before anything is created."""
+        other = self.portal.other(store)
+        defined = HUBSPOT_DEFINED_TYPES.get((store.object_type, other.object_type), set())
+        if not isinstance(assocs, list):
+            raise StoreError(400, "VALIDATION_ERROR", "Invalid input JSON: associations")
+        for a in assocs:
+            to = a.get("to") if isinstance(a, dict) else None
+            types = a.get("types") if isinstance(a, dict) else None
+            if not isinstance(to, dict) or to.get("id") in (None, ""):
+                raise StoreError(400, "VALIDATION_ERROR", "associations[].to.id is required")
+            if not isinstance(types, list) or not types:
+                raise StoreError(400, "VALIDATION_ERROR", "associations[].types is required")
+            for t in types:
+                category = t.get("associationCategory") if isinstance(t, dict) else None
+                type_id = t.get("associationTypeId") if isinstance(t, dict) else None
+                if category not in ("HUBSPOT_DEFINED", "USER_DEFINED", "INTEGRATOR_DEFINED"):
+                    raise StoreError(
+                        400, "VALIDATION_ERROR", f"unknown associationCategory {category!r}"
+                    )
+                if category == "HUBSPOT_DEFINED" and type_id not in defined:
+                    raise StoreError(
+                        400,
+                        "VALIDATION_ERROR",
+                        f"associationTypeId {type_id!r} is not a HUBSPOT_DEFINED type from "
+                        f"{store.object_type} to {other.object_type}",
+                    )
 
     async def update_object(self, request: Request) -> Response:
         store = self.store(request)
@@ -454,7 +494,10 @@ class Api:
         body = await self.body(request)
         started = iso(int(time.time() * 1000))
         results, errors = [], []
-        for item in self._inputs(body):
+        inputs = self._inputs(body)
+        for item in inputs:
+            self._check_associations(store, item.get("associations") or [])
+        for item in inputs:
             props = item.get("properties") or {}
             err = self._injected(props.get("crmsync_id"), props.get("name"))
             if err is not None:

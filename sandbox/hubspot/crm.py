@@ -34,6 +34,8 @@ _TYPE_ALIASES = {
 TYPE_IDS = {"companies": "0-2", "contacts": "0-1"}
 # HubSpot-defined default association type ids (v4)
 ASSOCIATION_TYPE_IDS = {("contacts", "companies"): 1, ("companies", "contacts"): 2}
+#: every HubSpot-defined type id between the two (primary, unlabeled)
+HUBSPOT_DEFINED_TYPES = {("contacts", "companies"): {1, 279}, ("companies", "contacts"): {2, 280}}
 
 
 @dataclass(frozen=True)

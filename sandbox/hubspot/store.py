@@ -62,6 +62,8 @@ _CONTACT_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("hs_lastmodifieddate", "Object last modified date/time", "datetime", "date", False),
     ("hs_merged_object_ids", "Merged record IDs", "enumeration", "checkbox", False),
     ("crmsync_id", "crmsync ID", "string", "text", True),
+    # custom (crmsync): which communications a contact gets, a multiple-checkbox property
+    ("crmsync_communications", "Communications", "enumeration", "checkbox", False),
 ]
 
 READ_ONLY = {
@@ -84,7 +86,13 @@ class PropertyDef:
     unique: bool
 
     def to_json(self, object_type: str) -> dict[str, Any]:
-        custom = self.name in {"address3", "crmsync_id", "billing_email", "segment"}
+        custom = self.name in {
+            "address3",
+            "crmsync_id",
+            "billing_email",
+            "segment",
+            "crmsync_communications",
+        }
         return {
             "name": self.name,
             "label": self.label,

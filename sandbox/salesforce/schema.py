@@ -167,6 +167,8 @@ def contact_object() -> ObjectDef:
         FieldDef("Name", "Full Name", "string", 121, createable=False, updateable=False),
         FieldDef("Email", "Email", "email", 80),
         FieldDef("Phone", "Business Phone", "phone", 40),
+        # a custom multi-select picklist (values separated by ";") for communications
+        FieldDef("Communications__c", "Communications", "multipicklist", 4099, custom=True),
         *_stamps(),
     ]:
         obj.add(f)

@@ -70,8 +70,10 @@ def test_the_plugin_is_listed_with_its_package_and_capabilities(
         "merges": "webhooks",
         "contacts": True,
         "field_describe": True,
+        "contact_push": False,
     }
     assert listed["salesforce"]["package"] == "crmsync"
+    assert listed["salesforce"]["capabilities"]["contact_push"] is True
     table = run("connectors", "list").stdout
     assert "pipedrive" in table and "crmsync-pipedrive" in table
     help_text = run("connections", "add", "pipedrive", "--help").stdout

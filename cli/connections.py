@@ -388,7 +388,7 @@ def list_(org: OrgOption, as_json: JsonOption = False) -> None:
                 r["id"],
                 r["name"],
                 r["kind"],
-                r["state"],
+                _state_text(r),
                 r["schedule_seconds"],
                 r["last_sync_at"],
                 r["next_sync_at"],
@@ -397,6 +397,14 @@ def list_(org: OrgOption, as_json: JsonOption = False) -> None:
         ],
         title="Connections",
     )
+
+
+def _state_text(described: dict[str, Any]) -> str:
+    """The state as an operator reads it: a pause by the CRM's limit says until when."""
+    pause = described.get("paused_by_limit")
+    if pause:
+        return f"paused by CRM limit until {pause['until']} ({pause['reason']})"
+    return str(described["state"])
 
 
 @app.command()

@@ -76,7 +76,8 @@ def sync(
             settings, engine, connection_id, trigger="operator", full=full, progress=report
         )
     if isinstance(outcome, work.Skipped):
-        fail(f"sync of {name} not run: {_skip_reason(outcome.reason)}", ExitCode.ERROR)
+        reason = outcome.detail or _skip_reason(outcome.reason)
+        fail(f"sync of {name} not run: {reason}", ExitCode.ERROR)
     print_result(outcome, as_json)
     if outcome.status != "succeeded":
         raise typer.Exit(int(ExitCode.ERROR))

@@ -108,6 +108,11 @@ class LocalRateGate:
             return None
         return suspended
 
+    def lift(self) -> None:
+        """End a suspension early (the scheduler or an operator resumed the connection)."""
+        with self._lock:
+            self._suspended = None
+
     def observe(self, headers: Mapping[str, str]) -> None:
         return None
 

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from connectors import registry
-from connectors.base import CONTACTS_SETTING, ConnectionConfig, Connector, RateGate
+from connectors.base import CONTACTS_SETTING, ApiUsage, ConnectionConfig, Connector, RateGate
 from connectors.errors import ConfigError
 from connectors.setup import check_config
+from sync import alerts
 from sync.alerts import describe_target
 from sync.crypto import decrypt_credentials, encrypt_credentials
 from sync.match import MATCH_MODES
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.models import ConnectionRow, new_id, utcnow
+
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("both", "crm_to_billing", "billing_to_crm", "none")
 CREATE_POLICIES = ("create", "ignore")
@@ -184,12 +188,100 @@ def update_connection(
 
 
 def set_state(row: ConnectionRow, state: str) -> None:
-    """Pause or resume a connection; a paused one is skipped by the scheduler."""
+    """Pause or resume a connection; a paused one is skipped by the scheduler. An
+    operator's resume also ends a pause by the CRM's limit (they may know the allowance is
+    back, e.g. raised by the vendor)."""
     if state not in ("active", "paused"):
         raise ConnectionSetupError("state must be active or paused")
     row.state = state
     if state == "active":
         row.next_sync_at = utcnow()
+        row.limit_until = None
+        row.limit_reason = None
+
+
+# --- paused by the CRM's limit ---------------------------------------------------------------
+
+#: the state shown for a connection paused by its CRM's daily API allowance
+PAUSED_BY_LIMIT = "paused_by_limit"
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def limit_pause(row: ConnectionRow, now: datetime | None = None) -> tuple[datetime, str] | None:
+    """(until, reason) while the connection is paused by its CRM's daily limit, else None."""
+    if row.limit_until is None:
+        return None
+    until = _aware(row.limit_until)
+    if until <= (now or utcnow()):
+        return None
+    return until, row.limit_reason or "the CRM's daily API allowance is spent"
+
+
+def effective_state(row: ConnectionRow, now: datetime | None = None) -> str:
+    """``paused`` (by an operator), ``paused_by_limit`` (until the CRM's allowance returns)
+    or ``active``."""
+    if row.state == "paused":
+        return "paused"
+    return PAUSED_BY_LIMIT if limit_pause(row, now) is not None else row.state
+
+
+def pause_for_limit(row: ConnectionRow, until: datetime, reason: str) -> None:
+    """The CRM's daily allowance is spent: pause the connection until ``until``. The
+    scheduler skips it until then and resumes it by itself (:func:`resume_expired`); its
+    next scheduled sync is at ``until``. Alerted once (``sync.alerts``)."""
+    until = _aware(until)
+    row.limit_until = until
+    row.limit_reason = reason[:500]
+    row.next_sync_at = until
+    alerts.note_paused_by_limit(row, until, reason)
+    log.warning(
+        "connection paused by the CRM's daily limit",
+        extra={
+            "organisation_id": row.organisation_id,
+            "connection_id": row.id,
+            "crm": row.kind,
+            "paused_until": until.isoformat(),
+            "reason": row.limit_reason,
+        },
+    )
+
+
+def limit_error(until: datetime, reason: str) -> str:
+    """A run's error when the CRM's daily limit paused its connection."""
+    return f"paused by the CRM's daily limit until {_aware(until).isoformat()}: {reason}"
+
+
+def resume_expired(session: Session, now: datetime | None = None) -> Sequence[ConnectionRow]:
+    """End every pause by a CRM limit whose ``until`` has passed (beat's dispatcher, each
+    tick): the connection is active again and due at once. The resumed connections."""
+    now = now or utcnow()
+    resumed = repo.limit_pauses_ended(session, now)
+    for row in resumed:
+        row.limit_until = None
+        row.limit_reason = None
+        if row.next_sync_at is None or _aware(row.next_sync_at) > now:
+            row.next_sync_at = now
+        log.info(
+            "connection resumed: the CRM's daily limit has returned",
+            extra={"organisation_id": row.organisation_id, "connection_id": row.id},
+        )
+    return resumed
+
+
+def note_api_usage(row: ConnectionRow, usage: ApiUsage | None) -> None:
+    """Keep the CRM's allowance as its last answer reported it (the console shows it)."""
+    if usage is None:
+        return
+    row.api_usage = {
+        "used": usage.used,
+        "limit": usage.limit,
+        "window": usage.window,
+        "at": utcnow().isoformat(),
+    }
 
 
 def schedule_next(row: ConnectionRow) -> None:
@@ -199,11 +291,16 @@ def schedule_next(row: ConnectionRow) -> None:
 
 def describe(row: ConnectionRow) -> dict[str, Any]:
     """A connection as the operator may see it: never the credentials."""
+    pause = limit_pause(row)
     return {
         "id": row.id,
         "name": row.name,
         "kind": row.kind,
-        "state": row.state,
+        "state": effective_state(row),
+        "paused_by_limit": (
+            {"until": pause[0].isoformat(), "reason": pause[1]} if pause is not None else None
+        ),
+        "api_usage": dict(row.api_usage or {}) or None,
         "settings": row.settings,
         "field_map": row.field_map,
         "directions": row.directions,

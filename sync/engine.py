@@ -29,8 +29,16 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from connectors.base import Connector, CrmCustomer, Page, RateGate
-from connectors.errors import ConnectorError
-from sync.connections import open_connector, schedule_next
+from connectors.calls import LocalRateGate
+from connectors.errors import ConnectorError, DailyLimitExceeded
+from sync.connections import (
+    limit_error,
+    limit_pause,
+    note_api_usage,
+    open_connector,
+    pause_for_limit,
+    schedule_next,
+)
 from sync.context import Progress, RunContext
 from sync.decide import Policy
 from sync.decision import CursorMove
@@ -153,6 +161,11 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
     started = time.monotonic()
     try:
         steps()
+    except DailyLimitExceeded as error:
+        # not a failure: the connection pauses until the allowance returns (DESIGN.md)
+        return _finish_run(
+            ctx, started, "paused", limit_error(error.until, str(error)), limit=error
+        )
     except ConnectorError as error:
         return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
     except StaleRun as error:
@@ -245,6 +258,12 @@ def _start_run(
             )
             session.add(run)
             run_id = run.id
+        pause = limit_pause(row)
+        if pause is not None:
+            # paused by the CRM's daily limit: the gate refuses before any call is made,
+            # so a run started anyway (an operator's command) burns none
+            gate = gate or LocalRateGate()
+            gate.suspend(*pause)
         if connector is None:
             connector = open_connector(settings, row, gate=gate)
         policy = Policy(
@@ -272,7 +291,14 @@ def _start_run(
     )
 
 
-def _finish_run(ctx: RunContext, started: float, status: str, error: str | None) -> RunResult:
+def _finish_run(
+    ctx: RunContext,
+    started: float,
+    status: str,
+    error: str | None,
+    *,
+    limit: DailyLimitExceeded | None = None,
+) -> RunResult:
     duration = time.monotonic() - started
     api_calls = ctx.connector.api_calls
     if ctx.run_id is not None:
@@ -286,8 +312,12 @@ def _finish_run(ctx: RunContext, started: float, status: str, error: str | None)
                 run.duration_seconds = duration
                 run.error = error
             connection = repo.get_connection(session, ctx.connection_id)
-            if connection is not None and status == "succeeded":
-                schedule_next(connection)
+            if connection is not None:
+                note_api_usage(connection, ctx.connector.api_usage)
+                if status == "succeeded":
+                    schedule_next(connection)
+                if limit is not None:
+                    pause_for_limit(connection, limit.until, str(limit))
     return RunResult(
         run_id=ctx.run_id,
         status=status,

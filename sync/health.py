@@ -1,10 +1,13 @@
 """A connection's health at a glance: what the console's Connections page shows.
 
-For each connection: its state, its last run (status, when, how long, counters), the run in
-progress, when the next scheduled run is due, the *lag* (how long the oldest change that
-crmsync knows of and has not synced yet has waited: a webhook event in the inbox or a
-billing-side change not pushed), the API calls its runs made in the last 24 hours, and its
-open conflicts and failures. Read in a handful of grouped queries per organisation.
+For each connection: its state (active, paused, or paused by the CRM's daily limit until a
+given time, with the CRM's reason), the CRM's API allowance used as its last answer
+reported it (Salesforce ``Sforce-Limit-Info``, HubSpot's daily rate headers), its last run
+(status, when, how long, counters), the run in progress, when the next scheduled run is
+due, the *lag* (how long the oldest change that crmsync knows of and has not synced yet has
+waited: a webhook event in the inbox or a billing-side change not pushed), the API calls its
+runs made in the last 24 hours, and its open conflicts and failures. Read in a handful of
+grouped queries per organisation.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from sync.connections import effective_state, limit_pause
 from sync.store import health_repository as repo
 from sync.store import sync_repository
 from sync.store.models import Conflict, ConnectionRow, RecordFailure, SyncRun, utcnow
@@ -86,6 +90,19 @@ class ConnectionHealth:
     open_conflicts: int
     open_failures: int
     settings: dict[str, Any] = field(default_factory=dict)
+    #: paused by the CRM's daily limit until then (state ``paused_by_limit``), and why
+    paused_until: datetime | None = None
+    paused_reason: str | None = None
+    #: the CRM's allowance as last seen: ``{used, limit, window, at}`` (empty: not yet)
+    api_usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_usage_percent(self) -> float | None:
+        """The share of the CRM's allowance used, as last seen (None when unknown)."""
+        used, limit = self.api_usage.get("used"), self.api_usage.get("limit")
+        if not isinstance(used, int) or not isinstance(limit, int) or limit <= 0:
+            return None
+        return 100.0 * used / limit
 
     @property
     def healthy(self) -> bool:
@@ -129,12 +146,13 @@ def connection_health(
     for row in rows:
         last = last_connection_runs.get(row.id) or last_any_runs.get(row.id)
         in_progress = running.get(row.id)
+        pause = limit_pause(row, now)
         found.append(
             ConnectionHealth(
                 id=row.id,
                 name=row.name,
                 kind=row.kind,
-                state=row.state,
+                state=effective_state(row, now),
                 schedule_seconds=row.schedule_seconds,
                 created_at=aware(row.created_at),
                 last_sync_at=aware(row.last_sync_at) if row.last_sync_at else None,
@@ -146,6 +164,9 @@ def connection_health(
                 open_conflicts=conflicts.get(row.id, 0),
                 open_failures=failures.get(row.id, 0),
                 settings=dict(row.settings or {}),
+                paused_until=pause[0] if pause else None,
+                paused_reason=pause[1] if pause else None,
+                api_usage=dict(row.api_usage or {}),
             )
         )
     return found

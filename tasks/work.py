@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
 from connectors.base import RateGate
-from sync import alerts
+from sync import alerts, connections
 from sync.context import Progress
 from sync.engine import RunResult, sync_connection
 from sync.fencing import Fence, claim_fence
@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Skipped:
     """A sync that did not run, and why: ``busy`` (another holds the lock), ``paused``,
+    ``paused_by_limit`` (the CRM's daily allowance is spent: ``detail`` says until when),
     ``missing`` (no such connection), ``empty`` (no pending events)."""
 
     reason: str
+    detail: str | None = None
 
 
 Outcome = RunResult | Skipped
@@ -54,10 +56,19 @@ def connection_gate(settings: Settings, engine: Engine, connection_id: str) -> R
     return gate_for(settings, connection_id, kind, options)
 
 
-def _state(engine: Engine, connection_id: str) -> str | None:
+def _skip(engine: Engine, connection_id: str) -> Skipped | None:
+    """Why the connection must not sync now (gone, paused, paused by its CRM's limit: no
+    call is made until the allowance returns), or None."""
     with transaction(engine) as session:
         row = repo.get_connection(session, connection_id)
-        return row.state if row is not None else None
+        if row is None:
+            return Skipped("missing")
+        if row.state == "paused":
+            return Skipped("paused")
+        pause = connections.limit_pause(row)
+        if pause is not None:
+            return Skipped(connections.PAUSED_BY_LIMIT, connections.limit_error(*pause))
+    return None
 
 
 def run_sync(
@@ -70,11 +81,9 @@ def run_sync(
     progress: Progress | None = None,
 ) -> Outcome:
     """Sync one connection under its lock; skipped when paused, busy or gone."""
-    state = _state(engine, connection_id)
-    if state is None:
-        return Skipped("missing")
-    if state == "paused":
-        return Skipped("paused")
+    skipped = _skip(engine, connection_id)
+    if skipped is not None:
+        return skipped
     name = f"sync:{connection_id}"
     with held(settings, name) as lock:
         if lock is None:
@@ -91,8 +100,6 @@ def run_sync(
             progress=progress,
             fence=fence_for(engine, name, lock),
         )
-    if result.status == "failed":
-        note_limit_pause(engine, connection_id, gate)
     return result
 
 
@@ -100,11 +107,9 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
     """Sync the records named by the connection's pending webhook events."""
     # events arriving from now on need a new task: this one may have read the inbox already
     enqueue.clear_inbox_flag(settings, connection_id)
-    state = _state(engine, connection_id)
-    if state is None:
-        return Skipped("missing")
-    if state == "paused":
-        return Skipped("paused")  # the events wait in the inbox until the connection resumes
+    skipped = _skip(engine, connection_id)
+    if skipped is not None:
+        return skipped  # the events wait in the inbox until the connection resumes
     name = f"inbox:{connection_id}"
     with held(settings, name) as lock:
         if lock is None:
@@ -116,8 +121,6 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
         )
     if result is None:
         return Skipped("empty")
-    if result.status == "failed":
-        note_limit_pause(engine, connection_id, gate)
     return result
 
 
@@ -129,22 +132,11 @@ def fence_for(engine: Engine, name: str, lock: Lock) -> Fence:
         return claim_fence(session, name, lambda: lock.lost)
 
 
-def note_limit_pause(engine: Engine, connection_id: str, gate: RateGate | None) -> None:
-    """A run that failed because the CRM's daily allowance is spent leaves the connection's
-    gate suspended until it returns: note that pause for the connection's alerts."""
-    suspension = getattr(gate, "suspension", None)
-    found = suspension() if callable(suspension) else None
-    if found is None:
-        return
-    until, reason = found
-    with transaction(engine) as session:
-        row = repo.get_connection(session, connection_id)
-        if row is not None:
-            alerts.note_paused_by_limit(row, until, reason)
-
-
-def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
-    """Beat's dispatcher: enqueue every active connection that is due by its own interval,
+def dispatch(
+    settings: Settings, engine: Engine, *, now: datetime | None = None
+) -> dict[str, list[str]]:
+    """Beat's dispatcher: resume every connection whose pause by a CRM limit has ended,
+    enqueue every active connection that is due by its own interval,
     the inbox of every connection whose webhook events still wait (their task was lost
     or their sync failed), and the alerts now due (:func:`send_alerts`).
 
@@ -152,8 +144,15 @@ def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
     transaction, so it is enqueued once per interval however long its run takes (a run
     that succeeds sets it again from its end); tasks are sent after that commit.
     """
-    now = utcnow()
+    now = now or utcnow()
     stale_before = now - timedelta(seconds=max(30.0, 2 * settings.dispatch_interval_seconds))
+    with transaction(engine) as session:
+        resumed = [row.id for row in connections.resume_expired(session, now)]
+    for connection_id in resumed:
+        # the allowance is back: the shared gate lets every worker call again
+        lift = getattr(connection_gate(settings, engine, connection_id), "lift", None)
+        if callable(lift):
+            lift()
     with transaction(engine) as session:
         due = []
         for row in repo.due_connections(session, now):
@@ -165,7 +164,7 @@ def dispatch(settings: Settings, engine: Engine) -> dict[str, list[str]]:
     for connection_id in waiting:
         enqueue.enqueue_inbox(settings, connection_id)
     sent = send_alerts(settings, engine)
-    return {"due": due, "inbox": waiting, "alerts": sent}
+    return {"due": due, "inbox": waiting, "alerts": sent, "resumed": resumed}
 
 
 def send_alerts(settings: Settings, engine: Engine) -> list[str]:
@@ -189,7 +188,7 @@ def send_alerts(settings: Settings, engine: Engine) -> list[str]:
 def summary(outcome: Outcome) -> dict[str, Any]:
     """A JSON-able line for the task's log."""
     if isinstance(outcome, Skipped):
-        return {"skipped": outcome.reason}
+        return {"skipped": outcome.reason, "detail": outcome.detail}
     return {
         "run_id": outcome.run_id,
         "status": outcome.status,

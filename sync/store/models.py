@@ -176,7 +176,8 @@ class ConnectionRow(Base):
 
     ``directions`` maps a flat customer field to ``both`` / ``crm_to_billing`` /
     ``billing_to_crm`` / ``none`` (absent means ``both``). ``state`` is ``active`` or
-    ``paused``. ``credentials`` is Fernet ciphertext, never plain text.
+    ``paused`` (the operator's choice); ``limit_until`` set in the future means paused by
+    the CRM's daily limit as well. ``credentials`` is Fernet ciphertext, never plain text.
     """
 
     __tablename__ = "connections"
@@ -207,6 +208,16 @@ class ConnectionRow(Base):
     alert_webhook: Mapped[str | None] = mapped_column(Text)
     #: what has been alerted already (``sync.alerts``: failing streak, limit pause, digest)
     alert_state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict, server_default="{}")
+    #: paused by the CRM's daily API allowance until then (None: not paused by a limit);
+    #: the scheduler resumes the connection once it has passed (``sync.connections``)
+    limit_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the CRM's own words for that pause
+    limit_reason: Mapped[str | None] = mapped_column(Text)
+    #: the CRM's allowance as its last answer reported it: ``{used, limit, window, at}``
+    api_usage: Mapped[dict[str, Any]] = mapped_column(Json, default=dict, server_default="{}")
+    #: default fields of the connector's map that this CRM account lacks: field -> why
+    #: (found by the CRM's describe when the connection was added or changed)
+    unmapped_fields: Mapped[dict[str, str]] = mapped_column(Json, default=dict, server_default="{}")
 
 
 class LinkRow(Base):

@@ -76,6 +76,16 @@ def due_connections(session: Session, now: datetime) -> Sequence[ConnectionRow]:
     ).all()
 
 
+def limit_pauses_ended(session: Session, now: datetime) -> Sequence[ConnectionRow]:
+    """Connections paused by a CRM limit whose ``limit_until`` has passed (row-locked, so
+    two dispatchers resume each once)."""
+    return session.scalars(
+        select(ConnectionRow)
+        .where(ConnectionRow.limit_until.is_not(None), ConnectionRow.limit_until <= now)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
 # --- links ---------------------------------------------------------------------------------
 
 

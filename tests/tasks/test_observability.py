@@ -140,8 +140,8 @@ def test_a_spent_daily_allowance_pauses_the_connection_and_alerts_once(
     crm.hubspot.set_faults(daily_limit=crm.hubspot.api.limits.used_today())
     try:
         outcome = work.run_sync(stack.settings, stack.engine, connection)
-        assert isinstance(outcome, RunResult) and outcome.status == "failed"
-        assert "DailyLimitExceeded" in (outcome.error or "")
+        assert isinstance(outcome, RunResult) and outcome.status == "paused"
+        assert "paused by the CRM's daily limit until" in (outcome.error or "")
         with transaction(stack.engine) as session:
             due = alerts.collect(session, stack.settings)
             again = alerts.collect(session, stack.settings)

@@ -135,12 +135,18 @@ def _event(raw: Any) -> WebhookEvent:
     merged_ids: tuple[str, ...] = ()
     crm_id = str(object_id)
     if action == "merge":
+        # newObjectId names the merged record; since 2024 it is a new one, and the primary
+        # (primaryObjectId) was merged into it as much as the secondaries (mergedObjectIds)
+        # (https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks)
         survivor = raw.get("newObjectId") or raw.get("primaryObjectId") or object_id
         merged_into = str(survivor)
         merged = raw.get("mergedObjectIds") or []
         if not isinstance(merged, list):
             raise WebhookRejected(400, "mergedObjectIds is not a list")
-        merged_ids = tuple(str(i) for i in merged if str(i) != merged_into)
+        olds = [raw.get("primaryObjectId"), *merged, object_id]
+        merged_ids = tuple(
+            dict.fromkeys(str(i) for i in olds if i is not None and str(i) != merged_into)
+        )
         crm_id = merged_into
     return WebhookEvent(
         key=key,

@@ -51,6 +51,8 @@ class Change:
     primary_id: int | None = None
     merged_ids: tuple[int, ...] = ()
     new_id: int | None = None
+    #: a merge's properties carried over from the secondary record
+    properties_moved: int = 0
 
 
 #: properties a merge never copies: ids, stamps and what the merge itself sets
@@ -288,6 +290,7 @@ class Portal:
                 and k not in _MERGE_SKIPPED
                 and k not in store.unique
             }
+            moved = len(fill)  # the properties the secondary record gives the merged one
             merged_ids = [
                 *_merged_ids(primary),
                 str(primary.id),
@@ -330,6 +333,7 @@ class Portal:
                     primary_id=primary.id,
                     merged_ids=(primary.id, loser.id),
                     new_id=survivor.id,
+                    properties_moved=moved,
                 )
             ]
         )

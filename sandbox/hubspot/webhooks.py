@@ -160,17 +160,20 @@ class WebhookDispatcher:
             for name, value in change.properties.items():
                 out.append({**base, "propertyName": name, "propertyValue": value or ""})
         elif change.kind == "merge":
+            # the merge payload as documented in "New subscription types for Webhooks"
+            # (https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks):
+            # primaryObjectId the primary record, mergedObjectIds "the secondary" records,
+            # newObjectId "the Id of the object that was created from the result of the
+            # merge" (the primary's own id when merges keep it), numberOfPropertiesMoved
+            # how many properties the merge carried over
             assert change.primary_id is not None
             out.append(
                 {
                     **base,
                     "primaryObjectId": change.primary_id,
-                    # before 2024 (the primary kept its id) only the other record was merged
-                    "mergedObjectIds": [
-                        i for i in change.merged_ids if i != (change.new_id or change.primary_id)
-                    ],
+                    "mergedObjectIds": [i for i in change.merged_ids if i != change.primary_id],
                     "newObjectId": change.new_id or change.primary_id,
-                    "numberOfPropertiesMoved": 0,
+                    "numberOfPropertiesMoved": change.properties_moved,
                 }
             )
         else:

@@ -473,6 +473,15 @@ def test_webhook_parse(harness: HubSpotHarness) -> None:
             {"eventId": 12, "subscriptionType": "contact.deletion", "objectId": 7},
             {"eventId": 13, "subscriptionType": "company.restore", "objectId": 8},
             {"eventId": 14, "subscriptionType": "company.creation", "objectId": 9},
+            {  # a merge since 2024: the merged record is new, and the primary merged into it
+                "eventId": 15,
+                "subscriptionType": "company.merge",
+                "objectId": 20,
+                "primaryObjectId": 5,
+                "mergedObjectIds": [6],
+                "newObjectId": 20,
+                "numberOfPropertiesMoved": 2,
+            },
         ]
     ).encode()
     events = connector.parse_webhook(body)
@@ -482,8 +491,10 @@ def test_webhook_parse(harness: HubSpotHarness) -> None:
         ("12", "deleted", "contact", "7"),
         ("13", "restored", "customer", "8"),
         ("14", "created", "customer", "9"),
+        ("15", "merged", "customer", "20"),
     ]
     assert events[1].merged_into == "5" and events[1].merged_ids == ("6",)
+    assert events[5].merged_into == "20" and events[5].merged_ids == ("5", "6")
     assert events[0].occurred_at is not None and events[0].payload["propertyValue"] == "Köln"
     for bad in (
         b"{",

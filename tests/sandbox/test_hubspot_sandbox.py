@@ -418,8 +418,10 @@ def test_webhooks_signed_v3_batched_and_retried(hs: HubSpotSandbox) -> None:
     assert change["propertyValue"] == "Kraków" and change["changeSource"] == "CRM_UI"
     merge = next(e for e in events if e["subscriptionType"] == "company.merge")
     assert merge["primaryObjectId"] == int(cid)
-    assert merge["mergedObjectIds"] == [int(cid), int(other)]  # both merged into a new one
-    assert merge["newObjectId"] == merge["objectId"] == int(merged)
+    # as documented: the secondary records, and the record the merge made (a new one)
+    assert merge["mergedObjectIds"] == [int(other)]
+    assert merge["newObjectId"] == merge["objectId"] == int(merged) != int(cid)
+    assert merge["numberOfPropertiesMoved"] == 0  # "Other" had nothing "Hooked" lacked
     for headers, body in receiver.received:
         request = WebhookRequest("POST", receiver.url, headers, body)
         webhooks.verify(request, "s3cret")  # v3, fresh: no exception

@@ -1,0 +1,172 @@
+"""CRM merges through the engine: links follow the survivor, and a merge never makes or
+duplicates a billing customer (issue 12, part 1).
+
+Every case runs on both stores and on each way a CRM merges: Salesforce (the loser is
+deleted with ``MasterRecordId``), HubSpot as it has merged since 2024 (a new record under a
+new id; both old ids resolve to it and are listed in its ``hs_merged_object_ids``) and
+HubSpot as it merged before (the primary keeps its id, the loser is archived).
+
+Also here: crmsync writes its billing id into the external-id field / property of a record
+it links to a customer billing already had, in the page's one push batch, and that write
+does not come back as a change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from connectors.base import WebhookRequest
+from sandbox.server import Sandbox
+from sync import customers
+from sync.customer import CustomerIn
+from sync.inbox import process_inbox, receive_webhook
+from sync.store.db import transaction
+from tests.sync.conftest import World, make_world
+
+#: how the CRM merges: Salesforce; HubSpot under a new id (its default); HubSpot keeping
+#: the primary's id (its behaviour before 2024)
+MERGES = ("salesforce", "hubspot", "hubspot-keeps-id")
+
+
+@pytest.fixture(params=MERGES)
+def world(request: pytest.FixtureRequest, engine: Engine, sandbox: Sandbox) -> World:
+    crm, _, keeps = str(request.param).partition("-")
+    world = make_world(engine, sandbox, crm)
+    if crm == "hubspot":
+        world.harness.hs.set_merges_keep_primary_id(bool(keeps))
+    return world
+
+
+def _new_id(world: World) -> bool:
+    """Whether this CRM's merges give the survivor an id of its own."""
+    return world.harness.key == "hubspot" and not world.harness.hs.portal.merge_keeps_primary_id
+
+
+def _customer_ids(world: World) -> set[str]:
+    return {c["id"] for c in world.customers()}
+
+
+def _active_link_of(world: World, customer_id: str) -> list[str]:
+    return [
+        link.crm_id
+        for link in world.links()
+        if link.customer_id == customer_id and link.state == "active"
+    ]
+
+
+def _billing_create(world: World, **data: Any) -> str:
+    with transaction(world.engine) as s:
+        return str(
+            customers.create_customer(s, world.organisation_id, CustomerIn.model_validate(data)).id
+        )
+
+
+def _billing_id_in_crm(world: World, crm_id: str) -> str | None:
+    [record] = world.harness.connector().pull_customers_by_ids([crm_id])
+    return record.billing_id
+
+
+def _webhook(world: World, change: Any) -> None:
+    """Deliver the CRM's webhooks for ``change`` to crmsync's inbox, then sync them."""
+    requests = world.harness.webhook_requests(change)
+    assert requests, "the CRM delivered no webhook"
+    kind = world.harness.key
+    for request in requests:
+        receive_webhook(
+            world.engine,
+            world.settings,
+            kind,
+            world.connection_id,
+            WebhookRequest(request.method, request.url, dict(request.headers), request.body),
+        )
+    result = process_inbox(world.engine, world.settings, world.connection_id)
+    assert result is not None and result.status == "succeeded", result and result.error
+
+
+# --- one linked record merged --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("linked_is_primary", [True, False], ids=["primary", "secondary"])
+def test_a_merge_with_one_linked_record_moves_its_link_and_creates_no_customer(
+    world: World, linked_is_primary: bool
+) -> None:
+    [linked] = world.harness.seed(1)
+    assert world.sync().status == "succeeded"
+    customer_id = world.customer_by_external_id(linked)["id"]
+    other = world.harness.create({"customer_name": "Unlinked Ltd", "address.city": "Leeds"})
+    winner, loser = (linked, other) if linked_is_primary else (other, linked)
+    survivor = world.harness.merge(winner, loser)
+
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == {customer_id}, "a merge created a customer"
+    assert _active_link_of(world, customer_id) == [survivor]
+    assert [c for c in world.conflicts() if c.kind == "merge"] == []
+    assert result.counters["created"] == 0
+    again = world.sync()
+    assert again.status == "succeeded" and again.counters["created"] == 0
+    assert _customer_ids(world) == {customer_id}
+
+
+def test_a_merge_of_two_linked_records_opens_a_merge_conflict_and_creates_no_customer(
+    world: World,
+) -> None:
+    primary, secondary = world.harness.seed(2)
+    assert world.sync().status == "succeeded"
+    before = _customer_ids(world)
+    kept = world.customer_by_external_id(primary)["id"]
+    survivor = world.harness.merge(primary, secondary)
+
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == before, "a merge created or removed a customer"
+    merges = [c for c in world.conflicts() if c.kind == "merge"]
+    assert len(merges) == 1 and merges[0].crm_id == survivor
+    # the primary's customer follows the survivor; the other's link is marked merged
+    assert _active_link_of(world, kept) == [survivor]
+    states = {link.customer_id: link.state for link in world.links()}
+    assert sorted(states.values()) == ["active", "merged"]
+    again = world.sync()
+    assert again.status == "succeeded" and again.counters["conflicts_opened"] == 0
+    assert _customer_ids(world) == before
+
+
+# --- merges seen through webhooks ----------------------------------------------------------
+
+
+def test_a_merge_webhook_moves_the_link_of_one_linked_record(world: World) -> None:
+    [linked] = world.harness.seed(1)
+    assert world.sync().status == "succeeded"
+    customer_id = world.customer_by_external_id(linked)["id"]
+    other = world.harness.create({"customer_name": "Unlinked Ltd", "address.city": "Leeds"})
+    survivor: list[str] = []
+    _webhook(world, lambda: survivor.append(world.harness.merge(other, linked)))
+
+    assert _customer_ids(world) == {customer_id}, "a merge webhook created a customer"
+    if world.harness.key == "hubspot":
+        # HubSpot's merge event names the survivor and the merged ids: the link moves now
+        assert _active_link_of(world, customer_id) == survivor
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == {customer_id}
+    assert _active_link_of(world, customer_id) == survivor
+
+
+def test_a_merge_webhook_of_two_linked_records_opens_a_merge_conflict(world: World) -> None:
+    primary, secondary = world.harness.seed(2)
+    assert world.sync().status == "succeeded"
+    before = _customer_ids(world)
+    survivor: list[str] = []
+    _webhook(world, lambda: survivor.append(world.harness.merge(primary, secondary)))
+
+    assert _customer_ids(world) == before, "a merge webhook created a customer"
+    if world.harness.key == "hubspot":
+        merges = [c for c in world.conflicts() if c.kind == "merge"]
+        assert [c.crm_id for c in merges] == survivor
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == before
+    assert [c.crm_id for c in world.conflicts() if c.kind == "merge"] == survivor

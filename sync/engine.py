@@ -336,17 +336,24 @@ def _cursor(ctx: RunContext, obj: str) -> str | None:
 
 def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
     """Connector pages grouped into engine pages of about :data:`COMMIT_EVERY` records,
-    each with the cursor of its last connector page. The next connector page is fetched
-    while the current one is being merged and written."""
+    each with the cursor of its last connector page. The next engine page is fetched whole
+    while the current one is merged and written: grouping happens on the pull's thread, so
+    a 1,000-record page of 100-record CRM pages is ready when the writer wants it (one
+    connector page ahead left the writer waiting out most of the next page's calls)."""
+    return _prefetched(_batches(pages))
+
+
+def _batches(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
     batch: list[T] = []
     cursor: str | None = None
-    for page in _prefetched(pages):
+    seen = False
+    for page in pages:
         batch.extend(page.records)
-        cursor = page.cursor
+        cursor, seen = page.cursor, True
         if len(batch) >= COMMIT_EVERY:
             yield batch, cursor
-            batch = []
-    if batch or cursor is not None:
+            batch, seen = [], False
+    if batch or (seen and cursor is not None):
         yield batch, cursor
 
 
@@ -358,7 +365,7 @@ class _PullFailed:
 _DONE = object()
 
 
-def _prefetched(pages: Iterable[Page[T]]) -> Iterator[Page[T]]:
+def _prefetched(pages: Iterable[T]) -> Iterator[T]:
     """Iterate ``pages`` one page ahead on a helper thread, so the CRM's answer and ours
     overlap. Errors of the pull are raised here, in the caller's thread; when the caller
     stops early (an error of its own), the helper stops too."""

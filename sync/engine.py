@@ -18,6 +18,7 @@ same steps run with nothing written anywhere and return what they would do.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -391,7 +392,10 @@ def _prefetched(pages: Iterable[T]) -> Iterator[T]:
             return
         put(_DONE)
 
-    worker = threading.Thread(target=produce, name="crmsync-pull", daemon=True)
+    # The pull thread runs in a copy of this context, so its log lines (retries, rate-limit
+    # waits) carry the organisation, connection and run ids bound by the run.
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(produce,), name="crmsync-pull", daemon=True)
     worker.start()
     try:
         while True:

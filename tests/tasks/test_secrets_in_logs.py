@@ -267,6 +267,8 @@ def test_a_full_run_at_debug_level_logs_no_secret(
     assert by_event["rate-limit wait"] and by_event["retrying CRM call"]
     for line in by_event["rate-limit wait"] + by_event["retrying CRM call"]:
         assert line["connection_id"] == hs["id"] and line["crm"] == "hubspot"
+        # the pull runs on a thread of its own; its lines carry the run's ids all the same
+        assert line.get("run_id") and line.get("organisation_id") == globex, line
     assert {str(e["status"]) for e in by_event["webhook refused"]} == {"401"}
     assert all(e.get("reason") and e.get("connection_id") for e in by_event["webhook refused"])
     json_events = [e for n in ("web-json", "worker-json", "beat") for e in parsed(logs[n])]

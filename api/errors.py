@@ -9,6 +9,10 @@ and 422 it is a list of field errors, each naming the ``field`` (dotted: ``addre
 - 409: ``external_id`` or ``email`` already used by another customer (``type: "duplicate"``)
 - 422: a model rule (pydantic's types), or a rule that needs the store
   (``business_entity_id``: unknown entity, or a change once set)
+
+Every error of the domain's tree (:mod:`sync.errors`) and of the connectors' has its status
+in one table, :data:`HTTP_STATUS` (an error takes the status of its nearest class there), and
+one handler, :func:`_sync_error`, answers them all.
 """
 
 from __future__ import annotations
@@ -22,9 +26,53 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
-from sync.customers import CustomerNotFound, CustomerRuleBroken, DuplicateCustomer
+from connectors.errors import ConnectorError, DailyLimitExceeded, RetriableError
+from sync.errors import (
+    AlertDeliveryFailed,
+    ChooseOrganisation,
+    ConflictError,
+    ConnectionPaused,
+    CustomerNotFound,
+    CustomerRuleBroken,
+    Duplicate,
+    DuplicateCustomer,
+    InvalidInput,
+    NotFound,
+    SecretKeyMissing,
+    SignInError,
+    SignInLimited,
+    StaleRun,
+    SyncError,
+)
 
 _SOURCES = {"body", "query", "path", "header", "cookie"}
+
+# Every error class's HTTP status, once: an error takes the status of its nearest class here.
+HTTP_STATUS: dict[type[Exception], int] = {
+    NotFound: status.HTTP_404_NOT_FOUND,
+    InvalidInput: 422,  # FastAPI's own for a broken rule
+    Duplicate: status.HTTP_409_CONFLICT,
+    ConflictError: status.HTTP_409_CONFLICT,
+    ConnectionPaused: status.HTTP_409_CONFLICT,
+    SignInError: status.HTTP_401_UNAUTHORIZED,
+    SignInLimited: status.HTTP_429_TOO_MANY_REQUESTS,
+    ChooseOrganisation: status.HTTP_300_MULTIPLE_CHOICES,
+    StaleRun: status.HTTP_409_CONFLICT,
+    SecretKeyMissing: status.HTTP_503_SERVICE_UNAVAILABLE,
+    AlertDeliveryFailed: status.HTTP_502_BAD_GATEWAY,
+    # the CRM's errors reach a request only where it calls the CRM (the console's actions)
+    ConnectorError: status.HTTP_502_BAD_GATEWAY,
+    RetriableError: status.HTTP_503_SERVICE_UNAVAILABLE,
+    DailyLimitExceeded: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+
+def status_for(error: type[SyncError] | type[ConnectorError]) -> int:
+    """The HTTP status of an error class: that of its nearest class in :data:`HTTP_STATUS`."""
+    for cls in error.__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    raise KeyError(f"{error.__name__} has no HTTP status in HTTP_STATUS")
 
 
 class Message(BaseModel):
@@ -74,20 +122,23 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": field_errors(exc.errors())}, 422)
 
 
-def _not_found(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": f"customer {exc} not found"}, status.HTTP_404_NOT_FOUND)
-
-
-def _duplicate(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DuplicateCustomer)
-    error = field_error(["body", exc.field], str(exc), "duplicate")
-    return JSONResponse({"detail": [error]}, status.HTTP_409_CONFLICT)
-
-
-def _rule_broken(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CustomerRuleBroken)
-    error = field_error(["body", exc.field], f"{exc.field} {exc.message}", exc.field)
-    return JSONResponse({"detail": [error]}, 422)
+def _sync_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Any error of the domain's tree: its status from :data:`HTTP_STATUS`; a field's error
+    (a duplicate, a broken rule) as a field-error list, any other as a sentence."""
+    assert isinstance(exc, SyncError)
+    code = status_for(type(exc))
+    if isinstance(exc, DuplicateCustomer):
+        detail: Any = [field_error(["body", exc.field], str(exc), "duplicate")]
+    elif isinstance(exc, CustomerRuleBroken):
+        detail = [field_error(["body", exc.field], f"{exc.field} {exc.message}", exc.field)]
+    elif isinstance(exc, InvalidInput):
+        detail = [field_error(["body"], str(exc), type(exc).__name__)]
+    elif isinstance(exc, CustomerNotFound):
+        detail = f"customer {exc.customer_id} not found"
+    else:
+        detail = str(exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, SignInLimited) else None
+    return JSONResponse({"detail": detail}, code, headers=headers)
 
 
 def _integrity(_request: Request, exc: Exception) -> JSONResponse:
@@ -105,7 +156,5 @@ def _integrity(_request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the error handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(CustomerNotFound, _not_found)
-    app.add_exception_handler(DuplicateCustomer, _duplicate)
-    app.add_exception_handler(CustomerRuleBroken, _rule_broken)
+    app.add_exception_handler(SyncError, _sync_error)
     app.add_exception_handler(IntegrityError, _integrity)

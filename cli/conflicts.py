@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.connections import crm_errors, require_connection, settings_and_engine
+from cli.connections import require_connection, settings_and_engine
 from cli.db import session
 from cli.orgs import require_organisation
 from cli.output import (
@@ -21,7 +21,7 @@ from cli.output import (
     print_table,
     say,
 )
-from sync.conflicts import ConflictError, Keep, describe_conflict, resolve_conflict
+from sync.conflicts import Keep, describe_conflict, resolve_conflict
 from sync.store import sync_repository as repo
 from tasks.work import connection_gate
 
@@ -121,23 +121,17 @@ def resolve(
             fail(f"no conflict {conflict_id!r} in this organisation", ExitCode.NOT_FOUND)
         connection_id = conflict.connection_id
     chosen: Keep | None = "billing" if keep == "billing" else "crm" if keep == "crm" else None
-    try:
-        with crm_errors():
-            resolution = resolve_conflict(
-                engine,
-                settings,
-                org.strip(),
-                conflict_id.strip(),
-                keep=chosen,
-                value=set_value,
-                set_value=set_value is not None,
-                actor=actor or f"cli:{getpass.getuser()}",
-                gate=connection_gate(settings, engine, connection_id),
-            )
-    except ConflictError as error:
-        fail(str(error), ExitCode.INVALID)
-    except LookupError as error:
-        fail(str(error), ExitCode.NOT_FOUND)
+    resolution = resolve_conflict(
+        engine,
+        settings,
+        org.strip(),
+        conflict_id.strip(),
+        keep=chosen,
+        value=set_value,
+        set_value=set_value is not None,
+        actor=actor or f"cli:{getpass.getuser()}",
+        gate=connection_gate(settings, engine, connection_id),
+    )
     data = {
         "conflict_id": resolution.conflict_id,
         "field": resolution.field,

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -38,11 +37,9 @@ from cli.output import (
 )
 from connectors import registry
 from connectors.base import Connector
-from connectors.errors import ConnectorError
 from connectors.setup import option_fields
 from sync import connections
-from sync.connections import ConnectionSetupError, ConnectionSpec
-from sync.crypto import SecretKeyMissing
+from sync.connections import ConnectionSpec
 from sync.settings import Settings, get_settings
 from sync.store import sync_repository as repo
 from sync.store.db import engine_for
@@ -73,19 +70,6 @@ def require_connection(opened: Session, organisation_id: str, ref: str) -> Conne
             ExitCode.NOT_FOUND,
         )
     return found
-
-
-@contextmanager
-def crm_errors(code: ExitCode = ExitCode.ERROR) -> Iterator[None]:
-    """Turn the set-up and CRM errors an operator can fix into a message and an exit code."""
-    try:
-        yield
-    except SecretKeyMissing as error:
-        fail(str(error), ExitCode.ERROR)
-    except ConnectionSetupError as error:
-        fail(str(error), ExitCode.INVALID)
-    except ConnectorError as error:
-        fail(f"the CRM refused: {type(error).__name__}: {error}", code)
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -187,14 +171,11 @@ def _set_alerts(
     settings: Settings, row: ConnectionRow, url: str | None, secret: str | None
 ) -> None:
     """Point the connection's alerts at ``url`` (signed with a secret entered once)."""
-    from sync.alerts import AlertSetupError, set_alert_webhook
+    from sync.alerts import set_alert_webhook
 
     if url:
         secret = _secret(secret, "Alert signing secret")
-    try:
-        set_alert_webhook(settings, row, url, secret)
-    except AlertSetupError as error:
-        fail(str(error), ExitCode.INVALID)
+    set_alert_webhook(settings, row, url, secret)
 
 
 def _add(
@@ -207,7 +188,7 @@ def _add(
     alert_secret: str | None = None,
 ) -> None:
     settings = get_settings()
-    with crm_errors(ExitCode.INVALID), session() as opened:
+    with session() as opened:
         require_organisation(opened, org)
         row = connections.add_connection(opened, settings, org.strip(), spec, check=check)
         if alert_webhook:
@@ -430,13 +411,13 @@ def show(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = False)
 
 @app.command()
 def test(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = False) -> None:
-    """Authenticate with the CRM and check the field map. Exit 1 when the CRM refuses."""
+    """Authenticate with the CRM and check the field map. Exit 4 when the CRM refuses the
+    credentials or the map, 1 when it cannot be reached."""
     settings = get_settings()
     with session() as opened:
         row = require_connection(opened, org, connection)
         name = row.name
-        with crm_errors(ExitCode.ERROR):
-            connections.open_connector(settings, row).check()
+        connections.open_connector(settings, row).check()
     if as_json:
         print_json({"connection": name, "ok": True})
         return
@@ -529,7 +510,7 @@ def set_(
     if not changes and alert_webhook is None:
         fail("nothing to change: give at least one option", ExitCode.USAGE)
     settings = get_settings()
-    with crm_errors(ExitCode.INVALID), session() as opened:
+    with session() as opened:
         row = require_connection(opened, org, connection)
         if changes:
             connections.update_connection(opened, settings, row, changes, check=check)
@@ -543,4 +524,4 @@ def set_(
     say(f"Connection [bold]{data['name']}[/] updated: {', '.join(sorted(changes))}.")
 
 
-__all__ = ["app", "crm_errors", "require_connection", "settings_and_engine"]
+__all__ = ["app", "require_connection", "settings_and_engine"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.connections import crm_errors, require_connection, settings_and_engine
+from cli.connections import require_connection, settings_and_engine
 from cli.db import session
 from cli.orgs import require_organisation
 from cli.output import (
@@ -121,23 +121,22 @@ def retry(
         fail(f"no open failure(s) {', '.join(missing)}", ExitCode.NOT_FOUND)
     outcome_runs = []
     retried = recovered = still = 0
-    with crm_errors():
-        # one retry per connection, each with its connection's shared rate budget
-        for conn_id in connection_ids:
-            outcome = retry_failures(
-                engine,
-                settings,
-                org.strip(),
-                failure_ids=[f.id for f in targets if f.connection_id == conn_id],
-                connection_id=conn_id,
-                gate=connection_gate(settings, engine, conn_id),
-            )
-            retried += outcome.retried
-            recovered += outcome.recovered
-            still += outcome.still_failing
-            outcome_runs += [
-                {"run_id": r.run_id, "status": r.status, "error": r.error} for r in outcome.runs
-            ]
+    # one retry per connection, each with its connection's shared rate budget
+    for conn_id in connection_ids:
+        outcome = retry_failures(
+            engine,
+            settings,
+            org.strip(),
+            failure_ids=[f.id for f in targets if f.connection_id == conn_id],
+            connection_id=conn_id,
+            gate=connection_gate(settings, engine, conn_id),
+        )
+        retried += outcome.retried
+        recovered += outcome.recovered
+        still += outcome.still_failing
+        outcome_runs += [
+            {"run_id": r.run_id, "status": r.status, "error": r.error} for r in outcome.runs
+        ]
     failed_runs = [r for r in outcome_runs if r["status"] != "succeeded"]
     data = {
         "retried": retried,

@@ -6,7 +6,8 @@ module, attribute and one line of help. A module is imported only when its comma
 print help), and each command imports what it uses. A new group is one entry (its Typer
 app), a new single command one entry (its function); ``tests/cli/test_imports.py`` checks
 that every entry's help is the module's own. Exit codes and ``--json`` are shared by all
-of them (:mod:`cli.output`).
+of them (:mod:`cli.output`), and so is error handling: :meth:`LazyCommands.invoke` is the one
+place that turns an error into its message and exit code.
 """
 
 from __future__ import annotations
@@ -111,6 +112,19 @@ class LazyCommands(TyperGroup):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             self.commands[cmd_name] = load(cmd_name)
         return self.commands.get(cmd_name)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; an error of the domain's or the connectors' tree ends it with
+        its message and exit code (:func:`cli.output.report_error`), wherever it was raised."""
+        from cli.output import report_error, reset_json_errors
+        from connectors.errors import ConnectorError
+        from sync.errors import SyncError
+
+        reset_json_errors()
+        try:
+            return super().invoke(ctx)
+        except (SyncError, ConnectorError) as error:
+            report_error(error)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list of ``crmsync --help``, from :data:`COMMANDS` alone."""

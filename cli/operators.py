@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli.output import ExitCode, JsonOption, OrgOption, fail, print_json, print_table, say
+from cli.output import JsonOption, OrgOption, print_json, print_table, say
 
 app = typer.Typer(name="operators", help="Console operators (sign-in per organisation).")
 
@@ -47,10 +47,7 @@ def add(
 
     with session() as opened:
         require_organisation(opened, org)
-        try:
-            new = operators.add_operator(opened, org.strip(), email, role, name=name, by=_actor())
-        except operators.OperatorError as error:
-            fail(str(error), ExitCode.INVALID)
+        new = operators.add_operator(opened, org.strip(), email, role, name=name, by=_actor())
     link = operators.password_link(get_settings().public_base_url, new.token)
     if as_json:
         print_json({"id": new.id, "email": new.email, "role": new.role, "link": link})
@@ -72,12 +69,7 @@ def link(email: EmailArg, org: OrgOption, as_json: JsonOption = False) -> None:
 
     with session() as opened:
         require_organisation(opened, org)
-        try:
-            token = operators.new_password_link(opened, org.strip(), email, by=_actor())
-        except LookupError as error:
-            fail(str(error), ExitCode.NOT_FOUND)
-        except operators.OperatorError as error:
-            fail(str(error), ExitCode.INVALID)
+        token = operators.new_password_link(opened, org.strip(), email, by=_actor())
     url = operators.password_link(get_settings().public_base_url, token)
     if as_json:
         print_json({"email": email.strip().lower(), "link": url})
@@ -126,11 +118,6 @@ def remove(email: EmailArg, org: OrgOption) -> None:
 
     with session() as opened:
         require_organisation(opened, org)
-        try:
-            operator = operators.require_operator_by_email(opened, org.strip(), email)
-            operators.remove_operator(opened, org.strip(), operator.id, by=_actor())
-        except LookupError as error:
-            fail(str(error), ExitCode.NOT_FOUND)
-        except operators.OperatorError as error:
-            fail(str(error), ExitCode.INVALID)
+        operator = operators.require_operator_by_email(opened, org.strip(), email)
+        operators.remove_operator(opened, org.strip(), operator.id, by=_actor())
     say(f"Removed {email.strip().lower()}.")

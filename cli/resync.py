@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 import typer
 
-from cli.connections import crm_errors, require_connection, settings_and_engine
+from cli.connections import require_connection, settings_and_engine
 from cli.db import session
 from cli.orgs import require_organisation
-from cli.output import ExitCode, JsonOption, OrgOption, fail, print_json, print_table
+from cli.output import ExitCode, JsonOption, OrgOption, print_json, print_table
 from sync import customers
-from sync.customers import CustomerNotFound
 from sync.engine import sync_records
 from sync.store import sync_repository as repo
 from tasks.work import connection_gate
@@ -31,16 +29,9 @@ def resync(
     Its linked CRM records are pulled and its billing side pushed (on the active connections
     when it has no link yet). Exit 1 when a run fails, 3 when the customer is not found."""
     settings, engine = settings_and_engine()
-    try:
-        wanted = str(uuid.UUID(customer_id))
-    except ValueError:
-        fail(f"no customer {customer_id!r} in this organisation", ExitCode.NOT_FOUND)
     with session() as opened:
         require_organisation(opened, org)
-        try:
-            customers.get_customer(opened, org.strip(), wanted)
-        except CustomerNotFound:
-            fail(f"no customer {customer_id!r} in this organisation", ExitCode.NOT_FOUND)
+        wanted = str(customers.get_customer(opened, org.strip(), customer_id).id)
         only = require_connection(opened, org, connection).id if connection else None
         crm_ids: dict[str, list[str]] = {}
         for link in repo.links_of_customer(opened, org.strip(), wanted):
@@ -52,26 +43,25 @@ def resync(
             }
         targets = {k: v for k, v in crm_ids.items() if only is None or k == only}
     results: list[dict[str, Any]] = []
-    with crm_errors():
-        for connection_id, ids in targets.items():
-            result = sync_records(
-                engine,
-                settings,
-                connection_id,
-                crm_ids=ids,
-                customer_ids=[wanted],
-                trigger="operator",
-                gate=connection_gate(settings, engine, connection_id),
-            )
-            results.append(
-                {
-                    "connection_id": connection_id,
-                    "run_id": result.run_id,
-                    "status": result.status,
-                    "counters": {k: v for k, v in result.counters.items() if v},
-                    "error": result.error,
-                }
-            )
+    for connection_id, ids in targets.items():
+        result = sync_records(
+            engine,
+            settings,
+            connection_id,
+            crm_ids=ids,
+            customer_ids=[wanted],
+            trigger="operator",
+            gate=connection_gate(settings, engine, connection_id),
+        )
+        results.append(
+            {
+                "connection_id": connection_id,
+                "run_id": result.run_id,
+                "status": result.status,
+                "counters": {k: v for k, v in result.counters.items() if v},
+                "error": result.error,
+            }
+        )
     if as_json:
         print_json(results)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.output import ExitCode, JsonOption, fail, print_json, say
+from cli.output import JsonOption, print_json, say
 
 app = typer.Typer(
     name="secret-key",
@@ -35,15 +35,12 @@ def rotate(as_json: JsonOption = False) -> None:
     CRMSYNC_SECRET_KEY=NEW,OLD (the first key encrypts, each one decrypts), run this, then
     give them NEW alone. Nothing is written unless every credential can be read."""
     from cli.db import session
-    from sync.crypto import SecretKeyMissing, rotate_credentials
+    from sync.crypto import rotate_credentials
     from sync.settings import get_settings
 
     settings = get_settings()
-    try:
-        with session() as opened:
-            done = rotate_credentials(opened, settings)
-    except SecretKeyMissing as error:
-        fail(str(error), ExitCode.ERROR)
+    with session() as opened:
+        done = rotate_credentials(opened, settings)
     if as_json:
         print_json({"rotated": done.rotated, "keys": done.keys})
         return

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli.connections import ConnectionArg, crm_errors, require_connection, settings_and_engine
+from cli.connections import ConnectionArg, require_connection, settings_and_engine
 from cli.db import session
 from cli.output import ExitCode, JsonOption, OrgOption, fail, print_json, print_table, say, stderr
 from sync.engine import RunResult, sync_connection
+from sync.errors import ConnectionPaused
 from sync.plan import Plan
 from tasks import enqueue, work
 
@@ -54,14 +55,13 @@ def sync(
         row = require_connection(opened, org, connection)
         connection_id, name, state = row.id, row.name, row.state
     if state == "paused" and not plan:
-        fail(
-            f"connection {name} is paused: `crmsync connections resume` it first", ExitCode.INVALID
+        raise ConnectionPaused(
+            f"connection {name} is paused: `crmsync connections resume` it first"
         )
     if plan:
-        with crm_errors():
-            result = sync_connection(
-                engine, settings, connection_id, trigger="operator", full=full, plan=True
-            )
+        result = sync_connection(
+            engine, settings, connection_id, trigger="operator", full=full, plan=True
+        )
         _print_plan(result, as_json)
         return
     if not wait:
@@ -71,7 +71,7 @@ def sync(
         else:
             say(f"Queued a {'full ' if full else ''}sync of [bold]{name}[/] (task {task_id}).")
         return
-    with crm_errors(), _progress(as_json) as report:
+    with _progress(as_json) as report:
         outcome = work.run_sync(
             settings, engine, connection_id, trigger="operator", full=full, progress=report
         )

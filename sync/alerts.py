@@ -44,6 +44,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sync.crypto import decrypt_credentials, encrypt_credentials
+from sync.errors import AlertDeliveryFailed as AlertDeliveryFailed
+from sync.errors import AlertSetupError as AlertSetupError
 from sync.settings import Settings
 from sync.store import ops_repository
 from sync.store.db import transaction
@@ -61,14 +63,6 @@ TIMEOUT_SECONDS = 10.0
 RUNS_FAILING = "runs_failing"
 PAUSED_BY_LIMIT = "paused_by_limit"
 CONFLICTS_OPENED = "conflicts_opened"
-
-
-class AlertSetupError(ValueError):
-    """An alert webhook that cannot be used (not an http(s) URL, no secret)."""
-
-
-class AlertDeliveryFailed(RuntimeError):
-    """The receiver did not take the alert (it is retried); the message names no URL."""
 
 
 @dataclass(frozen=True)

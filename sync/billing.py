@@ -7,11 +7,7 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from sync.customer import FieldValue, validate_fields
-
-
-class InvalidRecord(ValueError):
-    """CRM values that would make an invalid billing customer; the message names each
-    field and the rule it broke."""
+from sync.errors import InvalidRecord as InvalidRecord
 
 
 def describe_validation(error: ValidationError) -> str:

@@ -19,6 +19,8 @@ from sync.billing import validated
 from sync.connections import open_connector
 from sync.customer import FieldValue
 from sync.decision import BillingCustomer
+from sync.errors import ConflictError as ConflictError
+from sync.errors import ConflictNotOpen, InvalidInput, NotFound
 from sync.match import MatchMode, canonical
 from sync.settings import Settings
 from sync.store import repository
@@ -28,10 +30,6 @@ from sync.store.db import transaction
 from sync.store.models import Conflict, ConnectionRow, LinkRow, utcnow
 
 Keep = Literal["billing", "crm"]
-
-
-class ConflictError(Exception):
-    """A conflict that cannot be resolved as asked, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def resolve_conflict(
     side, push it to the CRM if it lacks it, then write billing, the base and the
     conflict in one short transaction: no transaction stays open across a CRM call."""
     if (keep is None) == (not set_value):
-        raise ConflictError("choose one: keep billing, keep crm, or set a value")
+        raise InvalidInput("choose one: keep billing, keep crm, or set a value")
     with transaction(engine) as session:
         found = _read(session, organisation_id, conflict_id)
         if isinstance(found, Conflict):
@@ -119,9 +117,9 @@ def _read(session: Session, organisation_id: str, conflict_id: str) -> _Open | C
     """The open conflict (a merge conflict as its row), or why it cannot be resolved."""
     conflict = repo.get_conflict(session, organisation_id, conflict_id)
     if conflict is None:
-        raise LookupError(f"no conflict {conflict_id}")
+        raise NotFound(f"no conflict {conflict_id}")
     if conflict.status != "open":
-        raise ConflictError(f"conflict {conflict_id} is already {conflict.status}")
+        raise ConflictNotOpen(f"conflict {conflict_id} is already {conflict.status}")
     connection = repo.get_connection(session, conflict.connection_id)
     link = session.get(LinkRow, conflict.link_id) if conflict.link_id else None
     if connection is None or link is None:
@@ -183,7 +181,7 @@ def _write(
     conflict must still be open and the customer as it was read."""
     conflict = session.get(Conflict, found.id, with_for_update=True)
     if conflict is None or conflict.status != "open":
-        raise ConflictError(f"conflict {found.id} was resolved meanwhile")
+        raise ConflictNotOpen(f"conflict {found.id} was resolved meanwhile")
     if changes is not None:
         current = repository.get_customer(session, organisation_id, found.customer.id)
         if current is None or billing_customer(current).fields != found.customer.fields:

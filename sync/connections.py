@@ -17,6 +17,7 @@ from connectors.setup import check_config
 from sync import alerts
 from sync.alerts import describe_target
 from sync.crypto import decrypt_credentials, encrypt_credentials
+from sync.errors import ConnectionSetupError as ConnectionSetupError
 from sync.match import MATCH_MODES
 from sync.settings import Settings
 from sync.store import sync_repository as repo
@@ -26,10 +27,6 @@ log = logging.getLogger(__name__)
 
 DIRECTIONS = ("both", "crm_to_billing", "billing_to_crm", "none")
 CREATE_POLICIES = ("create", "ignore")
-
-
-class ConnectionSetupError(Exception):
-    """A connection that cannot be set up or found, with the reason."""
 
 
 @dataclass

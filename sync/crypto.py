@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.orm import Session
 
+from sync.errors import SecretKeyMissing as SecretKeyMissing
 from sync.logs import register_secret
 from sync.settings import Settings
 from sync.store import sync_repository as repo
-
-
-class SecretKeyMissing(RuntimeError):
-    """No ``CRMSYNC_SECRET_KEY``: credentials can be neither stored nor read."""
 
 
 def new_secret_key() -> str:

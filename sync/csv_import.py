@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from sync.customer import ADDRESS_PARTS, CustomerIn
 from sync.customers import import_customers
+from sync.errors import CsvFileError as CsvFileError
 from sync.store import repository
 
 ADDRESS_COLUMNS = ("address", "ship_to_address")
@@ -90,10 +91,6 @@ EXAMPLE_ROW: dict[str, str] = {
     "auto_charge_enabled": "true",
     "business_entity_id": "",
 }
-
-
-class CsvFileError(ValueError):
-    """The file as a whole cannot be read as a customer CSV (nothing is imported)."""
 
 
 @dataclass(frozen=True)

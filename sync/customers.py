@@ -6,6 +6,7 @@ pushed to each connected CRM exactly when it is committed. Nothing here commits.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,34 +14,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from sync.customer import Customer, CustomerIn, CustomerPatch, flatten
+from sync.errors import CustomerNotFound as CustomerNotFound
+from sync.errors import CustomerRuleBroken as CustomerRuleBroken
+from sync.errors import DuplicateCustomer as DuplicateCustomer
 from sync.store import repository, sync_repository
 from sync.store.models import CustomerRow, new_id, utcnow
-
-
-class CustomerError(Exception):
-    """Base of the errors a customer operation reports to its caller."""
-
-
-class CustomerNotFound(CustomerError):
-    pass
-
-
-class DuplicateCustomer(CustomerError):
-    """Another customer of the organisation already has this ``external_id`` or ``email``."""
-
-    def __init__(self, field: str, value: str):
-        super().__init__(f"a customer with {field} {value!r} already exists")
-        self.field = field
-        self.value = value
-
-
-class CustomerRuleBroken(CustomerError):
-    """A rule that needs the store to check (business entities)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def to_public(row: CustomerRow) -> dict[str, Any]:
@@ -134,7 +112,13 @@ def update_customer(
 
 
 def get_customer(session: Session, organisation_id: str, customer_id: str) -> Customer:
-    row = repository.get_customer(session, organisation_id, customer_id)
+    """The organisation's customer, or :class:`CustomerNotFound` (also for an id that is
+    not a UUID, or another organisation's customer)."""
+    try:
+        wanted = str(uuid.UUID(customer_id))
+    except ValueError:
+        raise CustomerNotFound(customer_id) from None
+    row = repository.get_customer(session, organisation_id, wanted)
     if row is None:
         raise CustomerNotFound(customer_id)
     return to_model(row)

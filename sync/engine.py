@@ -43,6 +43,7 @@ from sync.connections import (
 from sync.context import Progress, RunContext
 from sync.decide import Policy
 from sync.decision import CursorMove
+from sync.errors import NotFound
 from sync.fencing import Fence, StaleRun
 from sync.pages import contacts_page, push_page, sync_page
 from sync.plan import Plan
@@ -242,7 +243,7 @@ def _start_run(
     with transaction(engine) as session:
         row = repo.get_connection(session, connection_id)
         if row is None:
-            raise LookupError(f"no connection {connection_id}")
+            raise NotFound(f"no connection {connection_id}")
         run_id = None
         if not plan:
             repo.mark_interrupted_runs(session, connection_id, scope)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, update
 
 from connectors.base import RateGate
 from sync.engine import RunResult, sync_records
+from sync.errors import NotFound
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -50,7 +51,7 @@ def retry_failures(
         )
         if failure_ids is not None and len(failures) != len(set(failure_ids)):
             missing = set(failure_ids) - {f.id for f in failures}
-            raise LookupError(f"no open failure(s) {sorted(missing)}")
+            raise NotFound(f"no open failure(s) {sorted(missing)}")
         by_connection: dict[str, list[RecordFailure]] = {}
         for failure in failures:
             by_connection.setdefault(failure.connection_id, []).append(failure)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from sync.errors import StaleRun as StaleRun
 from sync.store import fencing
-from sync.store.fencing import StaleRun
 
 
 def _never() -> bool:

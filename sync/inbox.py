@@ -16,14 +16,11 @@ from connectors.errors import WebhookRejected
 from sync import telemetry
 from sync.connections import open_connector
 from sync.engine import RunResult, sync_records
+from sync.errors import UnknownConnection as UnknownConnection
 from sync.fencing import Fence
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-
-
-class UnknownConnection(LookupError):
-    pass
 
 
 @dataclass(frozen=True)

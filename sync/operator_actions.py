@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from connectors.base import RateGate
 from sync import connections
+from sync.errors import ConnectionPaused, NotFound
 from sync.failures import RetryOutcome, retry_failures
 from sync.settings import Settings
 from sync.store import sync_repository as repo
@@ -24,10 +25,10 @@ from sync.store.models import ConnectionRow
 
 
 def require_connection(session: Session, organisation_id: str, connection_id: str) -> ConnectionRow:
-    """The organisation's connection, or LookupError (another organisation's included)."""
+    """The organisation's connection, or :class:`NotFound` (another organisation's included)."""
     row = repo.get_connection(session, connection_id)
     if row is None or row.organisation_id != organisation_id:
-        raise LookupError(f"no connection {connection_id} in this organisation")
+        raise NotFound(f"no connection {connection_id} in this organisation")
     return row
 
 
@@ -52,9 +53,7 @@ def note_sync_requested(
     it once this transaction commits)."""
     row = require_connection(session, organisation_id, connection_id)
     if row.state != "active":
-        raise connections.ConnectionSetupError(
-            f"connection {row.name} is {row.state}: resume it first"
-        )
+        raise ConnectionPaused(f"connection {row.name} is {row.state}: resume it first")
     repo.add_audit(
         session, organisation_id, actor, "sync_requested", row.id, {"name": row.name, "full": full}
     )
@@ -138,7 +137,7 @@ def retry(
         )
         if failure_ids is not None and len(targets) != len(set(failure_ids)):
             missing = sorted(set(failure_ids) - {f.id for f in targets})
-            raise LookupError(f"no open failure(s) {', '.join(missing)}")
+            raise NotFound(f"no open failure(s) {', '.join(missing)}")
         by_connection: dict[str, list[str]] = {}
         for failure in targets:
             by_connection.setdefault(failure.connection_id, []).append(failure.id)

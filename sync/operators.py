@@ -25,6 +25,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
+from sync.errors import ChooseOrganisation as ChooseOrganisation
+from sync.errors import NotFound
+from sync.errors import OperatorError as OperatorError
+from sync.errors import OrganisationChoice as OrganisationChoice
+from sync.errors import SignInLimited as SignInLimited
+from sync.errors import SignInRefused as SignInRefused
 from sync.store import operator_repository as repo
 from sync.store import repository, sync_repository
 from sync.store.models import Operator, utcnow
@@ -47,37 +53,6 @@ WINDOW = timedelta(minutes=15)
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified when no account matches, so an unknown e-mail costs the same time as a known one.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-class OperatorError(Exception):
-    """An operator request that cannot be done as asked, with the reason."""
-
-
-class SignInRefused(Exception):
-    """Wrong e-mail or password (never says which)."""
-
-
-class SignInLimited(Exception):
-    """Too many failed attempts: refused without checking, for ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        minutes = max(1, (retry_after + 59) // 60)
-        super().__init__(f"too many failed sign-ins: try again in {minutes} minute(s)")
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class OrganisationChoice:
-    id: str
-    name: str
-
-
-class ChooseOrganisation(Exception):
-    """The e-mail and password are right for operators of several organisations."""
-
-    def __init__(self, choices: list[OrganisationChoice]) -> None:
-        super().__init__("choose the organisation to sign in to")
-        self.choices = choices
 
 
 @dataclass(frozen=True)
@@ -139,7 +114,7 @@ def add_operator(
     _check_role(role)
     address = normalise_email(email)
     if repository.get_organisation(session, organisation_id) is None:
-        raise LookupError(f"no organisation {organisation_id}")
+        raise NotFound(f"no organisation {organisation_id}")
     if repo.find_operator(session, organisation_id, address) is not None:
         raise OperatorError(f"{address} is already an operator of this organisation")
     display = (name or "").strip() or address.split("@", 1)[0]
@@ -178,7 +153,7 @@ def new_password_link(session: Session, organisation_id: str, email: str, *, by:
 def require_operator_by_email(session: Session, organisation_id: str, email: str) -> Operator:
     operator = repo.find_operator(session, organisation_id, normalise_email(email))
     if operator is None:
-        raise LookupError(f"no operator {email.strip()!r} in this organisation")
+        raise NotFound(f"no operator {email.strip()!r} in this organisation")
     return operator
 
 
@@ -332,7 +307,7 @@ def remove_operator(session: Session, organisation_id: str, operator_id: str, *,
 def _require(session: Session, organisation_id: str, operator_id: str) -> Operator:
     operator = repo.get_operator(session, organisation_id, operator_id)
     if operator is None:
-        raise LookupError(f"no operator {operator_id} in this organisation")
+        raise NotFound(f"no operator {operator_id} in this organisation")
     return operator
 
 

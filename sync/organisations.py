@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from sync.errors import InvalidInput, NotFound
 from sync.store import repository
 from sync.store.models import BusinessEntity, Organisation
 
@@ -23,7 +24,7 @@ class NewOrganisation:
 
 def create_organisation(session: Session, name: str) -> NewOrganisation:
     if not name.strip():
-        raise ValueError("organisation name must not be blank")
+        raise InvalidInput("organisation name must not be blank")
     api_key = "crm_" + secrets.token_urlsafe(32)
     org = repository.add_organisation(session, name.strip(), api_key)
     return NewOrganisation(org.id, org.name, api_key)
@@ -47,9 +48,9 @@ def list_organisations(session: Session) -> Sequence[Organisation]:
 
 def create_business_entity(session: Session, organisation_id: str, name: str) -> BusinessEntity:
     if repository.get_organisation(session, organisation_id) is None:
-        raise LookupError(f"no organisation {organisation_id}")
+        raise NotFound(f"no organisation {organisation_id}")
     if not name.strip():
-        raise ValueError("business entity name must not be blank")
+        raise InvalidInput("business entity name must not be blank")
     return repository.add_business_entity(session, organisation_id, name.strip())
 
 

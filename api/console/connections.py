@@ -40,6 +40,7 @@ from sync.connections import (
 )
 from sync.crypto import SecretKeyMissing
 from sync.engine import sync_connection
+from sync.errors import ConnectionPaused
 from sync.match import MATCH_MODES
 from sync.plan import Plan
 from sync.store import review_repository, sync_repository
@@ -234,7 +235,7 @@ def sync_now(
             name = row.name
     except LookupError:
         raise not_found("connection") from None
-    except ConnectionSetupError as error:
+    except ConnectionPaused as error:
         session.say(str(error), "error")
         return back_to(request, f"/console/connections/{connection_id}")
     try:

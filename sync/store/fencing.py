@@ -13,12 +13,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from sync.errors import StaleRun as StaleRun
 from sync.store.models import LockFence, utcnow
 from sync.store.repository import _insert_for
-
-
-class StaleRun(RuntimeError):
-    """The run's lock was taken over by another holder: its writes are refused."""
 
 
 def claim(session: Session, name: str) -> int:

@@ -1,0 +1,48 @@
+"""Errors through the CLI: one handler, one exit code per error, JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from cli.output import ExitCode
+from tests.cli.conftest import Run
+
+
+def test_a_domain_error_is_a_message_and_its_exit_code(run: Run, org: str) -> None:
+    missing = str(uuid.uuid4())
+    result = run("customers", "show", missing, "--org", org, code=ExitCode.NOT_FOUND)
+    assert result.stderr.startswith("Error: no customer") and missing in result.stderr
+    assert result.stdout == ""
+    # not a UUID: the same answer, not a store error
+    run("customers", "show", "nope", "--org", org, code=ExitCode.NOT_FOUND)
+
+
+def test_with_json_an_error_is_a_json_line_on_stderr(run: Run, org: str) -> None:
+    missing = str(uuid.uuid4())
+    result = run("customers", "show", missing, "--org", org, "--json", code=ExitCode.NOT_FOUND)
+    assert json.loads(result.stderr) == {
+        "error": "customer_not_found",
+        "message": f"no customer {missing!r} in this organisation",
+        "exit_code": 3,
+    }
+    assert result.stdout == ""
+    # an error the command itself reports (no such conflict) comes out as JSON too
+    result = run("conflicts", "show", "nope", "--org", org, "--json", code=ExitCode.NOT_FOUND)
+    assert json.loads(result.stderr)["error"] == "not_found"
+    # and the next command without --json prints as usual
+    assert run("runs", "show", "nope", "--org", org, code=ExitCode.NOT_FOUND).stderr.startswith(
+        "Error: no run"
+    )
+
+
+def test_an_operator_error_raised_deep_in_the_domain_gets_its_code(run: Run, org: str) -> None:
+    bad = run(
+        "operators", "add", "not-an-address", "--org", org, "--role", "viewer", "--json",
+        code=ExitCode.INVALID,
+    )  # fmt: skip
+    error = json.loads(bad.stderr)
+    assert error["error"] == "operator_error" and error["exit_code"] == 4
+    assert "not-an-address" in error["message"]
+    gone = run("operators", "link", "nobody@example.com", "--org", org, code=ExitCode.NOT_FOUND)
+    assert "no operator" in gone.stderr

@@ -9,11 +9,14 @@ record the CRM refuses becomes a dead-letter row; its base stays, so it is pushe
 
 from __future__ import annotations
 
+import logging
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.base import CustomerPush, PushResult, RecordError
@@ -47,11 +50,20 @@ _TABLES: tuple[Table, ...] = (
     "outbox",
     "audit",
 )
+log = logging.getLogger(__name__)
 _NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for this record")
 
 
-def carry_out(ctx: RunContext, session: Session, decision: PageDecision) -> None:
-    """Apply a page's decision, or in plan mode show it instead: the one place that asks."""
+def carry_out(
+    ctx: RunContext,
+    session: Session,
+    decision: PageDecision,
+    made: PushesMade | None = None,
+    *,
+    isolate: bool = False,
+) -> None:
+    """Apply a page's decision, or in plan mode show it instead: the one place that asks.
+    ``made`` and ``isolate`` are :func:`apply`'s."""
     if ctx.plan is not None:
         ctx.plan.show(decision)
         ctx.unapplied.note(decision)
@@ -61,21 +73,35 @@ def carry_out(ctx: RunContext, session: Session, decision: PageDecision) -> None
             _count(ctx, (*record.counts, *planned), len(record.conflicts))
         if decision.contacts is not None:
             ctx.count("contacts", len(decision.contacts.attach))
+            ctx.count("failed", len(decision.contacts.failures))
         return
-    apply(ctx, session, decision)
+    apply(ctx, session, decision, made, isolate=isolate)
 
 
-def apply(ctx: RunContext, session: Session, decision: PageDecision) -> None:
+def apply(
+    ctx: RunContext,
+    session: Session,
+    decision: PageDecision,
+    made: PushesMade | None = None,
+    *,
+    isolate: bool = False,
+) -> None:
     """Push, then write, a page's decision, and move its cursor (the caller commits).
 
-    An ``IntegrityError`` is raised as it is: a sync of the same connection beside this
-    one (a webhook's) linked or created one of these records first, and the caller decides
-    the page again on what is there now."""
-    results = _push(ctx, decision.pushes())
-    rows = _Rows()
-    for record in decision.records:
-        rows.add(ctx, record, results)
-    _write(ctx, session, rows)
+    Pushes already in ``made`` (this page's, from an attempt the store refused) are not
+    made again. Without ``isolate`` a store refusal (:data:`STORE_REFUSALS`) is raised as
+    it is: a sync of the same connection beside this one (a webhook's) may have linked or
+    created one of these records first, and the caller decides the page again on what is
+    there now. With ``isolate`` the records the store refuses are found by bisection and go
+    to the dead letter with the store's reason; the rest of the page is written."""
+    results = _push(ctx, decision.pushes(), made if made is not None else PushesMade())
+    if isolate:
+        rows = _write_isolated(ctx, session, decision.records, results)
+    else:
+        rows = _Rows()
+        for record in decision.records:
+            rows.add(ctx, record, results)
+        _write(ctx, session, rows)
     for name, amount in rows.counts.items():
         ctx.count(name, amount)
     if decision.contacts is not None:
@@ -107,16 +133,46 @@ def save_counters(ctx: RunContext, session: Session) -> None:
 # --- pushing -------------------------------------------------------------------------------
 
 
-def _push(ctx: RunContext, pushes: list[CrmPush]) -> dict[str, PushResult]:
+class PushesMade:
+    """The CRM writes one page has made, by customer. When the store refuses the page's
+    rows and the page is decided again, a push already made is not made twice: the same
+    fields for the same record take the earlier result, and a CRM record once created for
+    a customer is never created again."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[CrmPush, PushResult]] = {}
+
+    def result(self, push: CrmPush) -> PushResult | None:
+        made = self._made.get(push.customer_id)
+        if made is None:
+            return None
+        earlier, result = made
+        if push.crm_id is None or (earlier.crm_id, earlier.fields) == (push.crm_id, push.fields):
+            return result
+        return None
+
+    def add(self, push: CrmPush, result: PushResult) -> None:
+        self._made[push.customer_id] = (push, result)
+
+
+def _push(ctx: RunContext, pushes: list[CrmPush], made: PushesMade) -> dict[str, PushResult]:
     """Push in batches; results are matched by billing id, never by position."""
-    if not pushes:
-        return {}
+    results = {p.customer_id: r for p in pushes if (r := made.result(p)) is not None}
+    todo = [p for p in pushes if p.customer_id not in results]
+    if not todo:
+        return results
     before = ctx.connector.api_calls
-    results = ctx.connector.push_customers(
-        [CustomerPush(p.customer_id, p.crm_id, dict(p.fields)) for p in pushes]
+    answers = ctx.connector.push_customers(
+        [CustomerPush(p.customer_id, p.crm_id, dict(p.fields)) for p in todo]
     )
     ctx.count("calls_push", ctx.connector.api_calls - before)
-    return {result.billing_id: result for result in results}
+    by_customer = {answer.billing_id: answer for answer in answers}
+    for push in todo:
+        answer = by_customer.get(push.customer_id)
+        if answer is not None:
+            made.add(push, answer)
+            results[push.customer_id] = answer
+    return results
 
 
 # --- rows at the store's edge --------------------------------------------------------------
@@ -131,6 +187,13 @@ class _Rows:
         #: CRM ids that synced (their pull failures close), customers whose push succeeded
         self.synced: list[str] = []
         self.pushed: list[str] = []
+
+    def extend(self, other: _Rows) -> None:
+        for table, rows in other.tables.items():
+            self.tables[table].extend(rows)
+        self.counts.update(other.counts)
+        self.synced.extend(other.synced)
+        self.pushed.extend(other.pushed)
 
     def add(
         self, ctx: RunContext, record: RecordDecision, results: Mapping[str, PushResult]
@@ -278,7 +341,8 @@ def _audit_row(ctx: RunContext, audit: Audit) -> dict[str, Any]:
 
 
 def failure_row(ctx: RunContext, failure: Failure) -> dict[str, Any]:
-    """A dead-letter row for a record that failed (the rest of its page goes on)."""
+    """A dead-letter row for a record that failed (the rest of its page goes on). What
+    the CRM sent is kept as far as the store can hold it (:func:`storable`)."""
     return {
         "id": new_id(),
         "organisation_id": ctx.organisation_id,
@@ -287,13 +351,30 @@ def failure_row(ctx: RunContext, failure: Failure) -> dict[str, Any]:
         "direction": failure.direction,
         "crm_id": failure.crm_id,
         "customer_id": failure.customer_id,
-        "payload": failure.payload,
+        "payload": storable(failure.payload),
         "error_kind": failure.kind,
-        "error_code": failure.code,
-        "error_message": failure.message,
+        "error_code": storable(failure.code)[:64],
+        "error_message": storable(failure.message),
         "attempts": 1,
         "status": "open",
     }
+
+
+#: what no store column can hold: NUL (PostgreSQL text and jsonb refuse it) and lone
+#: surrogates (not encodable as UTF-8)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` (JSON) with each character no store can hold replaced by U+FFFD, so that
+    the dead-letter row of a record refused for holding one can itself be written."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -314,6 +395,79 @@ def _write(ctx: RunContext, session: Session, rows: _Rows) -> None:
     repo.add_audits(session, tables["audit"])
 
 
+#: what the store refuses a record's rows with: a value it cannot hold (psycopg's
+#: DataError: a NUL, a value too long, a bad JSON escape), a constraint (IntegrityError:
+#: unique, check, foreign key), or text the driver cannot encode (a lone surrogate)
+STORE_REFUSALS: tuple[type[Exception], ...] = (DataError, IntegrityError, UnicodeEncodeError)
+
+
+def _write_isolated(
+    ctx: RunContext,
+    session: Session,
+    records: Sequence[RecordDecision],
+    results: Mapping[str, PushResult],
+) -> _Rows:
+    """Write records' rows, leaving out the records the store refuses, which go to the dead
+    letter with the store's reason; returns the rows written. The dead-letter rows are
+    written once, after the others (a try the store refuses writes none)."""
+    rows = _bisect(ctx, session, records, results)
+    failures, rows.tables["failure"] = rows.tables["failure"], []
+    repo.record_failures(session, failures)
+    return rows
+
+
+def _bisect(
+    ctx: RunContext,
+    session: Session,
+    records: Sequence[RecordDecision],
+    results: Mapping[str, PushResult],
+) -> _Rows:
+    """A group the store refuses (in a savepoint) is split in two and each half tried
+    again, down to single records: k bad records of n cost about k·log2(n) tries."""
+    rows = _Rows()
+    for record in records:
+        rows.add(ctx, record, results)
+    failures, rows.tables["failure"] = rows.tables["failure"], []
+    try:
+        with session.begin_nested():
+            _write(ctx, session, rows)
+    except STORE_REFUSALS as error:
+        if len(records) > 1:
+            half = len(records) // 2
+            written = _bisect(ctx, session, records[:half], results)
+            written.extend(_bisect(ctx, session, records[half:], results))
+            return written
+        failure = _refused(records[0], error)
+        log.warning(
+            "record refused by the store",
+            extra={"crm_id": failure.crm_id, "customer_id": failure.customer_id},
+        )
+        refused = _Rows()
+        refused.tables["failure"].append(failure_row(ctx, failure))
+        refused.counts["failed"] += 1
+        return refused
+    rows.tables["failure"] = failures
+    return rows
+
+
+def _refused(record: RecordDecision, error: Exception) -> Failure:
+    """The dead-letter entry of a record whose rows the store refused, in its words."""
+    original = getattr(error, "orig", None) or error
+    reason = str(original).strip() or type(original).__name__
+    code = getattr(original, "sqlstate", None) or type(original).__name__
+    fields: dict[str, Any] = {}
+    if record.new_customer is not None:
+        fields = dict(record.new_customer.fields)
+    elif record.change is not None:
+        fields = dict(record.change.changes)
+    elif record.push is not None:
+        fields = dict(record.push.fields)
+    # a record of the CRM is retried by its CRM id; one only billing knows, by its customer
+    direction: Literal["pull", "push"] = "pull" if record.crm_id is not None else "push"
+    payload = {"fields": fields, "refused_by": "store"}
+    return Failure(direction, record.crm_id, record.customer_id, payload, "store", reason, code)
+
+
 def _write_contacts(ctx: RunContext, session: Session, contacts: ContactsDecision) -> None:
     rows = [
         {
@@ -329,6 +483,9 @@ def _write_contacts(ctx: RunContext, session: Session, contacts: ContactsDecisio
         for contact in contacts.attach
     ]
     ctx.count("contacts", len(rows))
+    if contacts.failures:
+        repo.record_failures(session, [failure_row(ctx, f) for f in contacts.failures])
+        ctx.count("failed", len(contacts.failures))
     if contacts.fresh:
         repo.insert_crm_contacts(session, rows)
     else:

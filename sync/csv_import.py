@@ -161,14 +161,21 @@ def read_text(path: Path) -> str:
         raise CsvFileError(
             f"{path} is not a UTF-8 text file (byte {error.start}): expected a CSV file"
         ) from error
-    if "\x00" in text:
+    if "\x00" in text.partition("\n")[0]:
+        # a header with NULs is a UTF-16 file or no text at all; a NUL further down is a
+        # bad cell, reported with its row by the customer model's rule
         raise CsvFileError(f"{path} contains NUL bytes: expected a CSV text file")
     return text
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line where the record starts, cells) for each record; blank records skipped."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # Python 3.11's csv module stops at a NUL ("line contains NUL"): it travels through the
+    # reader as a character the text does not hold, and comes back in its cell, where the
+    # customer model refuses it (no_control_characters) and the row is reported
+    stand_in = next(chr(c) for c in range(0xE000, 0xF900) if chr(c) not in text)
+    nul = "\x00" in text
+    reader = csv.reader(io.StringIO(text.replace("\x00", stand_in), newline=""), strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -177,6 +184,8 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             return
         except csv.Error as error:
             raise CsvFileError(f"line {start}: not valid CSV: {error}") from error
+        if nul:
+            cells = [cell.replace(stand_in, "\x00") for cell in cells]
         if any(cell.strip() for cell in cells):
             yield start, cells
 

@@ -80,7 +80,11 @@ def _control_problem(value: str, pattern: re.Pattern[str]) -> str | None:
     if found is None:
         return None
     code, position = ord(found.group()), found.start()
-    return f"must not contain control characters (U+{code:04X} at position {position})"
+    # the rule's name is in the words too: the dead letter and the CSV report show only them
+    return (
+        f"must not contain control characters ({NO_CONTROL_CHARACTERS}: "
+        f"U+{code:04X} at position {position})"
+    )
 
 
 def _control_error(value: str, pattern: re.Pattern[str]) -> PydanticCustomError:
@@ -355,6 +359,36 @@ def crm_value_problem(value: object) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else "must be a finite number"
     return f"must be text, a number, a boolean or empty, not {type(value).__name__}"
+
+
+def crm_fields_problem(fields: Mapping[str, object]) -> str | None:
+    """Why a CRM record's values cannot be kept at all (``field: problem; ...``, by
+    :func:`crm_value_problem`), or None. A record with such a value goes to the dead letter
+    whole, whichever way its fields sync: its base and last-seen values would hold it."""
+    texts = [v for v in fields.values() if isinstance(v, str)]
+    if len(texts) == len(fields) and _CONTROL_BUT_NEWLINES.search("".join(texts)) is None:
+        return None  # the usual record: all text, all clean, one search
+    problems = []
+    for name, value in fields.items():
+        problem = crm_value_problem(value)
+        if problem is not None:
+            problems.append(f"{name}: {problem}")
+    return "; ".join(problems) or None
+
+
+def contact_problem(name: str | None, email: str | None) -> str | None:
+    """Why a CRM contact cannot become a secondary contact, or None: its name and e-mail
+    are single lines (:data:`NO_CONTROL_CHARACTERS`) of at most 255 and 320 characters."""
+    problems = []
+    for field, value, longest in (("name", name, 255), ("email", email, 320)):
+        if not isinstance(value, str):
+            continue
+        problem = _control_problem(value, _CONTROL)
+        if problem is None and len(value) > longest:
+            problem = f"must have at most {longest} characters"
+        if problem is not None:
+            problems.append(f"{field}: {problem}")
+    return "; ".join(problems) or None
 
 
 class _Flat(BaseModel):

@@ -20,6 +20,7 @@ from functools import cached_property
 
 from connectors.base import CrmContact, CrmCustomer
 from sync.billing import InvalidRecord, validated, validated_new
+from sync.customer import NO_CONTROL_CHARACTERS, contact_problem, crm_fields_problem
 from sync.decision import (
     Audit,
     BillingCustomer,
@@ -136,6 +137,11 @@ def _decide_record(policy: Policy, scratch: _Scratch, record: CrmCustomer) -> Re
     if record.deleted:
         return _removed(scratch, record)
     link = scratch.links.get(record.id)
+    problem = crm_fields_problem(crm_fields(policy, record))
+    if problem is not None:
+        # refused whole (its base would keep the value), and the rest of the page goes on
+        owner = link.customer_id if link is not None else None
+        return pull_failure(record, "validation", problem, owner, code=NO_CONTROL_CHARACTERS)
     if link is not None:
         return _linked(policy, scratch, record, link)
     return _unlinked(policy, scratch, record)
@@ -416,11 +422,16 @@ def _link_changed(link: Link, write: LinkWrite) -> bool:
 
 
 def pull_failure(
-    record: CrmCustomer, kind: str, message: str, customer_id: str | None = None
+    record: CrmCustomer,
+    kind: str,
+    message: str,
+    customer_id: str | None = None,
+    *,
+    code: str = "",
 ) -> RecordDecision:
     """A CRM record that goes to the dead letter; the rest of its page goes on."""
     failure = Failure(
-        "pull", record.id, customer_id, {"fields": dict(record.fields)}, kind, message
+        "pull", record.id, customer_id, {"fields": dict(record.fields)}, kind, message, code
     )
     return RecordDecision(record.id, customer_id, counts=("failed",), failure=failure)
 
@@ -526,11 +537,29 @@ def decide_contacts(
     ``owners`` maps a CRM account / company id to its linked customer."""
     attach: list[ContactRow] = []
     remove: list[str] = []
+    failures: list[Failure] = []
     for contact in {c.id: c for c in contacts}.values():
         customer_id = owners.get(contact.customer_id or "")
         if contact.deleted or customer_id is None:
             remove.append(contact.id)
             continue
+        problem = contact_problem(contact.name, contact.email)
+        if problem is not None:
+            # the contact model's rule: refused, and the customer's other contacts go on.
+            # No CRM id on the row: a retry syncs the customer, not an account of that id.
+            payload = {"contact_id": contact.id, "name": contact.name, "email": contact.email}
+            failures.append(
+                Failure(
+                    "pull",
+                    None,
+                    customer_id,
+                    payload,
+                    "validation",
+                    f"contact {contact.id}: {problem}",
+                    NO_CONTROL_CHARACTERS if NO_CONTROL_CHARACTERS in problem else "too_long",
+                )
+            )
+            continue
         name = contact.name or contact.email or contact.id
         attach.append(ContactRow(contact.id, customer_id, name, contact.email))
-    return ContactsDecision(tuple(attach), tuple(remove), fresh)
+    return ContactsDecision(tuple(attach), tuple(remove), fresh, tuple(failures))

@@ -214,11 +214,13 @@ class ContactRow:
 @dataclass(frozen=True)
 class ContactsDecision:
     """CRM contacts to attach (insert or update) and to remove. ``fresh``: the connection
-    has none yet, so the attached ones are plain inserts."""
+    has none yet, so the attached ones are plain inserts. ``failures``: contacts refused
+    by the contact model, for the dead letter."""
 
     attach: tuple[ContactRow, ...] = ()
     remove: tuple[str, ...] = ()
     fresh: bool = False
+    failures: tuple[Failure, ...] = ()
 
 
 @dataclass(slots=True)

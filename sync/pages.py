@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.base import CrmContact, CrmCustomer
-from sync.apply import carry_out
+from sync.apply import STORE_REFUSALS, PushesMade, carry_out
 from sync.context import RunContext
+from sync.customer import crm_value_problem
 from sync.decide import (
     PageState,
     PushState,
@@ -88,10 +88,13 @@ def contacts_page(
 
 
 def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:
-    """Decide and carry out one page in one transaction. A sync of the same connection
-    beside this one (a webhook's) may link or create one of these records first: the
-    unique keys refuse the second writer, and the page is decided again on what is there
-    now."""
+    """Decide and carry out one page in one transaction. When the store refuses the page
+    (:data:`~sync.apply.STORE_REFUSALS`), it is decided again on what is there now (a sync
+    of the same connection beside this one, a webhook's, may have linked or created one of
+    these records first), and this time the records the store still refuses are narrowed
+    down by bisection and go to the dead letter, so the rest of the page commits with its
+    cursor. Pushes made by the first attempt are not made again."""
+    made = PushesMade()
     for attempt in (1, 2):
         counters = dict(ctx.counters)
         try:
@@ -100,10 +103,11 @@ def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:
                     # first: a run that lost its lock pushes and writes nothing more, and
                     # the fence row stays locked until this commit
                     ctx.fence.check(session)
-                carry_out(ctx, session, step(session))
+                carry_out(ctx, session, step(session), made, isolate=attempt == 2)
             return
-        except IntegrityError:
-            ctx.counters = counters
+        except STORE_REFUSALS:
+            # the calls were made all the same (and are not made again)
+            ctx.counters = {**counters, "calls_push": ctx.counters["calls_push"]}
             if attempt == 2:
                 raise
 
@@ -124,14 +128,24 @@ def load_page(session: Session, ctx: RunContext, records: Sequence[CrmCustomer])
     by_external = repository.find_customers_by_external_ids(
         session, organisation_id, [r.id for r in unlinked]
     )
-    billing_ids = [r.billing_id for r in unlinked if r.billing_id]
+    billing_ids = [
+        r.billing_id for r in unlinked if r.billing_id and crm_value_problem(r.billing_id) is None
+    ]
     wanted = [link.customer_id for link in links.values()] + billing_ids
     rows = repository.get_customers(session, organisation_id, wanted)
     rows.update({row.id: row for row in by_external.values()})
     candidates = [row.id for row in by_external.values()] + billing_ids
     linked = repo.links_by_customer_ids(session, connection_id, candidates)
     conflicted = repo.open_conflict_fields(session, [link.id for link in links.values()])
-    emails = [str(r.fields["email"]) for r in records if r.fields.get("email")]
+    # values the store cannot even compare with (a NUL) are not looked up: the rule refuses
+    # their records (sync.decide)
+    emails = [
+        email
+        for r in records
+        if isinstance(email := r.fields.get("email"), str)
+        and email
+        and crm_value_problem(email) is None
+    ]
     owners = repository.find_customers_by_emails(session, organisation_id, emails)
     email_owners = {email: row.id for email, row in owners.items()}
     email_owners.update({row.email: row.id for row in rows.values() if row.email})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sync.decision import PageDecision, RecordDecision
+from sync.decision import Failure, PageDecision, RecordDecision
 
 COUNTERS: tuple[str, ...] = (
     "pulled",
@@ -71,16 +71,21 @@ class Plan:
                 for c in record.conflicts
             )
             if record.failure is not None:
-                failure = record.failure
-                self.failures.append(
-                    {
-                        "direction": failure.direction,
-                        "crm_id": failure.crm_id,
-                        "customer_id": failure.customer_id,
-                        "kind": failure.kind,
-                        "message": failure.message,
-                    }
-                )
+                self._failure(record.failure)
+        if decision.contacts is not None:
+            for failure in decision.contacts.failures:
+                self._failure(failure)
+
+    def _failure(self, failure: Failure) -> None:
+        self.failures.append(
+            {
+                "direction": failure.direction,
+                "crm_id": failure.crm_id,
+                "customer_id": failure.customer_id,
+                "kind": failure.kind,
+                "message": failure.message,
+            }
+        )
 
     def _billing(self, record: RecordDecision) -> None:
         if record.new_customer is not None:

@@ -185,6 +185,13 @@ class HubSpotSandbox:
     def reset_counts(self) -> None:
         with self.api.counts_lock:
             self.api.counts.clear()
+        self.faults.reset_injected()
+
+    def fault_counts(self) -> dict[str, int]:
+        """The answers faults gave since the counts were reset, by kind (``rate_limit``,
+        ``server_error``, ``hang``, ``expired_token``), and the 429s of the portal's own
+        limits (``limit``)."""
+        return self.faults.injected_counts()
 
     # -- faults --------------------------------------------------------------------------
 

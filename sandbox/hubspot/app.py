@@ -175,6 +175,8 @@ class Api:
                 return json_response(error_body(401, category, message), 401, headers)
             policy = faults.rate_limit_policy if fate == "rate" else verdict.policy
             if policy is not None:
+                if fate != "rate":
+                    self.sb.faults.note("limit")  # the portal's own limits, not a fault
                 return self._rate_limited(policy, headers, faults.retry_after)
             if fate == "error":
                 status = faults.server_error_status

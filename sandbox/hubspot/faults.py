@@ -15,7 +15,9 @@ daily_limit            the portal's daily allowance (None: 1,000,000, an Enterpr
 search_per_second      search requests allowed per second (5; None: unlimited); past it
                        429 ``SECONDLY``
 server_error_next      answer the next N API requests with ``server_error_status``
-server_error_rate      answer this fraction (0..1) of API requests with a 5xx
+server_error_rate      answer this fraction (0..1) of API requests with a 5xx (seeded: the
+                       same requests fail each time the rate is set)
+server_error_seed      the seed of those draws (None: the sandbox's seed)
 server_error_status    the 5xx status to use (500 by default; 502/503/504 are real too)
 latency_ms             add this much latency to every API request
 hang_next              the next N API requests wait ``hang_seconds`` before answering
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -45,6 +48,7 @@ class Faults:
     server_error_next: int = 0
     server_error_rate: float = 0.0
     server_error_status: int = 500
+    server_error_seed: int | None = None
     latency_ms: float = 0.0
     hang_next: int = 0
     hang_seconds: float = 5.0
@@ -54,15 +58,21 @@ class Faults:
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))
 
+#: what ``take`` decided -> the kind it is counted as in ``injected``
+_KINDS = {"auth": "expired_token", "rate": "rate_limit", "error": "server_error", "hang": "hang"}
+
 
 class FaultState:
     """The current faults, thread-safe, with the decisions the server asks of them."""
 
     def __init__(self, seed: int = 0, **initial: Any) -> None:
         self._lock = threading.Lock()
+        self._seed = seed
         self._rng = random.Random(seed)
         self.faults = Faults()
         self.generation = 0  # bumped by clear(): releases hanging requests
+        #: answers the faults gave, by kind, until ``reset_injected``
+        self.injected: Counter[str] = Counter()
         if initial:
             self.set(**initial)
 
@@ -71,6 +81,11 @@ class FaultState:
         if unknown:
             raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}")
         with self._lock:
+            if "server_error_rate" in changes or "server_error_seed" in changes:
+                # the same draws each time a rate is set: a test's run of 5xx answers does not
+                # depend on what ran before it
+                seed = changes.get("server_error_seed", self.faults.server_error_seed)
+                self._rng = random.Random(self._seed if seed is None else seed)
             for name, value in changes.items():
                 if name == "record_errors":
                     value = {str(k): str(v) for k, v in (value or {}).items()}
@@ -85,24 +100,44 @@ class FaultState:
         with self._lock:
             return {f.name: getattr(self.faults, f.name) for f in fields(Faults)}
 
+    def injected_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.injected)
+
+    def note(self, kind: str) -> None:
+        """Count an answer of ``kind`` that was not injected (the portal's own 429s)."""
+        with self._lock:
+            self.injected[kind] += 1
+
+    def reset_injected(self) -> None:
+        with self._lock:
+            self.injected.clear()
+
     def take(self) -> tuple[str | None, Faults]:
         """Decide the fate of one API request: None, "auth", "rate", "error" or "hang"."""
         with self._lock:
-            f = self.faults
-            if f.expired_token:
-                return "auth", f
-            if f.rate_limit_next > 0:
-                f.rate_limit_next -= 1
-                return "rate", f
-            if f.server_error_next > 0:
-                f.server_error_next -= 1
-                return "error", f
-            if f.server_error_rate > 0 and self._rng.random() < f.server_error_rate:
-                return "error", f
-            if f.hang_next > 0:
-                f.hang_next -= 1
-                return "hang", f
-            return None, f
+            fate, f = self._decide()
+            if fate is not None:
+                self.injected[_KINDS[fate]] += 1
+            return fate, f
+
+    def _decide(self) -> tuple[str | None, Faults]:
+        """(the caller holds the lock)"""
+        f = self.faults
+        if f.expired_token:
+            return "auth", f
+        if f.rate_limit_next > 0:
+            f.rate_limit_next -= 1
+            return "rate", f
+        if f.server_error_next > 0:
+            f.server_error_next -= 1
+            return "error", f
+        if f.server_error_rate > 0 and self._rng.random() < f.server_error_rate:
+            return "error", f
+        if f.hang_next > 0:
+            f.hang_next -= 1
+            return "hang", f
+        return None, f
 
     def record_error(self, *keys: str | None) -> tuple[str, str] | None:
         """The injected error for a batch input known by any of ``keys``: (key, kind)."""

@@ -119,14 +119,28 @@ class Faults:
     usage_window_seconds: float = 86_400.0
     #: the next N API requests answer ``server_error_status``
     server_errors_next: int = 0
-    #: a fraction of API requests answer ``server_error_status`` (seeded random)
+    #: a fraction of API requests answer ``server_error_status`` (seeded random: the same
+    #: requests fail each time the rate is set)
     server_error_rate: float = 0.0
     server_error_status: int = 503
+    #: the seed of the ``server_error_rate`` draws (None: the sandbox's seed)
+    server_error_seed: int | None = None
     #: added to every API request
     latency_seconds: float = 0.0
     #: the next N API requests hang ``hang_seconds`` (past a client time-out), then 503
     hang_next: int = 0
     hang_seconds: float = 30.0
+    #: serve query pages of at most this many rows, whatever batchSize asks: "There is no
+    #: guarantee that the requested batch size is the actual batch size"
+    #: (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm);
+    #: None: as asked
+    query_batch_size: int | None = None
+    #: every Nth API request finds the session expired: every access token is revoked just
+    #: before it is checked, so that request answers 401 INVALID_SESSION_ID ("The session ID
+    #: or OAuth token used has expired or is invalid",
+    #: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm)
+    #: and the client must log in again (0: never)
+    expire_tokens_every: int = 0
     #: per-record write errors keyed by record id, Name or external-ID value:
     #: ``{"key": "UNABLE_TO_LOCK_ROW"}`` or ``{"key": {"code": ..., "times": 1, "message": ...}}``
     record_errors: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +177,10 @@ class SalesforceSandbox:
         self.counts: Counter[str] = Counter()
         self.usage = RollingUsage()
         self.tokens: set[str] = set()
+        #: answers the faults gave, by kind (rate_limit, server_error, hang, session_expired,
+        #: invalid_session); cleared with the request counts
+        self.injected: Counter[str] = Counter()
+        self._since_expiry = 0
         self._rng = random.Random(seed)
         self._closing = False
         self.outbound = OutboundDelivery(
@@ -188,6 +206,8 @@ class SalesforceSandbox:
             self.org.on_change.append(self._on_change)
             self.faults = Faults()
             self.counts.clear()
+            self.injected.clear()
+            self._since_expiry = 0
             self.usage.clear()
         self.outbound.clear()
 
@@ -315,6 +335,12 @@ class SalesforceSandbox:
     def reset_counts(self) -> None:
         with self.org.lock:
             self.counts.clear()
+            self.injected.clear()
+
+    def fault_counts(self) -> dict[str, int]:
+        """The answers faults gave since the counts were reset, by kind."""
+        with self.org.lock:
+            return dict(self.injected)
 
     def set_faults(self, **faults: Any) -> Faults:
         """Set some faults (see :class:`Faults`); ``expire_tokens=True`` also expires every
@@ -326,6 +352,11 @@ class SalesforceSandbox:
             unknown = set(faults) - known
             if unknown:
                 raise ValueError(f"unknown faults: {sorted(unknown)}")
+            if "server_error_rate" in faults or "server_error_seed" in faults:
+                # the same draws each time a rate is set: a test's run of 5xx answers does not
+                # depend on what ran before it
+                seed = faults.get("server_error_seed", self.faults.server_error_seed)
+                self._rng = random.Random(self.seed_value if seed is None else seed)
             for name, value in faults.items():
                 setattr(self.faults, name, value)
             self.org.record_faults = {
@@ -556,6 +587,7 @@ class SalesforceSandbox:
             hang = f.hang_next > 0
             if hang:
                 f.hang_next -= 1
+                self.injected["hang"] += 1
         if hang:
             deadline = time.monotonic() + f.hang_seconds
             while time.monotonic() < deadline and not self._closing:
@@ -570,7 +602,14 @@ class SalesforceSandbox:
         auth = request.headers.get("authorization", "")
         token = auth.split(" ", 1)[1] if " " in auth else ""
         with self.org.lock:
+            if f.expire_tokens_every > 0:
+                self._since_expiry += 1
+                if self._since_expiry >= f.expire_tokens_every:
+                    self._since_expiry = 0
+                    self.tokens.clear()
+                    self.injected["session_expired"] += 1
             if token not in self.tokens:
+                self.injected["invalid_session"] += 1
                 return self._json(
                     401,
                     [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}],
@@ -588,6 +627,7 @@ class SalesforceSandbox:
                 )
             if f.limit_exceeded_next > 0:
                 f.limit_exceeded_next -= 1
+                self.injected["rate_limit"] += 1
                 return self._json(
                     403,
                     [
@@ -605,6 +645,7 @@ class SalesforceSandbox:
             elif f.server_error_rate and self._rng.random() < f.server_error_rate:
                 failed = True
             if failed:
+                self.injected["server_error"] += 1
                 status = f.server_error_status
                 code = "SERVER_UNAVAILABLE" if status == 503 else "UNKNOWN_EXCEPTION"
                 message = (
@@ -618,6 +659,13 @@ class SalesforceSandbox:
                     status, [{"message": message, "errorCode": code}], self._limit_header()
                 )
         return None
+
+    def _query_batch(self, request: Request) -> int:
+        """Rows per query page: what ``Sforce-Query-Options: batchSize`` asks, or fewer when
+        the ``query_batch_size`` fault says so."""
+        asked = _batch_size(request)
+        cap = self.faults.query_batch_size
+        return min(asked, cap) if cap else asked
 
     # -- API routing ----------------------------------------------------------------------
     def _route(self, method: str, seg: list[str]) -> tuple[Any, str]:
@@ -698,7 +746,7 @@ class SalesforceSandbox:
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
         query, records = self.org.run_query(text, include_deleted=seg[0] == "queryAll")
         cursor = Cursor(query.obj.name, query.fields, records)
-        return 200, self._page(cursor, None, 0, _batch_size(request), v, seg[0])
+        return 200, self._page(cursor, None, 0, self._query_batch(request), v, seg[0])
 
     def _query_more(
         self, request: Request, seg: list[str], body: Any, v: str, vn: float
@@ -707,7 +755,7 @@ class SalesforceSandbox:
         if not pos.isdigit():
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         cursor = self.org.get_cursor(locator)
-        return 200, self._page(cursor, locator, int(pos), _batch_size(request), v, seg[0])
+        return 200, self._page(cursor, locator, int(pos), self._query_batch(request), v, seg[0])
 
     def _page(
         self, cursor: Cursor, locator: str | None, pos: int, batch: int, v: str, endpoint: str

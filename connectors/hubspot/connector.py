@@ -60,7 +60,6 @@ survivor (the merge modified it) and the loser (archived), and reports the loser
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -97,9 +96,11 @@ from connectors.calls import (
     call_crm,
 )
 from connectors.errors import ConfigError, ConnectorError
+from connectors.hubspot import cursor as cursors
 from connectors.hubspot import mapping, webhooks
 from connectors.hubspot.client import HubSpotApis, raw_call
 from connectors.hubspot.config import HubSpotCredentials, HubSpotSettings
+from connectors.hubspot.cursor import HubSpotCursor
 from connectors.hubspot.errors import classify, describe, error_body, is_api_exception, record_error
 
 T = TypeVar("T")
@@ -107,7 +108,6 @@ T = TypeVar("T")
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_LIMIT = 100
-NOT_IN_LIMIT = 100
 #: HubSpot-defined association type "Contact to company (Primary)"
 #: (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4, type ids)
 CONTACT_TO_PRIMARY_COMPANY = 1
@@ -161,6 +161,12 @@ def merged_ids(raw: dict[str, Any]) -> list[str]:
     text = str((raw.get("properties") or {}).get("hs_merged_object_ids") or "")
     rid = str(raw.get("id"))
     return [i.strip() for i in text.split(";") if i.strip() and i.strip() != rid]
+
+
+def _next_after(body: dict[str, Any]) -> str | None:
+    """The paging token of the next page, if there is one."""
+    after = ((body.get("paging") or {}).get("next") or {}).get("after")
+    return str(after) if after else None
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -376,109 +382,40 @@ class HubSpotConnector:
         return self._pull(self._contacts, cursor, full)
 
     def _pull(self, kind: _Kind[T], cursor: str | None, full: bool) -> Iterator[Page[T]]:
-        state: dict[str, Any] = json.loads(cursor) if cursor else {}
-        if full and state.get("mode") not in {"full"}:
-            state = {"mode": "full", "after": None, "start": self._now_ms(), "max": -1, "ids": []}
-        elif not full and state.get("mode") in {None, "full"}:
-            state = self._incremental_start(state)
-        if state["mode"] == "full":
-            yield from self._pull_full(kind, state)
+        previous = HubSpotCursor.from_json(cursor) if cursor else None
+        at = cursors.start(previous, full=full, now_ms=self._now_ms())
+        if at.mode == "full":
+            yield from self._pull_full(kind, at)
         else:
-            yield from self._pull_incremental(kind, state)
+            yield from self._pull_incremental(kind, at)
 
     def _now_ms(self) -> int:
         return int(time.time() * 1000)
 
-    @staticmethod
-    def _incremental_start(previous: dict[str, Any]) -> dict[str, Any]:
-        """An incremental pull without a cursor (or over an unfinished full pull's cursor):
-        every record, and every archived one."""
-        return {"mode": "range", "wm": -1, "ids": [], "strict": False, "awm": 0, "aids": []}
-
-    def _pull_full(self, kind: _Kind[T], state: dict[str, Any]) -> Iterator[Page[T]]:
+    def _pull_full(self, kind: _Kind[T], at: HubSpotCursor) -> Iterator[Page[T]]:
         while True:
             kwargs: dict[str, Any] = {
                 "limit": LIST_LIMIT,
                 "properties": kind.properties,
                 "archived": False,
             }
-            if state.get("after"):
-                kwargs["after"] = state["after"]
+            if at.after:
+                kwargs["after"] = at.after
             if kind.associations:
                 kwargs["associations"] = kind.associations
             _, body = self._call(kind.basic.get_page, **kwargs)
             results = body.get("results") or []
             records = [record for r in results for record in kind.records(r)]
-            for r in results:
-                ms = mapping.to_ms(
-                    (r.get("properties") or {}).get(kind.modified) or r.get("updatedAt")
-                )
-                if ms is None:
-                    continue
-                if ms > state["max"]:
-                    state["max"], state["ids"] = ms, [str(r["id"])]
-                elif ms == state["max"]:
-                    state["ids"].append(str(r["id"]))
-            after = ((body.get("paging") or {}).get("next") or {}).get("after")
-            if after:
-                state["after"] = str(after)
-                yield Page(records, json.dumps(state))
+            stamps = cursors.stamps_of((self._stamp(kind, r), str(r["id"])) for r in results)
+            at = cursors.full_page(at, stamps, _next_after(body))
+            if at.after:
+                yield Page(records, at.to_json())
                 continue
-            # done: hand the next incremental pull a watermark no later than our start
-            start = int(state["start"]) - self._skew_ms
-            if state["max"] <= start:
-                nxt = {"mode": "range", "wm": state["max"], "ids": state["ids"], "strict": False}
-            else:
-                nxt = {"mode": "range", "wm": start, "ids": [], "strict": False}
-            nxt.update({"awm": start, "aids": []})
-            if len(nxt["ids"]) > NOT_IN_LIMIT:  # too many for NOT_IN: all of them were seen
-                nxt.update({"ids": [], "strict": True})
-            yield Page(records, json.dumps(nxt))
+            yield Page(records, cursors.after_full(at, self._skew_ms).to_json())
             return
 
-    def _search_body(self, kind: _Kind[T], state: dict[str, Any]) -> dict[str, Any]:
-        prop = kind.modified
-        wm = int(state["wm"])
-        if state["mode"] == "ties":
-            groups = [
-                {
-                    "filters": [
-                        {"propertyName": prop, "operator": "EQ", "value": str(wm)},
-                        {
-                            "propertyName": "hs_object_id",
-                            "operator": "GT",
-                            "value": str(state["tie_id"]),
-                        },
-                    ]
-                }
-            ]
-            sort = "hs_object_id"
-        else:
-            if state.get("strict"):
-                groups = [{"filters": [{"propertyName": prop, "operator": "GT", "value": str(wm)}]}]
-            elif state.get("ids"):
-                groups = [
-                    {"filters": [{"propertyName": prop, "operator": "GT", "value": str(wm)}]},
-                    {
-                        "filters": [
-                            {"propertyName": prop, "operator": "EQ", "value": str(wm)},
-                            {
-                                "propertyName": "hs_object_id",
-                                "operator": "NOT_IN",
-                                "values": state["ids"],
-                            },
-                        ]
-                    },
-                ]
-            else:
-                groups = [
-                    {
-                        "filters": [
-                            {"propertyName": prop, "operator": "GTE", "value": str(max(wm, 0))}
-                        ]
-                    }
-                ]
-            sort = prop
+    def _search_body(self, kind: _Kind[T], at: HubSpotCursor) -> dict[str, Any]:
+        groups, sort = cursors.search_filters(at, kind.modified)
         return {
             "filterGroups": groups,
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
@@ -486,114 +423,64 @@ class HubSpotConnector:
             "limit": SEARCH_LIMIT,
         }
 
-    def _pull_incremental(self, kind: _Kind[T], state: dict[str, Any]) -> Iterator[Page[T]]:
-        state.setdefault("merged", {})
-        seen: set[str] = set(state.get("seen") or [])
-        while state["mode"] in {"range", "ties"}:
+    def _pull_incremental(self, kind: _Kind[T], at: HubSpotCursor) -> Iterator[Page[T]]:
+        while at.mode in {"range", "ties"}:
             self._search_pace.wait()
             _, body = self._call(
-                kind.search.do_search, public_object_search_request=self._search_body(kind, state)
+                kind.search.do_search, public_object_search_request=self._search_body(kind, at)
             )
             results = body.get("results") or []
-            more = bool(((body.get("paging") or {}).get("next") or {}).get("after"))
-            records: list[T] = []
-            for r in results:
-                rid = str(r["id"])
-                for loser in merged_ids(r):
-                    state["merged"][loser] = rid
-                if state["mode"] == "ties" and rid in seen:
-                    continue
-                records += kind.records(r)
-            queried = state["mode"]
-            if queried == "ties":
-                if results:
-                    state["tie_id"] = int(results[-1]["id"])
-                if not more:
-                    state.update({"mode": "range", "strict": True, "ids": [], "seen": []})
-                    seen.clear()
-            elif results:
-                last_ms = self._ms(kind, results[-1])
-                at_last = [str(r["id"]) for r in results if self._ms(kind, r) == last_ms]
-                ids = (
-                    state["ids"] + at_last
-                    if last_ms == state["wm"] and not state.get("strict")
-                    else at_last
-                )
-                state.update({"wm": last_ms, "ids": ids, "strict": False})
-                if len(ids) > NOT_IN_LIMIT and more:
-                    # too many share this millisecond for NOT_IN: walk them by id instead
-                    state.update({"mode": "ties", "tie_id": 0, "seen": ids, "ids": []})
-                    seen = set(ids)
-            if not more and queried == "range":
-                state["mode"] = "archived"
-                state["after"] = None
-                state["astart"] = self._now_ms()
-                state["amax"] = state.get("awm", 0)
-                state["anext"] = []
-            if state["mode"] in {"range", "ties"}:
-                yield Page(records, json.dumps(state))
-            else:
+            more = _next_after(body) is not None
+            # in a walk by id, the records returned before it began are not returned again
+            seen = set(at.tie_seen) if at.mode == "ties" else set()
+            records = [rec for r in results if str(r["id"]) not in seen for rec in kind.records(r)]
+            merged = {loser: str(r["id"]) for r in results for loser in merged_ids(r)}
+            at = cursors.merges_seen(at, merged)
+            stamps = [(self._ms(kind, r), str(r["id"])) for r in results]
+            at = cursors.search_page(at, stamps, more, self._now_ms())
+            if at.mode == "archived":
                 # the search is done: one page for its last results and the first archived page
-                yield from self._pull_archived(kind, state, records)
+                yield from self._pull_archived(kind, at, records)
                 return
-        yield from self._pull_archived(kind, state, [])
+            yield Page(records, at.to_json())
+        yield from self._pull_archived(kind, at, [])
+
+    def _stamp(self, kind: _Kind[T], raw: dict[str, Any]) -> int | None:
+        """A record's modification time (ms), or None when it has none."""
+        properties = raw.get("properties") or {}
+        return mapping.to_ms(properties.get(kind.modified) or raw.get("updatedAt"))
 
     def _ms(self, kind: _Kind[T], raw: dict[str, Any]) -> int:
-        ms = mapping.to_ms((raw.get("properties") or {}).get(kind.modified) or raw.get("updatedAt"))
+        ms = self._stamp(kind, raw)
         return -1 if ms is None else ms
 
     def _pull_archived(
-        self, kind: _Kind[T], state: dict[str, Any], carry: list[T]
+        self, kind: _Kind[T], at: HubSpotCursor, carry: list[T]
     ) -> Iterator[Page[T]]:
         """Records archived since the last pull (``archivedAt`` >= the archive watermark)."""
-        awm = int(state.get("awm", 0))
-        aids = set(state.get("aids") or [])
         while True:
             kwargs: dict[str, Any] = {
                 "limit": LIST_LIMIT,
                 "archived": True,
                 "properties": [kind.modified],
             }
-            if state.get("after"):
-                kwargs["after"] = state["after"]
+            if at.after:
+                kwargs["after"] = at.after
             _, body = self._call(kind.basic.get_page, **kwargs)
-            records = list(carry)
-            carry = []
+            records, carry = list(carry), []
+            deleted: list[tuple[int, str]] = []
             for r in body.get("results") or []:
                 rid = str(r["id"])
                 archived_ms = mapping.to_ms(r.get("archivedAt"))
-                if archived_ms is None or archived_ms < awm or (archived_ms == awm and rid in aids):
+                if archived_ms is None or at.archived_already(archived_ms, rid):
                     continue
-                records.append(kind.build(r, True, state["merged"].get(rid)))
-                if archived_ms > state["amax"]:
-                    state["amax"], state["anext"] = archived_ms, [rid]
-                elif archived_ms == state["amax"]:
-                    state["anext"].append(rid)
-            after = ((body.get("paging") or {}).get("next") or {}).get("after")
-            if after:
-                state["after"] = str(after)
-                yield Page(records, json.dumps(state))
+                records.append(kind.build(r, True, at.merged.get(rid)))
+                deleted.append((archived_ms, rid))
+            at = cursors.archived_page(at, deleted, _next_after(body))
+            if at.after:
+                yield Page(records, at.to_json())
                 continue
-            # next pull: deletions from min(newest seen, our start) on
-            cap = int(state["astart"]) - self._skew_ms
-            if state["amax"] > cap:
-                awm_next, aids_next = cap, []
-            elif state["amax"] > awm:
-                awm_next, aids_next = state["amax"], state["anext"]
-            else:
-                awm_next, aids_next = awm, [*aids, *state["anext"]]
-            ids, strict = state["ids"], bool(state.get("strict", False))
-            if len(ids) > NOT_IN_LIMIT:  # the search finished: every record at wm was seen
-                ids, strict = [], True
-            nxt = {
-                "mode": "range",
-                "wm": state["wm"],
-                "ids": ids,
-                "strict": strict,
-                "awm": awm_next,
-                "aids": aids_next,
-            }
-            yield Page(records, json.dumps(nxt))
+            yield Page(records, cursors.after_archived(at, self._skew_ms).to_json())
             return
 
     # -- contract: reads by id -----------------------------------------------------------

@@ -48,7 +48,7 @@ from tests.conftest import POSTGRES_URL, Figures
 from tests.reliability.conftest import PrivateRedis
 from tests.tasks.conftest import HUBSPOT_SECRET, Stack, open_stack, wait_for
 
-SMALL = {"records": 1000, "strikes": 2}
+SMALL = {"records": 500, "strikes": 2}
 FULL = {"records": 20_000, "strikes": 10}
 SIZES = [
     pytest.param(SMALL, id="small"),

@@ -13,75 +13,12 @@ place that turns an error into its message and exit code.
 from __future__ import annotations
 
 import importlib
-from typing import Any, NamedTuple
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-
-class Entry(NamedTuple):
-    """Where a command lives: ``module.attribute`` is a Typer app (a group of commands)
-    or a function (one command); ``help`` is what ``crmsync --help`` lists for it."""
-
-    module: str
-    attribute: str
-    help: str
-
-
-COMMANDS: dict[str, Entry] = {
-    "sync": Entry(
-        "cli.sync_cmd",
-        "sync",
-        "Sync a connection now: queued for a worker, or here with --wait or --plan.",
-    ),
-    "retry": Entry(
-        "cli.failures", "retry", "Sync failed records again, now that the cause is fixed."
-    ),
-    "resync": Entry(
-        "cli.resync", "resync", "Pull and push one customer now, on each of its connections."
-    ),
-    "secret-key": Entry(
-        "cli.secret",
-        "app",
-        "The key that encrypts stored CRM credentials (CRMSYNC_SECRET_KEY): a new one, "
-        "or rotate to it.",
-    ),
-    "worker": Entry(
-        "cli.worker",
-        "worker",
-        "Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher), "
-        "with its metrics at http://HOST:METRICS_PORT/metrics.",
-    ),
-    "beat": Entry(
-        "cli.worker", "beat", "Run Celery beat, which enqueues the connections that are due."
-    ),
-    "up": Entry(
-        "cli.worker",
-        "up",
-        "Run the web API, beat and a worker in one process (one machine, no set-up).",
-    ),
-    "web": Entry(
-        "cli.web",
-        "web",
-        "Serve the customer API (and its OpenAPI document at /docs) on HOST:PORT.",
-    ),
-    "db": Entry("cli.db", "app", "The store (SQLite or PostgreSQL): migrations."),
-    "orgs": Entry("cli.orgs", "app", "Organisations (tenants) and their API keys."),
-    "entities": Entry("cli.entities", "app", "Business entities of an organisation."),
-    "customers": Entry("cli.customers", "app", "An organisation's billing customers; CSV import."),
-    "connections": Entry("cli.connections", "app", "An organisation's CRM connections."),
-    "connectors": Entry(
-        "cli.installed", "app", "The installed CRM connectors (built in and plug-ins)."
-    ),
-    "runs": Entry("cli.runs", "app", "Sync runs: what each did, how long it took, why it failed."),
-    "failures": Entry("cli.failures", "app", "Records that failed to sync (the dead letter)."),
-    "conflicts": Entry(
-        "cli.conflicts", "app", "Conflicts: a field changed differently on both sides."
-    ),
-    "operators": Entry("cli.operators", "app", "Console operators (sign-in per organisation)."),
-    "health": Entry("cli.health", "app", "Health checks (for container healthchecks)."),
-    "sandbox": Entry("cli.sandbox", "app", "The local CRM emulator (Salesforce and HubSpot APIs)."),
-}
+from cli.commands import COMMANDS, HELP, Entry
 
 
 def load(name: str) -> Any:
@@ -134,8 +71,7 @@ class LazyCommands(TyperGroup):
 
 app = typer.Typer(
     name="crmsync",
-    help="Two-way sync of billing customers with CRMs, matched by external ID.\n\n"
-    "Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid input.",
+    help=HELP,
     cls=LazyCommands,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -151,6 +87,8 @@ def crmsync() -> None:
     # callback to be a group (its help is the app's)
     return None
 
+
+__all__ = ["COMMANDS", "Entry", "app", "load"]
 
 if __name__ == "__main__":
     app()

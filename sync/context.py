@@ -62,6 +62,10 @@ class RunContext:
     #: the run's claim on its lock, checked in every commit (None: nothing to fence, e.g.
     #: an operator's foreground retry)
     fence: Fence | None = None
+    #: a full run (a backfill): its page commits do not wait for PostgreSQL to flush them
+    #: to disk (``synchronous_commit = off``). A page lost with a crash of the server is
+    #: lost with its cursor, so the next run reads it again, as after a killed worker
+    bulk: bool = False
 
     @property
     def organisation_id(self) -> str:

@@ -105,6 +105,8 @@ def sync_connection(
         fence=fence,
     )
 
+    ctx.bulk = full
+
     def steps() -> None:
         outbox_at_start = outbox_head(ctx)
         with _calls(ctx, "calls_pull"):

@@ -38,7 +38,7 @@ from sync.decision import CursorMove, PageDecision
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.convert import billing_customer, link_value
-from sync.store.db import transaction
+from sync.store.db import asynchronous_commit, transaction
 
 
 def sync_page(
@@ -99,6 +99,8 @@ def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:
         counters = dict(ctx.counters)
         try:
             with transaction(ctx.engine) as session:
+                if ctx.bulk:
+                    asynchronous_commit(session)
                 if ctx.fence is not None:
                     # first: a run that lost its lock pushes and writes nothing more, and
                     # the fence row stays locked until this commit

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store.repository import json_text
@@ -74,6 +74,15 @@ def transaction(engine: Engine) -> Iterator[Session]:
     that tasks, requests and commands own (services never commit)."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+def asynchronous_commit(session: Session) -> None:
+    """This transaction's commit returns before PostgreSQL has flushed it to disk
+    (``SET LOCAL synchronous_commit = off``): a crash of the server may lose the last
+    commits, never corrupt or half-apply one
+    (https://www.postgresql.org/docs/15/wal-async-commit.html). SQLite: nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def migration_heads(engine: Engine) -> tuple[set[str], set[str]]:

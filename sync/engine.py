@@ -19,6 +19,7 @@ same steps run with nothing written anywhere and return what they would do.
 from __future__ import annotations
 
 import contextvars
+import logging
 import queue
 import threading
 import time
@@ -43,7 +44,7 @@ from sync.connections import (
 from sync.context import Progress, RunContext
 from sync.decide import Policy
 from sync.decision import CursorMove
-from sync.errors import NotFound
+from sync.errors import NotFound, SyncError
 from sync.fencing import Fence, StaleRun
 from sync.pages import contacts_page, push_page, sync_page
 from sync.plan import Plan
@@ -58,6 +59,8 @@ CONTACTS = "contacts"
 #: records per committed engine page: connector pages are grouped up to this size so that
 #: a 100-record HubSpot page does not cost a transaction of its own
 COMMIT_EVERY = 1000
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -160,8 +163,19 @@ def sync_records(
 
 
 def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
-    """Run a sync's steps and record how the run ended: every run ends with a status and,
-    when it failed, the reason."""
+    """Run a sync's steps and record how the run ended, on its row and in what it returns:
+    the one wrapper of every run (a connection's, or named records'). Every run ends with a
+    status and a reason, never a traceback, whatever a CRM sends:
+
+    - ``succeeded``;
+    - ``paused``: the CRM's daily allowance is spent; the connection waits for it;
+    - ``interrupted``: the run's lock was lost (another worker runs the connection now), or
+      the process is stopping (then the exception goes on: it is the process's to handle);
+    - ``failed``: the CRM or the domain refused (``ConnectorError``, ``SyncError``), or
+      anything else went wrong: the reason is recorded, and for an error that names no
+      refusal (a bug of ours) the traceback goes to the log, for a developer.
+
+    A record that fails never ends a run: it is in the dead letter (:mod:`sync.pages`)."""
     started = time.monotonic()
     try:
         steps()
@@ -170,15 +184,25 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
         return _finish_run(
             ctx, started, "paused", limit_error(error.until, str(error)), limit=error
         )
-    except ConnectorError as error:
-        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
     except StaleRun as error:
         # another worker holds the connection now: this run stops, its last page unwritten
         return _finish_run(ctx, started, "interrupted", str(error))
+    except (ConnectorError, SyncError) as error:
+        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+    except Exception as error:
+        log.exception("run failed on an unexpected error")
+        return _finish_run(ctx, started, "failed", _reason(error))
     except BaseException as error:
-        _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+        _finish_run(ctx, started, "interrupted", f"the process stopped ({type(error).__name__})")
         raise
     return _finish_run(ctx, started, "succeeded", None)
+
+
+def _reason(error: BaseException) -> str:
+    """An unexpected error as the reason a run failed: its kind and its first line (a
+    database error's statement and parameters, which may hold a CRM's values, stay out)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _with_merge(record: CrmCustomer, merges: Mapping[str, str]) -> CrmCustomer:

@@ -204,9 +204,18 @@ def runs(world: World) -> list[SyncRun]:
         )
 
 
-def ask_for_sync(world: World, since: datetime, timeout: float = 60) -> SyncRun:
+#: how long a sync may take to start once asked for: a run in progress holds the
+#: connection's lock, and a sync asked for meanwhile is skipped ("busy") until it ends; at
+#: 20,000 records on a busy machine that run lasts minutes
+RUN_START_TIMEOUT_SECONDS = 900.0
+
+
+def ask_for_sync(
+    world: World, since: datetime, timeout: float = RUN_START_TIMEOUT_SECONDS
+) -> SyncRun:
     """Enqueue a sync (as beat or an operator would) until a run starts after ``since``
-    (a lock left by a killed run frees itself after its TTL); that run."""
+    (a lock left by a killed run frees itself after its TTL; a live run's when it ends);
+    that run."""
     deadline = time.monotonic() + timeout
     while True:
         enqueue_sync(world.stack.settings, world.connection, trigger="operator")
@@ -234,7 +243,7 @@ def settle(world: World, settled_after: datetime) -> int:
             found = [r for r in runs(world) if r.id == run_id and r.status != "running"]
             return found[0] if found else None
 
-        finished = wait_for(ended, 600, "the settling run to end")
+        finished = wait_for(ended, 2 * RUN_START_TIMEOUT_SECONDS, "the settling run to end")
         succeeded = succeeded + 1 if finished.status == "succeeded" else 0
         if count > 8:
             pytest.fail(f"the sync does not settle: last run {finished.status} {finished.error}")

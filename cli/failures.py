@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from typing import Annotated
 
@@ -20,7 +21,8 @@ from cli.output import (
     print_table,
     say,
 )
-from sync.failures import describe_failure, retry_failures
+from sync import operator_actions
+from sync.failures import RetryOutcome, describe_failure
 from sync.store import sync_repository as repo
 from tasks.work import connection_gate
 
@@ -105,52 +107,44 @@ def retry(
 
     Choose FAILURE ids, --run RUN or --all. Exit 1 when some still fail, 3 when a failure
     is not found."""
-    chosen = sum([bool(failure_ids), run is not None, all_])
-    if chosen != 1:
+    if sum([bool(failure_ids), run is not None, all_]) != 1:
         fail("choose one: FAILURE id(s), --run RUN, or --all", ExitCode.USAGE)
     settings, engine = settings_and_engine()
     with session() as opened:
         require_organisation(opened, org)
         connection_id = require_connection(opened, org, connection).id if connection else None
-        targets = repo.open_failures(
-            opened, org.strip(), connection_id=connection_id, run_id=run, failure_ids=failure_ids
-        )
-        connection_ids = sorted({f.connection_id for f in targets})
-    if failure_ids and len(targets) != len(set(failure_ids)):
-        missing = sorted(set(failure_ids) - {f.id for f in targets})
-        fail(f"no open failure(s) {', '.join(missing)}", ExitCode.NOT_FOUND)
-    outcome_runs = []
-    retried = recovered = still = 0
-    # one retry per connection, each with its connection's shared rate budget
-    for conn_id in connection_ids:
-        outcome = retry_failures(
-            engine,
-            settings,
-            org.strip(),
-            failure_ids=[f.id for f in targets if f.connection_id == conn_id],
-            connection_id=conn_id,
-            gate=connection_gate(settings, engine, conn_id),
-        )
-        retried += outcome.retried
-        recovered += outcome.recovered
-        still += outcome.still_failing
-        outcome_runs += [
-            {"run_id": r.run_id, "status": r.status, "error": r.error} for r in outcome.runs
-        ]
-    failed_runs = [r for r in outcome_runs if r["status"] != "succeeded"]
-    data = {
-        "retried": retried,
-        "recovered": recovered,
-        "still_failing": still,
-        "runs": outcome_runs,
-    }
+    outcome = operator_actions.retry(
+        engine,
+        settings,
+        org.strip(),
+        actor=f"cli:{getpass.getuser()}",
+        failure_ids=failure_ids or None,
+        run_id=run,
+        connection_id=connection_id,
+        gate_for=lambda connection_id: connection_gate(settings, engine, connection_id),
+    )
+    _print_retry(outcome, as_json)
+    if outcome.still_failing or outcome.failed_runs:
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _print_retry(outcome: RetryOutcome, as_json: bool) -> None:
     if as_json:
-        print_json(data)
-    elif not retried:
+        runs = [{"run_id": r.run_id, "status": r.status, "error": r.error} for r in outcome.runs]
+        print_json(
+            {
+                "retried": outcome.retried,
+                "recovered": outcome.recovered,
+                "still_failing": outcome.still_failing,
+                "runs": runs,
+            }
+        )
+    elif not outcome.retried:
         say("No open failures to retry.")
     else:
-        say(f"Retried {retried}: {recovered} recovered, {still} still failing.")
-        for r in failed_runs:
-            say(f"Run {r['run_id']} failed: {r['error']}")
-    if still or failed_runs:
-        raise typer.Exit(int(ExitCode.ERROR))
+        say(
+            f"Retried {outcome.retried}: {outcome.recovered} recovered, "
+            f"{outcome.still_failing} still failing."
+        )
+        for failed in outcome.failed_runs:
+            say(f"Run {failed}")

@@ -10,9 +10,8 @@ from cli.connections import require_connection, settings_and_engine
 from cli.db import session
 from cli.orgs import require_organisation
 from cli.output import ExitCode, JsonOption, OrgOption, print_json, print_table
-from sync import customers
-from sync.engine import sync_records
-from sync.store import sync_repository as repo
+from sync import operator_actions
+from sync.engine import RunResult
 from tasks.work import connection_gate
 
 
@@ -31,53 +30,41 @@ def resync(
     settings, engine = settings_and_engine()
     with session() as opened:
         require_organisation(opened, org)
-        wanted = str(customers.get_customer(opened, org.strip(), customer_id).id)
         only = require_connection(opened, org, connection).id if connection else None
-        crm_ids: dict[str, list[str]] = {}
-        for link in repo.links_of_customer(opened, org.strip(), wanted):
-            if link.state != "merged":
-                crm_ids.setdefault(link.connection_id, []).append(link.crm_id)
-        if not crm_ids:
-            crm_ids = {
-                c.id: [] for c in repo.list_connections(opened, org.strip()) if c.state == "active"
-            }
-        targets = {k: v for k, v in crm_ids.items() if only is None or k == only}
-    results: list[dict[str, Any]] = []
-    for connection_id, ids in targets.items():
-        result = sync_records(
-            engine,
-            settings,
-            connection_id,
-            crm_ids=ids,
-            customer_ids=[wanted],
-            trigger="operator",
-            gate=connection_gate(settings, engine, connection_id),
-        )
-        results.append(
-            {
-                "connection_id": connection_id,
-                "run_id": result.run_id,
-                "status": result.status,
-                "counters": {k: v for k, v in result.counters.items() if v},
-                "error": result.error,
-            }
-        )
+    runs = operator_actions.resync_customer(
+        engine,
+        settings,
+        org.strip(),
+        customer_id,
+        connection_id=only,
+        gate_for=lambda connection_id: connection_gate(settings, engine, connection_id),
+    )
     if as_json:
-        print_json(results)
+        print_json([_described(connection_id, run) for connection_id, run in runs.items()])
     else:
         print_table(
             ["connection_id", "run_id", "status", "counters", "error"],
             [
                 (
-                    r["connection_id"],
-                    r["run_id"],
-                    r["status"],
-                    ", ".join(f"{k} {v}" for k, v in r["counters"].items()),
-                    r["error"],
+                    connection_id,
+                    run.run_id,
+                    run.status,
+                    ", ".join(f"{k} {v}" for k, v in run.counters.items() if v),
+                    run.error,
                 )
-                for r in results
+                for connection_id, run in runs.items()
             ],
             title="Resync",
         )
-    if any(r["status"] != "succeeded" for r in results):
+    if any(run.status != "succeeded" for run in runs.values()):
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _described(connection_id: str, run: RunResult) -> dict[str, Any]:
+    return {
+        "connection_id": connection_id,
+        "run_id": run.run_id,
+        "status": run.status,
+        "counters": {k: v for k, v in run.counters.items() if v},
+        "error": run.error,
+    }

@@ -75,9 +75,11 @@ def resolve_conflict(
 ) -> Resolution:
     """Resolve one open conflict; exactly one of ``keep`` or ``set_value`` is given.
 
-    Read the conflict, ask the CRM for its value, check the chosen value on the billing
-    side, push it to the CRM if it lacks it, then write billing, the base and the
-    conflict in one short transaction: no transaction stays open across a CRM call."""
+    Three steps, and no transaction stays open across a CRM call: read the conflict (one
+    short transaction); ask the CRM for its value, check the chosen value on the billing
+    side and push it to the CRM if it lacks it (no transaction); then write billing, the
+    base, the conflict and the audit row (another short transaction, which checks that
+    neither the conflict nor the customer changed meanwhile)."""
     if (keep is None) == (not set_value):
         raise InvalidInput("choose one: keep billing, keep crm, or set a value")
     with transaction(engine) as session:
@@ -95,22 +97,23 @@ def resolve_conflict(
         _push(connector, found, chosen)
     with transaction(engine) as session:
         _write(session, organisation_id, found, changes, chosen, keep, actor)
-        repo.add_audit(
-            session,
-            organisation_id,
-            actor,
-            "conflict_resolved",
-            found.customer.id,
-            {
-                "conflict_id": found.id,
-                "field": found.field,
-                "resolution": keep or "value",
-                "value": chosen,
-                "billing_value": billing_value,
-                "crm_value": crm_value,
-            },
-        )
+        audit = {"value": chosen, "billing_value": billing_value, "crm_value": crm_value}
+        _audit(session, organisation_id, actor, found, keep, audit)
     return Resolution(found.id, found.field, chosen, changes is not None, crm_written)
+
+
+def _audit(
+    session: Session,
+    organisation_id: str,
+    actor: str,
+    found: _Open,
+    keep: Keep | None,
+    values: dict[str, FieldValue],
+) -> None:
+    details = {"conflict_id": found.id, "field": found.field, "resolution": keep or "value"}
+    repo.add_audit(
+        session, organisation_id, actor, "conflict_resolved", found.customer.id, details | values
+    )
 
 
 def _read(session: Session, organisation_id: str, conflict_id: str) -> _Open | Conflict:

@@ -18,14 +18,13 @@ from sync.errors import CustomerNotFound as CustomerNotFound
 from sync.errors import CustomerRuleBroken as CustomerRuleBroken
 from sync.errors import DuplicateCustomer as DuplicateCustomer
 from sync.store import repository, sync_repository
+from sync.store.convert import row_columns
 from sync.store.models import CustomerRow, new_id, utcnow
 
 
 def to_public(row: CustomerRow) -> dict[str, Any]:
     """A customer row as the public shape (JSON-ready dict)."""
-    data = {column: getattr(row, column) for column in repository.CUSTOMER_COLUMNS}
-    data["id"] = row.id
-    return data
+    return {**row_columns(row), "id": row.id}
 
 
 def to_model(row: CustomerRow) -> Customer:
@@ -71,8 +70,7 @@ def create_customer(session: Session, organisation_id: str, data: CustomerIn) ->
     repository.replace_contacts(
         session, organisation_id, row.id, [c.model_dump(mode="json") for c in data.contacts]
     )
-    changed = [k for k, v in flatten(to_public(row)).items() if v not in (None, "")]
-    repository.add_outbox_entries(session, organisation_id, [(row.id, changed)])
+    repository.add_outbox_entries(session, organisation_id, [(row.id, _set_fields(to_public(row)))])
     return to_model(row)
 
 
@@ -95,15 +93,14 @@ def update_customer(
             )
         _check_business_entity(session, organisation_id, new_entity)
     _check_unique(session, organisation_id, columns, exclude_id=row.id)
-    before = flatten(to_public(row))
+    before = to_public(row)
     for column, value in columns.items():
         setattr(row, column, value)
     if patch.contacts is not None:
         repository.replace_contacts(
             session, organisation_id, row.id, [c.model_dump(mode="json") for c in patch.contacts]
         )
-    after = flatten(to_public(row))
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    changed = _changed_fields(before, to_public(row))
     if changed:
         row.updated_at = utcnow()
         repository.add_outbox_entries(session, organisation_id, [(row.id, changed)])
@@ -181,73 +178,94 @@ def import_customers(
     without ``external_id`` is matched by ``email``, else created. ``business_entity_id`` of
     an existing customer is never changed (a different one is an error).
     """
-    summary = ImportSummary()
-    entity_ids = {str(r.business_entity_id) for r in records if r.business_entity_id}
-    unknown = entity_ids - repository.business_entity_ids(session, organisation_id, entity_ids)
-    if unknown:
-        raise CustomerRuleBroken(
-            "business_entity_id", f"not business entities of this organisation: {sorted(unknown)}"
-        )
+    _check_business_entities(session, organisation_id, records)
     by_external = repository.find_customers_by_external_ids(
         session, organisation_id, [r.external_id for r in records if r.external_id]
     )
     by_email = repository.find_customers_by_emails(
         session, organisation_id, [r.email for r in records if r.email and not r.external_id]
     )
-    upserts: list[dict[str, Any]] = []
-    inserts: list[dict[str, Any]] = []
-    changes: list[tuple[str, list[str]]] = []
+    summary, writes = ImportSummary(), _ImportWrites()
     for record in records:
         columns = _columns(record, only_set=False)
+        keyed = bool(record.external_id)
         existing = (
-            by_external.get(record.external_id)
-            if record.external_id
-            else by_email.get(record.email or "")
+            by_external.get(record.external_id or "") if keyed else by_email.get(record.email or "")
         )
         if existing is None:
-            row = {"id": new_id(), **columns}
-            (upserts if record.external_id else inserts).append(row)
-            changed = [k for k, v in flatten(row).items() if v not in (None, "")]
-            changes.append((row["id"], changed))
+            summary.customer_ids.append(writes.create(columns, keyed=keyed))
             summary.created += 1
-            summary.customer_ids.append(row["id"])
             continue
         summary.customer_ids.append(existing.id)
-        if existing.business_entity_id and columns["business_entity_id"] not in (
-            None,
-            existing.business_entity_id,
-        ):
+        if writes.update(existing, columns, keyed=keyed):
+            summary.updated += 1
+        else:
+            summary.unchanged += 1
+    writes.flush(session, organisation_id)
+    return summary
+
+
+def _check_business_entities(
+    session: Session, organisation_id: str, records: Sequence[CustomerIn]
+) -> None:
+    entity_ids = {str(r.business_entity_id) for r in records if r.business_entity_id}
+    unknown = entity_ids - repository.business_entity_ids(session, organisation_id, entity_ids)
+    if unknown:
+        raise CustomerRuleBroken(
+            "business_entity_id", f"not business entities of this organisation: {sorted(unknown)}"
+        )
+
+
+@dataclass
+class _ImportWrites:
+    """An import's bulk statements: upserts keyed by ``external_id``, inserts and updates
+    of customers matched by e-mail (or neither), and the outbox entries of what changed."""
+
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def create(self, columns: dict[str, Any], *, keyed: bool) -> str:
+        row = {"id": new_id(), **columns}
+        (self.upserts if keyed else self.inserts).append(row)
+        self.changes.append((row["id"], _set_fields(row)))
+        return str(row["id"])
+
+    def update(self, existing: CustomerRow, columns: dict[str, Any], *, keyed: bool) -> bool:
+        """Whether the record changes the customer (then its write is queued)."""
+        entity = columns["business_entity_id"]
+        if existing.business_entity_id and entity not in (None, existing.business_entity_id):
             raise CustomerRuleBroken(
                 "business_entity_id",
                 f"customer {existing.external_id or existing.email}: cannot be changed once set",
             )
-        columns["business_entity_id"] = existing.business_entity_id or columns["business_entity_id"]
+        columns = {**columns, "business_entity_id": existing.business_entity_id or entity}
         before = to_public(existing)
         if all(before[k] == v for k, v in columns.items()):
-            summary.unchanged += 1
-            continue
-        flat_before, flat_after = flatten(before), flatten({**before, **columns})
-        changed = sorted(
-            k
-            for k in flat_before.keys() | flat_after.keys()
-            if flat_before.get(k) != flat_after.get(k)
-        )
-        changes.append((existing.id, changed))
-        summary.updated += 1
-        if record.external_id:
-            upserts.append({"id": existing.id, **columns})
-        else:
-            repository.update_customers(
-                session,
-                organisation_id,
-                [
-                    {
-                        "id": existing.id,
-                        **{k: v for k, v in columns.items() if k != "business_entity_id"},
-                    }
-                ],
-            )
-    repository.upsert_customers(session, organisation_id, upserts)
-    repository.insert_customers(session, organisation_id, inserts)
-    repository.add_outbox_entries(session, organisation_id, changes)
-    return summary
+            return False
+        self.changes.append((existing.id, _changed_fields(before, {**before, **columns})))
+        if keyed:
+            self.upserts.append({"id": existing.id, **columns})
+        else:  # business_entity_id is set only at creation
+            kept = {k: v for k, v in columns.items() if k != "business_entity_id"}
+            self.updates.append({"id": existing.id, **kept})
+        return True
+
+    def flush(self, session: Session, organisation_id: str) -> None:
+        repository.update_customers(session, organisation_id, self.updates)
+        repository.upsert_customers(session, organisation_id, self.upserts)
+        repository.insert_customers(session, organisation_id, self.inserts)
+        repository.add_outbox_entries(session, organisation_id, self.changes)
+
+
+def _set_fields(public: dict[str, Any]) -> list[str]:
+    """The flat fields a new customer sets (for its outbox entry)."""
+    return [k for k, v in flatten(public).items() if v not in (None, "")]
+
+
+def _changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The flat fields that differ between two public shapes of a customer."""
+    flat_before, flat_after = flatten(before), flatten(after)
+    keys = flat_before.keys() | flat_after.keys()
+    return sorted(k for k in keys if flat_before.get(k) != flat_after.get(k))

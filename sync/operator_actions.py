@@ -8,14 +8,14 @@ actor.) The callers own the transactions, except for :func:`retry`, which syncs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from connectors.base import RateGate
-from sync import connections
+from sync import connections, customers
+from sync.engine import RunResult, sync_records
 from sync.errors import ConnectionPaused, NotFound
 from sync.failures import RetryOutcome, retry_failures
 from sync.settings import Settings
@@ -110,14 +110,6 @@ def add_connection(
     return row
 
 
-@dataclass
-class RetryReport:
-    retried: int = 0
-    recovered: int = 0
-    still_failing: int = 0
-    failed_runs: list[str] = field(default_factory=list)
-
-
 def retry(
     engine: Engine,
     settings: Settings,
@@ -125,46 +117,65 @@ def retry(
     *,
     actor: str,
     failure_ids: Sequence[str] | None = None,
+    run_id: str | None = None,
     connection_id: str | None = None,
     gate_for: Callable[[str], RateGate | None] | None = None,
-) -> RetryReport:
-    """Retry chosen open failures (by id), or every open one (of a connection): each
-    retried failure is audited, then its records sync again, one run per connection.
+) -> RetryOutcome:
+    """Retry chosen open failures (by id or by run), or every open one (of a connection):
+    each retried failure is audited, then its records sync again, one run per connection.
     ``gate_for(connection_id)`` gives each connection's shared rate gate."""
+    return retry_failures(
+        engine,
+        settings,
+        organisation_id,
+        failure_ids=failure_ids,
+        run_id=run_id,
+        connection_id=connection_id,
+        gate_for=gate_for,
+        actor=actor,
+    )
+
+
+def _resync_targets(
+    session: Session, organisation_id: str, customer_id: str, connection_id: str | None
+) -> dict[str, list[str]]:
+    """The connections a resync of the customer touches, each with the CRM records to pull:
+    those it is linked to (merged-away links aside), or, with no link yet, every active
+    connection (to push it). ``connection_id`` narrows them to one."""
+    crm_ids: dict[str, list[str]] = {}
+    for link in repo.links_of_customer(session, organisation_id, customer_id):
+        if link.state != "merged":
+            crm_ids.setdefault(link.connection_id, []).append(link.crm_id)
+    if not crm_ids:
+        active = repo.list_connections(session, organisation_id)
+        crm_ids = {c.id: [] for c in active if c.state == "active"}
+    return {k: v for k, v in crm_ids.items() if connection_id is None or k == connection_id}
+
+
+def resync_customer(
+    engine: Engine,
+    settings: Settings,
+    organisation_id: str,
+    customer_id: str,
+    *,
+    connection_id: str | None = None,
+    gate_for: Callable[[str], RateGate | None] | None = None,
+) -> dict[str, RunResult]:
+    """Pull and push one customer now: one run per connection it touches (linked ones, or
+    every active one when it has no link yet), each with its connection's rate gate; the
+    runs by connection id. Raises :class:`CustomerNotFound`."""
     with transaction(engine) as session:
-        targets = repo.open_failures(
-            session, organisation_id, connection_id=connection_id, failure_ids=failure_ids
+        wanted = str(customers.get_customer(session, organisation_id, customer_id).id)
+        targets = _resync_targets(session, organisation_id, wanted, connection_id)
+    return {
+        target: sync_records(
+            engine,
+            settings,
+            target,
+            crm_ids=crm_ids,
+            customer_ids=[wanted],
+            trigger="operator",
+            gate=gate_for(target) if gate_for is not None else None,
         )
-        if failure_ids is not None and len(targets) != len(set(failure_ids)):
-            missing = sorted(set(failure_ids) - {f.id for f in targets})
-            raise NotFound(f"no open failure(s) {', '.join(missing)}")
-        by_connection: dict[str, list[str]] = {}
-        for failure in targets:
-            by_connection.setdefault(failure.connection_id, []).append(failure.id)
-            repo.add_audit(
-                session,
-                organisation_id,
-                actor,
-                "failure_retried",
-                failure.customer_id or failure.crm_id or failure.id,
-                {
-                    "failure_id": failure.id,
-                    "connection_id": failure.connection_id,
-                    "direction": failure.direction,
-                    "crm_id": failure.crm_id,
-                    "error": f"{failure.error_kind} {failure.error_code}".strip(),
-                },
-            )
-    report = RetryReport()
-    for conn_id, ids in by_connection.items():
-        gate: RateGate | None = gate_for(conn_id) if gate_for is not None else None
-        outcome: RetryOutcome = retry_failures(
-            engine, settings, organisation_id, failure_ids=ids, connection_id=conn_id, gate=gate
-        )
-        report.retried += outcome.retried
-        report.recovered += outcome.recovered
-        report.still_failing += outcome.still_failing
-        report.failed_runs += [
-            f"{r.run_id}: {r.error}" for r in outcome.runs if r.status != "succeeded"
-        ]
-    return report
+        for target, crm_ids in targets.items()
+    }

@@ -24,6 +24,8 @@ from bench.common import Bench, SandboxProcess, bench, request_counts, reset_cou
 
 #: an account / company page of the list API at its maximum
 PULL_PAGE = {"salesforce": 2000, "hubspot": 100}
+#: records per batch write at its maximum (sObject Collections; HubSpot batch update)
+PUSH_BATCH = {"salesforce": 200, "hubspot": 100}
 
 
 @dataclass
@@ -65,7 +67,8 @@ def crmsync_backfill(
         counters = dict(run.counters)
         if then is not None:
             then(b)
-    pulled = int(counters.get("created", 0)) + int(counters.get("linked", 0))
+    linked = int(counters.get("linked", 0))
+    pulled = int(counters.get("created", 0)) + linked
     n_contacts = int(counters.get("contacts", 0))
     what = (
         f"{_objects(crm)} and {n_contacts:,} contacts → PostgreSQL"
@@ -85,7 +88,9 @@ def crmsync_backfill(
             "contacts": n_contacts,
             "calls_by_endpoint": calls,
             "counters": counters,
-            "minimum_calls": _minimum_calls(crm, records, n_contacts if contacts else 0),
+            "minimum_calls": _minimum_calls(
+                crm, records, n_contacts if contacts else 0, linked=linked
+            ),
         },
     )
 
@@ -94,10 +99,13 @@ def _objects(crm: str) -> str:
     return "Accounts" if crm == "salesforce" else "companies"
 
 
-def _minimum_calls(crm: str, records: int, contacts: int) -> int:
-    """Pages of a full pull at the list API's maximum page size (contacts too, if any)."""
+def _minimum_calls(crm: str, records: int, contacts: int, *, linked: int = 0) -> int:
+    """Pages of a full pull at the list API's maximum page size (contacts too, if any),
+    and the batch writes of the billing id into the records linked to customers billing
+    already had (records billing creates from the CRM cost no write)."""
     page = PULL_PAGE[crm]
-    return -(-records // page) + (-(-contacts // page) if contacts else 0)
+    pulls = -(-records // page) + (-(-contacts // page) if contacts else 0)
+    return pulls + -(-linked // PUSH_BATCH[crm])
 
 
 def run_extractors(crm: str, sandbox: SandboxProcess, workdir: Path) -> list[Measured]:

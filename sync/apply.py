@@ -163,7 +163,7 @@ def _push(ctx: RunContext, pushes: list[CrmPush], made: PushesMade) -> dict[str,
         return results
     before = ctx.connector.api_calls
     answers = ctx.connector.push_customers(
-        [CustomerPush(p.customer_id, p.crm_id, dict(p.fields)) for p in todo]
+        [CustomerPush(p.customer_id, p.crm_id, dict(p.fields), p.write_billing_id) for p in todo]
     )
     ctx.count("calls_push", ctx.connector.api_calls - before)
     by_customer = {answer.billing_id: answer for answer in answers}

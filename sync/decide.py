@@ -97,6 +97,9 @@ class PushState:
     conflicted: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: external ids that were found as records of this CRM (decided by decide_page)
     found: frozenset[str] = frozenset()
+    #: customers whose CRM record was merged into another customer's (an open merge
+    #: conflict): creating one for them would undo the CRM's merge, so they wait for it
+    merged_away: frozenset[str] = frozenset()
 
 
 class _Scratch:
@@ -108,6 +111,8 @@ class _Scratch:
         self.links = dict(state.links)
         self.linked = set(state.linked_customer_ids)
         self.email_owners = dict(state.email_owners)
+        #: survivor's CRM id -> the unlinked customer a record merged into it belonged to
+        self.claims: dict[str, BillingCustomer] = {}
 
     def other_email_owner(self, customer_id: str, email: object) -> str | None:
         """The other customer that has ``email``, if any; else ``customer_id`` has it now."""
@@ -160,6 +165,8 @@ def crm_fields(policy: Policy, record: CrmCustomer) -> Fields:
 def _removed(scratch: _Scratch, record: CrmCustomer) -> RecordDecision | None:
     """A CRM delete marks the link; a merge re-points it. A customer is never deleted."""
     link = scratch.links.get(record.id)
+    if link is None and record.merged_into:
+        return _merged_unlinked(scratch, record, record.merged_into)
     if link is None or link.state != "active":
         return None
     if record.merged_into:
@@ -211,6 +218,62 @@ def _merged(scratch: _Scratch, record: CrmCustomer, link: Link, winner: str) -> 
     )
 
 
+def _merged_unlinked(scratch: _Scratch, record: CrmCustomer, winner: str) -> RecordDecision | None:
+    """A record merged away before it was linked, whose id is an unlinked customer's
+    external id (billing made it from the CRM, or imported it): the survivor belongs to
+    that customer, found by the CRM's merge list instead of becoming a new customer. When
+    the survivor has a customer already, the two meet in a merge conflict, as linked ones
+    do, and this customer's link is kept as merged (so it is never pushed as a create)."""
+    customer = scratch.state.by_external_id.get(record.id)
+    if customer is None or customer.id in scratch.linked:
+        return None
+    owner = _survivor_owner(scratch, winner)
+    if owner is None:
+        scratch.claims[winner] = customer
+        return None
+    if owner == customer.id:
+        return None
+    scratch.linked.add(customer.id)
+    link_id = new_id()
+    link = LinkWrite(link_id, customer.id, record.id, base={}, new=True, state="merged")
+    conflict = ConflictOpen(
+        new_id(),
+        link_id,
+        customer.id,
+        winner,
+        "customer",
+        base=record.id,
+        billing=customer.id,
+        crm=owner,
+        kind="merge",
+    )
+    detail = {"crm_id": record.id, "merged_into": winner, "customer_id": customer.id}
+    return RecordDecision(
+        record.id,
+        customer.id,
+        counts=("merged",),
+        link=link,
+        move=LinkMove(link_id, "merged", merged_into=winner),
+        conflicts=(conflict,),
+        audits=(Audit("crm_merged", customer.id, detail),),
+    )
+
+
+def _survivor_owner(scratch: _Scratch, winner: str) -> str | None:
+    """The customer a merge survivor belongs to so far: its link's, a claim's, or the
+    unlinked customer whose external id it is (a merge that kept the primary's id)."""
+    link = scratch.links.get(winner)
+    if link is not None:
+        return link.customer_id
+    claim = scratch.claims.get(winner)
+    if claim is not None:
+        return claim.id
+    own = scratch.state.by_external_id.get(winner)
+    if own is not None and own.id not in scratch.linked:
+        return own.id
+    return None
+
+
 # --- linked and unlinked records -----------------------------------------------------------
 
 
@@ -235,8 +298,10 @@ def _linked(
 
 def _unlinked(policy: Policy, scratch: _Scratch, record: CrmCustomer) -> RecordDecision:
     customer = (
-        scratch.state.customers.get(record.billing_id) if record.billing_id else None
-    ) or scratch.state.by_external_id.get(record.id)
+        (scratch.state.customers.get(record.billing_id) if record.billing_id else None)
+        or scratch.state.by_external_id.get(record.id)
+        or scratch.claims.get(record.id)
+    )
     if customer is None:
         return _new_customer(policy, scratch, record)
     if customer.id in scratch.linked:
@@ -320,10 +385,23 @@ def _merged_record(
         for c in outcome.conflicts
     )
     write = _link_write(policy, record, customer, crm, outcome, change, link, link_id)
+    # a record linked to a customer billing already had takes the customer's id in its
+    # external-id field, with the page's other pushes (one batch), so that it is found
+    # again whatever becomes of its CRM id; a record billing made from it is found by its
+    # CRM id (the customer's external id) and the CRM's merge lists, at no call
+    write_back = link is None and record.billing_id != customer.id
     push = None
-    if outcome.to_crm:
+    if outcome.to_crm or write_back:
         before = {name: crm.get(name) for name in outcome.to_crm}
-        push = CrmPush(customer.id, record.id, dict(outcome.to_crm), link_id, write.base, before)
+        push = CrmPush(
+            customer.id,
+            record.id,
+            dict(outcome.to_crm),
+            link_id,
+            write.base,
+            before,
+            write_billing_id=write_back,
+        )
     restored = link is not None and link.state == "remote_deleted"
     counts: list[Count] = ["linked"] if link is None else ["restored"] if restored else []
     if change is not None:
@@ -448,7 +526,10 @@ def decide_pushes(policy: Policy, state: PushState) -> tuple[RecordDecision, ...
         if link is not None:
             conflicted = state.conflicted.get(link.id, frozenset())
             decisions.append(_push_linked(policy, customer, link, conflicted))
-        elif customer.fields.get("external_id") not in state.found:
+        elif (
+            customer.fields.get("external_id") not in state.found
+            and customer.id not in state.merged_away
+        ):
             decisions.append(_create_in_crm(policy, customer))
     return tuple(d for d in decisions if d is not None)
 

@@ -130,7 +130,10 @@ class CrmPush:
     create keyed by ``customer_id``. On success the fields join the base of link
     ``link_id`` (for a create, a new link to that record); ``before`` is what the CRM was
     last known to hold, for showing. ``set_external_id``: the customer has no external id
-    yet and takes the new record's id."""
+    yet and takes the new record's id. ``write_billing_id``: the record is being linked to
+    a customer billing already had, so the customer's id is written into the record's
+    external-id field too (in the same batch as any fields), and the record can always be
+    found again (a create carries it anyway: it is keyed by it)."""
 
     customer_id: str
     crm_id: str | None
@@ -139,6 +142,7 @@ class CrmPush:
     base: Fields
     before: Fields = field(default_factory=dict)
     set_external_id: bool = False
+    write_billing_id: bool = False
 
 
 @dataclass(slots=True)

@@ -126,7 +126,8 @@ def load_page(session: Session, ctx: RunContext, records: Sequence[CrmCustomer])
     organisation_id, connection_id = ctx.organisation_id, ctx.connection_id
     winners = [r.merged_into for r in records if r.merged_into]
     links = repo.links_by_crm_ids(session, connection_id, [r.id for r in records] + winners)
-    unlinked = [r for r in records if r.id not in links and not r.deleted]
+    # a record merged away unlinked may be a customer's external id: its survivor is theirs
+    unlinked = [r for r in records if r.id not in links and (r.merged_into or not r.deleted)]
     by_external = repository.find_customers_by_external_ids(
         session, organisation_id, [r.id for r in unlinked]
     )
@@ -183,14 +184,28 @@ def load_push(
     ]
     found: list[CrmCustomer] = []
     if lookups:
-        found = [r for r in ctx.connector.pull_customers_by_ids(lookups) if not r.deleted]
+        found = _with_survivors(ctx, ctx.connector.pull_customers_by_ids(lookups))
+    unlinked = [c.id for c in customers if c.id not in links]
+    held = repo.customers_in_open_merges(session, ctx.connection_id, unlinked)
     state = PushState(
         customers=customers,
         links={customer_id: link_value(link) for customer_id, link in links.items()},
         conflicted={link_id: frozenset(names) for link_id, names in conflicted.items()},
         found=frozenset(r.id for r in found),
+        merged_away=frozenset(held),
     )
     return state, found
+
+
+def _with_survivors(ctx: RunContext, records: Sequence[CrmCustomer]) -> list[CrmCustomer]:
+    """The records found by id, and for those merged away since, the survivors (read by
+    id: one more call, only when there are merges), so that an external id merged away is
+    found in its survivor instead of pushed as a new record."""
+    kept = [r for r in records if not r.deleted or r.merged_into]
+    survivors = [r.merged_into for r in kept if r.merged_into]
+    if survivors:
+        kept += [r for r in ctx.connector.pull_customers_by_ids(survivors) if not r.deleted]
+    return kept
 
 
 def load_owners(

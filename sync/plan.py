@@ -131,8 +131,15 @@ class Plan:
     def _links_and_removals(self, record: RecordDecision) -> None:
         link = record.link
         if link is not None and link.new and record.new_customer is None:
+            # linking to a customer billing already had writes its id into the record
+            written = record.push is not None and record.push.write_billing_id
             self.links.append(
-                {"crm_id": record.crm_id, "customer_id": record.customer_id, "name": record.name}
+                {
+                    "crm_id": record.crm_id,
+                    "customer_id": record.customer_id,
+                    "name": record.name,
+                    "billing_id_written": written,
+                }
             )
         for kind in ("deleted", "merged", "restored"):
             if kind in record.counts:

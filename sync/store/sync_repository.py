@@ -205,6 +205,24 @@ def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str,
     return found
 
 
+def customers_in_open_merges(
+    session: Session, connection_id: str, customer_ids: Iterable[str]
+) -> set[str]:
+    """The customers whose CRM record this connection saw merged into another customer's,
+    with the merge conflict still open."""
+    ids = list(set(customer_ids))
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        query = select(Conflict.customer_id).where(
+            Conflict.connection_id == connection_id,
+            among(session, Conflict.customer_id, chunk),
+            Conflict.kind == "merge",
+            Conflict.status == "open",
+        )
+        found.update(session.scalars(query))
+    return found
+
+
 def insert_conflicts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     bulk_insert(session, Conflict, rows, {"created_at": utcnow(), "link_id": None})
     telemetry.conflicts_opened(rows)

@@ -70,3 +70,6 @@ def test_a_catalog_selects_one_stream(tmp_path: Path) -> None:
 def test_the_minimum_calls_are_full_pages() -> None:
     assert _minimum_calls("hubspot", 100_000, 250_176) == 1000 + 2502
     assert _minimum_calls("salesforce", 100_000, 0) == 50
+    # linking to customers billing already had writes their ids back: a batch per batch
+    assert _minimum_calls("hubspot", 100_000, 0, linked=1000) == 1000 + 10
+    assert _minimum_calls("salesforce", 100_000, 0, linked=1000) == 50 + 5

@@ -129,8 +129,10 @@ def test_a_merge_of_two_linked_records_opens_a_merge_conflict_and_creates_no_cus
     assert _active_link_of(world, kept) == [survivor]
     states = {link.customer_id: link.state for link in world.links()}
     assert sorted(states.values()) == ["active", "merged"]
-    again = world.sync()
-    assert again.status == "succeeded" and again.counters["conflicts_opened"] == 0
+    # a full run walks every customer: the merged-away one is not pushed as a new record
+    again = world.sync(full=True)
+    assert again.status == "succeeded", again.error
+    assert again.counters["conflicts_opened"] == 0 and again.counters["crm_created"] == 0
     assert _customer_ids(world) == before
 
 
@@ -170,3 +172,89 @@ def test_a_merge_webhook_of_two_linked_records_opens_a_merge_conflict(world: Wor
     assert result.status == "succeeded", result.error
     assert _customer_ids(world) == before
     assert [c.crm_id for c in world.conflicts() if c.kind == "merge"] == survivor
+
+
+# --- the billing id written back -----------------------------------------------------------
+
+
+def test_linking_existing_customers_writes_the_billing_id_back_in_one_batch(
+    world: World,
+) -> None:
+    count = world.harness.push_batch_max
+    crm_ids = world.harness.seed(count)
+    billing = {
+        crm_id: _billing_create(
+            world, customer_name=world.harness.read(crm_id)["customer_name"], external_id=crm_id
+        )
+        for crm_id in crm_ids
+    }
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert result.counters["linked"] == count and result.counters["created"] == 0
+    # the write-back rides in the page's push: one batch for a batch's worth of records
+    assert result.counters["calls_push"] == world.harness.push_calls(count, 0)
+    for crm_id in (crm_ids[0], crm_ids[-1]):
+        assert _billing_id_in_crm(world, crm_id) == billing[crm_id]
+    again = world.sync()
+    assert again.status == "succeeded", again.error
+    changed = {k: v for k, v in again.counters.items() if v and k in ("updated", "pushed")}
+    assert changed == {}, "the write-back came back as a change"
+    assert again.counters["calls_push"] == 0
+
+
+def test_records_billing_created_from_the_crm_cost_no_write_back(world: World) -> None:
+    world.harness.seed(3)
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert result.counters["created"] == 3 and result.counters["calls_push"] == 0
+
+
+def test_a_survivor_finds_an_unlinked_customer_by_a_merged_id(world: World) -> None:
+    primary, secondary = world.harness.seed(2)
+    name = world.harness.read(primary)["customer_name"]
+    customer_id = _billing_create(world, customer_name=name, external_id=primary)
+    survivor = world.harness.merge(primary, secondary)
+
+    result = world.sync()  # the connection's first sync, after the merge
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == {customer_id}, "the survivor became a second customer"
+    assert _active_link_of(world, customer_id) == [survivor]
+    assert _billing_id_in_crm(world, survivor) == customer_id
+
+
+def test_a_merge_of_two_unlinked_customers_records_opens_a_merge_conflict(world: World) -> None:
+    primary, secondary = world.harness.seed(2)
+    kept, other = (
+        _billing_create(
+            world, customer_name=world.harness.read(crm_id)["customer_name"], external_id=crm_id
+        )
+        for crm_id in (primary, secondary)
+    )
+    survivor = world.harness.merge(primary, secondary)
+
+    result = world.sync()  # the connection's first sync, after the merge
+    assert result.status == "succeeded", result.error
+    assert _customer_ids(world) == {kept, other}, "a merge created a customer"
+    assert result.counters["crm_created"] == 0, "a merged-away customer was pushed as new"
+    assert _active_link_of(world, kept) == [survivor]
+    assert _active_link_of(world, other) == []
+    assert [c.crm_id for c in world.conflicts() if c.kind == "merge"] == [survivor]
+    again = world.sync(full=True)
+    assert again.status == "succeeded", again.error
+    assert again.counters["crm_created"] == 0 and again.counters["conflicts_opened"] == 0
+
+
+def test_a_customer_naming_a_merged_away_record_is_not_pushed_as_a_new_one(world: World) -> None:
+    primary, secondary = world.harness.seed(2)
+    survivor = world.harness.merge(primary, secondary)
+    assert world.sync().status == "succeeded"
+    [owner] = _customer_ids(world)
+    late = _billing_create(world, customer_name="Late Import Ltd", external_id=secondary)
+
+    result = world.sync()  # the push step looks the external id up: merged into a linked one
+    assert result.status == "succeeded", result.error
+    assert result.counters["crm_created"] == 0, "the CRM's merge was undone"
+    assert _active_link_of(world, owner) == [survivor]
+    assert _active_link_of(world, late) == []
+    merges = [c for c in world.conflicts() if c.kind == "merge"]
+    assert [(c.customer_id, c.crm_id) for c in merges] == [(late, survivor)]

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import console, customers, errors, health, metrics, webhooks
+from api import bad_input, console, customers, errors, health, metrics, webhooks
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="crmsync", version="0.1.0", description=DESCRIPTION)
     app.state.settings = settings or get_settings()
     errors.install(app)
+    bad_input.install(app)
     app.include_router(customers.router)
     app.include_router(webhooks.router)
     console.install(app)

@@ -11,11 +11,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from pydantic import AfterValidator
 
 from api.deps import OrganisationId, SessionDep
 from api.errors import ERROR_RESPONSES
 from sync import customers
-from sync.customer import Customer, CustomerIn, CustomerPatch
+from sync.customer import Customer, CustomerIn, CustomerPatch, single_line
 
 router = APIRouter(prefix="/customers", tags=["customers"], responses=ERROR_RESPONSES)
 
@@ -38,7 +39,8 @@ def list_customers(
     session: SessionDep,
     org: OrganisationId,
     external_id: Annotated[
-        str | None, Query(max_length=255, description="Only the customer with this external ID")
+        Annotated[str, AfterValidator(single_line)] | None,
+        Query(max_length=255, description="Only the customer with this external ID"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,

@@ -61,3 +61,14 @@ def test_newlines_are_kept_in_the_address_lines(
     assert response.status_code == 201, response.text
     got = client.get(f"/customers/{response.json()['id']}", headers=tenant.headers).json()
     assert got["address"]["line1"] == line1
+
+
+def test_a_control_character_in_the_query_is_refused(client: TestClient, tenant: Tenant) -> None:
+    refused = client.get("/customers?external_id=A%011", headers=tenant.headers)
+    assert refused.status_code == 422, refused.text
+    assert rules_of(refused) == {"external_id": NO_CONTROL_CHARACTERS}
+    # a NUL in a URL is refused before any route (no id, search or filter holds one)
+    nul = client.get("/customers?external_id=A%001", headers=tenant.headers)
+    assert nul.status_code == 400, nul.text
+    assert "NUL" in nul.json()["detail"]
+    assert client.get("/customers/%00", headers=tenant.headers).status_code == 400

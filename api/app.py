@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import bad_input, console, customers, errors, health, metrics, webhooks
+from connectors import registry
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
 
@@ -30,6 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     console.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    # a webhook's intake verifies it with its connector: import them all now, not in the
+    # first webhook's request
+    registry.load_all()
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:

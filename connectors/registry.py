@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -11,6 +12,8 @@ from connectors.base import Capabilities, ConnectionConfig, Connector, RateGate
 from connectors.errors import ConfigError
 
 GROUP = "crmsync.connectors"
+
+log = logging.getLogger("crmsync.connectors")
 
 
 @cache
@@ -31,6 +34,22 @@ def connector_class(key: str) -> type[Connector]:
         raise ConfigError(f"unknown CRM connector {key!r} (installed: {known})")
     cls: type[Connector] = eps[key].load()
     return cls
+
+
+def load_all() -> list[str]:
+    """Import every installed connector (and its CRM client library) now, and return the
+    keys of those that failed to load (each logged; using one raises its error then). The
+    worker and the web server call it as they start: imported on first use instead, the
+    client libraries took 1-3 s of the first webhook's intake and of its sync on a loaded
+    machine."""
+    failed = []
+    for key in available():
+        try:
+            connector_class(key)
+        except Exception as error:  # a broken plug-in must not stop the process starting
+            log.warning("connector %s could not be loaded: %s", key, error)
+            failed.append(key)
+    return failed
 
 
 def create(key: str, config: ConnectionConfig, gate: RateGate | None = None) -> Connector:

@@ -151,6 +151,15 @@ def _logging(loglevel: int | str | None = None, **_: Any) -> None:
     logs.configure(get_settings(), level=loglevel)
 
 
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _load_connectors(**_: Any) -> None:
+    # before the worker takes a task: a webhook sync must not wait for a CRM client
+    # library's import (prefork children inherit the imports)
+    from connectors import registry
+
+    registry.load_all()
+
+
 _APPS: dict[tuple[Any, ...], Celery] = {}
 _APPS_LOCK = threading.Lock()
 

@@ -6,7 +6,9 @@ retries GET/PUT/DELETE on 429/503/413 when ``Retry-After`` is present (CRM_API_N
 one SDK call is exactly one HTTP request and transport errors surface as themselves.
 
 The SDK builds a new API client (and a new connection pool) each time a ``...api``
-property is read, so the APIs are built once here and kept.
+property is read, so the APIs are built once here and kept. It imports each API's modules
+when it is first read; they are imported with this module instead, so that a process that
+loads its connectors as it starts (the worker, the web server) does not in its first sync.
 
 Bulk calls pass ``_preload_content=False`` and parse the body with ``orjson.loads``: the
 SDK's model objects cost ~65 µs per record (CRM_API_NOTES), ``json.loads`` ~1 µs.
@@ -18,6 +20,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import hubspot
+import hubspot.crm.associations.v4
+import hubspot.crm.companies
+import hubspot.crm.contacts
+import hubspot.crm.properties
+import hubspot.discovery.crm.associations.v4.discovery
+import hubspot.discovery.crm.companies.discovery
+import hubspot.discovery.crm.contacts.discovery
+import hubspot.discovery.crm.discovery
+import hubspot.discovery.crm.properties.discovery
 import orjson
 from urllib3.util.retry import Retry
 

@@ -618,7 +618,7 @@ def decide_contacts(
     ``owners`` maps a CRM account / company id to its linked customer."""
     attach: list[ContactRow] = []
     remove: list[str] = []
-    failures: list[Failure] = []
+    refused: dict[str, list[tuple[CrmContact, str]]] = {}
     for contact in {c.id: c for c in contacts}.values():
         customer_id = owners.get(contact.customer_id or "")
         if contact.deleted or customer_id is None:
@@ -626,21 +626,26 @@ def decide_contacts(
             continue
         problem = contact_problem(contact.name, contact.email)
         if problem is not None:
-            # the contact model's rule: refused, and the customer's other contacts go on.
-            # No CRM id on the row: a retry syncs the customer, not an account of that id.
-            payload = {"contact_id": contact.id, "name": contact.name, "email": contact.email}
-            failures.append(
-                Failure(
-                    "pull",
-                    None,
-                    customer_id,
-                    payload,
-                    "validation",
-                    f"contact {contact.id}: {problem}",
-                    NO_CONTROL_CHARACTERS if NO_CONTROL_CHARACTERS in problem else "too_long",
-                )
-            )
+            # the contact model's rule: refused, and the customer's other contacts go on
+            refused.setdefault(customer_id, []).append((contact, problem))
             continue
         name = contact.name or contact.email or contact.id
         attach.append(ContactRow(contact.id, customer_id, name, contact.email))
-    return ContactsDecision(tuple(attach), tuple(remove), fresh, tuple(failures))
+    failures = tuple(_contacts_failure(c, items) for c, items in refused.items())
+    return ContactsDecision(tuple(attach), tuple(remove), fresh, failures)
+
+
+def _contacts_failure(customer_id: str, refused: list[tuple[CrmContact, str]]) -> Failure:
+    """One dead-letter row for a customer's refused contacts (the dead letter holds one open
+    row per record). No CRM id on it: a retry syncs the customer, not an account of that
+    id."""
+    payload = {
+        "contacts": [
+            {"contact_id": c.id, "name": c.name, "email": c.email, "problem": problem}
+            for c, problem in refused
+        ]
+    }
+    message = "; ".join(f"contact {c.id}: {problem}" for c, problem in refused)
+    by_rule = any(NO_CONTROL_CHARACTERS in problem for _, problem in refused)
+    code = NO_CONTROL_CHARACTERS if by_rule else "too_long"
+    return Failure("pull", None, customer_id, payload, "validation", message, code)

@@ -141,16 +141,19 @@ def test_a_csv_whose_header_holds_nuls_is_not_text(tmp_path: Path) -> None:
     assert row.line == 2 and NO_CONTROL_CHARACTERS in row.errors[0]
 
 
-def _add_contact(world: World, crm_id: str, first: str, email: str) -> None:
-    """A contact of the record, as a CRM user adds one."""
+def _add_contact(world: World, crm_id: str, first: str, email: str) -> str:
+    """A contact of the record, as a CRM user adds one; its id."""
     if world.harness.key == "salesforce":
-        world.harness.sf.create(
-            "Contact", {"AccountId": crm_id, "FirstName": first, "LastName": "X", "Email": email}
+        return str(
+            world.harness.sf.create(
+                "Contact",
+                {"AccountId": crm_id, "FirstName": first, "LastName": "X", "Email": email},
+            )
         )
-    else:
-        hs = world.harness.hs
-        contact = hs.create("contacts", {"firstname": first, "lastname": "X", "email": email})
-        hs.associate(contact, crm_id)
+    hs = world.harness.hs
+    contact = hs.create("contacts", {"firstname": first, "lastname": "X", "email": email})
+    hs.associate(contact, crm_id)
+    return str(contact)
 
 
 def test_a_crm_record_with_a_control_character_goes_to_the_dead_letter(world: World) -> None:
@@ -161,7 +164,10 @@ def test_a_crm_record_with_a_control_character_goes_to_the_dead_letter(world: Wo
     )
     later = world.harness.create({"customer_name": "Later Co", "address.city": "Rome"})
     _add_contact(world, good, "Ann", "ann@example.com")
-    _add_contact(world, good, "B\x00b", "bob@example.com")
+    refused = {
+        _add_contact(world, good, "B\x00b", "bob@example.com"),
+        _add_contact(world, good, "C\x01d", "cd@example.com"),
+    }
 
     first = world.sync()
     assert first.status == "succeeded", first.error
@@ -177,6 +183,8 @@ def test_a_crm_record_with_a_control_character_goes_to_the_dead_letter(world: Wo
     contact = failures[(None, NO_CONTROL_CHARACTERS)]
     assert contact.customer_id == world.customer_by_external_id(good)["id"]
     assert "contact" in contact.error_message and "name:" in contact.error_message
+    # one dead-letter row per customer holds all its refused contacts
+    assert {c["contact_id"] for c in contact.payload["contacts"]} == refused
     assert world.customer_by_external_id(lines)["address"]["line1"] == "1 Main St"
 
     # a linked record that now holds one: its link and customer stay as they were

@@ -247,7 +247,12 @@ def _check(world: World, crm_ids: list[str], contacts: list[tuple[str, str]]) ->
                 select(ContactRow.crm_id).where(ContactRow.connection_id == world.connection_id)
             )
         )
-    refused = {str(f.payload.get("contact_id")) for f in failures if f.crm_id is None}
+    refused = {
+        str(contact["contact_id"])
+        for f in failures
+        if f.crm_id is None
+        for contact in f.payload.get("contacts", [])
+    }
     for contact_id, crm_id in contacts:
         if crm_id in customers:
             assert contact_id in attached | refused, (

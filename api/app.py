@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import bad_input, console, customers, errors, health, metrics, webhooks
+from api import bad_input, console, contacts, customers, errors, health, metrics, webhooks
 from connectors import registry
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     bad_input.install(app)
     app.include_router(customers.router)
+    app.include_router(contacts.router)
     app.include_router(webhooks.router)
     console.install(app)
     app.include_router(health.router)

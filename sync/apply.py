@@ -20,11 +20,11 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from connectors.base import CustomerPush, PushResult, RecordError
+from sync.contact_sync import ContactPushesMade, apply_contacts
 from sync.context import RunContext
 from sync.decision import (
     Audit,
     ConflictOpen,
-    ContactsDecision,
     CrmPush,
     Failure,
     LinkMove,
@@ -71,9 +71,16 @@ def carry_out(
             push = record.push
             planned = () if push is None else ("crm_created" if push.crm_id is None else "pushed",)
             _count(ctx, (*record.counts, *planned), len(record.conflicts))
-        if decision.contacts is not None:
-            ctx.count("contacts", len(decision.contacts.attach))
-            ctx.count("failed", len(decision.contacts.failures))
+        contacts = decision.contacts
+        if contacts is not None:
+            ctx.count("contacts", len(contacts.attach) + len(contacts.change))
+            ctx.count("failed", len(contacts.failures))
+            ctx.count("contacts_flagged", len(contacts.flag))
+            ctx.count("conflicts_opened", len(contacts.conflicts))
+            for contact in contacts.pushes:
+                if contact.fields:
+                    created = contact.crm_id is None
+                    ctx.count("contacts_crm_created" if created else "contacts_pushed")
         return
     apply(ctx, session, decision, made, isolate=isolate)
 
@@ -104,8 +111,12 @@ def apply(
         _write(ctx, session, rows)
     for name, amount in rows.counts.items():
         ctx.count(name, amount)
-    if decision.contacts is not None:
-        _write_contacts(ctx, session, decision.contacts)
+    contacts = decision.contacts
+    if contacts is not None:
+        if contacts.failures:
+            repo.record_failures(session, [failure_row(ctx, f) for f in contacts.failures])
+            ctx.count("failed", len(contacts.failures))
+        apply_contacts(ctx, session, contacts, made.contacts if made else None)
     if ctx.has_failures:
         repo.resolve_failures_for(session, ctx.connection_id, "pull", rows.synced)
         repo.resolve_failures_for(session, ctx.connection_id, "push", rows.pushed)
@@ -141,6 +152,8 @@ class PushesMade:
 
     def __init__(self) -> None:
         self._made: dict[str, tuple[CrmPush, PushResult]] = {}
+        #: and the contacts it has pushed (a contact created once is never created again)
+        self.contacts = ContactPushesMade()
 
     def result(self, push: CrmPush) -> PushResult | None:
         made = self._made.get(push.customer_id)
@@ -466,28 +479,3 @@ def _refused(record: RecordDecision, error: Exception) -> Failure:
     direction: Literal["pull", "push"] = "pull" if record.crm_id is not None else "push"
     payload = {"fields": fields, "refused_by": "store"}
     return Failure(direction, record.crm_id, record.customer_id, payload, "store", reason, code)
-
-
-def _write_contacts(ctx: RunContext, session: Session, contacts: ContactsDecision) -> None:
-    rows = [
-        {
-            "id": new_id(),
-            "organisation_id": ctx.organisation_id,
-            "customer_id": contact.customer_id,
-            "name": contact.name,
-            "email": contact.email,
-            "communications": ["billing"],
-            "connection_id": ctx.connection_id,
-            "crm_id": contact.crm_id,
-        }
-        for contact in contacts.attach
-    ]
-    ctx.count("contacts", len(rows))
-    if contacts.failures:
-        repo.record_failures(session, [failure_row(ctx, f) for f in contacts.failures])
-        ctx.count("failed", len(contacts.failures))
-    if contacts.fresh:
-        repo.insert_crm_contacts(session, rows)
-    else:
-        repo.upsert_crm_contacts(session, rows)
-    repo.delete_crm_contacts(session, ctx.connection_id, list(contacts.remove))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from connectors.base import Connector, CustomerPush, RateGate
 from sync.billing import validated
 from sync.connections import open_connector
+from sync.contact_conflicts import resolve_contact_conflict
 from sync.customer import FieldValue
 from sync.decision import BillingCustomer
 from sync.errors import ConflictError as ConflictError
@@ -82,6 +83,20 @@ def resolve_conflict(
     neither the conflict nor the customer changed meanwhile)."""
     if (keep is None) == (not set_value):
         raise InvalidInput("choose one: keep billing, keep crm, or set a value")
+    with transaction(engine) as session:
+        row = repo.get_conflict(session, organisation_id, conflict_id)
+    if row is not None and row.kind == "contact" and row.status == "open":
+        done = resolve_contact_conflict(
+            engine,
+            settings,
+            row,
+            keep=keep,
+            value=value,
+            actor=actor,
+            gate=gate,
+            connector=connector,
+        )
+        return Resolution(row.id, done.field, done.value, done.billing_written, done.crm_written)
     with transaction(engine) as session:
         found = _read(session, organisation_id, conflict_id)
         if isinstance(found, Conflict):

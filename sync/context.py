@@ -38,6 +38,16 @@ class Unapplied:
                 self.links[record.link.crm_id] = record.link.customer_id
 
 
+@dataclass(frozen=True)
+class ContactPolicy:
+    """How a connection syncs secondary contacts: at all (``contacts`` setting), from the
+    billing side too (the connector can write them), with communications (a mapped field)."""
+
+    pull: bool = True
+    push: bool = False
+    communications: bool = False
+
+
 @dataclass
 class RunContext:
     """One run of one connection. ``plan`` is set in plan mode: decisions are shown in it
@@ -66,6 +76,7 @@ class RunContext:
     #: to disk (``synchronous_commit = off``). A page lost with a crash of the server is
     #: lost with its cursor, so the next run reads it again, as after a killed worker
     bulk: bool = False
+    contacts: ContactPolicy = field(default_factory=ContactPolicy)
 
     @property
     def organisation_id(self) -> str:

@@ -5,7 +5,7 @@ link (a merged one re-points it), a linked record merges three ways against its 
 base, an unlinked one links to the customer with its external id (the match rule decides
 name and address) or becomes a new customer. :func:`decide_pushes` decides the billing
 side's own changes: fields to push for linked customers, CRM records to create for
-unlinked ones. :func:`decide_contacts` attaches CRM contacts to the linked customers.
+unlinked ones. Contacts are decided in :mod:`sync.contact_sync`.
 
 Every function here is pure: it is given what the page's bulk reads found
 (:class:`PageState`, :class:`PushState`) and the connection's :class:`Policy`, and
@@ -18,15 +18,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from connectors.base import CrmContact, CrmCustomer
+from connectors.base import CrmCustomer
 from sync.billing import InvalidRecord, validated, validated_new
-from sync.customer import NO_CONTROL_CHARACTERS, contact_problem, crm_fields_problem
+from sync.customer import NO_CONTROL_CHARACTERS, crm_fields_problem
 from sync.decision import (
     Audit,
     BillingCustomer,
     ConflictOpen,
-    ContactRow,
-    ContactsDecision,
     Count,
     CrmPush,
     CustomerChange,
@@ -606,46 +604,3 @@ def _create_in_crm(policy: Policy, customer: BillingCustomer) -> RecordDecision 
         set_external_id=customer.fields.get("external_id") is None,
     )
     return RecordDecision(None, customer.id, name=customer.fields.get("customer_name"), push=push)
-
-
-# --- contacts ------------------------------------------------------------------------------
-
-
-def decide_contacts(
-    owners: Mapping[str, str], contacts: Iterable[CrmContact], *, fresh: bool = False
-) -> ContactsDecision:
-    """CRM contacts become the linked customer's secondary contacts (CRM → billing);
-    ``owners`` maps a CRM account / company id to its linked customer."""
-    attach: list[ContactRow] = []
-    remove: list[str] = []
-    refused: dict[str, list[tuple[CrmContact, str]]] = {}
-    for contact in {c.id: c for c in contacts}.values():
-        customer_id = owners.get(contact.customer_id or "")
-        if contact.deleted or customer_id is None:
-            remove.append(contact.id)
-            continue
-        problem = contact_problem(contact.name, contact.email)
-        if problem is not None:
-            # the contact model's rule: refused, and the customer's other contacts go on
-            refused.setdefault(customer_id, []).append((contact, problem))
-            continue
-        name = contact.name or contact.email or contact.id
-        attach.append(ContactRow(contact.id, customer_id, name, contact.email))
-    failures = tuple(_contacts_failure(c, items) for c, items in refused.items())
-    return ContactsDecision(tuple(attach), tuple(remove), fresh, failures)
-
-
-def _contacts_failure(customer_id: str, refused: list[tuple[CrmContact, str]]) -> Failure:
-    """One dead-letter row for a customer's refused contacts (the dead letter holds one open
-    row per record). No CRM id on it: a retry syncs the customer, not an account of that
-    id."""
-    payload = {
-        "contacts": [
-            {"contact_id": c.id, "name": c.name, "email": c.email, "problem": problem}
-            for c, problem in refused
-        ]
-    }
-    message = "; ".join(f"contact {c.id}: {problem}" for c, problem in refused)
-    by_rule = any(NO_CONTROL_CHARACTERS in problem for _, problem in refused)
-    code = NO_CONTROL_CHARACTERS if by_rule else "too_long"
-    return Failure("pull", None, customer_id, payload, "validation", message, code)

@@ -20,7 +20,7 @@ times as much to build.)
     │   ├── CrmPush           fields to write to the CRM, or a CRM record to create
     │   ├── Failure           why the record goes to the dead letter instead
     │   └── Audit             a line for the audit trail
-    ├── ContactsDecision  CRM contacts to attach to customers, and to remove
+    ├── ContactsDecision  contacts: CRM ones to attach or merge, flags, conflicts, pushes
     └── CursorMove        where the pull (or the outbox walk) stands once the page commits
 """
 
@@ -207,24 +207,92 @@ class RecordDecision:
 
 @dataclass(slots=True)
 class ContactRow:
-    """A CRM contact as the customer's secondary contact."""
+    """A CRM contact as a new secondary contact of ``customer_id`` (its values the base)."""
 
     crm_id: str
     customer_id: str
     name: str
     email: str | None
+    communications: tuple[str, ...] | None = None
+
+
+#: a contact's synced fields: name, email, communications (sorted, comma-separated)
+ContactFields = dict[str, str | None]
+
+
+@dataclass(slots=True)
+class ContactChange:
+    """What to write on an existing billing contact ``id``: values the CRM changed
+    (``changes``, billing columns), the new ``base``, and whether a billing-side change is
+    still to be pushed (``pending``). ``crm_id`` links a billing contact found by e-mail;
+    ``customer_id`` moves it to another customer; ``state`` flags or restores it."""
+
+    id: str
+    customer_id: str
+    crm_id: str | None
+    base: ContactFields
+    changes: ContactFields = field(default_factory=dict)
+    pending: bool | None = None
+    state: str | None = None
+
+
+@dataclass(slots=True)
+class ContactConflict:
+    """A contact field both sides changed differently since the base: opened as a
+    ``contact`` conflict on the customer, and written on neither side meanwhile."""
+
+    id: str
+    contact_id: str
+    customer_id: str
+    crm_id: str
+    field: str
+    base: Any
+    billing: Any
+    crm: Any
+
+
+@dataclass(slots=True)
+class ContactPushWrite:
+    """A billing contact to write to the CRM: created (``crm_id`` None) under the account /
+    company ``account_id``, or its changed ``fields`` updated. On success the fields join
+    ``base`` and, if the contact is still at ``version``, it is no longer pending."""
+
+    contact_id: str
+    customer_id: str
+    crm_id: str | None
+    account_id: str
+    fields: ContactFields
+    base: ContactFields
+    version: int
+    before: ContactFields = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ContactsDecision:
-    """CRM contacts to attach (insert or update) and to remove. ``fresh``: the connection
-    has none yet, so the attached ones are plain inserts. ``failures``: contacts refused
-    by the contact model, for the dead letter."""
+    """Contacts: CRM contacts to insert as new billing contacts (``fresh``: the connection
+    has none yet, so plain inserts), billing contacts to change from the CRM (three-way
+    merge per field), contacts to flag as deleted in the CRM (by billing id; a delete is
+    never carried to the other side), conflicts (both sides changed a field),
+    billing-side contacts to push, and CRM contacts the contact model refuses
+    (``failures``, for the dead letter)."""
 
     attach: tuple[ContactRow, ...] = ()
-    remove: tuple[str, ...] = ()
+    change: tuple[ContactChange, ...] = ()
+    flag: tuple[str, ...] = ()
+    conflicts: tuple[ContactConflict, ...] = ()
+    pushes: tuple[ContactPushWrite, ...] = ()
     fresh: bool = False
     failures: tuple[Failure, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (
+            self.attach
+            or self.change
+            or self.flag
+            or self.conflicts
+            or self.pushes
+            or self.failures
+        )
 
 
 @dataclass(slots=True)

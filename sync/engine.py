@@ -8,9 +8,11 @@
    (the match rule on a first link), apply billing-side changes in bulk, push the
    billing-side winners to the CRM in batches, update the bases, and commit the page with
    its cursor — so a run killed anywhere resumes after its last committed page;
-3. pull the CRM's contacts into the customers' secondary contacts, the same way;
+3. pull the CRM's contacts into the customers' secondary contacts, the same way
+   (three-way merge per contact field, ``sync.contact_sync``);
 4. push the billing side's own changes (the outbox, creates included) in batches;
-5. record the run: trigger, counters, duration, API calls, error.
+5. push the billing side's contact changes (creates under the linked account / company);
+6. record the run: trigger, counters, duration, API calls, error.
 
 Nothing here knows whether Celery, a webhook or an operator started it. In plan mode the
 same steps run with nothing written anywhere and return what they would do.
@@ -30,7 +32,15 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from connectors.base import Connector, CrmCustomer, Page, RateGate
+from connectors.base import (
+    COMMUNICATIONS_SETTING,
+    Connector,
+    ContactWriter,
+    CrmCustomer,
+    Page,
+    RateGate,
+    syncs_contacts,
+)
 from connectors.calls import LocalRateGate
 from connectors.errors import ConnectorError, DailyLimitExceeded
 from sync.connections import (
@@ -41,12 +51,12 @@ from sync.connections import (
     pause_for_limit,
     schedule_next,
 )
-from sync.context import Progress, RunContext
+from sync.context import ContactPolicy, Progress, RunContext
 from sync.decide import Policy
 from sync.decision import CursorMove
 from sync.errors import NotFound, SyncError
 from sync.fencing import Fence, StaleRun
-from sync.pages import contacts_page, push_page, sync_page
+from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_head, push_billing_changes
 from sync.settings import Settings
@@ -117,6 +127,7 @@ def sync_connection(
         with _calls(ctx, "calls_contacts"):
             _pull_contacts(ctx, full=full)
         push_billing_changes(ctx, full=full, outbox_at_start=outbox_at_start)
+        _push_contacts(ctx)
 
     return _run(ctx, steps)
 
@@ -158,6 +169,7 @@ def sync_records(
         customers = list(dict.fromkeys(customer_ids))
         for start in range(0, len(customers), COMMIT_EVERY):
             push_page(ctx, customers[start : start + COMMIT_EVERY])
+            _push_contacts(ctx, customers[start : start + COMMIT_EVERY])
 
     return _run(ctx, steps)
 
@@ -244,6 +256,20 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
         ctx.report("contacts")
 
 
+def _push_contacts(ctx: RunContext, customer_ids: Sequence[str] | None = None) -> None:
+    """Push the billing side's pending contact changes (of ``customer_ids`` only, when
+    given), a chunk per commit."""
+    if not (ctx.contacts.pull and ctx.contacts.push):
+        return
+    after = ""
+    while True:
+        last = contact_push_page(ctx, after=after, limit=COMMIT_EVERY, customer_ids=customer_ids)
+        if last is None:
+            return
+        after = last
+        ctx.report("contacts")
+
+
 def _move(obj: str, cursor: str | None) -> CursorMove | None:
     return CursorMove(obj, cursor) if cursor is not None else None
 
@@ -303,6 +329,11 @@ def _start_run(
             create_policy=row.create_policy,
             push_creates=row.push_creates,
         )
+        contacts = ContactPolicy(
+            pull=syncs_contacts(row.settings or {}),
+            push=connector.capabilities.contact_push and isinstance(connector, ContactWriter),
+            communications=bool((row.settings or {}).get(COMMUNICATIONS_SETTING)),
+        )
         fan_out = repo.count_connections(session, row.organisation_id) > 1
         has_failures = repo.has_open_failures(session, row.id)
     return RunContext(
@@ -316,6 +347,7 @@ def _start_run(
         plan=Plan() if plan else None,
         progress=progress,
         fence=fence,
+        contacts=contacts,
     )
 
 

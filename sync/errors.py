@@ -4,6 +4,7 @@
     ├── NotFound              no such organisation, customer, connection, conflict, failure,
     │   │                     operator (another organisation's counts as none); a LookupError
     │   ├── CustomerNotFound  no such customer in the organisation
+    │   ├── ContactNotFound   no such secondary contact of the customer
     │   └── UnknownConnection a webhook for a connection that does not exist (or another kind)
     ├── InvalidInput          a request that breaks a rule; nothing was written; a ValueError
     │   ├── InvalidRecord     values that would make an invalid customer (the model's rules,
@@ -14,7 +15,8 @@
     │   ├── AlertSetupError   an alert webhook that cannot be used
     │   └── OperatorError     an operator request that cannot be done as asked
     ├── Duplicate             a value another record of the organisation already has
-    │   └── DuplicateCustomer another customer has this ``external_id`` or ``email``
+    │   ├── DuplicateCustomer another customer has this ``external_id`` or ``email``
+    │   └── DuplicateContact  another contact of the customer has this ``email``
     ├── ConflictError         a conflict that cannot be resolved as asked (the CRM refused
     │   │                     the value, the value belongs to another customer, ...)
     │   └── ConflictNotOpen   the conflict is resolved already (or was, meanwhile)
@@ -58,6 +60,10 @@ class CustomerNotFound(NotFound):
     def __init__(self, customer_id: str):
         super().__init__(f"no customer {customer_id!r} in this organisation")
         self.customer_id = customer_id
+
+
+class ContactNotFound(NotFound):
+    """No such secondary contact of the customer (one of another customer included)."""
 
 
 class UnknownConnection(NotFound):
@@ -115,6 +121,16 @@ class DuplicateCustomer(Duplicate):
         super().__init__(f"a customer with {field} {value!r} already exists")
         self.field = field
         self.value = value
+
+
+class DuplicateContact(Duplicate):
+    """Another contact of the customer already has this ``email`` (a contact is matched
+    with the CRM's by e-mail within its customer)."""
+
+    def __init__(self, email: str):
+        super().__init__(f"a contact of this customer with email {email!r} already exists")
+        self.field = "email"
+        self.value = email
 
 
 # --- conflicts and connections --------------------------------------------------------------

@@ -119,7 +119,10 @@ def _sync_again(
 ) -> RunResult:
     """One run over the failed records of a connection: pulls by CRM id, pushes by customer."""
     crm_ids = [f.crm_id for f in failures if f.direction == "pull" and f.crm_id]
-    customer_ids = [f.customer_id for f in failures if f.direction == "push" and f.customer_id]
+    # a refused contact is pushed again with its customer's pending contacts
+    customer_ids = [
+        f.customer_id for f in failures if f.direction in ("push", "contact") and f.customer_id
+    ]
     # a pull failure without a CRM id (an email clash) is retried from the billing side
     customer_ids += [
         f.customer_id for f in failures if f.direction == "pull" and not f.crm_id and f.customer_id

@@ -14,6 +14,7 @@ bottom the same way:
     sync_page      a page of CRM accounts / companies
     push_page      a chunk of billing customers to bring up to date in the CRM
     contacts_page  a page of CRM contacts
+    contact_push_page  a chunk of billing-side contact changes to push to the CRM
 """
 
 from __future__ import annotations
@@ -24,17 +25,22 @@ from sqlalchemy.orm import Session
 
 from connectors.base import CrmContact, CrmCustomer
 from sync.apply import STORE_REFUSALS, PushesMade, carry_out
+from sync.contact_sync import (
+    decide_contact_pushes,
+    decide_contacts,
+    load_contact_pushes,
+    load_contacts,
+)
 from sync.context import RunContext
 from sync.customer import crm_value_problem
 from sync.decide import (
     PageState,
     PushState,
-    decide_contacts,
     decide_page,
     decide_pushes,
     latest,
 )
-from sync.decision import CursorMove, PageDecision
+from sync.decision import ContactsDecision, CursorMove, PageDecision
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.convert import billing_customer, link_value
@@ -82,9 +88,32 @@ def contacts_page(
 
     def step(session: Session) -> PageDecision:
         owners = load_owners(session, ctx, contacts)
-        return PageDecision(contacts=decide_contacts(owners, contacts, fresh=fresh), cursor=cursor)
+        state = load_contacts(session, ctx, contacts, owners, fresh=fresh)
+        return PageDecision(contacts=decide_contacts(state, contacts, fresh=fresh), cursor=cursor)
 
     _commit(ctx, step)
+
+
+def contact_push_page(
+    ctx: RunContext, *, after: str, limit: int, customer_ids: Sequence[str] | None = None
+) -> str | None:
+    """Push a chunk of the billing side's pending contacts (by id after ``after``) and
+    commit it; the last contact id of the chunk, or None when there were none."""
+    last: str | None = None
+
+    def step(session: Session) -> PageDecision:
+        nonlocal last
+        pending, conflicted = load_contact_pushes(
+            session, ctx, after=after, limit=limit, customer_ids=customer_ids
+        )
+        last = pending[-1][0].id if pending else None
+        pushes = decide_contact_pushes(
+            pending, conflicted, communications=ctx.contacts.communications
+        )
+        return PageDecision(contacts=ContactsDecision(pushes=pushes))
+
+    _commit(ctx, step)
+    return last
 
 
 def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sync.decision import Failure, PageDecision, RecordDecision
+from sync.decision import ContactsDecision, Failure, PageDecision, RecordDecision
 
 COUNTERS: tuple[str, ...] = (
     "pulled",
@@ -27,6 +27,11 @@ COUNTERS: tuple[str, ...] = (
     "restored",
     "ignored",
     "contacts",
+    # contacts from the billing side: written to the CRM, created there; flagged as
+    # deleted in the CRM
+    "contacts_pushed",
+    "contacts_crm_created",
+    "contacts_flagged",
     # API calls per step: reading accounts / companies, reading contacts, writing
     "calls_pull",
     "calls_contacts",
@@ -51,9 +56,17 @@ class Plan:
     removals: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: billing contacts to create in the CRM / to change there; CRM contacts to attach to
+    #: customers or to change billing contacts with; contacts flagged as deleted in the CRM
+    contact_creates: list[dict[str, Any]] = field(default_factory=list)
+    contact_updates: list[dict[str, Any]] = field(default_factory=list)
+    contacts_from_crm: list[dict[str, Any]] = field(default_factory=list)
+    contact_flags: list[dict[str, Any]] = field(default_factory=list)
 
     def show(self, decision: PageDecision) -> None:
         """Add a page's decision to the plan, section by section."""
+        if decision.contacts is not None:
+            self._contacts(decision.contacts)
         for record in decision.records:
             self._billing(record)
             self._crm(record)
@@ -150,6 +163,51 @@ class Plan:
                 self.removals.append(removal)
         if "ignored" in record.counts:
             self.ignored.append({"crm_id": record.crm_id, "name": record.name})
+
+    def _contacts(self, contacts: ContactsDecision) -> None:
+        for push in contacts.pushes:
+            if push.crm_id is None:
+                self.contact_creates.append(
+                    {
+                        "contact_id": push.contact_id,
+                        "customer_id": push.customer_id,
+                        "account_id": push.account_id,
+                        "fields": dict(push.fields),
+                    }
+                )
+                continue
+            self.contact_updates.extend(
+                {
+                    "contact_id": push.contact_id,
+                    "crm_id": push.crm_id,
+                    "field": name,
+                    "from": push.before.get(name),
+                    "to": value,
+                }
+                for name, value in push.fields.items()
+            )
+        self.contacts_from_crm.extend(
+            {"crm_id": c.crm_id, "customer_id": c.customer_id, "name": c.name, "email": c.email}
+            for c in contacts.attach
+        )
+        self.contacts_from_crm.extend(
+            {"contact_id": c.id, "customer_id": c.customer_id, "changes": dict(c.changes)}
+            for c in contacts.change
+            if c.changes or c.crm_id is not None
+        )
+        self.contact_flags.extend({"contact_id": i} for i in contacts.flag)
+        self.conflicts.extend(
+            {
+                "customer_id": c.customer_id,
+                "crm_id": c.crm_id,
+                "kind": "contact",
+                "field": f"contact.{c.field}",
+                "base": c.base,
+                "billing": c.billing,
+                "crm": c.crm,
+            }
+            for c in contacts.conflicts
+        )
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         return asdict(self)

@@ -501,7 +501,8 @@ class Api:
             self._check_associations(store, item.get("associations") or [])
         for item in inputs:
             props = item.get("properties") or {}
-            err = self._injected(props.get("crmsync_id"), props.get("name"))
+            # a contact is named by its e-mail (record faults are keyed by it)
+            err = self._injected(props.get("crmsync_id"), props.get("name"), props.get("email"))
             if err is not None:
                 errors.append(err)
                 continue
@@ -535,7 +536,7 @@ class Api:
         for item in inputs:
             key = str(item.get("id"))
             props = item.get("properties") or {}
-            err = self._injected(key, props.get("crmsync_id"))
+            err = self._injected(key, props.get("crmsync_id"), props.get("email"))
             if err is not None:
                 errors.append(err)
                 continue

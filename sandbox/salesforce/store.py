@@ -393,6 +393,7 @@ class Org:
         if rec is not None:
             keys += [rec["Id"], rec.get("Name"), rec.get(self.external_id_field)]
         keys += [values.get("Name"), values.get(self.external_id_field)]
+        keys.append(values.get("Email"))  # a contact is named by its e-mail
         return keys
 
     # -- queries ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -151,12 +152,22 @@ class CustomerRow(Base):
 
 
 class ContactRow(Base):
-    """A customer's secondary contact; ``crm_id`` is set for contacts synced from a CRM."""
+    """A customer's secondary contact. ``connection_id`` / ``crm_id`` name the CRM contact
+    it syncs with (set when it came from that CRM, or once it was pushed there).
+
+    ``base`` holds the values (``name``, ``email``, ``communications``) both sides agreed on
+    at the last sync with that CRM; None means "the row's own values" (a contact pulled
+    before migration 0007). ``pending``: changed on the billing side since it was last
+    pushed; ``version`` counts billing-side changes, so a push clears ``pending`` only if
+    no change came in while it was on its way. ``state``: ``active`` or ``crm_deleted``
+    (the CRM deleted it, or moved it off the account: kept, flagged, never pushed again).
+    """
 
     __tablename__ = "contacts"
     __table_args__ = (
         UniqueConstraint("connection_id", "crm_id", name="uq_contacts_connection_crm_id"),
         Index("ix_contacts_customer", "customer_id"),
+        Index("ix_contacts_org_pending", "organisation_id", "pending"),
         *_tenant_keys("contacts"),
     )
 
@@ -168,7 +179,12 @@ class ContactRow(Base):
     communications: Mapped[list[str]] = mapped_column(Json, default=list)
     connection_id: Mapped[str | None] = mapped_column(UUID)
     crm_id: Mapped[str | None] = mapped_column(String(64))
+    base: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    state: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ConnectionRow(Base):

@@ -370,7 +370,16 @@ def replace_contacts(
         )
     )
     for contact in contacts:
-        session.add(ContactRow(organisation_id=organisation_id, customer_id=customer_id, **contact))
+        # new on the billing side: pushed to each linked CRM on its next sync
+        session.add(
+            ContactRow(
+                organisation_id=organisation_id,
+                customer_id=customer_id,
+                pending=True,
+                version=1,
+                **contact,
+            )
+        )
 
 
 def list_contacts(session: Session, organisation_id: str, customer_id: str) -> Sequence[ContactRow]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -240,6 +241,21 @@ def probe_patch_customer(world: World, data: Data) -> None:
     assert answer.status_code == 404
     mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
     assert world.http.patch(url, json={"customer_name": "T"}, headers=mixed).status_code == 401
+
+
+def probe_contacts(world: World, data: Data) -> None:
+    """B's customer's contacts: not listed, added to or changed through A (404)."""
+    url = f"{world.api}/customers/{data.customer}/contacts"
+    assert world.http.get(url, headers=world.a.headers).status_code == 404
+    added = world.http.post(url, json={"name": "Intruder"}, headers=world.a.headers)
+    assert added.status_code == 404
+    patched = world.http.patch(
+        f"{url}/{uuid.uuid4()}", json={"name": "Intruder"}, headers=world.a.headers
+    )
+    assert patched.status_code == 404
+    mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+    assert world.http.get(url, headers=mixed).status_code == 401
+    assert world.http.get(url, headers=world.b.headers).status_code == 200  # B's own: yes
 
 
 def probe_hubspot_webhook(world: World, data: Data) -> None:
@@ -488,6 +504,9 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ("GET", "/customers"): probe_list_customers,
     ("GET", "/customers/{customer_id}"): probe_get_customer,
     ("PATCH", "/customers/{customer_id}"): probe_patch_customer,
+    ("GET", "/customers/{customer_id}/contacts"): probe_contacts,
+    ("POST", "/customers/{customer_id}/contacts"): probe_contacts,
+    ("PATCH", "/customers/{customer_id}/contacts/{contact_id}"): probe_contacts,
     ("POST", "/webhooks/hubspot/{connection_id}"): probe_hubspot_webhook,
     ("POST", "/webhooks/salesforce/{connection_id}"): probe_salesforce_webhook,
     ("POST", "/webhooks/{kind}/{connection_id}"): probe_generic_webhook,
@@ -654,6 +673,12 @@ CLI: dict[str, CliProbe] = {
     ],
     "customers show": lambda w, d: [["customers", "show", d.customer, "--org", w.a.id]],
     "customers import": lambda w, d: [],  # imports into A only: see the import check
+    "customers add-contact": lambda w, d: [
+        ["customers", "add-contact", d.customer, "--org", w.a.id, "--name", "Intruder"]
+    ],
+    "customers set-contact": lambda w, d: [
+        ["customers", "set-contact", d.customer, str(uuid.uuid4()), "--org", w.a.id, "--name", "X"]
+    ],
     "connections list": lambda w, d: [["connections", "list", "--org", w.a.id, "--json"]],
     "connections show": lambda w, d: [["connections", "show", w.b.hubspot, "--org", w.a.id]],
     "connections test": lambda w, d: [["connections", "test", w.b.hubspot, "--org", w.a.id]],

@@ -1,0 +1,566 @@
+"""Secondary contacts both ways: CRM contacts into billing, billing contacts out to the CRM.
+
+A billing contact syncs with one CRM contact of the customer's linked account / company.
+Like a customer's link, a contact keeps the **base**: the values (``name``, ``email`` and,
+where the connection maps a communications field, ``communications``) both sides agreed on
+at the last sync. Per field, the three-way merge of :func:`sync.merge.merge_record`:
+
+- only the CRM changed → the billing contact takes the CRM's value;
+- only billing changed → the contact stays ``pending`` and is pushed;
+- both changed differently → a ``contact`` conflict; neither side is written for that
+  field until an operator resolves it.
+
+A CRM contact without a billing contact is matched by e-mail (case-insensitive) among its
+customer's contacts that no CRM has yet, else it becomes a new one. A pushed value joins
+the base, so it does not come back as a change on the next pull (echo suppression). A
+delete on either side is never carried over: a contact the CRM deleted (or moved to an
+account that is not linked) is kept and flagged ``crm_deleted``, and never pushed again.
+
+Deciding is pure (:func:`decide_contacts`, :func:`decide_contact_pushes`); loading and
+applying are at the store's edge (:func:`load_contacts`, :func:`load_contact_pushes`,
+:func:`apply_contacts`). A plan shows the same decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from connectors.base import (
+    CONTACT_FIELDS,
+    ContactPush,
+    ContactWriter,
+    CrmContact,
+    PushResult,
+    RecordError,
+)
+from sync.context import RunContext
+from sync.customer import NO_CONTROL_CHARACTERS, contact_problem
+from sync.decision import (
+    ContactChange,
+    ContactConflict,
+    ContactFields,
+    ContactPushWrite,
+    ContactRow,
+    ContactsDecision,
+    Failure,
+)
+from sync.merge import merge_record
+from sync.store import contact_repository as contacts_repo
+from sync.store import sync_repository as repo
+from sync.store.models import ContactRow as ContactTable
+from sync.store.models import new_id, utcnow
+
+log = logging.getLogger("crmsync.contacts")
+
+#: the dead letter's direction for a contact the CRM refused
+CONTACT_FAILURE = "contact"
+_NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for this contact")
+
+
+@dataclass(frozen=True)
+class BillingContact:
+    """A billing contact as values: its synced fields, its base (None: not synced yet)."""
+
+    id: str
+    customer_id: str
+    crm_id: str | None
+    fields: ContactFields
+    base: ContactFields | None
+    state: str = "active"
+    version: int = 0
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class ContactsState:
+    """What deciding a page of CRM contacts needs."""
+
+    #: CRM account / company id -> its linked customer
+    owners: Mapping[str, str] = field(default_factory=dict)
+    #: this connection's contacts, by CRM contact id
+    by_crm_id: Mapping[str, BillingContact] = field(default_factory=dict)
+    #: billing contacts no CRM has yet, by (customer id, casefolded e-mail)
+    unsynced: Mapping[tuple[str, str], BillingContact] = field(default_factory=dict)
+    #: CRM contact id -> fields with an open conflict
+    conflicted: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: the connection maps a communications field
+    communications: bool = False
+
+
+def communications_text(values: Iterable[str] | None) -> str:
+    """A billing contact's communications in the canonical form the connectors speak
+    (sorted, comma-separated)."""
+    return ",".join(sorted(set(values or ())))
+
+
+def billing_contact(row: ContactTable) -> BillingContact:
+    fields: ContactFields = {
+        "name": row.name,
+        "email": row.email,
+        "communications": communications_text(row.communications),
+    }
+    base = dict(row.base) if row.base is not None else None
+    if base is None and row.crm_id is not None:
+        base = dict(fields)  # pulled before bases were kept: its values were the CRM's
+    return BillingContact(
+        row.id,
+        row.customer_id,
+        row.crm_id,
+        fields,
+        base,
+        row.state,
+        int(row.version or 0),
+        bool(row.pending),
+    )
+
+
+def _crm_fields(contact: CrmContact, communications: bool) -> ContactFields:
+    fields: ContactFields = {
+        "name": contact.name or contact.email or contact.id,
+        "email": contact.email,
+    }
+    if communications and contact.communications is not None:
+        fields["communications"] = contact.communications
+    return fields
+
+
+# --- CRM -> billing ------------------------------------------------------------------------
+
+
+def load_contacts(
+    session: Session,
+    ctx: RunContext,
+    contacts: Sequence[CrmContact],
+    owners: Mapping[str, str],
+    *,
+    fresh: bool = False,
+) -> ContactsState:
+    """The page's contacts as the store has them, in a few bulk reads."""
+    crm_ids = [c.id for c in contacts]
+    found: dict[str, ContactTable] = {}
+    conflicted: dict[str, set[str]] = {}
+    if not fresh:  # a connection's first contacts: none of them is in the store yet
+        found = contacts_repo.contacts_by_crm_ids(session, ctx.connection_id, crm_ids)
+        conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
+    unsynced = contacts_repo.unsynced_contacts_of(
+        session, ctx.organisation_id, list(set(owners.values()))
+    )
+    return ContactsState(
+        owners=owners,
+        by_crm_id={crm_id: billing_contact(row) for crm_id, row in found.items()},
+        unsynced={
+            (row.customer_id, str(row.email).casefold()): billing_contact(row) for row in unsynced
+        },
+        conflicted={k: frozenset(v) for k, v in conflicted.items()},
+        communications=ctx.contacts.communications,
+    )
+
+
+def decide_contacts(
+    state: ContactsState, contacts: Iterable[CrmContact], *, fresh: bool = False
+) -> ContactsDecision:
+    """CRM contacts against the billing contacts (see the module docstring)."""
+    attach: list[ContactRow] = []
+    changes: list[ContactChange] = []
+    flags: list[str] = []
+    conflicts: list[ContactConflict] = []
+    refused: dict[str, list[tuple[CrmContact, str]]] = {}
+    matched: set[str] = set()
+    for contact in {c.id: c for c in contacts}.values():
+        owner = state.owners.get(contact.customer_id or "")
+        existing = state.by_crm_id.get(contact.id)
+        if contact.deleted or owner is None:
+            if existing is not None and existing.state != "crm_deleted":
+                flags.append(existing.id)
+            continue
+        problem = contact_problem(contact.name, contact.email)
+        if problem is not None:
+            # the contact model's rule: refused, and the customer's other contacts go on
+            refused.setdefault(owner, []).append((contact, problem))
+            continue
+        crm = _crm_fields(contact, state.communications)
+        base: ContactFields | None
+        if existing is not None:
+            base = existing.base
+        else:
+            key = (owner, (contact.email or "").casefold())
+            existing = state.unsynced.get(key) if contact.email else None
+            if existing is None or existing.id in matched:
+                comms = crm.get("communications")
+                attach.append(
+                    ContactRow(
+                        contact.id,
+                        owner,
+                        str(crm["name"]),
+                        contact.email,
+                        tuple(c for c in (comms or "").split(",") if c)
+                        if "communications" in crm
+                        else None,
+                    )
+                )
+                continue
+            matched.add(existing.id)
+            base = None  # linked now: the first link's rules
+        change, opened = _merged(existing, owner, contact.id, crm, base, state)
+        if _changes_anything(existing, change):
+            changes.append(change)
+        conflicts += opened
+    return ContactsDecision(
+        attach=tuple(attach),
+        change=tuple(changes),
+        flag=tuple(flags),
+        conflicts=tuple(conflicts),
+        fresh=fresh,
+        failures=tuple(_refused_contacts(c, items) for c, items in refused.items()),
+    )
+
+
+def _refused_contacts(customer_id: str, refused: list[tuple[CrmContact, str]]) -> Failure:
+    """One dead-letter row for a customer's refused contacts (the dead letter holds one open
+    row per record). No CRM id on it: a retry syncs the customer, not an account of that
+    id."""
+    payload = {
+        "contacts": [
+            {"contact_id": c.id, "name": c.name, "email": c.email, "problem": problem}
+            for c, problem in refused
+        ]
+    }
+    message = "; ".join(f"contact {c.id}: {problem}" for c, problem in refused)
+    by_rule = any(NO_CONTROL_CHARACTERS in problem for _, problem in refused)
+    code = NO_CONTROL_CHARACTERS if by_rule else "too_long"
+    return Failure("pull", None, customer_id, payload, "validation", message, code)
+
+
+def _merged(
+    existing: BillingContact,
+    owner: str,
+    crm_id: str,
+    crm: ContactFields,
+    base: ContactFields | None,
+    state: ContactsState,
+) -> tuple[ContactChange, list[ContactConflict]]:
+    outcome = merge_record(
+        fields=CONTACT_FIELDS,
+        billing=existing.fields,
+        crm=crm,
+        base=base,
+        directions={},
+        conflicted=state.conflicted.get(crm_id, frozenset()),
+    )
+    to_billing: ContactFields = {k: _text(v) for k, v in outcome.to_billing.items()}
+    new_base: ContactFields = {**(base or {}), **{k: _text(v) for k, v in outcome.base.items()}}
+    after = {**existing.fields, **to_billing}
+    conflicts = [
+        ContactConflict(new_id(), existing.id, owner, crm_id, c.field, c.base, c.billing, c.crm)
+        for c in outcome.conflicts
+    ]
+    return (
+        ContactChange(
+            id=existing.id,
+            customer_id=owner,
+            crm_id=crm_id if existing.crm_id is None else None,
+            base=new_base,
+            changes=to_billing,
+            pending=any(after.get(k) != new_base.get(k) for k in crm),
+            state="active" if existing.state != "active" else None,
+        ),
+        conflicts,
+    )
+
+
+def _changes_anything(existing: BillingContact, change: ContactChange) -> bool:
+    """Whether a change writes anything (a pulled echo of our own push does not)."""
+    return bool(
+        change.changes
+        or change.crm_id is not None
+        or change.state is not None
+        or change.customer_id != existing.customer_id
+        or change.pending != existing.pending
+        or dict(change.base) != dict(existing.base or {})
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- billing -> CRM ------------------------------------------------------------------------
+
+
+def load_contact_pushes(
+    session: Session,
+    ctx: RunContext,
+    *,
+    after: str,
+    limit: int,
+    customer_ids: Sequence[str] | None = None,
+) -> tuple[list[tuple[BillingContact, str]], dict[str, frozenset[str]]]:
+    """Pending billing contacts with their CRM account / company, and their fields with
+    an open conflict."""
+    pending = contacts_repo.pending_contacts(
+        session,
+        ctx.organisation_id,
+        ctx.connection_id,
+        after=after,
+        limit=limit,
+        customer_ids=customer_ids,
+    )
+    crm_ids = [p.row.crm_id for p in pending if p.row.crm_id]
+    conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
+    return (
+        [(billing_contact(p.row), p.account_id) for p in pending],
+        {k: frozenset(v) for k, v in conflicted.items()},
+    )
+
+
+def decide_contact_pushes(
+    pending: Sequence[tuple[BillingContact, str]],
+    conflicted: Mapping[str, frozenset[str]],
+    *,
+    communications: bool,
+) -> tuple[ContactPushWrite, ...]:
+    """A push per pending contact: a create with every field it has, or the fields that
+    differ from its base (none: it only stops being pending). A field with an open
+    conflict is not pushed."""
+    names = [f for f in CONTACT_FIELDS if communications or f != "communications"]
+    pushes = []
+    for contact, account_id in pending:
+        values = {k: contact.fields.get(k) for k in names}
+        base = contact.base or {}
+        fields: ContactFields
+        if contact.crm_id is None:
+            fields = {k: v for k, v in values.items() if v not in (None, "")}
+        else:
+            held = conflicted.get(contact.crm_id, frozenset())
+            fields = {k: v for k, v in values.items() if v != base.get(k) and k not in held}
+        pushes.append(
+            ContactPushWrite(
+                contact.id,
+                contact.customer_id,
+                contact.crm_id,
+                account_id,
+                fields,
+                dict(base),
+                contact.version,
+                before={k: base.get(k) for k in fields},
+            )
+        )
+    return tuple(pushes)
+
+
+# --- applying ------------------------------------------------------------------------------
+
+
+class ContactPushesMade:
+    """The contact pushes one page has made: when the store refuses the page and it is
+    decided again, a contact already created is not created again, and the same change is
+    not written twice (its earlier result is taken)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, tuple[ContactPushWrite, PushResult]] = {}
+
+    def result(self, push: ContactPushWrite) -> PushResult | None:
+        made = self._made.get(push.contact_id)
+        if made is None:
+            return None
+        earlier, result = made
+        if push.crm_id is None or (earlier.crm_id, earlier.fields) == (push.crm_id, push.fields):
+            return result
+        return None
+
+    def add(self, push: ContactPushWrite, result: PushResult) -> None:
+        self._made[push.contact_id] = (push, result)
+
+
+def apply_contacts(
+    ctx: RunContext,
+    session: Session,
+    decision: ContactsDecision,
+    made: ContactPushesMade | None = None,
+) -> None:
+    """Write a contacts decision: push its contacts first, then write every row. Pushes in
+    ``made`` (this page's, from an attempt the store refused) are not made again."""
+    now = utcnow()
+    rows = [
+        {
+            "id": new_id(),
+            "organisation_id": ctx.organisation_id,
+            "customer_id": c.customer_id,
+            "name": c.name,
+            "email": c.email,
+            "communications": list(c.communications or ("billing",)),
+            "connection_id": ctx.connection_id,
+            "crm_id": c.crm_id,
+            "base": _base_of(c),
+            "pending": False,
+            "version": 0,
+            "state": "active",
+            "updated_at": now,
+        }
+        for c in decision.attach
+    ]
+    contacts_repo.insert_contacts(session, rows)
+    ctx.count("contacts", len(rows) + len(decision.change))
+    contacts_repo.update_contacts(session, [_change_row(ctx, c, now) for c in decision.change])
+    contacts_repo.flag_contacts(session, list(decision.flag))
+    ctx.count("contacts_flagged", len(decision.flag))
+    repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in decision.conflicts])
+    ctx.count("conflicts_opened", len(decision.conflicts))
+    if decision.pushes:
+        _push(ctx, session, decision.pushes, made or ContactPushesMade())
+
+
+def _base_of(contact: ContactRow) -> dict[str, Any]:
+    base: dict[str, Any] = {"name": contact.name, "email": contact.email}
+    if contact.communications is not None:
+        base["communications"] = ",".join(contact.communications)
+    return base
+
+
+def _change_row(ctx: RunContext, change: ContactChange, now: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": change.id,
+        "customer_id": change.customer_id,
+        "base": dict(change.base),
+        "updated_at": now,
+    }
+    for name, value in change.changes.items():
+        if name == "communications":
+            row[name] = [c for c in (value or "").split(",") if c]
+        else:
+            row[name] = value
+    if change.crm_id is not None:
+        row["crm_id"] = change.crm_id
+        row["connection_id"] = ctx.connection_id
+    if change.pending is not None:
+        row["pending"] = change.pending
+    if change.state is not None:
+        row["state"] = change.state
+    return row
+
+
+def _conflict_row(ctx: RunContext, conflict: ContactConflict) -> dict[str, Any]:
+    return {
+        "id": conflict.id,
+        "organisation_id": ctx.organisation_id,
+        "connection_id": ctx.connection_id,
+        "link_id": None,
+        "customer_id": conflict.customer_id,
+        "crm_id": conflict.crm_id,
+        "kind": "contact",
+        "field": f"contact.{conflict.field}",
+        "base_value": conflict.base,
+        "billing_value": conflict.billing,
+        "crm_value": conflict.crm,
+        "status": "open",
+    }
+
+
+def _push(
+    ctx: RunContext,
+    session: Session,
+    pushes: Sequence[ContactPushWrite],
+    made: ContactPushesMade,
+) -> None:
+    """Push in batches; on success the pushed values join the base (and a new contact
+    takes its CRM id); a contact the CRM refuses goes to the dead letter and stays
+    pending, so it is pushed again."""
+    results = {p.contact_id: r for p in pushes if (r := made.result(p)) is not None}
+    to_send = [p for p in pushes if p.fields and p.contact_id not in results]
+    connector = ctx.connector
+    if to_send and isinstance(connector, ContactWriter):
+        before = connector.api_calls
+        answers = connector.push_contacts(
+            [ContactPush(p.contact_id, p.crm_id, p.account_id, dict(p.fields)) for p in to_send]
+        )
+        ctx.count("calls_push", connector.api_calls - before)
+        by_contact = {r.billing_id: r for r in answers}
+        for push in to_send:
+            answer = by_contact.get(push.contact_id)
+            if answer is not None:
+                made.add(push, answer)
+                results[push.contact_id] = answer
+    now = utcnow()
+    written: list[dict[str, Any]] = []
+    settled: list[tuple[str, int]] = []
+    refused: dict[str, list[tuple[ContactPushWrite, RecordError]]] = {}
+    for push in pushes:
+        if not push.fields:
+            settled.append((push.contact_id, push.version))
+            continue
+        result = results.get(push.contact_id)
+        if result is None or (result.error is None and result.crm_id is None):
+            result = PushResult(push.contact_id, push.crm_id, _NO_RESULT)
+        if result.error is not None:
+            refused.setdefault(push.customer_id, []).append((push, result.error))
+            log.warning(
+                "contact push refused",
+                extra={
+                    "connection_id": ctx.connection_id,
+                    "contact_id": push.contact_id,
+                    "error_code": result.error.code,
+                    "error_kind": result.error.kind,
+                },
+            )
+            continue
+        row: dict[str, Any] = {
+            "id": push.contact_id,
+            "base": {**push.base, **push.fields},
+            "updated_at": now,
+        }
+        if push.crm_id is None:
+            row["crm_id"] = result.crm_id
+            row["connection_id"] = ctx.connection_id
+            ctx.count("contacts_crm_created")
+        else:
+            ctx.count("contacts_pushed")
+        written.append(row)
+        settled.append((push.contact_id, push.version))
+    contacts_repo.update_contacts(session, written)
+    contacts_repo.settle_pushed(session, settled)
+    repo.record_failures(session, [_failure_row(ctx, c, items) for c, items in refused.items()])
+    ctx.count("failed", sum(len(items) for items in refused.values()))
+    if ctx.has_failures:
+        done = {p.customer_id for p in pushes} - refused.keys()
+        repo.resolve_failures_for(session, ctx.connection_id, CONTACT_FAILURE, done)
+
+
+def _failure_row(
+    ctx: RunContext, customer_id: str, refused: list[tuple[ContactPushWrite, RecordError]]
+) -> dict[str, Any]:
+    """One dead-letter row for a customer's contacts the CRM refused (the dead letter holds
+    one open row per record and direction), each with the CRM's words."""
+    first = refused[0][1]
+    return {
+        "id": new_id(),
+        "organisation_id": ctx.organisation_id,
+        "connection_id": ctx.connection_id,
+        "run_id": ctx.run_id,
+        "direction": CONTACT_FAILURE,
+        "crm_id": None,
+        "customer_id": customer_id,
+        "payload": {
+            "contacts": [
+                {
+                    "contact_id": push.contact_id,
+                    "crm_id": push.crm_id,
+                    "fields": dict(push.fields),
+                    "code": error.code,
+                    "message": error.message,
+                }
+                for push, error in refused
+            ]
+        },
+        "error_kind": first.kind,
+        "error_code": first.code,
+        "error_message": "; ".join(
+            f"contact {push.contact_id}: {error.message}" for push, error in refused
+        ),
+        "attempts": 1,
+        "status": "open",
+    }

@@ -8,6 +8,9 @@ completed sync:
 - every linked pair agrees on every mapped field, or has an open conflict for it;
 - no edit is lost: each side's last write is on both sides, or in an open conflict;
 - no duplicate customers or links;
+- a merge re-points links and never makes a customer: after the first sync that sees it,
+  one linked record merged leaves its customer linked to the survivor, two open a merge
+  conflict, and no customer is made for the survivor;
 - a second sync right after is a no-op: no writes, no API calls beyond the incremental check.
 
 The default run is short; ``make test-slow`` runs many more examples.
@@ -80,6 +83,8 @@ class SyncModel(RuleBasedStateMachine):
         self.deleted: set[str] = set()
         self.frozen: set[str] = set()  # records touched by a merge: only agreement is checked
         self.rejected: set[str] = set()
+        #: merges no sync has seen yet: survivor -> the customers linked to what it merged
+        self.unseen_merges: dict[str, frozenset[str]] = {}
 
     def teardown(self) -> None:
         self.world.harness.set_faults(**NO_OUTAGE[self.crm], record_errors={})
@@ -143,7 +148,16 @@ class SyncModel(RuleBasedStateMachine):
             return multiple()
         if self.crm == "hubspot":
             self.world.harness.hs.set_merges_keep_primary_id(not new_id)
+        linked = frozenset(
+            link.customer_id
+            for link in (self.world.link(winner), self.world.link(loser))
+            if link is not None and link.state == "active"
+        )
+        # a survivor no sync has seen yet stands for what was merged into it
+        linked |= self.unseen_merges.get(winner, frozenset())
+        linked |= self.unseen_merges.get(loser, frozenset())
         survivor = self.world.harness.merge(winner, loser)
+        self.unseen_merges[survivor] = linked
         self.live.difference_update({winner, loser})
         self.live.add(survivor)
         self.frozen.update({winner, loser, survivor})
@@ -156,6 +170,7 @@ class SyncModel(RuleBasedStateMachine):
         self.world.harness.rate_limit(times)
         result = self.world.sync()
         assert result.status == "succeeded", result.error
+        self._check_merges()
 
     @rule(record=records)
     def crm_rejects_pushes(self, record: str) -> None:
@@ -181,6 +196,7 @@ class SyncModel(RuleBasedStateMachine):
     def sync(self) -> None:
         result = self.world.sync()
         assert result.status == "succeeded", result.error
+        self._check_merges()
 
     @rule()
     def sync_and_check(self) -> None:
@@ -190,6 +206,7 @@ class SyncModel(RuleBasedStateMachine):
         retry_failures(self.engine, self.world.settings, self.world.organisation_id)
         result = self.world.sync()
         assert result.status == "succeeded", result.error
+        self._check_merges()
         self._check_pairs()
         self._check_second_sync_is_a_no_op()
 
@@ -209,6 +226,24 @@ class SyncModel(RuleBasedStateMachine):
         assert len(known) == len(set(known))
         assert len(crm_ids) == len(set(crm_ids))
         assert all(count == 1 for _, count in per_customer)
+
+    def _check_merges(self) -> None:
+        """The merges since the last completed sync, as that sync left them."""
+        links = self.world.links()
+        external = {c["external_id"]: c["id"] for c in self.world.customers()}
+        merge_conflicts = {c.crm_id for c in self.world.conflicts() if c.kind == "merge"}
+        for survivor, linked in self.unseen_merges.items():
+            if not linked:
+                continue  # records no sync had linked: the survivor is a new record to it
+            owner = external.get(survivor)
+            assert owner is None or owner in linked, ("a merge made a customer", survivor)
+            if survivor not in self.live:
+                continue  # merged again or deleted since: its link moved on with it
+            holders = {k.customer_id for k in links if k.crm_id == survivor and k.state == "active"}
+            assert len(holders) == 1 and holders <= linked, ("link not re-pointed", survivor)
+            if len(linked) > 1:
+                assert survivor in merge_conflicts, ("no merge conflict", survivor)
+        self.unseen_merges.clear()
 
     def _check_pairs(self) -> None:
         conflicts = {(c.crm_id, c.field) for c in self.world.conflicts()}

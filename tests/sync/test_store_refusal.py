@@ -19,6 +19,7 @@ from sync.customer import CustomerPatch
 from sync.customers import update_customer
 from sync.failures import retry_failures
 from sync.store.db import transaction
+from tests.conftest import Figures
 from tests.sync.conftest import World
 
 _POSTGRESQL = (
@@ -73,7 +74,7 @@ def store_refuses_poison(world: World) -> Iterator[bool]:
 
 
 def test_refused_records_go_to_the_dead_letter_and_the_rest_of_the_page_commits(
-    world: World,
+    world: World, figures: Figures
 ) -> None:
     good = [world.harness.create({"customer_name": f"Company {i}"}) for i in range(9)]
     with store_refuses_poison(world) as postgresql:
@@ -107,6 +108,7 @@ def test_refused_records_go_to_the_dead_letter_and_the_rest_of_the_page_commits(
         assert again.status == "succeeded", again.error
         assert (again.counters["pulled"], again.counters["failed"]) == (0, 0)
         assert len(world.failures()) == len(refused)
+    figures.report(page=len(good) + len(refused), refused_by_bisection=len(refused))
     # once the store takes them, a retry syncs them and closes their failures
     outcome = retry_failures(world.engine, world.settings, world.organisation_id)
     assert (outcome.retried, outcome.recovered) == (len(refused), len(refused))

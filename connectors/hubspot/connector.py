@@ -52,10 +52,12 @@ Calls, for N companies of which C changed and A are archived:
 - ``push_contacts``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
   creates, each new contact associated with its company in the create itself.
 
-Merges: the sandbox (and, as far as HubSpot documents, HubSpot) lists a merged-away
-company's id in the survivor's ``hs_merged_object_ids``. An incremental pull sees the
-survivor (the merge modified it) and the loser (archived), and reports the loser as
-``deleted=True, merged_into=survivor``.
+Merges: since 2024 a merge makes a new record under a new id; both old ids resolve to it
+and are listed in its ``hs_merged_object_ids``, and neither is listed or archived again
+(before, the primary kept its id and the loser was archived). Every pull (and read by id)
+that returns a record with ``hs_merged_object_ids`` reports each of those ids first, as
+``deleted=True, merged_into=`` the record, so the engine re-points their links either
+way; a merge webhook names the new record (``newObjectId``) and both old ids.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from sync.errors import NotFound, SyncError
 from sync.fencing import Fence, StaleRun
 from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
-from sync.push import outbox_head, push_billing_changes
+from sync.push import outbox_start, push_billing_changes
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -121,7 +121,7 @@ def sync_connection(
     ctx.bulk = full
 
     def steps() -> None:
-        outbox_at_start = outbox_head(ctx)
+        outbox_at_start = outbox_start(ctx)
         with _calls(ctx, "calls_pull"):
             _pull_customers(ctx, full=full)
         with _calls(ctx, "calls_contacts"):
@@ -162,6 +162,9 @@ def sync_records(
     )
 
     def steps() -> None:
+        # until the connection's first push is done, the records linked here are walked
+        # past by it as well: pin where it reads the outbox from (see outbox_start)
+        outbox_start(ctx)
         ids = list(dict.fromkeys(crm_ids))
         for start in range(0, len(ids), COMMIT_EVERY):
             records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])

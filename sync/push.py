@@ -11,6 +11,8 @@ from sync.store import sync_repository as repo
 from sync.store.db import transaction
 
 OUTBOX = "outbox"
+#: where the first push reads the outbox from, pinned until its walk sets :data:`OUTBOX`
+WALK_FROM = "outbox_walk_from"
 #: customers per push transaction: five Salesforce batches, ten HubSpot ones
 CHUNK = 1000
 
@@ -20,9 +22,9 @@ def push_billing_changes(ctx: RunContext, *, full: bool, outbox_at_start: int) -
     outbox). A first or full run first walks every customer this connection has not
     linked, or that changed since its link was written (the full pull has just compared
     every linked record with its customer), then reads the outbox from where it stood when
-    the run began (``outbox_at_start``): a billing edit that raced the pull of its record
-    (read before the edit, linked after it) is logged there, whatever the clocks said.
-    Commits its position per chunk."""
+    the pull began (``outbox_at_start``, from :func:`outbox_start`): a billing edit that
+    raced the pull of its record (read before the edit, linked after it) is logged there,
+    whatever the clocks said. Commits its position per chunk."""
     with transaction(ctx.engine) as session:
         position = repo.get_cursor(session, ctx.connection_id, OUTBOX)
     if full or position is None:
@@ -41,10 +43,32 @@ def push_billing_changes(ctx: RunContext, *, full: bool, outbox_at_start: int) -
         ctx.report("push")
 
 
-def outbox_head(ctx: RunContext) -> int:
-    """Where the organisation's outbox stands now (read when a run begins)."""
+def outbox_start(ctx: RunContext) -> int:
+    """Where this run's first push reads the outbox from once its walk is done (read
+    before the run pulls anything).
+
+    Until a first push has walked every customer and set the connection's position, the
+    answer is pinned (cursor :data:`WALK_FROM`) by the first run that began without a
+    position, and every later run uses it: the walk passes by a customer whose link was
+    written after its last edit, yet the page that wrote the link may have read the
+    customer before that edit committed (and taken its old name as the base). Only the
+    outbox still holds such an edit, and a run that stopped after its pull (a lost lock,
+    a failed call) leaves the walk to a run that did not pull that record, so that run
+    must read the outbox from where the pull began, not from where it began itself.
+    Once a position is set, a run's own head is enough: an incremental run reads from the
+    position, and a full run's pull compares every linked record with its customer again.
+    """
     with transaction(ctx.engine) as session:
-        return repository.outbox_head(session, ctx.organisation_id)
+        head = repository.outbox_head(session, ctx.organisation_id)
+        if repo.get_cursor(session, ctx.connection_id, OUTBOX) is not None:
+            return head
+        if ctx.plan is not None:
+            # a plan writes nothing: it reads from the pinned start, if a run pinned one
+            pinned = repo.get_cursor(session, ctx.connection_id, WALK_FROM)
+            return head if pinned is None else int(pinned)
+        if ctx.fence is not None:
+            ctx.fence.check(session)  # a run that lost its lock pins nothing
+        return int(repo.keep_first_cursor(session, ctx.connection_id, WALK_FROM, str(head)))
 
 
 def _walk_customers(ctx: RunContext, head: int) -> None:

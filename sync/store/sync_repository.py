@@ -282,6 +282,18 @@ def set_cursor(session: Session, connection_id: str, obj: str, value: str) -> No
     session.execute(stmt)
 
 
+def keep_first_cursor(session: Session, connection_id: str, obj: str, value: str) -> str:
+    """Set the cursor ``obj`` to ``value`` unless it is set already; the cursor's value
+    (the first one written wins when two transactions race)."""
+    stmt = _insert_for(session)(Cursor).values(
+        connection_id=connection_id, object=obj, value=value, updated_at=utcnow()
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["connection_id", "object"]))
+    return session.scalars(
+        select(Cursor.value).where(Cursor.connection_id == connection_id, Cursor.object == obj)
+    ).one()
+
+
 def get_run(session: Session, organisation_id: str, run_id: str) -> SyncRun | None:
     return session.scalar(
         select(SyncRun).where(SyncRun.organisation_id == organisation_id, SyncRun.id == run_id)

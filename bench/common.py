@@ -82,6 +82,9 @@ def start_sandbox(crm: str, records: int) -> SandboxProcess:
     """The sandbox with ``records`` accounts (salesforce), companies (hubspot) or both."""
     workdir = tempfile.TemporaryDirectory(prefix="crmsync-bench-")
     seed = [
+        # orgs with every default field (multi-currency, address3), as the figures assume
+        "--multi-currency",
+        "--address3",
         *(["--accounts", str(records)] if crm in ("salesforce", "both") else []),
         *(["--companies", str(records)] if crm in ("hubspot", "both") else []),
     ]

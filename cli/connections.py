@@ -123,10 +123,13 @@ PolicyOption = Annotated[
     typer.Option("--create-policy", help="CRM records with no billing customer: create or ignore."),
 ]
 PushCreatesOption = Annotated[
-    bool,
+    bool | None,
     typer.Option(
         "--push-creates/--no-push-creates",
-        help="Create CRM records for billing customers that have none.",
+        show_default=False,
+        help="Create CRM records for billing customers that have none. Not given: yes for an "
+        "organisation without customers yet, no when it has some (a first sync then creates "
+        "no CRM records unless --push-creates is given).",
     ),
 ]
 ScheduleOption = Annotated[
@@ -194,13 +197,45 @@ def _add(
         if alert_webhook:
             _set_alerts(settings, row, alert_webhook, alert_secret)
         data = connections.describe(row)
+        data["unmapped_fields"] = connections.unmapped(settings, row)
+        existing = connections.existing_customers(opened, row.organisation_id)
+        data["first_sync_creates_up_to"] = connections.first_sync_creates(opened, row)
     if as_json:
         print_json(data)
         return
     say(f"Added {spec.kind} connection [bold]{spec.name}[/] ({data['id']}).")
+    _say_unmapped(data["unmapped_fields"])
+    _say_first_sync(existing, data["first_sync_creates_up_to"])
     if registry.connector_class(spec.kind).capabilities.webhooks:
         label = "Outbound Message URL" if spec.kind == "salesforce" else "Webhook target URL"
         say(f"{label}: {settings.public_base_url}/webhooks/{spec.kind}/{data['id']}")
+
+
+def _say_unmapped(unmapped: dict[str, str]) -> None:
+    """The customer fields the connection leaves out, each with why."""
+    if not unmapped:
+        return
+    say("Not mapped (these fields are not synced):")
+    for name, why in unmapped.items():
+        say(f"  {name}: {why}")
+
+
+def _say_first_sync(existing: int, creates: int) -> None:
+    """What a first sync would do to the CRM with the organisation's billing customers."""
+    if not existing:
+        return
+    if creates:
+        say(
+            f"The first sync may create up to {creates} CRM records: the billing customers "
+            "the CRM does not hold yet (--no-push-creates would not create any)."
+        )
+        return
+    say(
+        f"The organisation has {existing} billing customers: the first sync creates no CRM "
+        f"records for them (it links those the CRM holds, by external ID). To create the "
+        f"others in the CRM (up to {existing}), add the connection with --push-creates, or "
+        "later: crmsync connections set NAME --push-creates."
+    )
 
 
 def _spec(
@@ -212,7 +247,7 @@ def _spec(
     direction: list[str] | None,
     match: str,
     create_policy: str,
-    push_creates: bool,
+    push_creates: bool | None,
     schedule: int,
 ) -> ConnectionSpec:
     """The connection an ``add`` command describes (empty credentials left out)."""
@@ -264,7 +299,7 @@ _COMMON_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("setting", SettingOption, None),
     ("match", MatchOption, "exact"),
     ("create_policy", PolicyOption, "create"),
-    ("push_creates", PushCreatesOption, True),
+    ("push_creates", PushCreatesOption, None),
     ("schedule", ScheduleOption, 900),
     ("check", CheckOption, True),
     ("alert_webhook", AlertWebhookOption, None),
@@ -390,10 +425,13 @@ def _state_text(described: dict[str, Any]) -> str:
 
 @app.command()
 def show(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = False) -> None:
-    """Show one connection (never its credentials), with its links, conflicts and failures."""
-    with session() as opened:
+    """Show one connection (never its credentials), with its links, conflicts and failures,
+    and the customer fields it does not map, with why."""
+    settings = get_settings()
+    with crm_errors(), session() as opened:
         row = require_connection(opened, org, connection)
         data = connections.describe(row)
+        data["unmapped_fields"] = connections.unmapped(settings, row)
         data["links"] = repo.count_links(opened, row.id)
         data["open_conflicts"] = repo.count_conflicts(opened, row.id)
         data["open_failures"] = len(
@@ -403,10 +441,13 @@ def show(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = False)
     if as_json:
         print_json(data)
         return
+    unmapped = data.pop("unmapped_fields")
+    data.pop("fields_the_crm_lacks")  # shown with the unmapped fields
     print_record(
         {k: json.dumps(v) if isinstance(v, dict) else v for k, v in data.items()},
         title="Connection",
     )
+    _say_unmapped(unmapped)
 
 
 @app.command()
@@ -491,7 +532,7 @@ def set_(
         changes["credentials"] = secrets
     options = _setting_values(setting)
     if ca_bundle:
-        options["ca_bundle"] = ca_bundle
+        options["ca_bundle"] = ca_bundle  # stored absolute (sync.connections)
     if options:
         changes["settings"] = options
     if field_map:

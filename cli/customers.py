@@ -75,7 +75,8 @@ def show(
         links = customers.links_of(opened, org.strip(), str(found.id))
     data = found.model_dump(mode="json")
     if as_json:
-        print_json(data)
+        # the customer's public shape, plus what the table shows: its links and contacts
+        print_json({**data, "links": links, "contacts": contacts})
         return
     record: dict[str, Any] = {"id": data["id"]}
     record.update((k, v) for k, v in flatten(data).items() if not k.startswith("custom_data."))

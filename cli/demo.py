@@ -331,6 +331,8 @@ def connect(demo: Demo) -> None:
         SALESFORCE_WEBHOOK_SECRET,
         "--map",
         "email=Billing_Email__c",
+        # the organisation has customers already: create the billing-only ones in the CRM
+        "--push-creates",
     )
     demo.crmsync(
         "connections",
@@ -345,6 +347,7 @@ def connect(demo: Demo) -> None:
         "demo-private-app-token",
         "--client-secret",
         HUBSPOT_SECRET,
+        "--push-creates",
     )
     for key, name in (("salesforce", "acme-salesforce"), ("hubspot", "globex-hubspot")):
         shown = demo.crmsync_json("connections", "show", name, "--org", demo.orgs[key]["id"])

@@ -25,14 +25,28 @@ from sync.store.models import SyncRun
 app = typer.Typer(name="runs", help="Sync runs: what each did, how long it took, why it failed.")
 
 
-def describe_run(run: SyncRun) -> dict[str, Any]:
+def status_text(status: str, counters: dict[str, int]) -> str:
+    """The status as an operator reads it: a run that left records in the dead letter is
+    not a plain success (``succeeded with 3 failures``)."""
+    failed = int(counters.get("failed", 0) or 0)
+    if failed and status in ("succeeded", "paused", "interrupted"):
+        return f"{status} with {failed} failure{'s' if failed != 1 else ''}"
+    return status
+
+
+def describe_run(run: SyncRun, connection: str | None = None) -> dict[str, Any]:
+    counters = dict(run.counters or {})
     return {
         "id": run.id,
         "connection_id": run.connection_id,
+        "connection": connection,
         "trigger": run.trigger,
         "status": run.status,
+        "status_text": status_text(run.status, counters),
+        "failures": int(counters.get("failed", 0) or 0),
+        "crm_records_created": int(counters.get("crm_created", 0) or 0),
         "full": run.full,
-        "counters": dict(run.counters or {}),
+        "counters": counters,
         "api_calls": run.api_calls,
         "started_at": when(run.started_at),
         "finished_at": when(run.finished_at),
@@ -54,19 +68,36 @@ def list_(
     with session() as opened:
         require_organisation(opened, org)
         connection_id = require_connection(opened, org, connection).id if connection else None
-        rows = [describe_run(r) for r in repo.list_runs(opened, org.strip(), connection_id, limit)]
+        names = {c.id: c.name for c in repo.list_connections(opened, org.strip())}
+        rows = [
+            describe_run(r, names.get(r.connection_id))
+            for r in repo.list_runs(opened, org.strip(), connection_id, limit)
+        ]
     if as_json:
         print_json(rows)
         return
     print_table(
-        ["id", "trigger", "status", "pulled", "pushed", "failed", "started", "seconds"],
+        [
+            "id",
+            "connection",
+            "trigger",
+            "status",
+            "pulled",
+            "pushed",
+            "CRM created",
+            "failed",
+            "started",
+            "seconds",
+        ],
         [
             (
                 r["id"],
+                r["connection"],
                 r["trigger"],
-                r["status"],
+                r["status_text"],
                 r["counters"].get("pulled"),
                 r["counters"].get("pushed"),
+                r["crm_records_created"],
                 r["counters"].get("failed"),
                 r["started_at"],
                 None if r["duration_seconds"] is None else f"{r['duration_seconds']:.1f}",
@@ -89,7 +120,8 @@ def show(
         run = repo.get_run(opened, org.strip(), run_id.strip())
         if run is None:
             fail(f"no run {run_id!r} in this organisation", ExitCode.NOT_FOUND)
-        data = describe_run(run)
+        found = repo.get_connection(opened, run.connection_id)
+        data = describe_run(run, found.name if found is not None else None)
     if as_json:
         print_json(data)
         return

@@ -64,6 +64,19 @@ def serve(
     workdir: Annotated[
         Path, typer.Option(help="Where the TLS certificate (the CA file to trust) is written.")
     ] = Path(".sandbox"),
+    multi_currency: Annotated[
+        bool,
+        typer.Option(
+            help="Salesforce org with multi-currency on (Account.CurrencyIsoCode); a new org "
+            "has it off."
+        ),
+    ] = False,
+    address3: Annotated[
+        bool,
+        typer.Option(
+            help="HubSpot portal with the custom company property address3; a new portal has none."
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Serve the Salesforce and HubSpot emulators until interrupted (Ctrl-C)."""
@@ -77,6 +90,8 @@ def serve(
             accounts=accounts,
             companies=companies,
             workdir=workdir.resolve(),
+            multi_currency=multi_currency,
+            address3=address3,
         )
     )
     try:

@@ -184,6 +184,46 @@ class ContactWriter(Protocol):
         ``contact_id``. Raises only for whole-batch failures (retriable, auth)."""
 
 
+@runtime_checkable
+class FieldResolver(Protocol):
+    """What a connector that follows the CRM's own field list provides besides
+    :class:`Connector`: which fields of its default map this CRM account lacks.
+
+    CRM accounts differ: a Salesforce org without multi-currency has no ``CurrencyIsoCode``,
+    a HubSpot portal has no ``address3`` unless someone created it. The default map keeps
+    the fields the CRM's describe / properties show and leaves those out, each with why.
+    """
+
+    def unavailable_fields(self) -> dict[str, str]:
+        """The customer fields of the default map that this CRM account lacks -> why (one
+        describe call). Raises ``ConfigError`` saying how to fix it when a field the
+        connection maps explicitly (``ConnectionConfig.field_map``) or a required one (the
+        name, the external-id field) does not exist."""
+
+
+#: every customer field a connection may map (``custom_data.<key>`` aside), in order
+CUSTOMER_FIELDS: tuple[str, ...] = (
+    "customer_name",
+    "email",
+    "phone_number",
+    "currency",
+    *(
+        f"{group}.{part}"
+        for group in ("address", "ship_to_address")
+        for part in (
+            "line1",
+            "line2",
+            "line3",
+            "city",
+            "state",
+            "zipCode",
+            "country",
+            "country_code",
+        )
+    ),
+)
+
+
 COMMUNICATIONS = ("billing", "updates", "legal")
 
 

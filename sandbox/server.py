@@ -22,6 +22,10 @@ class SandboxOptions:
     accounts: int = 0  # Salesforce accounts to seed
     companies: int = 0  # HubSpot companies to seed
     workdir: Path | None = None  # where the certificate goes (a temp dir by default)
+    #: optional fields a new org / portal lacks (CRM_API_NOTES.md): Salesforce
+    #: Account.CurrencyIsoCode (multi-currency) and HubSpot's custom company property address3
+    multi_currency: bool = False
+    address3: bool = False
 
 
 class Sandbox:
@@ -40,8 +44,16 @@ class Sandbox:
             self._tmp = tempfile.TemporaryDirectory(prefix="crmsync-sandbox-")
             workdir = Path(self._tmp.name)
         self.ca_file, self._key_file = make_certificate(workdir)
-        self.salesforce = SalesforceSandbox(seed=self.options.seed, accounts=self.options.accounts)
-        self.hubspot = HubSpotSandbox(seed=self.options.seed, companies=self.options.companies)
+        self.salesforce = SalesforceSandbox(
+            seed=self.options.seed,
+            accounts=self.options.accounts,
+            multi_currency=self.options.multi_currency,
+        )
+        self.hubspot = HubSpotSandbox(
+            seed=self.options.seed,
+            companies=self.options.companies,
+            address3=self.options.address3,
+        )
         self._servers: list[BackgroundServer] = []
 
     @property

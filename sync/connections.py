@@ -6,12 +6,21 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from connectors import registry
-from connectors.base import CONTACTS_SETTING, ApiUsage, ConnectionConfig, Connector, RateGate
+from connectors.base import (
+    CONTACTS_SETTING,
+    CUSTOMER_FIELDS,
+    ApiUsage,
+    ConnectionConfig,
+    Connector,
+    FieldResolver,
+    RateGate,
+)
 from connectors.errors import ConfigError
 from connectors.setup import check_config
 from sync import alerts
@@ -20,6 +29,7 @@ from sync.crypto import decrypt_credentials, encrypt_credentials
 from sync.errors import ConnectionSetupError as ConnectionSetupError
 from sync.match import MATCH_MODES
 from sync.settings import Settings
+from sync.store import repository as customers_repository
 from sync.store import sync_repository as repo
 from sync.store.models import ConnectionRow, new_id, utcnow
 
@@ -41,12 +51,19 @@ class ConnectionSpec:
     directions: dict[str, str] = field(default_factory=dict)
     match_mode: str = "exact"
     create_policy: str = "create"
-    push_creates: bool = True
+    #: create CRM records for billing customers that have none. None (not said): yes for
+    #: an organisation without customers yet; no when it has some, so that a connection
+    #: added to a live billing store never fills the CRM on its first sync unless asked
+    push_creates: bool | None = None
     schedule_seconds: int = 900
 
 
 def _validate(spec: ConnectionSpec) -> None:
     connector = registry.connector_class(spec.kind)  # an unknown CRM is a clear ConfigError
+    bundle = spec.settings.get("ca_bundle")
+    if isinstance(bundle, str) and bundle.strip():
+        # stored absolute: a worker started in another folder reads the same file
+        spec.settings["ca_bundle"] = str(Path(bundle.strip()).expanduser().resolve())
     try:
         # the connector's own models check its settings and credentials (connectors.setup)
         spec.settings, spec.credentials = check_config(connector, spec.settings, spec.credentials)
@@ -71,11 +88,14 @@ def _validate(spec: ConnectionSpec) -> None:
 
 
 def config_for(settings: Settings, row: ConnectionRow) -> ConnectionConfig:
+    """The connector's configuration: the operator's field map, with the default fields the
+    CRM lacks (found when the connection was checked) left out."""
+    absent: dict[str, str | None] = {f: None for f in row.unmapped_fields or {}}
     return ConnectionConfig(
         connection_id=row.id,
         credentials=decrypt_credentials(settings, row.credentials),
         settings=dict(row.settings),
-        field_map=dict(row.field_map),
+        field_map={**absent, **row.field_map},
     )
 
 
@@ -95,10 +115,14 @@ def add_connection(
     check: bool = True,
 ) -> ConnectionRow:
     """Store a new connection with encrypted credentials. With ``check`` the connector
-    authenticates and validates the field map now, so a bad map fails at set-up."""
+    authenticates and validates the field map now, so a bad map fails at set-up.
+    ``spec.push_creates`` None becomes False when the organisation already has customers
+    (see :func:`first_sync_creates`)."""
     _validate(spec)
     if repo.find_connection(session, organisation_id, spec.name) is not None:
         raise ConnectionSetupError(f"a connection named {spec.name!r} already exists")
+    if spec.push_creates is None:
+        spec.push_creates = customers_repository.count_customers(session, organisation_id) == 0
     row = ConnectionRow(
         id=new_id(),
         organisation_id=organisation_id,
@@ -124,7 +148,15 @@ def _check_connector(
     settings: Settings, row: ConnectionRow, spec: ConnectionSpec, check: bool
 ) -> None:
     """Directions must name mapped fields; with ``check`` the CRM is asked too (auth, and
-    every mapped field exists), so a bad map fails at set-up, not in the night."""
+    every mapped field exists), so a bad map fails at set-up, not in the night. With
+    ``check``, the default fields the CRM lacks (its describe / properties) are left out of
+    the map and kept, with why, in ``row.unmapped_fields``; a field mapped explicitly or a
+    required one that does not exist is an error saying how to fix it."""
+    if check:
+        row.unmapped_fields = {}
+        connector = open_connector(settings, row)
+        if isinstance(connector, FieldResolver):
+            row.unmapped_fields = connector.unavailable_fields()
     connector = open_connector(settings, row)
     unknown = set(spec.directions) - set(connector.mapped_fields)
     if unknown:
@@ -170,6 +202,7 @@ def update_connection(
         field_map=spec.field_map,
     )
     candidate.directions = spec.directions
+    candidate.unmapped_fields = dict(row.unmapped_fields or {})
     _check_connector(settings, candidate, spec, check)
     row.name = spec.name
     row.settings = spec.settings
@@ -178,10 +211,37 @@ def update_connection(
     row.directions = spec.directions
     row.match_mode = spec.match_mode
     row.create_policy = spec.create_policy
-    row.push_creates = spec.push_creates
-    row.schedule_seconds = spec.schedule_seconds
+    row.push_creates = bool(spec.push_creates)
+    if row.schedule_seconds != spec.schedule_seconds:
+        # the next scheduled sync follows the new interval, from the last one
+        row.schedule_seconds = spec.schedule_seconds
+        _rearm(row)
+    row.unmapped_fields = candidate.unmapped_fields
     session.flush()
     return row
+
+
+def first_sync_creates(session: Session, row: ConnectionRow) -> int:
+    """How many CRM records a first sync of this new connection could create: the billing
+    customers it would push as creates (those the CRM does not hold already, by external ID,
+    are created), or 0 when it does not push creates."""
+    if not row.push_creates:
+        return 0
+    return customers_repository.count_customers(session, row.organisation_id)
+
+
+def existing_customers(session: Session, organisation_id: str) -> int:
+    """The organisation's billing customers."""
+    return customers_repository.count_customers(session, organisation_id)
+
+
+def _rearm(row: ConnectionRow) -> None:
+    if row.limit_until is not None and limit_pause(row) is not None:
+        return  # paused by a CRM limit: due again when the allowance returns
+    if row.last_sync_at is None:
+        row.next_sync_at = utcnow()
+        return
+    row.next_sync_at = _aware(row.last_sync_at) + timedelta(seconds=row.schedule_seconds)
 
 
 def set_state(row: ConnectionRow, state: str) -> None:
@@ -286,6 +346,26 @@ def schedule_next(row: ConnectionRow) -> None:
     row.next_sync_at = row.last_sync_at + timedelta(seconds=row.schedule_seconds)
 
 
+def unmapped(settings: Settings, row: ConnectionRow) -> dict[str, str]:
+    """Every customer field this connection does not map -> why: the CRM lacks it (its
+    describe said so), the operator unmapped it, or the connector has no default for it."""
+    mapped = set(open_connector(settings, row).mapped_fields)
+    absent = row.unmapped_fields or {}
+    out: dict[str, str] = {}
+    for name in CUSTOMER_FIELDS:
+        if name in mapped:
+            continue
+        if name in absent:
+            out[name] = f"the CRM lacks it: {absent[name]}"
+        elif name in (row.field_map or {}):
+            out[name] = f"unmapped by the operator (--map {name}=)"
+        else:
+            out[name] = (
+                f"{row.kind} has no default field for it: map one with --map {name}=CRM_FIELD"
+            )
+    return out
+
+
 def describe(row: ConnectionRow) -> dict[str, Any]:
     """A connection as the operator may see it: never the credentials."""
     pause = limit_pause(row)
@@ -300,12 +380,13 @@ def describe(row: ConnectionRow) -> dict[str, Any]:
         "api_usage": dict(row.api_usage or {}) or None,
         "settings": row.settings,
         "field_map": row.field_map,
+        "fields_the_crm_lacks": dict(row.unmapped_fields or {}),
         "directions": row.directions,
         "match_mode": row.match_mode,
         "create_policy": row.create_policy,
         "push_creates": row.push_creates,
         "schedule_seconds": row.schedule_seconds,
-        "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
-        "next_sync_at": row.next_sync_at.isoformat() if row.next_sync_at else None,
+        "last_sync_at": _aware(row.last_sync_at).isoformat() if row.last_sync_at else None,
+        "next_sync_at": _aware(row.next_sync_at).isoformat() if row.next_sync_at else None,
         "alert_webhook": describe_target(row),
     }

@@ -32,10 +32,6 @@ class RetryOutcome:
         return [f"{r.run_id}: {r.error}" for r in self.runs if r.status != "succeeded"]
 
 
-#: a failure's record: (connection, direction, CRM id or customer id)
-_Key = tuple[str, str, str]
-
-
 def retry_failures(
     engine: Engine,
     settings: Settings,
@@ -50,9 +46,13 @@ def retry_failures(
     """Sync again the records of the chosen open failures (by id, by run, or all; of one
     connection or all), one run per connection with its rate gate (``gate_for``).
 
-    Each retried failure is closed as ``retried`` (and audited, when an ``actor`` asks); if
-    the record fails again, the new failure carries the attempt count on, so the dead letter
-    holds one row per record. Raises :class:`NotFound` for an id that is not an open failure.
+    A failure keeps its id however often it is retried, so an operator can follow it: a
+    record that fails again updates its open failure in place (the run records it under
+    the same key: one row per record), with ``attempts`` counted on and its next automatic
+    retry backed off; a record that now syncs closes its failure (``resolved`` by the run,
+    else ``retried``). A retry run that fails as a whole leaves the failures open. Each retry
+    is audited when an ``actor`` asks. Raises :class:`NotFound` for an id that is not an
+    open failure.
     """
     with transaction(engine) as session:
         failures = repo.open_failures(
@@ -65,27 +65,21 @@ def retry_failures(
         if failure_ids is not None and len(failures) != len(set(failure_ids)):
             missing = sorted(set(failure_ids) - {f.id for f in failures})
             raise NotFound(f"no open failure(s) {', '.join(missing)}")
-        _close_for_retry(session, organisation_id, failures, actor)
-        attempts = {_key(f): f.attempts for f in failures}
+        _audit_retry(session, organisation_id, failures, actor)
     outcome = RetryOutcome(retried=len(failures))
     for conn_id, items in _by_connection(failures).items():
         gate = gate_for(conn_id) if gate_for is not None else None
         result = _sync_again(engine, settings, conn_id, items, gate)
         outcome.runs.append(result)
-        outcome.still_failing += _carry_attempts(engine, organisation_id, result, attempts)
+        outcome.still_failing += _settle(engine, organisation_id, result, items)
     outcome.recovered = outcome.retried - outcome.still_failing
     return outcome
 
 
-def _close_for_retry(
+def _audit_retry(
     session: Session, organisation_id: str, failures: Sequence[RecordFailure], actor: str | None
 ) -> None:
-    """Mark the failures ``retried``, each audited when an operator (``actor``) asked."""
-    session.execute(
-        update(RecordFailure)
-        .where(RecordFailure.id.in_([f.id for f in failures]))
-        .values(status="retried", updated_at=utcnow())
-    )
+    """Audit each retry an operator (``actor``) asked for."""
     for failure in failures if actor else []:
         repo.add_audit(
             session,
@@ -138,25 +132,32 @@ def _sync_again(
     )
 
 
-def _carry_attempts(
-    engine: Engine, organisation_id: str, result: RunResult, attempts: dict[_Key, int]
+def _settle(
+    engine: Engine, organisation_id: str, result: RunResult, failures: list[RecordFailure]
 ) -> int:
-    """The retried records that failed again in ``result``'s run: each new failure counts
-    one attempt more than the one retried, and is due again after a longer wait."""
+    """After the retry run: a record that failed again kept its failure (same id, updated in
+    place by the run, ``attempts`` counted on), now due after a longer wait; the others are
+    closed as ``retried`` unless the run already resolved them, or left open when the run
+    stopped. The number still failing."""
     with transaction(engine) as session:
-        again = [
-            f
-            for f in repo.open_failures(session, organisation_id, run_id=result.run_id)
-            if _key(f) in attempts
-        ]
-        for failure in again:
-            failure.attempts = attempts[_key(failure)] + 1
-            failure.next_retry_at = utcnow() + _backoff(failure.attempts)
-    return len(again)
-
-
-def _key(failure: RecordFailure) -> _Key:
-    return (failure.connection_id, failure.direction, failure.crm_id or failure.customer_id or "")
+        again = {
+            f.id: f for f in repo.open_failures(session, organisation_id, run_id=result.run_id)
+        }
+        still = 0
+        for failure in failures:
+            found = again.get(failure.id)
+            if found is not None:
+                found.next_retry_at = utcnow() + _backoff(found.attempts)
+                still += 1
+            elif result.status == "succeeded":
+                session.execute(
+                    update(RecordFailure)
+                    .where(RecordFailure.id == failure.id, RecordFailure.status == "open")
+                    .values(status="retried", updated_at=utcnow())
+                )
+            else:
+                still += 1  # the run stopped: the failure stays open for the next retry
+    return still
 
 
 def _backoff(attempts: int) -> timedelta:

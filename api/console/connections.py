@@ -30,7 +30,7 @@ from api.deps import get_settings
 from connectors import registry
 from connectors.errors import ConnectorError
 from connectors.setup import option_fields
-from sync import health, operator_actions
+from sync import connections, health, operator_actions
 from sync.connections import (
     CREATE_POLICIES,
     DIRECTIONS,
@@ -172,8 +172,10 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
         }
         try:
             fields: list[str] = list(open_connector(settings, row).mapped_fields)
+            unmapped = connections.unmapped(settings, row)
         except (ConnectorError, SecretKeyMissing):
             fields = sorted(row.directions or {})
+            unmapped = dict(row.unmapped_fields or {})
     return render(
         request,
         "connection.html",
@@ -184,6 +186,7 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
             "trail": trail,
             "options": options,
             "fields": fields,
+            "unmapped": unmapped,
             "match_modes": MATCH_MODES,
             "create_policies": CREATE_POLICIES,
             "directions": DIRECTIONS,

@@ -357,16 +357,52 @@ class HubSpotConnector:
             )
         return fields
 
+    def unavailable_fields(self) -> dict[str, str]:
+        """Default fields whose property this portal lacks (e.g. ``address.line3`` without
+        ``address3``) -> why; see :class:`connectors.base.FieldResolver`."""
+        return self._resolve({f.name for f in self.describe_fields()})
+
+    def _resolve(self, properties: set[str]) -> dict[str, str]:
+        overrides = self.config.field_map
+        problems: list[str] = []
+        unavailable: dict[str, str] = {}
+        for customer_field, prop in self._fmap.items():
+            if prop == mapping.DERIVED:
+                country = self._fmap.get("address.country")
+                if country and country not in properties:
+                    unavailable[customer_field] = f"derived from {country}, which is missing"
+                continue
+            if prop in properties:
+                continue
+            if customer_field in overrides:
+                problems.append(
+                    f"{customer_field} is mapped to {prop!r}, which companies do not have: "
+                    f"give the property's internal name (Settings > Properties) with --map "
+                    f"{customer_field}=PROPERTY, or unmap it with --map {customer_field}="
+                )
+            elif customer_field == "customer_name":
+                problems.append(f"the company name property {prop!r} is missing (required)")
+            else:
+                unavailable[customer_field] = mapping.why_missing(prop)
+        if self.external_id_property not in properties:
+            problems.append(
+                f"the external-id property {self.external_id_property!r} does not exist "
+                "(required: creates are upserts keyed by it): create a single-line text "
+                "company property with that internal name and 'unique values' on "
+                "(Settings > Properties), or name yours with --external-id-property"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return unavailable
+
     def check(self) -> None:
-        fields = {f.name: f for f in self.describe_fields()}
-        wanted = {*(p for p in self._fmap.values() if p), self.external_id_property}
-        unknown = sorted(p for p in wanted if p not in fields)
-        if unknown:
+        unavailable = self._resolve({f.name for f in self.describe_fields()})
+        if unavailable:
             raise ConfigError(
-                "HubSpot companies have no propert"
-                + ("y " if len(unknown) == 1 else "ies ")
-                + ", ".join(repr(u) for u in unknown)
-                + " (check the connection's field map / external_id_property)"
+                "this portal lacks properties the connection maps: "
+                + "; ".join(f"{f} ({why})" for f, why in unavailable.items())
+                + ". Leave them out with --map FIELD= (connections add and set do so by "
+                "themselves when they check the portal)"
             )
 
     # -- contract: pulls -----------------------------------------------------------------

@@ -67,6 +67,22 @@ def field_map(overrides: Mapping[str, str | None]) -> dict[str, str]:
     return fmap
 
 
+#: default properties that are custom: a portal has them only if someone created them
+CUSTOM_PROPERTIES = {"address3": "HubSpot has no third address line", "billing_email": ""}
+
+
+def why_missing(prop: str) -> str:
+    """Why a portal may lack a default property, and how to have it, for the operator."""
+    if prop in CUSTOM_PROPERTIES:
+        what = CUSTOM_PROPERTIES[prop]
+        return (
+            f"{prop} is a custom company property{f' ({what})' if what else ''} that this "
+            "portal does not have: create it (Settings > Properties) and set the connection "
+            "again to map it"
+        )
+    return f"this portal has no company property {prop}"
+
+
 def properties_of(fmap: Mapping[str, str]) -> list[str]:
     """The HubSpot properties to read for this map (derived fields need none of their own)."""
     return list(dict.fromkeys(p for p in fmap.values() if p))

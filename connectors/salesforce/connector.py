@@ -82,7 +82,13 @@ from connectors.salesforce.client import (
 )
 from connectors.salesforce.config import SalesforceCredentials, SalesforceSettings
 from connectors.salesforce.errors import classify, record_error
-from connectors.salesforce.mapping import AccountMapping, build_mapping, split_street
+from connectors.salesforce.mapping import (
+    AccountMapping,
+    build_mapping,
+    field_map_with,
+    split_street,
+    why_missing,
+)
 
 T = TypeVar("T")
 
@@ -264,21 +270,60 @@ class SalesforceConnector:
             for f in (described or {}).get("fields", [])
         ]
 
-    def check(self) -> None:
+    def _described(self) -> dict[str, dict[str, Any]]:
         described = self._restful("sobjects/Account/describe/") or {}
-        fields = {str(f["name"]).lower(): f for f in described.get("fields", [])}
-        wanted = dict.fromkeys([*self._mapping.sf_fields, self.external_id_field])
-        missing = [name for name in wanted if name.lower() not in fields]
-        if missing:
-            raise ConfigError(
-                f"Salesforce Account has no field(s) {', '.join(missing)} "
-                "(mapped by this connection; check the field map and field-level security)"
+        return {str(f["name"]).lower(): f for f in described.get("fields", [])}
+
+    def unavailable_fields(self) -> dict[str, str]:
+        """Default fields this org's Account lacks (e.g. ``currency`` without multi-currency)
+        -> why; see :class:`connectors.base.FieldResolver`."""
+        return self._resolve(self._described())
+
+    def _resolve(self, fields: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        overrides = self.config.field_map
+        problems: list[str] = []
+        unavailable: dict[str, str] = {}
+        for customer_field, sf_field in field_map_with(overrides).items():
+            if sf_field.lower() in fields:
+                continue
+            if customer_field in overrides:
+                problems.append(
+                    f"{customer_field} is mapped to {sf_field}, which Account does not have: "
+                    f"give the field's API name (Setup > Object Manager > Account > Fields) "
+                    f"with --map {customer_field}=FIELD, or unmap it with --map {customer_field}="
+                )
+            elif customer_field == "customer_name":
+                problems.append(
+                    f"the account name field {sf_field} is missing (a required field): "
+                    "check the integration user's field-level security on Account"
+                )
+            else:
+                unavailable[customer_field] = why_missing(sf_field)
+        ext = self.external_id_field
+        found = fields.get(ext.lower())
+        if found is None:
+            problems.append(
+                f"the external-id field Account.{ext} does not exist (required: creates are "
+                f"upserts keyed by it): create a Text(255) custom field {ext} on Account "
+                "marked External ID and Unique, or name yours with --external-id-field"
             )
-        ext = fields[self.external_id_field.lower()]
-        if not ext.get("externalId"):
+        elif not found.get("externalId"):
+            problems.append(
+                f"Account.{ext} must be an External ID field (creates are upserts keyed by "
+                "it): tick External ID (and Unique) on the field in Setup"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return unavailable
+
+    def check(self) -> None:
+        unavailable = self._resolve(self._described())
+        if unavailable:
             raise ConfigError(
-                f"Account.{self.external_id_field} must be an External ID field "
-                "(creates are upserts keyed by it)"
+                "this org's Account lacks fields the connection maps: "
+                + "; ".join(f"{f} ({why})" for f, why in unavailable.items())
+                + ". Leave them out with --map FIELD= (connections add and set do so by "
+                "themselves when they check the org)"
             )
 
     # -- pulls ---------------------------------------------------------------------------

@@ -147,14 +147,37 @@ class AccountMapping:
         return out
 
 
-def build_mapping(overrides: Mapping[str, str | None]) -> AccountMapping:
-    """The default map with ``overrides`` applied (a None value unmaps a field)."""
+def field_map_with(overrides: Mapping[str, str | None]) -> dict[str, str]:
+    """Customer field -> Account field: the default map with ``overrides`` applied (a None
+    value unmaps a field)."""
     field_map: dict[str, str] = default_field_map()
     for customer_field, sf_field in overrides.items():
         if sf_field is None:
             field_map.pop(customer_field, None)
         else:
             field_map[customer_field] = sf_field
+    return field_map
+
+
+#: why a default field can be missing from an org's Account describe
+OPTIONAL_BECAUSE = {
+    "CurrencyIsoCode": "Account.CurrencyIsoCode exists only in orgs with multi-currency on",
+    "CountryCode": "exists only with state and country/territory picklists on",
+    "StateCode": "exists only with state and country/territory picklists on",
+}
+
+
+def why_missing(sf_field: str) -> str:
+    """Why the org's Account may lack a default field, for the operator."""
+    for suffix, why in OPTIONAL_BECAUSE.items():
+        if sf_field.endswith(suffix):
+            return why if why.startswith("Account.") else f"Account.{sf_field} {why}"
+    return f"this org's Account has no field {sf_field}"
+
+
+def build_mapping(overrides: Mapping[str, str | None]) -> AccountMapping:
+    """The default map with ``overrides`` applied (a None value unmaps a field)."""
+    field_map = field_map_with(overrides)
     simple: list[tuple[str, str]] = []
     grouped: dict[str, list[tuple[str, str]]] = {}
     for customer_field, sf_field in field_map.items():

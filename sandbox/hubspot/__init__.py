@@ -9,7 +9,9 @@ What it emulates (as far as hubspot-api-client 12.0.0 can tell) is listed in
 webhooks in ``webhooks.py``. Choices where HubSpot leaves room:
 
 - **Addresses**: HubSpot's ``address`` is one line and ``address2`` a second; a third line
-  goes to the custom property ``address3``. Seeded streets are split that way.
+  goes to the custom property ``address3``, which a new portal does not have: only with
+  ``address3=True`` (or :meth:`HubSpotSandbox.set_address3`), as if someone had created
+  it. Seeded streets are split that way (without it, a third line joins ``address2``).
 - **Merges** make a new record with a new id, as HubSpot's have since 2024: both old ids
   resolve to it on GET, batch read and PATCH, its ``hs_merged_object_ids`` (``;``-separated)
   lists them, and they are neither listed nor archived any more; the webhook's
@@ -38,7 +40,7 @@ from starlette.applications import Starlette
 from sandbox.hubspot.app import Api, build_app
 from sandbox.hubspot.crm import Portal, canonical_type
 from sandbox.hubspot.faults import FaultState
-from sandbox.hubspot.store import iso
+from sandbox.hubspot.store import ADDRESS3, iso
 from sandbox.hubspot.webhooks import WebhookConfig, WebhookDispatcher
 
 __all__ = ["HubSpotSandbox"]
@@ -54,6 +56,7 @@ class HubSpotSandbox:
         *,
         time_zone: str = "UTC",
         merge_keeps_primary_id: bool = False,
+        address3: bool = False,
         **faults: Any,
     ) -> None:
         self.seed = seed
@@ -63,8 +66,11 @@ class HubSpotSandbox:
         self.closing = False
         self.webhooks = WebhookDispatcher()
         self._merge_default = merge_keeps_primary_id
+        self._address3_default = address3
         self.portal = Portal(
-            on_change=self.webhooks.submit, merge_keeps_primary_id=merge_keeps_primary_id
+            on_change=self.webhooks.submit,
+            merge_keeps_primary_id=merge_keeps_primary_id,
+            address3=address3,
         )
         self.faults = FaultState(seed=seed, **faults)
         self.api: Api
@@ -81,9 +87,10 @@ class HubSpotSandbox:
 
     def reset(self) -> None:
         """Empty the portal, clear faults, request counts and webhook deliveries; merges
-        work as the sandbox was made to merge."""
+        work, and ``address3`` exists, as the sandbox was made."""
         self.portal.clear()
         self.portal.merge_keeps_primary_id = self._merge_default
+        self.set_address3(self._address3_default)
         self.clear_faults()
         self.reset_counts()
         self.api.limits.reset()
@@ -128,6 +135,12 @@ class HubSpotSandbox:
         """Merge as HubSpot did before 2024 (``True``: the primary keeps its id) or as it
         does now (``False``, the default: the merged record gets a new id)."""
         self.portal.merge_keeps_primary_id = keep
+
+    def set_address3(self, present: bool) -> None:
+        """Create (``True``) or delete the custom company property ``address3``, as a
+        portal's admin would (deleting it drops its values)."""
+        with self.portal.lock:
+            self.portal.companies.set_property(ADDRESS3, present)
 
     def associate(self, contact_id: str | int, company_id: str | int) -> None:
         self.portal.associate("contacts", int(contact_id), "companies", int(company_id))

@@ -868,12 +868,17 @@ class Control:
 
         async def settings_set(request: Request) -> Any:
             body = await self._json(request)
-            unknown = set(body) - {"merge_keeps_primary_id"}
+            unknown = set(body) - {"merge_keeps_primary_id", "address3"}
             if unknown:
                 raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
             if "merge_keeps_primary_id" in body:
                 sb.set_merges_keep_primary_id(bool(body["merge_keeps_primary_id"]))
-            return {"merge_keeps_primary_id": sb.portal.merge_keeps_primary_id}
+            if "address3" in body:
+                sb.set_address3(bool(body["address3"]))
+            return {
+                "merge_keeps_primary_id": sb.portal.merge_keeps_primary_id,
+                "address3": "address3" in sb.portal.companies.properties,
+            }
 
         async def webhooks_set(request: Request) -> Any:
             cfg = sb.configure_webhooks(**(await self._json(request)))

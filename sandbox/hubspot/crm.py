@@ -97,13 +97,14 @@ class Portal:
         on_change: Callable[[list[Change]], None] | None = None,
         *,
         merge_keeps_primary_id: bool = False,
+        address3: bool = False,
     ) -> None:
         self.lock = threading.RLock()
         #: merges as HubSpot did them before 2024 (the primary keeps its id) instead of
         #: giving the merged record a new id
         self.merge_keeps_primary_id = merge_keeps_primary_id
         self.clock = Clock()
-        self.companies = company_store()
+        self.companies = company_store(address3=address3)
         self.contacts = contact_store()
         self.on_change = on_change
 
@@ -135,6 +136,9 @@ class Portal:
             for n, sc in enumerate(seed_data.companies(count, seed=seed, start=start)):
                 ms = base + n
                 line1, line2, line3 = split_street(sc.street)
+                if line3 and "address3" not in self.companies.properties:
+                    # no third line in this portal: as a user would type it, in address2
+                    line2, line3 = ", ".join(x for x in (line2, line3) if x), None
                 props: Props = {
                     "name": sc.name,
                     "address": line1,

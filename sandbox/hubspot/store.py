@@ -29,7 +29,6 @@ _COMPANY_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("name", "Company name", "string", "text", False),
     ("address", "Street address", "string", "text", False),
     ("address2", "Street address 2", "string", "text", False),
-    ("address3", "Street address 3", "string", "text", False),  # custom (crmsync)
     ("city", "City", "string", "text", False),
     ("state", "State/Region", "string", "text", False),
     ("zip", "Postal code", "string", "text", False),
@@ -48,6 +47,20 @@ _COMPANY_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("billing_email", "Billing email", "string", "text", False),  # custom
     ("segment", "Segment", "string", "text", False),  # custom
 ]
+
+#: a custom property some portals have (someone created it: HubSpot has no third address
+#: line); a new portal does not, so the sandbox has it only when asked
+#: (``HubSpotSandbox(address3=True)`` / ``set_address3``). HubSpot's default company
+#: properties: https://knowledge.hubspot.com/properties/hubspots-default-company-properties
+#: custom ones are made with the properties API:
+#: https://developers.hubspot.com/docs/api-reference/latest/crm/properties/guide
+ADDRESS3: tuple[str, str, str, str, bool] = (
+    "address3",
+    "Street address 3",
+    "string",
+    "text",
+    False,
+)
 
 _CONTACT_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("firstname", "First name", "string", "text", False),
@@ -295,6 +308,17 @@ class ObjectStore:
                 404, "OBJECT_NOT_FOUND", "resource not found", {"id": [value]}
             ) from None
         return self.get(rec_id, archived=archived)
+
+    def set_property(self, definition: tuple[str, str, str, str, bool], present: bool) -> None:
+        """Create (``present``) or delete a custom property; deleting it drops its values,
+        as HubSpot does when a property is deleted."""
+        name = definition[0]
+        if present:
+            self.properties.setdefault(name, PropertyDef(*definition))
+            return
+        if self.properties.pop(name, None) is not None:
+            for rec in self.records.values():
+                rec.props.pop(name, None)
 
     def check_properties(self, props: dict[str, Any]) -> Props:
         """Writable property values as HubSpot stores them (text; "" clears)."""
@@ -776,11 +800,12 @@ def now_iso() -> str:
     return iso(int(time.time() * 1000))
 
 
-def company_store() -> ObjectStore:
+def company_store(*, address3: bool = False) -> ObjectStore:
+    """The companies, with the custom property ``address3`` only when asked."""
     return ObjectStore(
         "companies",
         1_000_001,
-        _COMPANY_PROPERTIES,
+        [*_COMPANY_PROPERTIES, *([ADDRESS3] if address3 else [])],
         ("hs_lastmodifieddate",),
         ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"),
     )

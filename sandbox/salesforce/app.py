@@ -38,7 +38,7 @@ from sandbox import seed as seed_data
 from sandbox.salesforce.errors import ApiError, RecordProblem, not_found
 from sandbox.salesforce.ids import make_id, to18
 from sandbox.salesforce.outbound import OutboundDelivery
-from sandbox.salesforce.schema import format_ms, parse_datetime
+from sandbox.salesforce.schema import CURRENCY_ISO_CODE, format_ms, parse_datetime
 from sandbox.salesforce.store import (
     CRM_USER,
     INTEGRATION_USER,
@@ -164,6 +164,7 @@ class SalesforceSandbox:
         refresh_token: str = "sandbox-refresh-token",
         api_total: int = 5_000_000,
         public_url: str = "https://127.0.0.1",
+        multi_currency: bool = False,
     ) -> None:
         self.seed_value = seed
         self.public_url = public_url
@@ -171,7 +172,8 @@ class SalesforceSandbox:
         self.client_secret = client_secret
         self.refresh_tokens = {refresh_token}
         self.api_total = api_total
-        self.org = Org(external_id_field=external_id_field)
+        self._multi_currency_default = multi_currency
+        self.org = Org(external_id_field=external_id_field, multi_currency=multi_currency)
         self.organization_id = self.org.organization_id
         self.faults = Faults()
         self.counts: Counter[str] = Counter()
@@ -200,8 +202,9 @@ class SalesforceSandbox:
 
     def reset(self) -> None:
         """Empty the org, clear faults, counts, open cursors and queued notifications
-        (tokens stay valid)."""
+        (tokens stay valid); multi-currency is as the sandbox was made."""
         with self.org.lock:
+            self.org.multi_currency = self._multi_currency_default
             self.org.reset()
             self.org.on_change.append(self._on_change)
             self.faults = Faults()
@@ -210,6 +213,20 @@ class SalesforceSandbox:
             self._since_expiry = 0
             self.usage.clear()
         self.outbound.clear()
+
+    def set_multi_currency(self, enabled: bool) -> None:
+        """Turn multi-currency on (``Account.CurrencyIsoCode`` appears in the describe and
+        may be queried and written) or off (the field is gone, with its values), as an
+        admin would. A new org has it off."""
+        with self.org.lock:
+            self.org.multi_currency = enabled
+            account = self.org.objects["Account"]
+            if enabled:
+                account.add(CURRENCY_ISO_CODE)
+            else:
+                account.remove(CURRENCY_ISO_CODE.name)
+                for rec in self.org.tables["Account"].by_id.values():
+                    rec.pop(CURRENCY_ISO_CODE.name, None)
 
     def seed(self, count: int, seed: int | None = None) -> list[str]:
         """Create ``count`` realistic accounts (2-3 contacts each) from ``sandbox.seed``;
@@ -223,6 +240,8 @@ class SalesforceSandbox:
                 count, self.seed_value if seed is None else seed, start=start
             ):
                 values = _account_values(company)
+                if not self.org.multi_currency:
+                    values.pop(CURRENCY_ISO_CODE.name)
                 rec = self.org.insert(accounts, values, CRM_USER, "user")
                 ids.append(rec["Id"])
                 for person in company.contacts:
@@ -1244,6 +1263,11 @@ class SalesforceSandbox:
             route("/faults", lambda r, b: asdict(self.faults), "GET"),
             route("/faults", lambda r, b: asdict(self.set_faults(**b)), "PUT"),
             route("/faults", lambda r, b: self.clear_faults(), "DELETE"),
+            route(
+                "/settings",
+                lambda r, b: self.set_multi_currency(bool(b["multi_currency"])),
+                "PUT",
+            ),
             route("/tokens", lambda r, b: {"access_token": self.issue_token()}, "POST"),
             route("/tokens/expire", lambda r, b: self.expire_tokens(), "POST"),
             route("/clock", lambda r, b: self.freeze_clock(b.get("frozen")), "PUT"),

@@ -102,6 +102,10 @@ class ObjectDef:
         self.fields[f.name] = f
         self.by_lower[f.name.lower()] = f.name
 
+    def remove(self, name: str) -> None:
+        self.fields.pop(name, None)
+        self.by_lower.pop(name.lower(), None)
+
     def lookup(self, name: str) -> FieldDef | None:
         canonical = self.by_lower.get(name.lower())
         return self.fields[canonical] if canonical else None
@@ -124,7 +128,15 @@ class ObjectDef:
         }
 
 
-def account_object(external_id_field: str = "crmsync_id__c") -> ObjectDef:
+#: ``CurrencyIsoCode`` exists only in orgs with multi-currency enabled, which a new org is
+#: not ("Available only for organizations with the multicurrency feature enabled":
+#: https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/sforce_api_objects_account.htm)
+CURRENCY_ISO_CODE = FieldDef("CurrencyIsoCode", "Account Currency", "picklist", 3)
+
+
+def account_object(
+    external_id_field: str = "crmsync_id__c", *, multi_currency: bool = False
+) -> ObjectDef:
     obj = ObjectDef("Account", "Account", "001")
     for f in [
         FieldDef("Id", "Account ID", "id", 18, createable=False, updateable=False, nillable=False),
@@ -135,7 +147,7 @@ def account_object(external_id_field: str = "crmsync_id__c") -> ObjectDef:
         *_address("Shipping", "Shipping"),
         FieldDef("Phone", "Account Phone", "phone", 40),
         FieldDef("Website", "Website", "url", 255),
-        FieldDef("CurrencyIsoCode", "Account Currency", "picklist", 3),
+        *([CURRENCY_ISO_CODE] if multi_currency else []),
         FieldDef("Description", "Account Description", "textarea", 32000),
         *_stamps(),
         FieldDef(

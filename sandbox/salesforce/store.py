@@ -133,12 +133,14 @@ ChangeHook = Callable[[str, Record, str], None]
 @dataclass
 class Org:
     external_id_field: str = "crmsync_id__c"
+    #: multi-currency on (Account.CurrencyIsoCode exists); off in a new org
+    multi_currency: bool = False
     organization_id: str = field(default_factory=lambda: make_id("00D", 1))
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.objects = {
-            "Account": account_object(self.external_id_field),
+            "Account": account_object(self.external_id_field, multi_currency=self.multi_currency),
             "Contact": contact_object(),
         }
         self.tables = {name: Table(obj) for name, obj in self.objects.items()}

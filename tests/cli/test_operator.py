@@ -157,6 +157,9 @@ def test_sync_plan_wait_runs_conflicts_and_resync(
     assert [r["status"] for r in done] == ["succeeded"]
     customer = as_json(run("customers", "show", by_crm[ids[2]], "--org", org, "--json"))
     assert customer["customer_name"] == "Resynced Name"
+    # --json carries what the table shows: the links (aliases) and the contacts
+    assert customer["links"] == [{"connection": "hs", "crm_id": ids[2], "state": "active"}]
+    assert customer["contacts"] and all(c["crm_id"] for c in customer["contacts"])
     run("resync", "00000000-0000-0000-0000-000000000000", "--org", org, code=3)
 
     # without --wait the sync is queued (the embedded default: a file queue beside the store)

@@ -73,6 +73,9 @@ class SalesforceHarness:
         self.field_map = dict(DEFAULT_FIELD_MAP if field_map is None else field_map)
         self.mapping: AccountMapping = build_mapping(self.field_map)
         self._to_customer = self.mapping.to_customer()
+        # the suite maps every default field: an org with multi-currency on (a new org, the
+        # sandbox's default, has none: tests of that ask for it)
+        self.sf.set_multi_currency(True)
 
     def push_calls(self, updates: int, creates: int) -> int:
         """Batches per kind: updates by id, creates as upserts on the billing id."""
@@ -125,6 +128,7 @@ class SalesforceHarness:
     # -- the CRM user's side
     def reset(self) -> None:
         self.sf.reset()
+        self.sf.set_multi_currency(True)
         self.sf.freeze_clock(None)
 
     def seed(self, count: int) -> list[str]:

@@ -524,3 +524,28 @@ def test_sandbox_webhooks_verify_and_parse(harness: HubSpotHarness, hs: HubSpotS
     connector.verify_webhook(WebhookRequest("POST", receiver.url, headers, body))
     events = connector.parse_webhook(body)
     assert events[0].kind == "created" and events[0].crm_id == cid
+
+
+def test_the_default_map_leaves_out_line3_in_a_portal_without_address3(
+    harness: HubSpotHarness,
+) -> None:
+    harness.hs.set_address3(False)  # as a new portal is
+    connector = harness.connector()
+    unavailable = connector.unavailable_fields()
+    assert list(unavailable) == ["address.line3"]
+    assert "custom company property" in unavailable["address.line3"]
+    with pytest.raises(ConfigError, match=r"address\.line3"):
+        connector.check()
+    harness.connector(field_map={"address.line3": None}).check()
+    explicit = harness.connector(field_map={"address.line3": "address3"})
+    with pytest.raises(ConfigError, match=r"--map address\.line3="):
+        explicit.unavailable_fields()
+    harness.hs.set_address3(True)
+    assert harness.connector().unavailable_fields() == {}
+
+
+def test_a_missing_external_id_property_is_an_error_with_how_to_fix_it(
+    harness: HubSpotHarness,
+) -> None:
+    with pytest.raises(ConfigError, match=r"'nope' does not exist.*unique values"):
+        harness.connector(external_id_property="nope").unavailable_fields()

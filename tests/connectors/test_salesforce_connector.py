@@ -361,7 +361,7 @@ def test_check_and_describe(h: SalesforceHarness) -> None:
     names = {f.name for f in connector.describe_fields()}
     assert {"Name", "BillingStreet", "crmsync_id__c"} <= names
     wrong = h.connector(field_map={"custom_data.segment": "Nope__c", "email": "Also_Nope__c"})
-    with pytest.raises(ConfigError, match=r"Nope__c, Also_Nope__c"):
+    with pytest.raises(ConfigError, match=r"Nope__c.*Also_Nope__c"):
         wrong.check()
     not_external = h.connector(external_id_field="Segment__c")
     with pytest.raises(ConfigError, match="External ID"):
@@ -485,3 +485,36 @@ def test_outbound_messages_end_to_end(h: SalesforceHarness) -> None:
         h.sf.configure_outbound(url=None)
         server.shutdown()
         server.server_close()
+
+
+def test_the_default_map_leaves_out_currency_in_an_org_without_multi_currency(
+    h: SalesforceHarness,
+) -> None:
+    h.sf.set_multi_currency(False)  # as a new org is
+    connector = h.connector()
+    unavailable = connector.unavailable_fields()
+    assert list(unavailable) == ["currency"]
+    assert "multi-currency" in unavailable["currency"]
+    with pytest.raises(ConfigError, match=r"currency .*--map FIELD="):
+        connector.check()  # the full default map would fail its queries: say how to fix
+    without = h.connector(field_map={**h.field_map, "currency": None})
+    without.check()
+    assert without.unavailable_fields() == {}
+    crm_id = h.create({"customer_name": "Single-currency GmbH"})
+    (pulled,) = without.pull_customers_by_ids([crm_id])
+    assert (
+        "currency" not in pulled.fields and pulled.fields["customer_name"] == "Single-currency GmbH"
+    )
+    # an explicit map to a field the org lacks is an error, with how to fix it
+    explicit = h.connector(field_map={**h.field_map, "currency": "CurrencyIsoCode"})
+    with pytest.raises(
+        ConfigError, match=r"currency is mapped to CurrencyIsoCode.*--map currency="
+    ):
+        explicit.unavailable_fields()
+    h.sf.set_multi_currency(True)
+    assert h.connector().unavailable_fields() == {}
+
+
+def test_a_missing_external_id_field_is_an_error_with_how_to_fix_it(h: SalesforceHarness) -> None:
+    with pytest.raises(ConfigError, match=r"Account\.Nope__c does not exist.*External ID"):
+        h.connector(external_id_field="Nope__c").unavailable_fields()

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from sync.store.db import engine_for
-from sync.store.models import AuditEvent, ConnectionRow
+from sync.connections import pause_for_limit
+from sync.store.db import engine_for, transaction
+from sync.store.models import AuditEvent, ConnectionRow, utcnow
 from tests.console.conftest import PASSWORD, World, a_customer, a_run, open_conflicts
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -411,3 +413,27 @@ def test_admins_add_a_connection_checked_with_the_crm(world: World, visitor: Vis
         )
     finally:
         operator.close()
+
+
+def test_the_connections_page_shows_a_pause_by_a_crm_limit_and_the_allowance_used(
+    world: World, visitor: Visitor
+) -> None:
+    engine = world.engine()
+    try:
+        with transaction(engine) as session:
+            row = session.get(ConnectionRow, world.hubspot)
+            assert row is not None
+            pause_for_limit(
+                row, utcnow() + timedelta(hours=3), "You have reached your daily limit."
+            )
+            row.api_usage = {"used": 250_000, "limit": 1_000_000, "window": "day", "at": "x"}
+    finally:
+        engine.dispose()
+    assert visitor.sign_in("viewer").status_code == 303
+    page = visitor.http.get("/console/connections").text
+    assert "status-paused_by_limit" in page
+    assert "by a CRM limit until" in page and "You have reached your daily limit." in page
+    assert "250000 of 1000000 used (25.0 %, per day)" in page
+    one = visitor.http.get(f"/console/connections/{world.hubspot}").text
+    assert "paused by a CRM limit until" in one and "it resumes by itself" in one
+    assert "not mapped" in one

@@ -111,6 +111,7 @@ def build_world(stack: Stack, crm: Sandbox, records: int) -> World:
                 credentials={"access_token": "token-crash", "client_secret": HUBSPOT_SECRET},
                 settings=spec_settings,
                 schedule_seconds=3600,
+                push_creates=True,  # billing-only customers exist already: create them
             ),
         ).id
     api = stack.serve_api()

@@ -89,6 +89,7 @@ def test_list_pages_by_after(client: Any, hs: HubSpotSandbox) -> None:
 
 
 def test_seed_splits_streets_and_links_contacts(client: Any, hs: HubSpotSandbox) -> None:
+    hs.set_address3(True)  # a portal where someone created it
     ids = hs.seed_companies(40)
     records = [hs.read(i) for i in ids]
     assert any(r["properties"].get("address3") for r in records)  # some 3-line streets
@@ -333,8 +334,30 @@ def test_associations_v4_and_properties(client: Any, hs: HubSpotSandbox) -> None
     assert str(read.results[0].to[0].to_object_id) == company
     props = client.crm.properties.core_api.get_all("companies")
     names = {p.name for p in props.results}
-    assert {"name", "address", "address2", "address3", "billing_email", "crmsync_id"} <= names
+    assert {"name", "address", "address2", "billing_email", "crmsync_id"} <= names
     assert client.crm.properties.core_api.get_by_name("companies", "crmsync_id").has_unique_value
+
+
+def test_a_new_portal_has_no_address3_until_someone_creates_it(
+    client: Any, sandbox: Sandbox, hs: HubSpotSandbox
+) -> None:
+    def names() -> set[str]:
+        return {p.name for p in client.crm.properties.core_api.get_all("companies").results}
+
+    assert "address3" not in names()  # HubSpot has no third address line by default
+    api = client.crm.companies.basic_api
+    with pytest.raises(ApiException) as refused:
+        api.create({"properties": {"name": "Three Lines Ltd", "address3": "Floor 3"}})
+    assert refused.value.status == 400 and b"PROPERTY_DOESNT_EXIST" in refused.value.body.encode()
+    (seeded,) = hs.seed_companies(1)
+    assert "address3" not in hs.read(seeded)["properties"]
+    with httpx.Client() as http:
+        answer = http.put(f"{sandbox.hubspot_url}/_sandbox/settings", json={"address3": True})
+    assert answer.json()["address3"] is True and "address3" in names()
+    created = api.create({"properties": {"name": "Three Lines Ltd", "address3": "Floor 3"}})
+    assert api.get_by_id(created.id, properties=["address3"]).properties["address3"] == "Floor 3"
+    hs.reset()  # as the sandbox was made: without it
+    assert "address3" not in names()
 
 
 def test_control_api_over_http(sandbox: Sandbox, hs: HubSpotSandbox) -> None:
@@ -352,7 +375,8 @@ def test_control_api_over_http(sandbox: Sandbox, hs: HubSpotSandbox) -> None:
         assert survivor.json()["id"] not in ids  # a merged record gets a new id
         assert http.post(f"{base}/objects/companies/touch", json={"ms": 5}).json()["touched"] == 2
         assert http.put(f"{base}/settings", json={"merge_keeps_primary_id": True}).json() == {
-            "merge_keeps_primary_id": True
+            "merge_keeps_primary_id": True,
+            "address3": False,
         }
         assert hs.portal.merge_keeps_primary_id
         hs.set_merges_keep_primary_id(False)

@@ -410,6 +410,28 @@ def test_describe_lists_fields(sf: Salesforce) -> None:
     assert not fields["SystemModstamp"]["updateable"]
 
 
+def test_a_new_org_has_no_currency_iso_code_until_multi_currency_is_on(
+    sb: Sandbox, sf: Salesforce
+) -> None:
+    def names() -> set[str]:
+        return {f["name"] for f in sf.Account.describe()["fields"]}
+
+    assert "CurrencyIsoCode" not in names()
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.query("SELECT Id, CurrencyIsoCode FROM Account")
+    assert refused.value.content[0]["errorCode"] == "INVALID_FIELD"
+    (seeded,) = sb.salesforce.seed(1)
+    assert "CurrencyIsoCode" not in (sb.salesforce.get("Account", seeded) or {})
+    answer = session(sb).put(
+        f"{sb.salesforce_url}/_sandbox/settings", json={"multi_currency": True}
+    )
+    assert answer.status_code == 200 and "CurrencyIsoCode" in names()
+    created = sf.Account.create({"Name": "Euro AG", "CurrencyIsoCode": "EUR"})
+    assert sf.Account.get(created["id"])["CurrencyIsoCode"] == "EUR"
+    sb.salesforce.reset()  # as the sandbox was made: single currency
+    assert "CurrencyIsoCode" not in names()
+
+
 # -- OAuth and faults -------------------------------------------------------------------------
 
 

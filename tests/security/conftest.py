@@ -163,7 +163,8 @@ def _tenant(stack: Stack, crm: Sandbox, name: str, salesforce_org: str) -> Tenan
                     "organization_id": salesforce_org,
                     "backoff_base_seconds": 0.01,
                 },
-                field_map={"email": "Billing_Email__c"},
+                # unchecked: a new org (the sandbox's default) has no CurrencyIsoCode
+                field_map={"email": "Billing_Email__c", "currency": None},
             ),
             check=False,
         ).id

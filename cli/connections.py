@@ -428,7 +428,7 @@ def show(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = False)
     """Show one connection (never its credentials), with its links, conflicts and failures,
     and the customer fields it does not map, with why."""
     settings = get_settings()
-    with crm_errors(), session() as opened:
+    with session() as opened:
         row = require_connection(opened, org, connection)
         data = connections.describe(row)
         data["unmapped_fields"] = connections.unmapped(settings, row)

@@ -244,6 +244,7 @@ def _merged(
     base: ContactFields | None,
     state: ContactsState,
 ) -> tuple[ContactChange, list[ContactConflict]]:
+    crm = _same_case(crm, base)
     outcome = merge_record(
         fields=CONTACT_FIELDS,
         billing=existing.fields,
@@ -271,6 +272,16 @@ def _merged(
         ),
         conflicts,
     )
+
+
+def _same_case(crm: ContactFields, base: ContactFields | None) -> ContactFields:
+    """The CRM's e-mail as the base has it when they differ only in case: HubSpot stores
+    e-mail addresses in lower case, and a pushed ``Ann@Example.com`` must not come back as
+    a change."""
+    email, agreed = crm.get("email"), (base or {}).get("email")
+    if email and agreed and email != agreed and email.casefold() == agreed.casefold():
+        return {**crm, "email": agreed}
+    return crm
 
 
 def _changes_anything(existing: BillingContact, change: ContactChange) -> bool:

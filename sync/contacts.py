@@ -71,6 +71,12 @@ class ContactOut(BaseModel):
     pending: bool = False
 
 
+def _spaced(name: str) -> str:
+    """A name with single spaces between its words: CRMs keep first and last names apart
+    and join them with one space, so "Ann  Lee" would come back as a change."""
+    return " ".join(name.split())
+
+
 def _out(row: ContactRow) -> ContactOut:
     return ContactOut.model_validate(
         {
@@ -120,7 +126,7 @@ def add_contact(
         id=new_id(),
         organisation_id=organisation_id,
         customer_id=customer_id,
-        name=data.name,
+        name=_spaced(data.name),
         email=data.email,
         communications=list(dict.fromkeys(data.communications)),
         pending=True,
@@ -145,8 +151,8 @@ def change_contact(
     if "email" in given:
         _check_email(rows, patch.email, row.id)
     changes: dict[str, object] = {}
-    if "name" in given and patch.name != row.name:
-        changes["name"] = patch.name
+    if "name" in given and patch.name is not None and _spaced(patch.name) != row.name:
+        changes["name"] = _spaced(patch.name)
     if "email" in given and patch.email != row.email:
         changes["email"] = patch.email
     if patch.communications is not None:

@@ -39,6 +39,9 @@ def test_add_list_and_change_a_contact(client: TestClient, tenant: Tenant) -> No
     assert (changed.json()["name"], changed.json()["email"]) == ("Ann Lee", "ann@example.com")
     cleared = client.patch(url, json={"email": None}, headers=tenant.headers)
     assert cleared.json()["email"] is None
+    # one space between words, as a CRM joins first and last names
+    spaced = client.patch(url, json={"name": "Ann   Marie  Lee"}, headers=tenant.headers)
+    assert spaced.json()["name"] == "Ann Marie Lee"
 
 
 def test_bad_input_is_422_naming_the_field(client: TestClient, tenant: Tenant) -> None:

@@ -72,6 +72,14 @@ def require_connection(opened: Session, organisation_id: str, ref: str) -> Conne
     return found
 
 
+def connection_option(organisation_id: str, ref: str | None) -> str | None:
+    """The id of the organisation's connection named by ``--connection`` (None without
+    it); exit 3 when the organisation or the connection is not found."""
+    with session() as opened:
+        require_organisation(opened, organisation_id)
+        return require_connection(opened, organisation_id, ref).id if ref else None
+
+
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in values or []:
@@ -565,4 +573,4 @@ def set_(
     say(f"Connection [bold]{data['name']}[/] updated: {', '.join(sorted(changes))}.")
 
 
-__all__ = ["app", "require_connection", "settings_and_engine"]
+__all__ = ["app", "connection_option", "require_connection", "settings_and_engine"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.connections import require_connection, settings_and_engine
+from cli.connections import connection_option, settings_and_engine
 from cli.db import session
 from cli.orgs import require_organisation
 from cli.output import (
@@ -110,9 +110,7 @@ def retry(
     if sum([bool(failure_ids), run is not None, all_]) != 1:
         fail("choose one: FAILURE id(s), --run RUN, or --all", ExitCode.USAGE)
     settings, engine = settings_and_engine()
-    with session() as opened:
-        require_organisation(opened, org)
-        connection_id = require_connection(opened, org, connection).id if connection else None
+    connection_id = connection_option(org, connection)
     outcome = operator_actions.retry(
         engine,
         settings,

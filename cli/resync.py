@@ -6,9 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.connections import require_connection, settings_and_engine
-from cli.db import session
-from cli.orgs import require_organisation
+from cli.connections import connection_option, settings_and_engine
 from cli.output import ExitCode, JsonOption, OrgOption, print_json, print_table
 from sync import operator_actions
 from sync.engine import RunResult
@@ -28,9 +26,7 @@ def resync(
     Its linked CRM records are pulled and its billing side pushed (on the active connections
     when it has no link yet). Exit 1 when a run fails, 3 when the customer is not found."""
     settings, engine = settings_and_engine()
-    with session() as opened:
-        require_organisation(opened, org)
-        only = require_connection(opened, org, connection).id if connection else None
+    only = connection_option(org, connection)
     runs = operator_actions.resync_customer(
         engine,
         settings,

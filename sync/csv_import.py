@@ -49,20 +49,17 @@ ADDRESS_COLUMNS = ("address", "ship_to_address")
 JSON_COLUMNS = ("tax_info", "custom_data")
 BOOLEAN_COLUMNS = ("communications_enabled", "auto_charge_enabled")
 
-#: every column of the format, in the template's order
-COLUMNS: tuple[str, ...] = (
-    "customer_name",
-    "external_id",
-    "email",
-    "phone_number",
-    *(f"address.{part}" for part in ADDRESS_PARTS),
-    *(f"ship_to_address.{part}" for part in ADDRESS_PARTS),
-    "tax_info",
-    "custom_data",
-    "currency",
-    "communications_enabled",
-    "auto_charge_enabled",
-    "business_entity_id",
+
+def _csv_columns(column: str) -> tuple[str, ...]:
+    """A store column as the file's columns: an address is one column per part."""
+    if column in ADDRESS_COLUMNS:
+        return tuple(f"{column}.{part}" for part in ADDRESS_PARTS)
+    return (column,)
+
+
+#: every column of the format, in the template's order: the customer's columns
+COLUMNS: tuple[str, ...] = tuple(
+    name for column in repository.CUSTOMER_COLUMNS for name in _csv_columns(column)
 )
 
 _EXAMPLE_ADDRESS = {

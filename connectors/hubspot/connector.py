@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -163,6 +163,45 @@ def merged_ids(raw: dict[str, Any]) -> list[str]:
     text = str((raw.get("properties") or {}).get("hs_merged_object_ids") or "")
     rid = str(raw.get("id"))
     return [i.strip() for i in text.split(";") if i.strip() and i.strip() != rid]
+
+
+def _aliases(pushes: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Every id HubSpot may name a push by (its own id, sent as the trace id or upsert id,
+    and its CRM id), to the push's own id."""
+    found: dict[str, str] = {}
+    for own, crm_id in pushes:
+        found[own] = own
+        if crm_id:
+            found[str(crm_id)] = own
+    return found
+
+
+def _batch_results(
+    body: Mapping[str, Any],
+    crm_ids: Mapping[str, str | None],
+    aliases: Mapping[str, str],
+    external_property: str | None = None,
+) -> dict[str, PushResult]:
+    """A batch write's answer as a result per push (by its own id: billing or contact id),
+    matched by the ids HubSpot names, never by position: a result by its
+    ``objectWriteTraceId``, its ``id`` or (an upsert) its ``external_property``; an error of
+    a 207 by the ids and trace ids of its ``context``."""
+    out: dict[str, PushResult] = {}
+    for r in body.get("results") or []:
+        named = [r.get("objectWriteTraceId"), r.get("id")]
+        if external_property:
+            named.append((r.get("properties") or {}).get(external_property))
+        own = next((aliases[str(k)] for k in named if k is not None and str(k) in aliases), None)
+        if own is not None:
+            out[own] = PushResult(own, str(r["id"]))
+    for entry in body.get("errors") or []:
+        error = record_error(entry)
+        context = entry.get("context") or {}
+        for key in [*(context.get("ids") or []), *(context.get("objectWriteTraceId") or [])]:
+            own = aliases.get(str(key))
+            if own is not None:
+                out[own] = PushResult(own, crm_ids[own], error)
+    return out
 
 
 def _next_after(body: dict[str, Any]) -> str | None:
@@ -557,12 +596,17 @@ class HubSpotConnector:
             results.get(p.billing_id) or PushResult(p.billing_id, p.crm_id, missing) for p in pushes
         ]
 
-    def _batch_or_record_errors(
-        self, method: Callable[..., Any], chunk: Sequence[CustomerPush], **kwargs: Any
-    ) -> tuple[dict[str, Any], dict[str, PushResult]]:
-        """Call a batch write; a whole-batch 400 (one bad value fails HubSpot's batch) becomes
-        a validation error for each record of the batch, except a missing property, which is
-        a configuration error."""
+    def _batch_write(
+        self,
+        method: Callable[..., Any],
+        crm_ids: Mapping[str, str | None],
+        aliases: Mapping[str, str],
+        external_property: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, PushResult]:
+        """One batch write, its answer a result per push (:func:`_batch_results`). A
+        whole-batch 400 (one bad value fails HubSpot's batch) is a validation error for each
+        push of the batch, except a missing property, which is a configuration error."""
         try:
             _, body = self._call(method, **kwargs)
         except ConfigError as exc:
@@ -572,17 +616,12 @@ class HubSpotConnector:
             data = error_body(cause)
             if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
                 raise
-            error = RecordError(
-                "validation",
-                str(data.get("subCategory") or data.get("category") or "400"),
-                describe(400, data),
-            )
-            return {}, {p.billing_id: PushResult(p.billing_id, p.crm_id, error) for p in chunk}
-        return body, {}
+            code = str(data.get("subCategory") or data.get("category") or "400")
+            error = RecordError("validation", code, describe(400, data))
+            return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
+        return _batch_results(body, crm_ids, aliases, external_property)
 
     def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
-        by_crm_id = {str(p.crm_id): p for p in chunk}
-        by_billing = {p.billing_id: p for p in chunk}
         inputs = []
         for p in chunk:
             properties = mapping.to_properties(p.fields, self._fmap)
@@ -593,27 +632,15 @@ class HubSpotConnector:
             inputs.append(
                 {"id": str(p.crm_id), "objectWriteTraceId": p.billing_id, "properties": properties}
             )
-        body, failed = self._batch_or_record_errors(
+        return self._batch_write(
             self._apis.companies_batch.update,
-            chunk,
+            {p.billing_id: p.crm_id for p in chunk},
+            _aliases((p.billing_id, p.crm_id) for p in chunk),
             batch_input_simple_public_object_batch_input={"inputs": inputs},
         )
-        out: dict[str, PushResult] = dict(failed)
-        for r in body.get("results") or []:
-            push = by_billing.get(str(r.get("objectWriteTraceId"))) or by_crm_id.get(str(r["id"]))
-            if push is not None:
-                out[push.billing_id] = PushResult(push.billing_id, str(r["id"]))
-        for entry in body.get("errors") or []:
-            error = record_error(entry)
-            for key in (entry.get("context") or {}).get("ids") or []:
-                push = by_crm_id.get(str(key))
-                if push is not None:
-                    out[push.billing_id] = PushResult(push.billing_id, push.crm_id, error)
-        return out
 
     def _push_creates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
         prop = self.external_id_property
-        by_billing = {p.billing_id: p for p in chunk}
         inputs = [
             {
                 "idProperty": prop,
@@ -622,24 +649,14 @@ class HubSpotConnector:
             }
             for p in chunk
         ]
-        body, failed = self._batch_or_record_errors(
+        # an upsert's results name their input by the external id property's value
+        return self._batch_write(
             self._apis.companies_batch.upsert,
-            chunk,
+            {p.billing_id: None for p in chunk},
+            _aliases((p.billing_id, None) for p in chunk),
+            prop,
             batch_input_simple_public_object_batch_input_upsert={"inputs": inputs},
         )
-        out: dict[str, PushResult] = dict(failed)
-        for r in body.get("results") or []:
-            key = (r.get("properties") or {}).get(prop)
-            push = by_billing.get(str(key))
-            if push is not None:
-                out[push.billing_id] = PushResult(push.billing_id, str(r["id"]))
-        for entry in body.get("errors") or []:
-            error = record_error(entry)
-            for key in (entry.get("context") or {}).get("ids") or []:
-                push = by_billing.get(str(key))
-                if push is not None:
-                    out[push.billing_id] = PushResult(push.billing_id, None, error)
-        return out
 
     # -- contacts written from the billing side -------------------------------------------
 
@@ -662,9 +679,10 @@ class HubSpotConnector:
                 for p in chunk
             ]
             results.update(
-                self._contact_batch(
+                self._batch_write(
                     self._apis.contacts_batch.update,
-                    chunk,
+                    {p.contact_id: p.crm_id for p in chunk},
+                    _aliases((p.contact_id, p.crm_id) for p in chunk),
                     batch_input_simple_public_object_batch_input={"inputs": inputs},
                 )
             )
@@ -688,9 +706,10 @@ class HubSpotConnector:
                 for p in chunk
             ]
             results.update(
-                self._contact_batch(
+                self._batch_write(
                     self._apis.contacts_batch.create,
-                    chunk,
+                    {p.contact_id: None for p in chunk},
+                    _aliases((p.contact_id, None) for p in chunk),
                     batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
                 )
             )
@@ -711,40 +730,6 @@ class HubSpotConnector:
                 communications_to_crm(fields["communications"]) or ""
             )
         return properties
-
-    def _contact_batch(
-        self, method: Callable[..., Any], chunk: Sequence[ContactPush], **kwargs: Any
-    ) -> dict[str, PushResult]:
-        """One batch write of contacts; a whole-batch 400 is a validation error for each
-        (a missing property stays a configuration error); 207 errors name their inputs."""
-        by_trace = {p.contact_id: p for p in chunk}
-        by_crm_id = {str(p.crm_id): p for p in chunk if p.crm_id}
-        try:
-            _, body = self._call(method, **kwargs)
-        except ConfigError as exc:
-            cause = exc.__cause__
-            if cause is None or getattr(cause, "status", None) != 400:
-                raise
-            data = error_body(cause)
-            if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
-                raise
-            code = str(data.get("subCategory") or data.get("category") or "400")
-            error = RecordError("validation", code, describe(400, data))
-            return {p.contact_id: PushResult(p.contact_id, p.crm_id, error) for p in chunk}
-        out: dict[str, PushResult] = {}
-        for r in body.get("results") or []:
-            push = by_trace.get(str(r.get("objectWriteTraceId"))) or by_crm_id.get(str(r["id"]))
-            if push is not None:
-                out[push.contact_id] = PushResult(push.contact_id, str(r["id"]))
-        for entry in body.get("errors") or []:
-            error = record_error(entry)
-            context = entry.get("context") or {}
-            keys = [*(context.get("ids") or []), *(context.get("objectWriteTraceId") or [])]
-            for key in keys:
-                push = by_crm_id.get(str(key)) or by_trace.get(str(key))
-                if push is not None:
-                    out[push.contact_id] = PushResult(push.contact_id, push.crm_id, error)
-        return out
 
     # -- contract: webhooks --------------------------------------------------------------
 

@@ -171,13 +171,19 @@ def start(previous: HubSpotCursor | None, *, full: bool, now_ms: int) -> HubSpot
 
 def full_page(cursor: HubSpotCursor, stamps: Stamps, after: str | None) -> HubSpotCursor:
     """After one list page: the newest modification seen (and its ids), the next page."""
-    newest, ids = cursor.newest_ms, list(cursor.at_watermark)
+    newest, ids = _newest(cursor.newest_ms, cursor.at_watermark, stamps)
+    return replace(cursor, newest_ms=newest, at_watermark=ids, after=after)
+
+
+def _newest(newest: int, ids: tuple[str, ...], stamps: Stamps) -> tuple[int, tuple[str, ...]]:
+    """The newest time of ``stamps`` and before (``newest``, held by ``ids``), and its ids."""
+    held = list(ids)
     for ms, record_id in stamps:
         if ms > newest:
-            newest, ids = ms, [record_id]
+            newest, held = ms, [record_id]
         elif ms == newest:
-            ids.append(record_id)
-    return replace(cursor, newest_ms=newest, at_watermark=tuple(ids), after=after)
+            held.append(record_id)
+    return newest, tuple(held)
 
 
 def after_full(cursor: HubSpotCursor, skew_ms: int) -> HubSpotCursor:
@@ -287,13 +293,8 @@ def _archived_start(cursor: HubSpotCursor, now_ms: int) -> HubSpotCursor:
 
 def archived_page(cursor: HubSpotCursor, stamps: Stamps, after: str | None) -> HubSpotCursor:
     """After one page of the archived list (``stamps``: the deletions it reported)."""
-    newest, ids = cursor.archive_newest_ms, list(cursor.archive_newest_ids)
-    for ms, record_id in stamps:
-        if ms > newest:
-            newest, ids = ms, [record_id]
-        elif ms == newest:
-            ids.append(record_id)
-    return replace(cursor, archive_newest_ms=newest, archive_newest_ids=tuple(ids), after=after)
+    newest, ids = _newest(cursor.archive_newest_ms, cursor.archive_newest_ids, stamps)
+    return replace(cursor, archive_newest_ms=newest, archive_newest_ids=ids, after=after)
 
 
 def after_archived(cursor: HubSpotCursor, skew_ms: int) -> HubSpotCursor:

@@ -8,12 +8,13 @@ statement per row. Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy import (
     JSON,
+    Row,
     Select,
     String,
     any_,
@@ -72,6 +73,30 @@ def among(session: Session, column: Any, values: Sequence[str]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
     return column.in_(values)
+
+
+def chunks(items: Sequence[Any], size: int = _BATCH) -> Iterator[Sequence[Any]]:
+    """``items`` a thousand at a time (by default): one statement each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def scalars_among(
+    session: Session, statement: Select[Any], column: Any, values: Iterable[str]
+) -> Iterator[Any]:
+    """The objects ``statement`` selects whose ``column`` is one of ``values`` (repeats
+    dropped), in one query per thousand values."""
+    for chunk in chunks(list(set(values))):
+        yield from session.scalars(statement.where(among(session, column, chunk)))
+
+
+def rows_among(
+    session: Session, statement: Select[*tuple[Any, ...]], column: Any, values: Iterable[str]
+) -> Iterator[Row[*tuple[Any, ...]]]:
+    """The rows ``statement`` selects whose ``column`` is one of ``values`` (repeats
+    dropped), in one query per thousand values."""
+    for chunk in chunks(list(set(values))):
+        yield from session.execute(statement.where(among(session, column, chunk)))
 
 
 def hash_api_key(key: str) -> str:
@@ -153,14 +178,8 @@ def _customers_keyed(
 ) -> dict[str, CustomerRow]:
     """Customers whose ``column`` is one of ``values``, keyed by that value, in one query
     per thousand values."""
-    wanted = list(set(values))
-    found: dict[str, CustomerRow] = {}
-    for start in range(0, len(wanted), _BATCH):
-        chunk = wanted[start : start + _BATCH]
-        query = _customers(organisation_id).where(among(session, column, chunk))
-        for row in session.scalars(query):
-            found[getattr(row, column.key)] = row
-    return found
+    found = scalars_among(session, _customers(organisation_id), column, values)
+    return {getattr(row, column.key): row for row in found}
 
 
 def get_customers(

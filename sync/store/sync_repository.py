@@ -24,15 +24,15 @@ from sync.store.models import (
     SyncRun,
     utcnow,
 )
-from sync.store.repository import _insert_for, among, bulk_insert, copy_rows
-
-_CHUNK = 1000
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
+from sync.store.repository import (
+    _insert_for,
+    among,
+    bulk_insert,
+    chunks,
+    copy_rows,
+    rows_among,
+    scalars_among,
+)
 
 # --- connections ---------------------------------------------------------------------------
 
@@ -92,48 +92,30 @@ def limit_pauses_ended(session: Session, now: datetime) -> Sequence[ConnectionRo
 def links_by_crm_ids(
     session: Session, connection_id: str, crm_ids: Iterable[str]
 ) -> dict[str, LinkRow]:
-    ids = list(set(crm_ids))
-    found: dict[str, LinkRow] = {}
-    for chunk in _chunks(ids):
-        query = select(LinkRow).where(
-            LinkRow.connection_id == connection_id, among(session, LinkRow.crm_id, chunk)
-        )
-        for link in session.scalars(query):
-            found[link.crm_id] = link
-    return found
+    query = select(LinkRow).where(LinkRow.connection_id == connection_id)
+    return {link.crm_id: link for link in scalars_among(session, query, LinkRow.crm_id, crm_ids)}
 
 
 def customer_ids_by_crm_ids(
     session: Session, connection_id: str, crm_ids: Iterable[str]
 ) -> dict[str, str]:
     """CRM id -> linked customer id, for active links (two columns, no JSON)."""
-    ids = list(set(crm_ids))
-    found: dict[str, str] = {}
-    for chunk in _chunks(ids):
-        query = select(LinkRow.crm_id, LinkRow.customer_id).where(
-            LinkRow.connection_id == connection_id,
-            among(session, LinkRow.crm_id, chunk),
-            LinkRow.state == "active",
-        )
-        found.update({crm_id: customer_id for crm_id, customer_id in session.execute(query)})
-    return found
+    query = select(LinkRow.crm_id, LinkRow.customer_id).where(
+        LinkRow.connection_id == connection_id, LinkRow.state == "active"
+    )
+    return {
+        crm_id: customer_id
+        for crm_id, customer_id in rows_among(session, query, LinkRow.crm_id, crm_ids)
+    }
 
 
 def links_by_customer_ids(
     session: Session, connection_id: str, customer_ids: Iterable[str]
 ) -> dict[str, LinkRow]:
     """The active-or-deleted link of each customer in this connection (merged ones skipped)."""
-    ids = list(set(customer_ids))
-    found: dict[str, LinkRow] = {}
-    for chunk in _chunks(ids):
-        query = select(LinkRow).where(
-            LinkRow.connection_id == connection_id,
-            among(session, LinkRow.customer_id, chunk),
-            LinkRow.state != "merged",
-        )
-        for link in session.scalars(query):
-            found[link.customer_id] = link
-    return found
+    query = select(LinkRow).where(LinkRow.connection_id == connection_id, LinkRow.state != "merged")
+    found = scalars_among(session, query, LinkRow.customer_id, customer_ids)
+    return {link.customer_id: link for link in found}
 
 
 def links_of_customer(
@@ -193,15 +175,10 @@ def count_links(session: Session, connection_id: str, state: str | None = None) 
 
 def open_conflict_fields(session: Session, link_ids: Iterable[str]) -> dict[str, set[str]]:
     """For each link, the fields with an open conflict (one query per thousand links)."""
-    ids = list(set(link_ids))
+    query = select(Conflict.link_id, Conflict.field).where(Conflict.status == "open")
     found: dict[str, set[str]] = {}
-    for chunk in _chunks(ids):
-        query = select(Conflict.link_id, Conflict.field).where(
-            among(session, Conflict.link_id, chunk), Conflict.status == "open"
-        )
-        for link_id, field in session.execute(query):
-            if link_id is not None:
-                found.setdefault(link_id, set()).add(field)
+    for link_id, field in rows_among(session, query, Conflict.link_id, link_ids):
+        found.setdefault(link_id, set()).add(field)
     return found
 
 
@@ -338,7 +315,7 @@ def record_failures(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     connection_id = rows[0]["connection_id"]
     keys = [key for _, _, key in latest]
     existing: dict[tuple[str, str, str], RecordFailure] = {}
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         query = select(RecordFailure).where(
             RecordFailure.connection_id == connection_id,
             RecordFailure.status == "open",
@@ -426,7 +403,7 @@ def resolve_failures_for(
     """Close the open failures of records that have now synced (by CRM or customer id)."""
     ids = list(set(keys))
     column = RecordFailure.crm_id if direction == "pull" else RecordFailure.customer_id
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         session.execute(
             update(RecordFailure)
             .where(
@@ -496,7 +473,7 @@ def upsert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> Non
 
 
 def delete_crm_contacts(session: Session, connection_id: str, crm_ids: Sequence[str]) -> None:
-    for chunk in _chunks(crm_ids):
+    for chunk in chunks(crm_ids):
         session.execute(
             delete(ContactRow).where(
                 ContactRow.connection_id == connection_id, ContactRow.crm_id.in_(chunk)
@@ -549,7 +526,7 @@ def connections_with_pending_events(session: Session, received_before: datetime)
 
 
 def mark_events_handled(session: Session, event_ids: Sequence[int]) -> None:
-    for chunk in _chunks(event_ids):
+    for chunk in chunks(event_ids):
         session.execute(
             update(InboundEvent)
             .where(InboundEvent.id.in_(chunk))
@@ -620,12 +597,10 @@ def crm_ids_of_customers(
     session: Session, organisation_id: str, customer_ids: Iterable[str]
 ) -> dict[str, set[str]]:
     """Every CRM id each customer is linked to, in any connection (its aliases)."""
-    ids = list(set(customer_ids))
+    query = select(LinkRow.customer_id, LinkRow.crm_id).where(
+        LinkRow.organisation_id == organisation_id
+    )
     found: dict[str, set[str]] = {}
-    for chunk in _chunks(ids):
-        query = select(LinkRow.customer_id, LinkRow.crm_id).where(
-            LinkRow.organisation_id == organisation_id, among(session, LinkRow.customer_id, chunk)
-        )
-        for customer_id, crm_id in session.execute(query):
-            found.setdefault(customer_id, set()).add(crm_id)
+    for customer_id, crm_id in rows_among(session, query, LinkRow.customer_id, customer_ids):
+        found.setdefault(customer_id, set()).add(crm_id)
     return found

@@ -187,17 +187,12 @@ def customers_in_open_merges(
 ) -> set[str]:
     """The customers whose CRM record this connection saw merged into another customer's,
     with the merge conflict still open."""
-    ids = list(set(customer_ids))
-    found: set[str] = set()
-    for chunk in _chunks(ids):
-        query = select(Conflict.customer_id).where(
-            Conflict.connection_id == connection_id,
-            among(session, Conflict.customer_id, chunk),
-            Conflict.kind == "merge",
-            Conflict.status == "open",
-        )
-        found.update(session.scalars(query))
-    return found
+    query = select(Conflict.customer_id).where(
+        Conflict.connection_id == connection_id,
+        Conflict.kind == "merge",
+        Conflict.status == "open",
+    )
+    return set(scalars_among(session, query, Conflict.customer_id, customer_ids))
 
 
 def insert_conflicts(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -443,6 +443,15 @@ class HubSpotConnector:
                 + ". Leave them out with --map FIELD= (connections add and set do so by "
                 "themselves when they check the portal)"
             )
+        field = self.communications_field
+        if field:
+            _, body = self._call(self._apis.properties.get_all, object_type="contacts")
+            if field not in {str(p.get("name")) for p in body.get("results") or []}:
+                raise ConfigError(
+                    f"this portal's contacts have no property {field!r} "
+                    "(contact_communications_field): name a multiple-checkbox contact "
+                    "property, or leave the setting out"
+                )
 
     # -- contract: pulls -----------------------------------------------------------------
 

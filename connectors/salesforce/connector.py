@@ -325,6 +325,21 @@ class SalesforceConnector:
                 + ". Leave them out with --map FIELD= (connections add and set do so by "
                 "themselves when they check the org)"
             )
+        self._check_communications_field()
+
+    def _check_communications_field(self) -> None:
+        """The Contact field named for communications exists (one describe call, only when
+        one is named)."""
+        field = self.communications_field
+        if not field:
+            return
+        described = self._restful("sobjects/Contact/describe/") or {}
+        names = {str(f["name"]).lower() for f in described.get("fields", [])}
+        if field.lower() not in names:
+            raise ConfigError(
+                f"this org's Contact has no field {field!r} (contact_communications_field): "
+                "name a multi-select picklist of Contact, or leave the setting out"
+            )
 
     # -- pulls ---------------------------------------------------------------------------
     def _query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from connectors.base import CrmContact
+from connectors.errors import ConfigError
 from sync import contacts
 from sync.conflicts import resolve_conflict
 from sync.connections import update_connection
@@ -255,3 +258,10 @@ def test_without_a_communications_field_they_are_not_synced(world: World) -> Non
     assert result.counters["contacts_pushed"] == 0 and result.counters["calls_push"] == 0
     assert not _billing(world, customer)["gil@example.com"].pending
     assert _crm(world, account)["gil@example.com"].communications is None
+
+
+def test_a_communications_field_the_crm_lacks_is_a_clear_error(world: World) -> None:
+    good = "Communications__c" if world.harness.key == "salesforce" else "crmsync_communications"
+    world.harness.connector(contact_communications_field=good).check()
+    with pytest.raises(ConfigError, match="contact_communications_field"):
+        world.harness.connector(contact_communications_field="No_Such_Field__c").check()

@@ -216,6 +216,7 @@ def build_world(
                 settings=connection_settings(kind, crm, **settings),
                 field_map=field_map,
                 schedule_seconds=3600,
+                push_creates=True,  # the billing customers exist already: create them
             ),
         ).id
     world = World(stack, crm, kind, org, connection, size["records"], billing)

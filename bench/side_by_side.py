@@ -62,6 +62,7 @@ def crmsync_backfill(
         run = b.sync(full=True, timeout=timeout, poll=0.2)
         if run.status != "succeeded":
             raise RuntimeError(f"crmsync's backfill failed: {run.error}")
+        wall = b.last_wall_seconds  # before ``then``: its syncs set it again
         calls = {k: v for k, v in request_counts(sandbox, crm).items() if v}
         peak = b.worker_peak_rss_mb()
         counters = dict(run.counters)
@@ -79,7 +80,7 @@ def crmsync_backfill(
         crm,
         "crmsync" if contacts else "crmsync, contacts=false",
         what,
-        b.last_wall_seconds,
+        wall,
         pulled,
         sum(calls.values()),
         peak,

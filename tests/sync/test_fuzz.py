@@ -304,13 +304,16 @@ def test_no_crm_record_crashes_a_run(
 
         _run(world, figures)
         _check(world, crm_ids, contacts)
-        figures["records_synced"] += len(world.customers())
+        synced = {c["external_id"] for c in world.customers()}
+        figures["records_synced"] += len(synced)
 
         for index, values in draw.edits:
             if index < len(crm_ids) and fuzz_crm.edit(crm_ids[index], values):
                 figures["records_edited"] += 1
         _run(world, figures)
-        _check(world, crm_ids, contacts)
+        # the contacts of the records the first run synced (a record that syncs only now,
+        # once edited, finds its unchanged contacts on their next change or a full run)
+        _check(world, crm_ids, [c for c in contacts if c[1] in synced])
         _run(world, figures)  # and a run right after is clean too
         _count_failures(world, figures)
 

@@ -58,7 +58,7 @@ from sync.errors import NotFound, SyncError
 from sync.fencing import Fence, StaleRun
 from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
-from sync.push import outbox_start, push_billing_changes
+from sync.push import outbox_start, pin_outbox_start, push_billing_changes
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -162,9 +162,6 @@ def sync_records(
     )
 
     def steps() -> None:
-        # until the connection's first push is done, the records linked here are walked
-        # past by it as well: pin where it reads the outbox from (see outbox_start)
-        outbox_start(ctx)
         ids = list(dict.fromkeys(crm_ids))
         for start in range(0, len(ids), COMMIT_EVERY):
             records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])
@@ -315,6 +312,9 @@ def _start_run(
             )
             session.add(run)
             run_id = run.id
+            # until the connection's first push is done, records this run links are walked
+            # past by it: pin where that push reads the outbox from (see outbox_start)
+            pin_outbox_start(session, row.organisation_id, row.id)
         pause = limit_pause(row)
         if pause is not None:
             # paused by the CRM's daily limit: the gate refuses before any call is made,

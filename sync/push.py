@@ -3,6 +3,8 @@ on a full run, every customer), in chunks, with creates for customers the CRM la
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from sync.context import RunContext
 from sync.decision import CursorMove
 from sync.pages import push_page
@@ -48,10 +50,11 @@ def outbox_start(ctx: RunContext) -> int:
     before the run pulls anything).
 
     Until a first push has walked every customer and set the connection's position, the
-    answer is pinned (cursor :data:`WALK_FROM`) by the first run that began without a
-    position, and every later run uses it: the walk passes by a customer whose link was
-    written after its last edit, yet the page that wrote the link may have read the
-    customer before that edit committed (and taken its old name as the base). Only the
+    answer is pinned (cursor :data:`WALK_FROM`, by :func:`pin_outbox_start` as a run is
+    recorded) by the first run that began without a position, and every later run uses
+    it: the walk passes by a customer whose link was written after its last edit, yet
+    the page that wrote the link may have read the customer before that edit committed
+    (and taken its old name as the base). Only the
     outbox still holds such an edit, and a run that stopped after its pull (a lost lock,
     a failed call) leaves the walk to a run that did not pull that record, so that run
     must read the outbox from where the pull began, not from where it began itself.
@@ -62,13 +65,20 @@ def outbox_start(ctx: RunContext) -> int:
         head = repository.outbox_head(session, ctx.organisation_id)
         if repo.get_cursor(session, ctx.connection_id, OUTBOX) is not None:
             return head
-        if ctx.plan is not None:
-            # a plan writes nothing: it reads from the pinned start, if a run pinned one
-            pinned = repo.get_cursor(session, ctx.connection_id, WALK_FROM)
-            return head if pinned is None else int(pinned)
-        if ctx.fence is not None:
-            ctx.fence.check(session)  # a run that lost its lock pins nothing
-        return int(repo.keep_first_cursor(session, ctx.connection_id, WALK_FROM, str(head)))
+        # a plan records no run and so pins nothing: it reads from a run's pin, if any
+        pinned = repo.get_cursor(session, ctx.connection_id, WALK_FROM)
+        return head if pinned is None else int(pinned)
+
+
+def pin_outbox_start(session: Session, organisation_id: str, connection_id: str) -> None:
+    """As a run is recorded: while the connection has no outbox position, keep where the
+    outbox stands now as the first push's starting point, unless an earlier run kept one
+    (see :func:`outbox_start`). An earlier pin is always the safe one: reading the outbox
+    from further back only compares more customers again."""
+    if repo.get_cursor(session, connection_id, OUTBOX) is not None:
+        return
+    head = repository.outbox_head(session, organisation_id)
+    repo.keep_first_cursor(session, connection_id, WALK_FROM, str(head))
 
 
 def _walk_customers(ctx: RunContext, head: int) -> None:

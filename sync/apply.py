@@ -32,6 +32,7 @@ from sync.decision import (
     PageDecision,
     RecordDecision,
 )
+from sync.pushes_made import PushesMadeBy
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.convert import changed_columns, new_customer_row
@@ -144,28 +145,16 @@ def save_counters(ctx: RunContext, session: Session) -> None:
 # --- pushing -------------------------------------------------------------------------------
 
 
-class PushesMade:
+class PushesMade(PushesMadeBy[CrmPush]):
     """The CRM writes one page has made, by customer. When the store refuses the page's
     rows and the page is decided again, a push already made is not made twice: the same
     fields for the same record take the earlier result, and a CRM record once created for
     a customer is never created again."""
 
     def __init__(self) -> None:
-        self._made: dict[str, tuple[CrmPush, PushResult]] = {}
+        super().__init__(lambda push: push.customer_id)
         #: and the contacts it has pushed (a contact created once is never created again)
         self.contacts = ContactPushesMade()
-
-    def result(self, push: CrmPush) -> PushResult | None:
-        made = self._made.get(push.customer_id)
-        if made is None:
-            return None
-        earlier, result = made
-        if push.crm_id is None or (earlier.crm_id, earlier.fields) == (push.crm_id, push.fields):
-            return result
-        return None
-
-    def add(self, push: CrmPush, result: PushResult) -> None:
-        self._made[push.customer_id] = (push, result)
 
 
 def _push(ctx: RunContext, pushes: list[CrmPush], made: PushesMade) -> dict[str, PushResult]:

@@ -50,6 +50,7 @@ from sync.decision import (
     Failure,
 )
 from sync.merge import merge_record
+from sync.pushes_made import PushesMadeBy
 from sync.store import contact_repository as contacts_repo
 from sync.store import sync_repository as repo
 from sync.store.models import ContactRow as ContactTable
@@ -367,25 +368,13 @@ def decide_contact_pushes(
 # --- applying ------------------------------------------------------------------------------
 
 
-class ContactPushesMade:
+class ContactPushesMade(PushesMadeBy[ContactPushWrite]):
     """The contact pushes one page has made: when the store refuses the page and it is
     decided again, a contact already created is not created again, and the same change is
     not written twice (its earlier result is taken)."""
 
     def __init__(self) -> None:
-        self._made: dict[str, tuple[ContactPushWrite, PushResult]] = {}
-
-    def result(self, push: ContactPushWrite) -> PushResult | None:
-        made = self._made.get(push.contact_id)
-        if made is None:
-            return None
-        earlier, result = made
-        if push.crm_id is None or (earlier.crm_id, earlier.fields) == (push.crm_id, push.fields):
-            return result
-        return None
-
-    def add(self, push: ContactPushWrite, result: PushResult) -> None:
-        self._made[push.contact_id] = (push, result)
+        super().__init__(lambda push: push.contact_id)
 
 
 def apply_contacts(

@@ -22,7 +22,7 @@ install: $(STAMP) ## create .venv and install crmsync, its dev tools and the plu
 
 test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox; the plug-ins' own)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider --durations=15
 	@for plugin in $(PLUGINS); do \
 		echo "$$plugin: its own tests, with crmsync's contract kit"; \
 		(cd $$plugin && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider) || exit 1; \

@@ -149,3 +149,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for name, values in _FIGURES:
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
         terminalreporter.write_line(f"{name}: {shown}")
+
+
+#: the longest engine suites: in ``make test`` they run on PostgreSQL (the production store);
+#: their embedded-store (SQLite) variants run in ``make test-slow``, with the long profiles
+SQLITE_IN_SLOW_ONLY = ("test_merges.py", "test_contacts_both_ways.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SQLITE_IN_SLOW_ONLY and "sqlite" in item.name:
+            item.add_marker(pytest.mark.slow)

@@ -294,8 +294,8 @@ class HubSpotSyncModel(SyncModel):
 
 
 _SETTINGS = settings(
-    max_examples=200 if SLOW else 25,
-    stateful_step_count=30 if SLOW else 12,
+    max_examples=200 if SLOW else 10,
+    stateful_step_count=30 if SLOW else 10,
     deadline=None,
 )
 TestSalesforceSyncModel = _SETTINGS(SalesforceSyncModel).TestCase

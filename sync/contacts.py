@@ -122,7 +122,15 @@ def add_contact(
     """Add a contact to a customer; it is pushed to each linked CRM on the next sync."""
     rows = _customer_rows(session, organisation_id, customer_id)
     _check_email(rows, data.email, None)
-    row = ContactRow(
+    row = new_contact(organisation_id, customer_id, data)
+    session.add(row)
+    session.flush()
+    return _out(row)
+
+
+def new_contact(organisation_id: str, customer_id: str, data: Contact) -> ContactRow:
+    """A billing-side contact, not yet added to the session: pending, for every linked CRM."""
+    return ContactRow(
         id=new_id(),
         organisation_id=organisation_id,
         customer_id=customer_id,
@@ -134,9 +142,6 @@ def add_contact(
         state="active",
         updated_at=utcnow(),
     )
-    session.add(row)
-    session.flush()
-    return _out(row)
 
 
 def change_contact(
@@ -147,9 +152,17 @@ def change_contact(
     row = next((r for r in rows if r.id == contact_id_of(contact_id)), None)
     if row is None:
         raise ContactNotFound(f"no contact {contact_id!r} of this customer")
-    given = patch.model_fields_set
-    if "email" in given:
+    if "email" in patch.model_fields_set:
         _check_email(rows, patch.email, row.id)
+    if patched(row, patch):
+        session.flush()
+    return _out(row)
+
+
+def patched(row: ContactRow, patch: ContactPatch) -> bool:
+    """Apply the fields given to a contact (its e-mail already checked); a change marks it
+    pending with a new version. Whether anything changed."""
+    given = patch.model_fields_set
     changes: dict[str, object] = {}
     if "name" in given and patch.name is not None and _spaced(patch.name) != row.name:
         changes["name"] = _spaced(patch.name)
@@ -159,14 +172,14 @@ def change_contact(
         wanted = list(dict.fromkeys(patch.communications))
         if sorted(wanted) != sorted(row.communications or []):
             changes["communications"] = wanted
-    if changes:
-        for column, value in changes.items():
-            setattr(row, column, value)
-        row.pending = True
-        row.version = int(row.version or 0) + 1
-        row.updated_at = utcnow()
-        session.flush()
-    return _out(row)
+    if not changes:
+        return False
+    for column, value in changes.items():
+        setattr(row, column, value)
+    row.pending = True
+    row.version = int(row.version or 0) + 1
+    row.updated_at = utcnow()
+    return True
 
 
 def contact_id_of(value: str) -> str:
@@ -200,4 +213,6 @@ __all__ = [
     "change_contact",
     "checked",
     "list_contacts",
+    "new_contact",
+    "patched",
 ]

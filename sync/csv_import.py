@@ -17,7 +17,8 @@ The format (``crmsync customers sample-csv`` writes it, with one example row):
 
 An empty cell means "no value". A row describes the whole customer: importing it over an
 existing customer (same ``external_id``; without one, same ``email``) sets every column the
-file has. Secondary contacts are not imported from CSV.
+file has. Secondary contacts have a file of their own (:func:`import_contacts_csv`, at the
+end of this module).
 
 Every row is validated — by the customer model, and against the store (business entities,
 ``email`` used by another customer, ``business_entity_id`` changes, duplicates within the
@@ -32,6 +33,7 @@ import csv
 import difflib
 import io
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +42,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from sync.customer import ADDRESS_PARTS, CustomerIn
+from sync import contacts
+from sync.contacts import ContactPatch
+from sync.customer import ADDRESS_PARTS, Contact, CustomerIn
 from sync.customers import import_customers
 from sync.errors import CsvFileError as CsvFileError
-from sync.store import repository
+from sync.store import contact_repository, repository
 
 ADDRESS_COLUMNS = ("address", "ship_to_address")
 JSON_COLUMNS = ("tax_info", "custom_data")
@@ -187,7 +191,11 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             yield start, cells
 
 
-def _header(cells: list[str]) -> list[str]:
+def _header(
+    cells: list[str],
+    columns: tuple[str, ...] = COLUMNS,
+    template_command: str = "crmsync customers sample-csv",
+) -> list[str]:
     names = [cell.strip() for cell in cells]
     while names and not names[-1]:  # trailing empty columns, as spreadsheets write them
         names.pop()
@@ -196,18 +204,15 @@ def _header(cells: list[str]) -> list[str]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise CsvFileError(f"duplicate columns: {', '.join(duplicates)}")
-    unknown = [n for n in names if n not in COLUMNS]
+    unknown = [n for n in names if n not in columns]
     if unknown:
         hints = []
         for name in unknown:
-            close = difflib.get_close_matches(name, COLUMNS, n=1)
+            close = difflib.get_close_matches(name, columns, n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
         raise CsvFileError(
-            f"unknown columns: {', '.join(hints)}; "
-            "the columns are those of `crmsync customers sample-csv`"
+            f"unknown columns: {', '.join(hints)}; the columns are those of `{template_command}`"
         )
-    if "customer_name" not in names:
-        raise CsvFileError("the required column customer_name is missing")
     return names
 
 
@@ -274,6 +279,8 @@ def parse(text: str) -> ParsedFile:
     if first is None:
         raise CsvFileError("the file is empty: expected a header row naming the columns")
     names = _header(first[1])
+    if "customer_name" not in names:
+        raise CsvFileError("the required column customer_name is missing")
     parsed = ParsedFile()
     for line, cells in records:
         extra = cells[len(names) :]
@@ -392,3 +399,172 @@ def import_csv(
         unchanged=summary.unchanged,
         invalid=parsed.invalid,
     )
+
+
+# --- secondary contacts --------------------------------------------------------------------
+#
+# A file of its own (``crmsync customers import-contacts``), one contact per row:
+#
+# - ``customer_external_id`` or ``customer_id`` (either column, or both): the contact's
+#   customer, by its external ID or its billing id; a row with both names one customer;
+# - ``name`` (required), ``email`` (required: a contact is matched by e-mail within its
+#   customer, so importing the file again updates the same contacts);
+# - ``communications`` (optional): ``billing``, ``updates``, ``legal`` separated by ``;``
+#   (or ``,``); ``none`` for none. An empty cell or no such column: a new contact gets
+#   ``billing``, an existing one keeps its own.
+#
+# Every row is checked (the contact model, the customer exists, no e-mail twice for one
+# customer in the file) before anything is written; a file with a bad row imports nothing.
+# Added and changed contacts are pending, so the next sync of each connection that links
+# the customer pushes them, as contacts added with the API are.
+
+CONTACT_COLUMNS = ("customer_external_id", "customer_id", "name", "email", "communications")
+_CONTACTS_TEMPLATE = "crmsync customers import-contacts --help"
+
+
+@dataclass(frozen=True)
+class ContactRowIn:
+    line: int
+    customer_id: str | None
+    customer_external_id: str | None
+    name: str
+    email: str
+    communications: list[str] | None
+
+
+def _communications(value: str) -> list[str] | None:
+    if not value:
+        return None
+    if value.strip().lower() == "none":
+        return []
+    return [part.strip() for part in value.replace(",", ";").split(";") if part.strip()]
+
+
+def parse_contacts(text: str) -> tuple[list[ContactRowIn], list[RowError]]:
+    """Validate every row of a contacts CSV by the contact model; bad rows with their line.
+    Raises :class:`CsvFileError` when the file as a whole is unusable."""
+    records = _records(text)
+    first = next(records, None)
+    if first is None:
+        raise CsvFileError("the file is empty: expected a header row naming the columns")
+    names = _header(first[1], CONTACT_COLUMNS, _CONTACTS_TEMPLATE)
+    missing = [n for n in ("name", "email") if n not in names]
+    if missing:
+        raise CsvFileError(f"the required column(s) {', '.join(missing)} are missing")
+    if "customer_id" not in names and "customer_external_id" not in names:
+        raise CsvFileError("a column customer_external_id or customer_id is required")
+    rows: list[ContactRowIn] = []
+    invalid: list[RowError] = []
+    for line, cells in records:
+        if any(cell.strip() for cell in cells[len(names) :]):
+            invalid.append(
+                RowError(line, [f"has {len(cells)} values but the header has {len(names)}"])
+            )
+            continue
+        row = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(names)}
+        errors: list[str] = []
+        customer_id = row.get("customer_id") or None
+        external_id = row.get("customer_external_id") or None
+        if customer_id is None and external_id is None:
+            errors.append("customer: give customer_external_id or customer_id")
+        if customer_id is not None:
+            try:
+                customer_id = str(uuid.UUID(customer_id))
+            except ValueError:
+                errors.append(f"customer_id: {customer_id!r} is not a customer id (a UUID)")
+        if not row["email"]:
+            errors.append("email: required (a contact is matched by e-mail within its customer)")
+        fields: dict[str, Any] = {"name": row["name"], "email": row["email"] or None}
+        communications = _communications(row.get("communications", ""))
+        if communications is not None:
+            fields["communications"] = communications
+        try:
+            contact = Contact.model_validate(fields)
+        except ValidationError as error:
+            errors.extend(_model_errors(error))
+        if errors:
+            invalid.append(RowError(line, errors))
+            continue
+        rows.append(
+            ContactRowIn(
+                line,
+                customer_id,
+                external_id,
+                contact.name,
+                str(contact.email),
+                list(contact.communications) if communications is not None else None,
+            )
+        )
+    return rows, invalid
+
+
+def import_contacts_csv(session: Session, organisation_id: str, text: str) -> ImportReport:
+    """Validate every row of a contacts CSV, against the model and the store, then add or
+    change the contacts (matched by e-mail within their customer). With a bad row, nothing
+    is written. The caller owns the transaction."""
+    rows, invalid = parse_contacts(text)
+    by_id = repository.get_customers(
+        session, organisation_id, [r.customer_id for r in rows if r.customer_id]
+    )
+    by_external = repository.find_customers_by_external_ids(
+        session, organisation_id, [r.customer_external_id for r in rows if r.customer_external_id]
+    )
+    owners: dict[int, str] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    for row in rows:
+        errors = []
+        named = by_id.get(row.customer_id) if row.customer_id else None
+        external = by_external.get(row.customer_external_id) if row.customer_external_id else None
+        if row.customer_id and named is None:
+            errors.append(f"customer_id: no customer {row.customer_id} in this organisation")
+        if row.customer_external_id and external is None:
+            errors.append(
+                f"customer_external_id: no customer with external_id "
+                f"{row.customer_external_id!r} in this organisation"
+            )
+        if named is not None and external is not None and named.id != external.id:
+            errors.append(
+                f"customer_id and customer_external_id name two customers "
+                f"({named.id}, {external.id})"
+            )
+        owner = named or external
+        if owner is not None and not errors:
+            key = (owner.id, row.email.casefold())
+            seen = first_line.setdefault(key, row.line)
+            if seen != row.line:
+                errors.append(f"email: {row.email!r} is also on line {seen} for this customer")
+        if errors:
+            invalid.append(RowError(row.line, errors))
+        elif owner is not None:
+            owners[row.line] = owner.id
+    if invalid:
+        invalid.sort(key=lambda e: e.line)
+        return ImportReport(imported=False, invalid=invalid)
+    existing = {
+        (c.customer_id, c.email.casefold()): c
+        for c in contact_repository.contacts_of_customers(
+            session, organisation_id, list(set(owners.values()))
+        )
+        if c.email
+    }
+    report = ImportReport(imported=True)
+    for row in rows:
+        customer_id = owners[row.line]
+        found = existing.get((customer_id, row.email.casefold()))
+        if found is None:
+            data = Contact.model_validate(
+                {"name": row.name, "email": row.email}
+                | ({"communications": row.communications} if row.communications is not None else {})
+            )
+            session.add(contacts.new_contact(organisation_id, customer_id, data))
+            report.created += 1
+            continue
+        patch: dict[str, Any] = {"name": row.name, "email": row.email}
+        if row.communications is not None:
+            patch["communications"] = row.communications
+        if contacts.patched(found, ContactPatch.model_validate(patch)):
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    session.flush()
+    return report

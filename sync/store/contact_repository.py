@@ -167,3 +167,17 @@ def open_contact_conflicts(
         for crm_id, name in rows:
             found.setdefault(str(crm_id), set()).add(str(name).removeprefix("contact."))
     return found
+
+
+def contacts_of_customers(
+    session: Session, organisation_id: str, customer_ids: Sequence[str]
+) -> list[ContactRow]:
+    """Every contact of these customers, in one query per chunk."""
+    found: list[ContactRow] = []
+    for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+        found += session.scalars(
+            select(ContactRow).where(
+                ContactRow.organisation_id == organisation_id, ContactRow.customer_id.in_(chunk)
+            )
+        )
+    return found

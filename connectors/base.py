@@ -201,6 +201,23 @@ class FieldResolver(Protocol):
         name, the external-id field) does not exist."""
 
 
+@runtime_checkable
+class MergeReader(Protocol):
+    """What a connector whose CRM marks a merge only on the merged-away records provides
+    besides :class:`Connector`: named records read together with the records merged into
+    them.
+
+    A Salesforce merge updates the master (an Outbound Message may fire for it) and deletes
+    the losers with ``MasterRecordId`` set; nothing fires for a delete, and nothing on the
+    master says it was one. A webhook naming the master is synced through this read, so the
+    losers' links follow it at once rather than at the next incremental pull.
+    """
+
+    def pull_customers_with_merged(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        """What ``pull_customers_by_ids(ids)`` returns, then each record merged away into
+        one of them (``deleted``, ``merged_into`` naming it), read in the same calls."""
+
+
 #: every customer field a connection may map (``custom_data.<key>`` aside), in order
 CUSTOMER_FIELDS: tuple[str, ...] = (
     "customer_name",

@@ -37,6 +37,7 @@ from connectors.base import (
     Connector,
     ContactWriter,
     CrmCustomer,
+    MergeReader,
     Page,
     RateGate,
     syncs_contacts,
@@ -161,10 +162,19 @@ def sync_records(
         fence=fence,
     )
 
+    connector = ctx.connector
+    # a record read with those merged into it (Salesforce): a webhook names only a merge's
+    # master, and the losers' links follow it now, as on the next incremental pull
+    read = (
+        connector.pull_customers_with_merged
+        if isinstance(connector, MergeReader)
+        else connector.pull_customers_by_ids
+    )
+
     def steps() -> None:
         ids = list(dict.fromkeys(crm_ids))
         for start in range(0, len(ids), COMMIT_EVERY):
-            records = ctx.connector.pull_customers_by_ids(ids[start : start + COMMIT_EVERY])
+            records = read(ids[start : start + COMMIT_EVERY])
             sync_page(ctx, [_with_merge(r, merges or {}) for r in records])
         customers = list(dict.fromkeys(customer_ids))
         for start in range(0, len(customers), COMMIT_EVERY):

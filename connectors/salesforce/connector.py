@@ -30,7 +30,9 @@
 webhook_secret.
 
 Calls: a pull of N records costs ceil(N / 2000) requests (queryAll, batchSize=2000,
-following ``nextRecordsUrl``); an incremental pull with nothing changed costs one; a push of
+following ``nextRecordsUrl``); an incremental pull with nothing changed costs one; a read of
+N records by id costs ceil(N / 200), the records merged into them included (a webhook's
+read: the losers of a merge ride in the same queryAll as their master); a push of
 M records costs ceil(M / 200) per kind (updates, creates) plus retries; so does a push of
 M contacts (``POST`` / ``PATCH /composite/sobjects``, ``Contact.AccountId`` the account).
 """
@@ -447,19 +449,34 @@ class SalesforceConnector:
         yield from self._paged(soql, cursor, lambda r: _contact(r, field))
 
     def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        return self._read_by_ids(ids, merged=False)
+
+    def pull_customers_with_merged(self, ids: Sequence[str]) -> list[CrmCustomer]:
+        """The named accounts, then the accounts merged away into them (see
+        :class:`connectors.base.MergeReader`), at the calls of ``pull_customers_by_ids``."""
+        return self._read_by_ids(ids, merged=True)
+
+    def _read_by_ids(self, ids: Sequence[str], *, merged: bool) -> list[CrmCustomer]:
         wanted = [to18(i) for i in ids]
         found: dict[str, CrmCustomer] = {}
         unique = list(dict.fromkeys(wanted))
         for start in range(0, len(unique), IDS_PER_QUERY):
-            chunk = unique[start : start + IDS_PER_QUERY]
-            soql = (
-                f"SELECT {', '.join(self._account_fields)} FROM Account "
-                f"WHERE Id IN ({', '.join(_soql_string(i) for i in chunk)})"
-            )
+            listed = ", ".join(_soql_string(i) for i in unique[start : start + IDS_PER_QUERY])
+            where = f"Id IN ({listed})"
+            if merged:
+                # A merge's losers are deleted with MasterRecordId = the master, and no
+                # Outbound Message fires for a delete ("Triggers and Merge Statements",
+                # Apex guide); queryAll identifies "records that have been deleted because
+                # of a merge" by their masterRecordId (queryAll(), SOAP API guide). Asked
+                # in the same query as the named records, they cost no call.
+                where += f" OR (MasterRecordId IN ({listed}) AND IsDeleted = true)"
+            soql = f"SELECT {', '.join(self._account_fields)} FROM Account WHERE {where}"
             for raw in self._query_pages(soql):
                 for r in raw:
                     found[r["Id"]] = self._customer(r)
-        return [found.get(i) or CrmCustomer(id=i, fields={}, deleted=True) for i in wanted]
+        named = {i: found.get(i) or CrmCustomer(id=i, fields={}, deleted=True) for i in unique}
+        merged_away = [record for i, record in found.items() if i not in named]
+        return [named[i] for i in wanted] + merged_away
 
     # -- push ----------------------------------------------------------------------------
     def push_customers(self, pushes: Sequence[CustomerPush]) -> list[PushResult]:

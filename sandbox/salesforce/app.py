@@ -457,6 +457,12 @@ class SalesforceSandbox:
             return dict(rec) if rec is not None else None
 
     def _on_change(self, sobject: str, rec: Record, source: str) -> None:
+        # Outbound Messages are workflow actions, and workflow rules run when a record is
+        # created or edited, never when it is deleted: a merge sends one for the master
+        # (updated, "a single update event for the winning record only") and none for the
+        # losers it deletes (developer.salesforce.com, "Triggers and Merge Statements")
+        if rec.get("IsDeleted"):
+            return
         self.outbound.notify(sobject, rec["Id"], source)
 
     # ======================================================================================

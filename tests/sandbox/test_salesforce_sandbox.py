@@ -566,3 +566,31 @@ def test_outbound_batches_at_most_100_and_secret_in_header(sb: Sandbox, receiver
     counts = [body.count(b"<Notification>") for _, _, body in receiver.received]
     assert sum(counts) == 150 and max(counts) <= 100
     assert all(h["X-Crmsync-Secret"] == "h" for _, h, _ in receiver.received)
+
+
+def test_a_merge_sends_an_outbound_message_for_the_master_only(
+    sb: Sandbox, sf: Salesforce, receiver: Receiver
+) -> None:
+    """Workflow rules (and so Outbound Messages) run on create and edit, never on delete: a
+    merge is an update of the master ("a single update event for the winning record only")
+    and a delete of the losers, which queryAll finds by their MasterRecordId."""
+    s = sb.salesforce
+    master, loser, deleted = s.seed(3)
+    before = s.get("Account", master)
+    assert before is not None
+    s.configure_outbound(url=receiver.url, retry_seconds=0.01)
+    s.freeze_clock(int(time.time() * 1000) + 60_000)  # the merge is a minute later
+    s.merge("Account", master, loser)
+    s.delete("Account", deleted)
+    assert s.wait_for_delivery(10)
+    bodies = b"".join(body for _, _, body in receiver.received)
+    assert bodies.count(b"<Notification>") == 1
+    assert f"<sf:Id>{master}</sf:Id>".encode() in bodies
+    after = s.get("Account", master)
+    assert after is not None and after["LastModifiedDate"] > before["LastModifiedDate"]
+    found = sf.query_all(
+        f"SELECT Id, MasterRecordId FROM Account WHERE Id IN ('{master}') "
+        f"OR (MasterRecordId IN ('{master}') AND IsDeleted = true)",
+        include_deleted=True,
+    )["records"]
+    assert {r["Id"]: r["MasterRecordId"] for r in found} == {master: None, loser: master}

@@ -22,6 +22,7 @@ from connectors.base import WebhookRequest
 from sandbox.server import Sandbox
 from sync import customers
 from sync.customer import CustomerIn
+from sync.engine import RunResult
 from sync.inbox import process_inbox, receive_webhook
 from sync.store.db import transaction
 from tests.sync.conftest import CRMS, World, make_world
@@ -70,7 +71,7 @@ def _billing_id_in_crm(world: World, crm_id: str) -> str | None:
     return record.billing_id
 
 
-def _webhook(world: World, change: Any) -> None:
+def _webhook(world: World, change: Any) -> RunResult:
     """Deliver the CRM's webhooks for ``change`` to crmsync's inbox, then sync them."""
     requests = world.harness.webhook_requests(change)
     assert requests, "the CRM delivered no webhook"
@@ -85,6 +86,7 @@ def _webhook(world: World, change: Any) -> None:
         )
     result = process_inbox(world.engine, world.settings, world.connection_id)
     assert result is not None and result.status == "succeeded", result and result.error
+    return result
 
 
 # --- one linked record merged --------------------------------------------------------------
@@ -146,12 +148,17 @@ def test_a_merge_webhook_moves_the_link_of_one_linked_record(world: World) -> No
     customer_id = world.customer_by_external_id(linked)["id"]
     other = world.harness.create({"customer_name": "Unlinked Ltd", "address.city": "Leeds"})
     survivor: list[str] = []
-    _webhook(world, lambda: survivor.append(world.harness.merge(other, linked)))
+    hooked = _webhook(world, lambda: survivor.append(world.harness.merge(other, linked)))
 
+    # HubSpot's merge event names the survivor and the merged ids; Salesforce sends an
+    # Outbound Message for the master only (none for the deleted loser), and reading it
+    # finds the records merged into it: either way the link moves now, not at the next pull
     assert _customer_ids(world) == {customer_id}, "a merge webhook created a customer"
-    if world.harness.key == "hubspot":
-        # HubSpot's merge event names the survivor and the merged ids: the link moves now
-        assert _active_link_of(world, customer_id) == survivor
+    assert _active_link_of(world, customer_id) == survivor
+    assert hooked.counters["merged"] == 1 and hooked.counters["created"] == 0
+    if world.harness.key == "salesforce":
+        # the losers ride in the master's read: one query, as for any one record
+        assert hooked.api_calls == 1
     result = world.sync()
     assert result.status == "succeeded", result.error
     assert _customer_ids(world) == {customer_id}
@@ -166,9 +173,8 @@ def test_a_merge_webhook_of_two_linked_records_opens_a_merge_conflict(world: Wor
     _webhook(world, lambda: survivor.append(world.harness.merge(primary, secondary)))
 
     assert _customer_ids(world) == before, "a merge webhook created a customer"
-    if world.harness.key == "hubspot":
-        merges = [c for c in world.conflicts() if c.kind == "merge"]
-        assert [c.crm_id for c in merges] == survivor
+    merges = [c for c in world.conflicts() if c.kind == "merge"]
+    assert [c.crm_id for c in merges] == survivor
     result = world.sync()
     assert result.status == "succeeded", result.error
     assert _customer_ids(world) == before

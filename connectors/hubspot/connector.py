@@ -650,15 +650,22 @@ class HubSpotConnector:
 
     def _push_creates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
         prop = self.external_id_property
+        # Results are matched by the trace id, or the id property's value: the upsert
+        # reference documents ``objectWriteTraceId`` on inputs and results but shows an
+        # empty ``properties`` on results, so the value is also written as a property
+        # (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/companies/batch/upsert-companies)
         inputs = [
             {
                 "idProperty": prop,
                 "id": p.billing_id,
-                "properties": mapping.to_properties(p.fields, self._fmap),
+                "objectWriteTraceId": p.billing_id,
+                "properties": {
+                    **mapping.to_properties(p.fields, self._fmap),
+                    prop: p.billing_id,
+                },
             }
             for p in chunk
         ]
-        # an upsert's results name their input by the external id property's value
         return self._batch_write(
             self._apis.companies_batch.upsert,
             {p.billing_id: None for p in chunk},

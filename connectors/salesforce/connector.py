@@ -46,6 +46,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
+from simple_salesforce.exceptions import SalesforceMalformedRequest
+
 from connectors.base import (
     COMMUNICATIONS_SETTING,
     ApiUsage,
@@ -157,9 +159,22 @@ def _soql_string(value: str) -> str:
     return "'" + escaped.replace("\r", "\\r").replace("\t", "\\t") + "'"
 
 
-def _soql_datetime(stamp: datetime) -> str:
+def _soql_datetime(stamp: datetime, *, whole_seconds: bool = False) -> str:
+    """A SOQL dateTime literal, UTC, with milliseconds, or in whole seconds (floored).
+
+    The WHERE reference documents only whole seconds (``YYYY-MM-DDThh:mm:ssZ``, ``±hh:mm``
+    offsets: https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm);
+    Salesforce also takes a fraction (tap-salesforce sends microseconds), which pins a
+    SystemModstamp to its millisecond. The connector uses it until a server refuses it,
+    then whole seconds (:meth:`SalesforceConnector._pull`)."""
     stamp = stamp.astimezone(UTC)
+    if whole_seconds:
+        return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+#: whether a record of a resumed pull was read before; None: neither it nor any after it
+ReadBefore = Callable[[dict[str, Any]], bool | None]
 
 
 class SalesforceConnector:
@@ -188,6 +203,8 @@ class SalesforceConnector:
         self._recheck = float(settings.get("daily_limit_recheck_seconds", 1800.0))
         self._lock_retries = int(settings.get("lock_retries", 3))
         self._overlap = float(settings.get("overlap_seconds", 0.0))
+        #: whole-second dateTime literals: the server refused a millisecond one
+        self._whole_seconds = False
         self.external_id_field = str(settings.get("external_id_field", "crmsync_id__c"))
         self.communications_field: str | None = settings.get(COMMUNICATIONS_SETTING) or None
         self._usage: ApiUsage | None = None
@@ -365,9 +382,11 @@ class SalesforceConnector:
                 "query_more",
             )
 
-    def _keyset_where(self, cursor: str | None, *, full: bool) -> str:
+    def _resume(self, cursor: str | None, *, full: bool) -> tuple[str, ReadBefore | None]:
+        """The WHERE clause a pull resumes from and, when the query cannot say it, which of
+        its records were read before (left out by :meth:`_paged`)."""
         if not cursor:
-            return ""
+            return "", None
         try:
             state = json.loads(cursor)
             stamp = datetime.fromisoformat(state["stamp"])
@@ -377,33 +396,87 @@ class SalesforceConnector:
             raise ConfigError(f"not a Salesforce pull cursor: {cursor!r}") from exc
         if not full and self._overlap > 0:
             since = stamp - timedelta(seconds=self._overlap)
-            return f" WHERE SystemModstamp >= {_soql_datetime(since)}"
+            return f" WHERE SystemModstamp >= {_soql_datetime(since, whole_seconds=True)}", None
+        complete = bool(seen) and len(seen) <= SEEN_MAX
+        if self._whole_seconds:
+            # the watermark's second again; what of it was read is left out here, exactly
+            # as the millisecond clauses below leave it out
+            unread = set(seen)
+
+            def read_before(record: dict[str, Any]) -> bool | None:
+                at = datetime.fromisoformat(record["SystemModstamp"])
+                if at != stamp:
+                    return True if at < stamp else None
+                return record["Id"] in unread if complete else str(record["Id"]) <= last_id
+
+            second = _soql_datetime(stamp, whole_seconds=True)
+            return f" WHERE SystemModstamp >= {second}", read_before
         at = _soql_datetime(stamp)
-        if seen and len(seen) <= SEEN_MAX:
+        if complete:
             # Records saved later in the watermark's millisecond may sort before the last
             # id read, so read the whole millisecond again less the ids already read
             # (CRM_API_NOTES: ">= with de-duplication by Id at the boundary").
             ids = ", ".join(_soql_string(i) for i in seen)
             return (
                 f" WHERE (SystemModstamp > {at} OR (SystemModstamp = {at} AND Id NOT IN ({ids})))"
-            )
+            ), None
         # More records in one millisecond than fit in a query: keyset on (stamp, Id).
         return (
             f" WHERE (SystemModstamp > {at} OR "
             f"(SystemModstamp = {at} AND Id > {_soql_string(last_id)}))"
-        )
+        ), None
+
+    def _pull(
+        self, select: str, cursor: str | None, full: bool, convert: Callable[[dict[str, Any]], T]
+    ) -> Iterator[Page[T]]:
+        """Pages of ``select`` from the cursor on, ordered by (SystemModstamp, Id). A server
+        that refuses the millisecond literal (only whole seconds are documented) gets whole
+        seconds from then on: one refused call per connector."""
+        while True:
+            where, read_before = self._resume(cursor, full=full)
+            soql = f"{select}{where} ORDER BY SystemModstamp ASC, Id ASC"
+            pages = self._paged(soql, cursor, convert, read_before)
+            try:
+                first = next(pages, None)
+            except ConfigError as exc:
+                refused = isinstance(exc.__cause__, SalesforceMalformedRequest)
+                if not (refused and where and not self._whole_seconds):
+                    raise
+                self._whole_seconds = True
+                continue
+            if first is not None:
+                yield first
+                yield from pages
+            return
 
     def _paged(
-        self, soql: str, cursor: str | None, convert: Callable[[dict[str, Any]], T]
+        self,
+        soql: str,
+        cursor: str | None,
+        convert: Callable[[dict[str, Any]], T],
+        read_before: ReadBefore | None = None,
     ) -> Iterator[Page[T]]:
         """queryAll pages, each with the cursor after it: the last (SystemModstamp, Id) read
-        and every id read at that SystemModstamp (carried across pages)."""
+        and every id read at that SystemModstamp (carried across pages). Records
+        ``read_before`` are left out, up to the first past the resumed watermark (they come
+        in order)."""
         seen: list[str] = []
         stamp: str | None = None
         if cursor:
             state = json.loads(cursor)
             stamp, seen = state.get("stamp"), list(state.get("seen", []))
         for raw in self._query_pages(soql):
+            if read_before is not None:
+                kept: list[dict[str, Any]] = []
+                for i, record in enumerate(raw):
+                    before = read_before(record)
+                    if before is None:
+                        kept.extend(raw[i:])
+                        read_before = None
+                        break
+                    if not before:
+                        kept.append(record)
+                raw = kept
             for record in raw:
                 if record["SystemModstamp"] != stamp:
                     stamp, seen = record["SystemModstamp"], []
@@ -418,11 +491,8 @@ class SalesforceConnector:
     def pull_customers(
         self, cursor: str | None, *, full: bool = False
     ) -> Iterator[Page[CrmCustomer]]:
-        soql = (
-            f"SELECT {', '.join(self._account_fields)} FROM Account"
-            f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
-        )
-        yield from self._paged(soql, cursor, self._customer)
+        select = f"SELECT {', '.join(self._account_fields)} FROM Account"
+        yield from self._pull(select, cursor, full, self._customer)
 
     def _customer(self, raw: dict[str, Any]) -> CrmCustomer:
         stamp = raw.get("SystemModstamp")
@@ -442,11 +512,8 @@ class SalesforceConnector:
             return
         field = self.communications_field
         fields = [*CONTACT_FIELDS, field] if field else list(CONTACT_FIELDS)
-        soql = (
-            f"SELECT {', '.join(fields)} FROM Contact"
-            f"{self._keyset_where(cursor, full=full)} ORDER BY SystemModstamp ASC, Id ASC"
-        )
-        yield from self._paged(soql, cursor, lambda r: _contact(r, field))
+        select = f"SELECT {', '.join(fields)} FROM Contact"
+        yield from self._pull(select, cursor, full, lambda r: _contact(r, field))
 
     def pull_customers_by_ids(self, ids: Sequence[str]) -> list[CrmCustomer]:
         return self._read_by_ids(ids, merged=False)

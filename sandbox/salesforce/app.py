@@ -141,6 +141,12 @@ class Faults:
     #: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm)
     #: and the client must log in again (0: never)
     expire_tokens_every: int = 0
+    #: refuse SOQL dateTime literals with a fraction of a second (400 MALFORMED_QUERY), as a
+    #: server holding to the documented formats would: ``YYYY-MM-DDThh:mm:ssZ`` and
+    #: ``±hh:mm`` offsets only
+    #: (https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm).
+    #: Salesforce itself takes a fraction (tap-salesforce sends microseconds), so off by default
+    whole_second_literals: bool = False
     #: per-record write errors keyed by record id, Name or external-ID value:
     #: ``{"key": "UNABLE_TO_LOCK_ROW"}`` or ``{"key": {"code": ..., "times": 1, "message": ...}}``
     record_errors: dict[str, Any] = field(default_factory=dict)
@@ -769,7 +775,11 @@ class SalesforceSandbox:
         text = request.query_params.get("q")
         if not text:
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-        query, records = self.org.run_query(text, include_deleted=seg[0] == "queryAll")
+        query, records = self.org.run_query(
+            text,
+            include_deleted=seg[0] == "queryAll",
+            whole_seconds=self.faults.whole_second_literals,
+        )
         cursor = Cursor(query.obj.name, query.fields, records)
         return 200, self._page(cursor, None, 0, self._query_batch(request), v, seg[0])
 

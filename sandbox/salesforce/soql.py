@@ -148,11 +148,14 @@ class Query:
 
 
 class _Parser:
-    def __init__(self, text: str, objects: dict[str, ObjectDef]) -> None:
+    def __init__(
+        self, text: str, objects: dict[str, ObjectDef], whole_seconds: bool = False
+    ) -> None:
         self.tokens = tokenize(text)
         self.i = 0
         self.objects = objects
         self.obj: ObjectDef | None = None
+        self.whole_seconds = whole_seconds
 
     # -- token helpers
     def peek(self) -> Token:
@@ -324,6 +327,12 @@ class _Parser:
                 )
             if tok.kind != "dt":
                 raise SoqlError("MALFORMED_QUERY", f"invalid date-time literal '{tok.text}'")
+            if self.whole_seconds and "." in tok.text:
+                raise SoqlError(
+                    "MALFORMED_QUERY",
+                    f"invalid date-time literal '{tok.text}': use YYYY-MM-DDThh:mm:ssZ or "
+                    "YYYY-MM-DDThh:mm:ss+hh:mm",
+                )
             value = canonical_datetime(tok.text)
             if value is None:
                 raise SoqlError("MALFORMED_QUERY", f"invalid date-time literal '{tok.text}'")
@@ -346,9 +355,11 @@ class _Parser:
         raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{tok.text}'")
 
 
-def parse(text: str, objects: dict[str, ObjectDef]) -> Query:
-    """Parse ``text`` against the known objects; raise :class:`SoqlError`."""
-    return _Parser(text, objects).parse()
+def parse(text: str, objects: dict[str, ObjectDef], *, whole_seconds: bool = False) -> Query:
+    """Parse ``text`` against the known objects; raise :class:`SoqlError`. ``whole_seconds``:
+    refuse a date-time literal with a fraction of a second (the documented formats have
+    none; Salesforce itself takes one)."""
+    return _Parser(text, objects, whole_seconds).parse()
 
 
 # -- evaluation ----------------------------------------------------------------------------

@@ -399,9 +399,11 @@ class Org:
         return keys
 
     # -- queries ------------------------------------------------------------------------------
-    def run_query(self, text: str, include_deleted: bool) -> tuple[soql.Query, list[Record]]:
+    def run_query(
+        self, text: str, include_deleted: bool, *, whole_seconds: bool = False
+    ) -> tuple[soql.Query, list[Record]]:
         try:
-            query = soql.parse(text, self.objects)
+            query = soql.parse(text, self.objects, whole_seconds=whole_seconds)
         except soql.SoqlError as exc:
             raise ApiError(400, exc.code, exc.message) from exc
         table = self.tables[query.obj.name]

@@ -99,6 +99,33 @@ def test_incremental_boundary_with_records_in_the_same_millisecond(
     assert [(r.id, r.fields["phone_number"]) for r in third] == [(first[0], "+1 555")]
 
 
+def test_incremental_boundary_where_only_whole_second_literals_are_taken(
+    h: SalesforceHarness,
+) -> None:
+    """A server holding to the documented SOQL dateTime formats (whole seconds) refuses the
+    millisecond literal once; the connector then reads the watermark's second again and
+    leaves out what it read, to the millisecond."""
+    h.set_faults(whole_second_literals=True)
+    h.sf.freeze_clock("2024-05-01T12:00:00.123Z")
+    first = [h.create({"customer_name": f"same ms {i}"}) for i in range(3)]
+    records, cursor = pull_all(h.connector())
+    assert [r.id for r in records] == first
+    later = [h.create({"customer_name": f"same ms later {i}"}) for i in range(3)]
+    connector = h.connector()
+    calls = h.api_calls()
+    again, cursor2 = pull_all(connector, cursor)
+    assert [r.id for r in again] == later  # none lost, none repeated
+    assert h.api_calls() - calls == connector.api_calls == 2  # one refused, one answered
+    h.sf.freeze_clock("2024-05-01T12:00:00.124Z")
+    h.edit(first[0], {"phone_number": "+1 555"})
+    third, cursor3 = pull_all(connector, cursor2)
+    assert [(r.id, r.fields["phone_number"]) for r in third] == [(first[0], "+1 555")]
+    assert connector.api_calls == 3  # the connector remembers: no second refusal
+    h.sf.freeze_clock("2024-05-01T12:00:01.000Z")
+    nothing, _ = pull_all(connector, cursor3)
+    assert nothing == []
+
+
 def test_resume_inside_a_millisecond_shared_by_more_than_a_page(h: SalesforceHarness) -> None:
     h.sf.freeze_clock("2024-05-01T00:00:00.000Z")
     ids = h.seed(2300)

@@ -263,6 +263,25 @@ def test_soql_datetime_literals_and_millisecond_stamps(sb: Sandbox, sf: Salesfor
     assert {r["Id"] for r in both["records"]} == {early, late}
 
 
+def test_soql_documented_datetime_formats_only_when_asked(sb: Sandbox, sf: Salesforce) -> None:
+    """The WHERE reference lists whole-second dateTime literals only (Z, +hh:mm, -hh:mm);
+    ``whole_second_literals`` makes the sandbox refuse a fraction as such a server would."""
+    s = sb.salesforce
+    s.freeze_clock("2024-03-01T10:00:00.250Z")
+    rec = s.create("Account", {"Name": "a"})
+    s.set_faults(whole_second_literals=True)
+    for literal in (
+        "2024-03-01T10:00:00Z",
+        "2024-03-01T11:00:00+01:00",
+        "2024-03-01T02:00:00-08:00",
+    ):
+        got = sf.query(f"SELECT Id FROM Account WHERE SystemModstamp >= {literal}")["records"]
+        assert [r["Id"] for r in got] == [rec], literal
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.query("SELECT Id FROM Account WHERE SystemModstamp >= 2024-03-01T10:00:00.000Z")
+    assert refused.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+
+
 def test_replication_deleted_and_updated(sb: Sandbox, sf: Salesforce) -> None:
     a, b = sb.salesforce.seed(2)
     sb.salesforce.delete("Account", a)

@@ -31,7 +31,9 @@ COMMANDS: dict[str, Entry] = {
         "Sync a connection now: queued for a worker, or here with --wait or --plan.",
     ),
     "retry": Entry(
-        "cli.failures", "retry", "Sync failed records again, now that the cause is fixed."
+        "cli.failures",
+        "retry",
+        "Sync failed records (and connections whose run failed) again, once the cause is gone.",
     ),
     "resync": Entry(
         "cli.resync", "resync", "Pull and push one customer now, on each of its connections."
@@ -70,7 +72,11 @@ COMMANDS: dict[str, Entry] = {
         "cli.installed", "app", "The installed CRM connectors (built in and plug-ins)."
     ),
     "runs": Entry("cli.runs", "app", "Sync runs: what each did, how long it took, why it failed."),
-    "failures": Entry("cli.failures", "app", "Records that failed to sync (the dead letter)."),
+    "failures": Entry(
+        "cli.failures",
+        "app",
+        "Records that failed to sync, and connections whose run failed (the dead letter).",
+    ),
     "conflicts": Entry(
         "cli.conflicts", "app", "Conflicts: a field changed differently on both sides."
     ),

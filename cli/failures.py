@@ -24,9 +24,12 @@ from cli.output import (
 from sync import operator_actions
 from sync.failures import RetryOutcome, describe_failure
 from sync.store import sync_repository as repo
-from tasks.work import connection_gate
+from tasks.work import connection_gate, retry_connection
 
-app = typer.Typer(name="failures", help="Records that failed to sync (the dead letter).")
+app = typer.Typer(
+    name="failures",
+    help="Records that failed to sync, and connections whose run failed (the dead letter).",
+)
 
 
 @app.command("list")
@@ -38,7 +41,8 @@ def list_(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """List failures, newest first (open ones unless --all)."""
+    """List failures, newest first (open ones unless --all): records, and connections whose
+    run failed as a whole (direction "connection": every record waits for them)."""
     with session() as opened:
         require_organisation(opened, org)
         found = repo.list_failures(
@@ -53,7 +57,7 @@ def list_(
         [
             (
                 r["id"],
-                r["direction"],
+                "connection (run failed)" if r["level"] == "connection" else r["direction"],
                 r["crm_id"],
                 r["customer_id"],
                 f"{r['error_kind']} {r['error_code']}: {r['error_message']}",
@@ -72,7 +76,8 @@ def show(
     org: OrgOption,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one failure with the CRM's words and the record's payload."""
+    """Show one failure with the CRM's words and the record's payload (a connection's: the
+    failed run's scope and trigger)."""
     with session() as opened:
         require_organisation(opened, org)
         failure = repo.get_failure(opened, org.strip(), failure_id.strip())
@@ -103,7 +108,8 @@ def retry(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Sync failed records again, now that the cause is fixed.
+    """Sync failed records again, now that the cause is fixed; a connection whose run failed
+    is synced again as a whole (under its lock), and its records after it.
 
     Choose FAILURE ids, --run RUN or --all. Exit 1 when some still fail, 3 when a failure
     is not found."""
@@ -120,6 +126,7 @@ def retry(
         run_id=run,
         connection_id=connection_id,
         gate_for=lambda connection_id: connection_gate(settings, engine, connection_id),
+        run_connection=lambda connection_id: retry_connection(settings, engine, connection_id),
     )
     _print_retry(outcome, as_json)
     if outcome.still_failing or outcome.failed_runs:
@@ -145,4 +152,4 @@ def _print_retry(outcome: RetryOutcome, as_json: bool) -> None:
             f"{outcome.still_failing} still failing."
         )
         for failed in outcome.failed_runs:
-            say(f"Run {failed}")
+            say(failed[0].upper() + failed[1:])

@@ -60,6 +60,7 @@ from sync.fencing import Fence, StaleRun
 from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_start, pin_outbox_start, push_billing_changes
+from sync.run_failures import note_run_end
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -195,7 +196,9 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
       the process is stopping (then the exception goes on: it is the process's to handle);
     - ``failed``: the CRM or the domain refused (``ConnectorError``, ``SyncError``), or
       anything else went wrong: the reason is recorded, and for an error that names no
-      refusal (a bug of ours) the traceback goes to the log, for a developer.
+      refusal (a bug of ours) the traceback goes to the log, for a developer. The
+      connection's failure is opened in the dead letter (:mod:`sync.run_failures`), and
+      resolved by the next run of the whole connection that succeeds.
 
     A record that fails never ends a run: it is in the dead letter (:mod:`sync.pages`)."""
     started = time.monotonic()
@@ -210,10 +213,11 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
         # another worker holds the connection now: this run stops, its last page unwritten
         return _finish_run(ctx, started, "interrupted", str(error))
     except (ConnectorError, SyncError) as error:
-        return _finish_run(ctx, started, "failed", f"{type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}"
+        return _finish_run(ctx, started, "failed", reason, cause=error)
     except Exception as error:
         log.exception("run failed on an unexpected error")
-        return _finish_run(ctx, started, "failed", _reason(error))
+        return _finish_run(ctx, started, "failed", _reason(error), cause=error)
     except BaseException as error:
         _finish_run(ctx, started, "interrupted", f"the process stopped ({type(error).__name__})")
         raise
@@ -371,6 +375,7 @@ def _finish_run(
     error: str | None,
     *,
     limit: DailyLimitExceeded | None = None,
+    cause: BaseException | None = None,
 ) -> RunResult:
     duration = time.monotonic() - started
     api_calls = ctx.connector.api_calls
@@ -384,6 +389,7 @@ def _finish_run(
                 run.finished_at = utcnow()
                 run.duration_seconds = duration
                 run.error = error
+                note_run_end(session, run, error, cause)
             connection = repo.get_connection(session, ctx.connection_id)
             if connection is not None:
                 note_api_usage(connection, ctx.connector.api_usage)

@@ -1,4 +1,5 @@
-"""The dead letter: records that failed, and retrying them once the cause is gone."""
+"""The dead letter: records that failed, and connections whose run failed as a whole
+(:mod:`sync.run_failures`), and retrying them once the cause is gone."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from connectors.base import RateGate
-from sync.engine import RunResult, sync_records
+from sync.engine import RunResult, sync_connection, sync_records
 from sync.errors import NotFound
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import RecordFailure, utcnow
+
+#: runs a connection's whole sync now for ``crmsync retry`` (the caller's way: under the
+#: connection's lock, with its shared rate gate), and gives its result
+ConnectionRun = Callable[[str], RunResult]
 
 
 @dataclass
@@ -28,8 +33,13 @@ class RetryOutcome:
 
     @property
     def failed_runs(self) -> list[str]:
-        """Each run that did not succeed, as ``RUN_ID: error``."""
-        return [f"{r.run_id}: {r.error}" for r in self.runs if r.status != "succeeded"]
+        """Each run that did not succeed, as ``run RUN_ID: error`` (or, for a sync that could
+        not run, why)."""
+        return [
+            f"run {r.run_id}: {r.error}" if r.run_id else str(r.error)
+            for r in self.runs
+            if r.status != "succeeded"
+        ]
 
 
 def retry_failures(
@@ -42,6 +52,7 @@ def retry_failures(
     connection_id: str | None = None,
     gate_for: Callable[[str], RateGate | None] | None = None,
     actor: str | None = None,
+    run_connection: ConnectionRun | None = None,
 ) -> RetryOutcome:
     """Sync again the records of the chosen open failures (by id, by run, or all; of one
     connection or all), one run per connection with its rate gate (``gate_for``).
@@ -53,6 +64,13 @@ def retry_failures(
     else ``retried``). A retry run that fails as a whole leaves the failures open. Each retry
     is audited when an ``actor`` asks. Raises :class:`NotFound` for an id that is not an
     open failure.
+
+    A connection's own failure (a run that failed as a whole) is retried by a run of the
+    whole connection (``run_connection``; by default :func:`sync_connection` here, with the
+    connection's gate), first: when it succeeds the failure is resolved and the
+    connection's failed records are retried after it; when it fails again, the failure
+    stays open with one attempt more and the new error, and its records wait (the fault
+    that stopped the run would stop theirs).
     """
     with transaction(engine) as session:
         failures = repo.open_failures(
@@ -68,10 +86,24 @@ def retry_failures(
         _audit_retry(session, organisation_id, failures, actor)
     outcome = RetryOutcome(retried=len(failures))
     for conn_id, items in _by_connection(failures).items():
-        gate = gate_for(conn_id) if gate_for is not None else None
-        result = _sync_again(engine, settings, conn_id, items, gate)
-        outcome.runs.append(result)
-        outcome.still_failing += _settle(engine, organisation_id, result, items)
+        whole = [f for f in items if f.direction == repo.CONNECTION_FAILURE]
+        records = [f for f in items if f.direction != repo.CONNECTION_FAILURE]
+        if whole:
+            if run_connection is None:
+                gate = gate_for(conn_id) if gate_for is not None else None
+                result = sync_connection(engine, settings, conn_id, trigger="retry", gate=gate)
+            else:
+                result = run_connection(conn_id)
+            outcome.runs.append(result)
+            outcome.still_failing += _settle(engine, organisation_id, result, whole)
+            if result.status != "succeeded":
+                outcome.still_failing += len(records)
+                continue
+        if records:
+            gate = gate_for(conn_id) if gate_for is not None else None
+            result = _sync_again(engine, settings, conn_id, records, gate)
+            outcome.runs.append(result)
+            outcome.still_failing += _settle(engine, organisation_id, result, records)
     outcome.recovered = outcome.retried - outcome.still_failing
     return outcome
 
@@ -86,7 +118,7 @@ def _audit_retry(
             organisation_id,
             actor or "",
             "failure_retried",
-            failure.customer_id or failure.crm_id or failure.id,
+            failure.customer_id or failure.crm_id or failure.connection_id,
             {
                 "failure_id": failure.id,
                 "connection_id": failure.connection_id,
@@ -140,14 +172,18 @@ def _settle(
     closed as ``retried`` unless the run already resolved them, or left open when the run
     stopped. The number still failing."""
     with transaction(engine) as session:
-        again = {
-            f.id: f for f in repo.open_failures(session, organisation_id, run_id=result.run_id)
-        }
+        again = (
+            {f.id: f for f in repo.open_failures(session, organisation_id, run_id=result.run_id)}
+            if result.run_id is not None
+            else {}  # no run was made (the connection was busy or paused)
+        )
         still = 0
         for failure in failures:
             found = again.get(failure.id)
             if found is not None:
-                found.next_retry_at = utcnow() + _backoff(found.attempts)
+                if found.direction != repo.CONNECTION_FAILURE:
+                    # a connection's failure is retried by its next scheduled run
+                    found.next_retry_at = utcnow() + _backoff(found.attempts)
                 still += 1
             elif result.status == "succeeded":
                 session.execute(
@@ -168,6 +204,9 @@ def _backoff(attempts: int) -> timedelta:
 def describe_failure(failure: RecordFailure) -> dict[str, Any]:
     return {
         "id": failure.id,
+        # what failed: one ``record`` (its ids below), or the ``connection``'s run as a
+        # whole (no record ids: every record of the run waits for it)
+        "level": "connection" if failure.direction == repo.CONNECTION_FAILURE else "record",
         "connection_id": failure.connection_id,
         "run_id": failure.run_id,
         "direction": failure.direction,

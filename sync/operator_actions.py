@@ -17,7 +17,7 @@ from connectors.base import RateGate
 from sync import connections, customers
 from sync.engine import RunResult, sync_records
 from sync.errors import ConnectionPaused, NotFound
-from sync.failures import RetryOutcome, retry_failures
+from sync.failures import ConnectionRun, RetryOutcome, retry_failures
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -120,10 +120,12 @@ def retry(
     run_id: str | None = None,
     connection_id: str | None = None,
     gate_for: Callable[[str], RateGate | None] | None = None,
+    run_connection: ConnectionRun | None = None,
 ) -> RetryOutcome:
     """Retry chosen open failures (by id or by run), or every open one (of a connection):
     each retried failure is audited, then its records sync again, one run per connection.
-    ``gate_for(connection_id)`` gives each connection's shared rate gate."""
+    ``gate_for(connection_id)`` gives each connection's shared rate gate; a connection's
+    own failure is retried by ``run_connection(connection_id)``, a run of its whole sync."""
     return retry_failures(
         engine,
         settings,
@@ -133,6 +135,7 @@ def retry(
         connection_id=connection_id,
         gate_for=gate_for,
         actor=actor,
+        run_connection=run_connection,
     )
 
 

@@ -103,6 +103,23 @@ def run_sync(
     return result
 
 
+def retry_connection(settings: Settings, engine: Engine, connection_id: str) -> RunResult:
+    """Sync the connection now for ``crmsync retry`` of its failure, the worker's way (its
+    lock, its rate gate); a sync that could not run is a result ``skipped`` with why."""
+    outcome = run_sync(settings, engine, connection_id, trigger="retry")
+    if isinstance(outcome, Skipped):
+        why = outcome.reason + (f" ({outcome.detail})" if outcome.detail else "")
+        return RunResult(
+            None,
+            "skipped",
+            {},
+            0,
+            0.0,
+            error=f"the sync of connection {connection_id} did not run: {why}",
+        )
+    return outcome
+
+
 def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome:
     """Sync the records named by the connection's pending webhook events."""
     # events arriving from now on need a new task: this one may have read the inbox already

@@ -23,7 +23,7 @@ from connectors.errors import ConnectorError
 from sync import operator_actions
 from sync.crypto import SecretKeyMissing
 from sync.store import review_repository, sync_repository
-from tasks.work import connection_gate
+from tasks.work import connection_gate, retry_connection
 
 router = APIRouter()
 
@@ -92,6 +92,7 @@ def _retry(
             failure_ids=ids,
             connection_id=connection,
             gate_for=lambda cid: connection_gate(settings, engine, cid),
+            run_connection=lambda cid: retry_connection(settings, engine, cid),
         )
     except LookupError:
         raise not_found("open failure") from None
@@ -108,7 +109,7 @@ def _retry(
             level,
         )
     for line in report.failed_runs:
-        session.say(f"Run {line}", "error")
+        session.say(line[0].upper() + line[1:], "error")
     return back_to(request, "/console/failures")
 
 

@@ -411,6 +411,89 @@ def resolve_failures_for(
         )
 
 
+#: the ``direction`` of a connection's own failure: a run that failed as a whole (no record
+#: of its own: ``crm_id`` and ``customer_id`` are null); one open row per connection
+CONNECTION_FAILURE = "connection"
+
+
+def open_connection_failure(
+    session: Session, connection_id: str, *, lock: bool = False
+) -> RecordFailure | None:
+    """The connection's open failure (a run that failed as a whole), if any. With ``lock``
+    the connection's row is locked first (PostgreSQL), so two runs that fail at once (a
+    sync and a webhook run) find or open the same row; SQLite writes one at a time."""
+    if lock:
+        session.execute(
+            select(ConnectionRow.id).where(ConnectionRow.id == connection_id).with_for_update()
+        )
+    return session.scalar(
+        select(RecordFailure)
+        .where(
+            RecordFailure.connection_id == connection_id,
+            RecordFailure.direction == CONNECTION_FAILURE,
+            RecordFailure.status == "open",
+        )
+        .order_by(RecordFailure.created_at)
+        .limit(1)
+    )
+
+
+def record_connection_failure(
+    session: Session,
+    *,
+    organisation_id: str,
+    connection_id: str,
+    run_id: str,
+    error_kind: str,
+    error_code: str,
+    error_message: str,
+    payload: dict[str, Any],
+) -> tuple[RecordFailure, bool]:
+    """Open the connection's failure for the run that failed, or, when one is open already,
+    update it in place (same id; ``attempts`` counted on; the newest run, error and
+    payload). The row, and whether it was opened now."""
+    now = utcnow()
+    found = open_connection_failure(session, connection_id, lock=True)
+    if found is not None:
+        found.attempts += 1
+        found.run_id = run_id
+        found.error_kind = error_kind
+        found.error_code = error_code
+        found.error_message = error_message
+        found.payload = payload
+        found.updated_at = now
+        return found, False
+    row = RecordFailure(
+        organisation_id=organisation_id,
+        connection_id=connection_id,
+        run_id=run_id,
+        direction=CONNECTION_FAILURE,
+        crm_id=None,
+        customer_id=None,
+        payload=payload,
+        error_kind=error_kind,
+        error_code=error_code,
+        error_message=error_message,
+        attempts=1,
+        status="open",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def resolve_connection_failure(session: Session, connection_id: str) -> RecordFailure | None:
+    """Close the connection's open failure (a run of the whole connection succeeded: the
+    fault is gone); the row closed, or None when none was open."""
+    found = open_connection_failure(session, connection_id, lock=True)
+    if found is not None:
+        found.status = "resolved"
+        found.updated_at = utcnow()
+    return found
+
+
 # --- contacts from the CRM -----------------------------------------------------------------
 
 

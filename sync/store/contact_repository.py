@@ -13,7 +13,7 @@ from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from sync.store.models import Conflict, ContactRow, LinkRow, utcnow
-from sync.store.repository import bulk_insert
+from sync.store.repository import bulk_insert, refresh_statistics, rows_among, scalars_among
 
 _CHUNK = 500
 #: the Core table, for executemany UPDATEs (the ORM's bulk update wants every row's keys)
@@ -29,32 +29,22 @@ def contacts_by_crm_ids(
     session: Session, connection_id: str, crm_ids: Sequence[str]
 ) -> dict[str, ContactRow]:
     """This connection's contacts by CRM contact id."""
-    found: dict[str, ContactRow] = {}
-    for chunk in _chunks(list(dict.fromkeys(crm_ids))):
-        rows = session.scalars(
-            select(ContactRow).where(
-                ContactRow.connection_id == connection_id, ContactRow.crm_id.in_(chunk)
-            )
-        )
-        found.update({str(row.crm_id): row for row in rows})
-    return found
+    query = select(ContactRow).where(ContactRow.connection_id == connection_id)
+    return {
+        str(row.crm_id): row for row in scalars_among(session, query, ContactRow.crm_id, crm_ids)
+    }
 
 
 def unsynced_contacts_of(
     session: Session, organisation_id: str, customer_ids: Sequence[str]
 ) -> list[ContactRow]:
     """The customers' billing-side contacts that no CRM has yet (matched by e-mail)."""
-    found: list[ContactRow] = []
-    for chunk in _chunks(list(dict.fromkeys(customer_ids))):
-        found += session.scalars(
-            select(ContactRow).where(
-                ContactRow.organisation_id == organisation_id,
-                ContactRow.customer_id.in_(chunk),
-                ContactRow.crm_id.is_(None),
-                ContactRow.email.is_not(None),
-            )
-        )
-    return found
+    query = select(ContactRow).where(
+        ContactRow.organisation_id == organisation_id,
+        ContactRow.crm_id.is_(None),
+        ContactRow.email.is_not(None),
+    )
+    return list(scalars_among(session, query, ContactRow.customer_id, customer_ids))
 
 
 @dataclass(frozen=True)
@@ -106,6 +96,7 @@ def pending_contacts(
 def insert_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert contacts known to be new (COPY on PostgreSQL)."""
     bulk_insert(session, ContactRow, rows, {"created_at": utcnow()})
+    refresh_statistics(session, ContactRow.__tablename__, len(rows))
 
 
 def update_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -154,18 +145,14 @@ def open_contact_conflicts(
 ) -> dict[str, set[str]]:
     """CRM contact id -> the contact fields with an open conflict (not merged until an
     operator resolves them)."""
+    query = select(Conflict.crm_id, Conflict.field).where(
+        Conflict.connection_id == connection_id,
+        Conflict.kind == "contact",
+        Conflict.status == "open",
+    )
     found: dict[str, set[str]] = {}
-    for chunk in _chunks(list(dict.fromkeys(crm_ids))):
-        rows = session.execute(
-            select(Conflict.crm_id, Conflict.field).where(
-                Conflict.connection_id == connection_id,
-                Conflict.kind == "contact",
-                Conflict.status == "open",
-                Conflict.crm_id.in_(chunk),
-            )
-        )
-        for crm_id, name in rows:
-            found.setdefault(str(crm_id), set()).add(str(name).removeprefix("contact."))
+    for crm_id, name in rows_among(session, query, Conflict.crm_id, crm_ids):
+        found.setdefault(str(crm_id), set()).add(str(name).removeprefix("contact."))
     return found
 
 

@@ -30,6 +30,7 @@ from sync.store.repository import (
     bulk_insert,
     chunks,
     copy_rows,
+    refresh_statistics,
     rows_among,
     scalars_among,
 )
@@ -141,6 +142,9 @@ _LINK_DEFAULTS: dict[str, Any] = {
 def insert_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     now = utcnow()
     bulk_insert(session, LinkRow, rows, {**_LINK_DEFAULTS, "created_at": now, "updated_at": now})
+    # the contacts' owners and every page's links are looked up by CRM id: without
+    # statistics PostgreSQL scans the connection's links for each lookup
+    refresh_statistics(session, LinkRow.__tablename__, len(rows))
 
 
 def update_links(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -53,6 +53,8 @@ _TABLES: tuple[Table, ...] = (
 )
 log = logging.getLogger(__name__)
 _NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for this record")
+#: in a push failure's payload: the billing id the CRM refused in its external-id field
+WRITE_BACK = "billing_id"
 
 
 def carry_out(
@@ -249,7 +251,10 @@ class _Rows:
         if result.error is not None:
             ctx.refused.add(push.customer_id)
             error = result.error
-            payload = {"fields": dict(push.fields)}
+            payload: dict[str, Any] = {"fields": dict(push.fields)}
+            if push.write_billing_id:
+                # the id the record's external-id field was refused: a retry writes it
+                payload[WRITE_BACK] = push.customer_id
             failure = Failure(
                 "push",
                 push.crm_id,

@@ -83,6 +83,8 @@ class PageState:
     conflicted: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: e-mail -> the customer that has it (unique in the organisation)
     email_owners: Mapping[str, str] = field(default_factory=dict)
+    #: linked customers whose billing id the CRM refused to take (an open failure)
+    write_back: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class PushState:
     #: customers whose CRM record was merged into another customer's (an open merge
     #: conflict): creating one for them would undo the CRM's merge, so they wait for it
     merged_away: frozenset[str] = frozenset()
+    #: linked customers whose billing id the CRM refused to take (an open failure)
+    write_back: frozenset[str] = frozenset()
 
 
 class _Scratch:
@@ -386,8 +390,11 @@ def _merged_record(
     # a record linked to a customer billing already had takes the customer's id in its
     # external-id field, with the page's other pushes (one batch), so that it is found
     # again whatever becomes of its CRM id; a record billing made from it is found by its
-    # CRM id (the customer's external id) and the CRM's merge lists, at no call
-    write_back = link is None and record.billing_id != customer.id
+    # CRM id (the customer's external id) and the CRM's merge lists, at no call. A write
+    # the CRM refused is made again whenever the record comes by, until it takes.
+    write_back = record.billing_id != customer.id and (
+        link is None or customer.id in scratch.state.write_back
+    )
     push = None
     if outcome.to_crm or write_back:
         before = {name: crm.get(name) for name in outcome.to_crm}
@@ -404,7 +411,7 @@ def _merged_record(
     counts: list[Count] = ["linked"] if link is None else ["restored"] if restored else []
     if change is not None:
         counts.append("updated")
-    elif link is not None and not (outcome.to_crm or outcome.conflicts):
+    elif link is not None and push is None and not outcome.conflicts:
         counts.append("unchanged")
     audits = (Audit("crm_restored", customer.id, {"crm_id": record.id}),) if restored else ()
     return RecordDecision(
@@ -523,7 +530,8 @@ def decide_pushes(policy: Policy, state: PushState) -> tuple[RecordDecision, ...
         link = state.links.get(customer.id)
         if link is not None:
             conflicted = state.conflicted.get(link.id, frozenset())
-            decisions.append(_push_linked(policy, customer, link, conflicted))
+            write_back = customer.id in state.write_back
+            decisions.append(_push_linked(policy, customer, link, conflicted, write_back))
         elif (
             customer.fields.get("external_id") not in state.found
             and customer.id not in state.merged_away
@@ -533,8 +541,14 @@ def decide_pushes(policy: Policy, state: PushState) -> tuple[RecordDecision, ...
 
 
 def _push_linked(
-    policy: Policy, customer: BillingCustomer, link: Link, conflicted: frozenset[str]
+    policy: Policy,
+    customer: BillingCustomer,
+    link: Link,
+    conflicted: frozenset[str],
+    write_back: bool = False,
 ) -> RecordDecision | None:
+    """``write_back``: the CRM refused the customer's id in the record's external-id field
+    (a dead-letter failure): it goes with the push, or alone."""
     if link.state != "active":
         return None
     to_crm: Fields = {}
@@ -552,9 +566,17 @@ def _push_linked(
             to_crm[name] = value
     change, failure = _reset_billing(customer, link, to_billing)
     push = None
-    if to_crm:
+    if to_crm or write_back:
         before = {name: link.base.get(name) for name in to_crm}
-        push = CrmPush(customer.id, link.crm_id, to_crm, link.id, dict(link.base), before)
+        push = CrmPush(
+            customer.id,
+            link.crm_id,
+            to_crm,
+            link.id,
+            dict(link.base),
+            before,
+            write_billing_id=write_back,
+        )
     if change is None and failure is None and push is None:
         return None
     counts: list[Count] = ["updated"] if change else []

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.orm import Session
 
 from connectors.base import CrmContact, CrmCustomer
-from sync.apply import STORE_REFUSALS, PushesMade, carry_out
+from sync.apply import STORE_REFUSALS, WRITE_BACK, PushesMade, carry_out
 from sync.contact_sync import (
     decide_contact_pushes,
     decide_contacts,
@@ -182,6 +182,7 @@ def load_page(session: Session, ctx: RunContext, records: Sequence[CrmCustomer])
     email_owners = {email: row.id for email, row in owners.items()}
     email_owners.update({row.email: row.id for row in rows.values() if row.email})
     customers = {row.id: billing_customer(row) for row in rows.values()}
+    linked_ids = [link.customer_id for link in links.values()]
     return PageState(
         links={crm_id: link_value(link) for crm_id, link in links.items()},
         customers=customers,
@@ -189,6 +190,7 @@ def load_page(session: Session, ctx: RunContext, records: Sequence[CrmCustomer])
         linked_customer_ids=frozenset(linked),
         conflicted={link_id: frozenset(names) for link_id, names in conflicted.items()},
         email_owners=email_owners,
+        write_back=_write_backs_refused(session, ctx, linked_ids),
     )
 
 
@@ -222,8 +224,23 @@ def load_push(
         conflicted={link_id: frozenset(names) for link_id, names in conflicted.items()},
         found=frozenset(r.id for r in found),
         merged_away=frozenset(held),
+        write_back=_write_backs_refused(
+            session, ctx, [link.customer_id for link in links.values()]
+        ),
     )
     return state, found
+
+
+def _write_backs_refused(
+    session: Session, ctx: RunContext, customer_ids: Sequence[str]
+) -> frozenset[str]:
+    """The customers among these whose billing id the CRM refused in the external-id
+    field of their record (an open push failure says so): read only when the connection
+    has open failures, so a run without any costs no query."""
+    if not ctx.has_failures or not customer_ids:
+        return frozenset()
+    payloads = repo.open_push_failure_payloads(session, ctx.connection_id, customer_ids)
+    return frozenset(c for c, payload in payloads.items() if payload.get(WRITE_BACK))
 
 
 def _with_survivors(ctx: RunContext, records: Sequence[CrmCustomer]) -> list[CrmCustomer]:

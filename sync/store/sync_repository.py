@@ -396,6 +396,23 @@ def has_open_failures(session: Session, connection_id: str) -> bool:
     )
 
 
+def open_push_failure_payloads(
+    session: Session, connection_id: str, customer_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Customer id -> the payload of its open push failure, for these customers."""
+    statement = select(RecordFailure.customer_id, RecordFailure.payload).where(
+        RecordFailure.connection_id == connection_id,
+        RecordFailure.direction == "push",
+        RecordFailure.status == "open",
+    )
+    return {
+        customer_id: dict(payload or {})
+        for customer_id, payload in rows_among(
+            session, statement, RecordFailure.customer_id, customer_ids
+        )
+    }
+
+
 def resolve_failures_for(
     session: Session, connection_id: str, direction: str, keys: Iterable[str]
 ) -> None:

@@ -6,9 +6,14 @@ deleted with ``MasterRecordId``), HubSpot as it has merged since 2024 (a new rec
 new id; both old ids resolve to it and are listed in its ``hs_merged_object_ids``) and
 HubSpot as it merged before (the primary keeps its id, the loser is archived).
 
+Merges seen through webhooks re-point links at once on both CRMs: HubSpot's merge event
+names the records, and a Salesforce Outbound Message names only the master (none fires for
+the deleted losers), whose read finds the records merged into it in the same query.
+
 Also here: crmsync writes its billing id into the external-id field / property of a record
 it links to a customer billing already had, in the page's one push batch, and that write
-does not come back as a change.
+does not come back as a change; a write the CRM refuses is a failure in the dead letter,
+made again by ``crmsync retry`` (or when the record next syncs) until the CRM takes it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from sandbox.server import Sandbox
 from sync import customers
 from sync.customer import CustomerIn
 from sync.engine import RunResult
+from sync.failures import retry_failures
 from sync.inbox import process_inbox, receive_webhook
 from sync.store.db import transaction
 from tests.sync.conftest import CRMS, World, make_world
+
+#: the store that production runs on, for what the store does not change
+ON_POSTGRESQL = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 #: how the CRM merges: Salesforce; HubSpot under a new id (its default); HubSpot keeping
 #: the primary's id (its behaviour before 2024)
@@ -267,3 +276,72 @@ def test_a_customer_naming_a_merged_away_record_is_not_pushed_as_a_new_one(world
     assert _active_link_of(world, late) == []
     merges = [c for c in world.conflicts() if c.kind == "merge"]
     assert [(c.customer_id, c.crm_id) for c in merges] == [(late, survivor)]
+
+
+def _link_with_a_refused_write_back(world: World) -> tuple[str, str]:
+    """A CRM record linked to a customer billing had, whose billing id the CRM refused
+    (duplicate value): (its CRM id, the customer id)."""
+    refused, accepted = world.harness.seed(2)
+    billing = {
+        crm_id: _billing_create(
+            world, customer_name=world.harness.read(crm_id)["customer_name"], external_id=crm_id
+        )
+        for crm_id in (refused, accepted)
+    }
+    world.harness.reject_record(refused, "duplicate")
+    result = world.sync()
+    assert result.status == "succeeded", result.error
+    assert result.counters["linked"] == 2 and result.counters["failed"] == 1
+    assert _billing_id_in_crm(world, accepted) == billing[accepted]
+    assert _billing_id_in_crm(world, refused) is None
+    [failure] = world.failures()
+    assert (failure.direction, failure.crm_id, failure.customer_id) == (
+        "push",
+        refused,
+        billing[refused],
+    )
+    assert _active_link_of(world, billing[refused]) == [refused], "the link stands"
+    return refused, billing[refused]
+
+
+@ON_POSTGRESQL
+def test_a_refused_billing_id_write_back_is_a_failure_that_retry_writes(
+    crm_world: World,
+) -> None:
+    world = crm_world
+    refused, customer_id = _link_with_a_refused_write_back(world)
+    [failure] = world.failures()
+
+    # still refused: the failure stays open (the same one), and nothing is written
+    still = retry_failures(world.engine, world.settings, world.organisation_id)
+    assert (still.retried, still.recovered, still.still_failing) == (1, 0, 1)
+    assert [(f.id, f.attempts) for f in world.failures()] == [(failure.id, 2)]
+    assert _billing_id_in_crm(world, refused) is None
+
+    world.harness.set_faults(record_errors={})
+    done = retry_failures(world.engine, world.settings, world.organisation_id)
+    assert (done.retried, done.recovered, done.still_failing) == (1, 1, 0)
+    assert done.runs[0].counters["calls_push"] == 1
+    assert world.failures() == []
+    assert _billing_id_in_crm(world, refused) == customer_id
+    again = world.sync()
+    assert again.status == "succeeded", again.error
+    assert again.counters["calls_push"] == 0 and again.counters["updated"] == 0
+
+
+@ON_POSTGRESQL
+def test_a_refused_billing_id_write_back_is_made_again_when_the_record_syncs(
+    crm_world: World,
+) -> None:
+    world = crm_world
+    refused, customer_id = _link_with_a_refused_write_back(world)
+    world.harness.set_faults(record_errors={})
+    world.harness.edit(refused, {"customer_name": "Renamed After The Refusal Ltd"})
+
+    result = world.sync()  # the record's change comes by: the write-back goes with it
+    assert result.status == "succeeded", result.error
+    assert result.counters["updated"] == 1 and result.counters["calls_push"] == 1, {
+        k: v for k, v in result.counters.items() if v
+    }
+    assert world.failures() == []
+    assert _billing_id_in_crm(world, refused) == customer_id

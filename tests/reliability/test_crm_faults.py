@@ -14,7 +14,7 @@ the real client libraries against the sandbox over HTTP, while the sandbox injec
 - hangs past the connection's (short) request time-out;
 - expired tokens: Salesforce sessions expire every few requests (401 ``INVALID_SESSION_ID``,
   the connector logs in again); a HubSpot token expires (401: a private-app token cannot be
-  refreshed, so the run stops at once, and the next one after the token is fixed completes);
+  refreshed, so the run stops at once; ``crmsync retry`` recovers it once the token is fixed);
 - partial batch failures: some records of a push batch are refused.
 
 The bound. ``minimum`` is the calls a fault-free sync of the same world makes (measured once
@@ -33,6 +33,13 @@ Afterwards the faults are cleared; every record refused is in ``crmsync failures
 the CRM's reason, ``crmsync retry --all`` recovers each, and then for every CRM record and
 every billing customer there is exactly one link, and each mapped field is equal on both
 sides.
+
+Each fault is also made to outlast the run (a storm past the run's rate-limit time budget,
+5xx or hangs past every try, a session that cannot be renewed): the run fails as a whole,
+within a stated bound of calls (budget / wait + 1 for a storm, the tries per call for 5xx
+and hangs, one for a refused token); ``crmsync failures list`` shows the connection's
+failure with the CRM's words and the run; once the fault is gone ``crmsync retry --all``
+syncs the connection again (no more calls than a first sync) and nothing is lost.
 """
 
 from __future__ import annotations
@@ -482,7 +489,7 @@ def test_a_sync_through_transient_faults_completes_within_its_call_bound(
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_an_expired_hubspot_token_stops_the_run_at_once_and_the_next_one_completes(
+def test_an_expired_hubspot_token_stops_the_run_at_once_is_listed_and_retry_recovers(
     stack: Stack, crm: Sandbox, figures: Figures, size: dict[str, int]
 ) -> None:
     world = build_world(stack, crm, "hubspot", size)
@@ -500,11 +507,12 @@ def test_an_expired_hubspot_token_stops_the_run_at_once_and_the_next_one_complet
     assert shown["status"] == "failed" and "HubSpot 401" in shown["error"], shown
     assert "EXPIRED_AUTHENTICATION" in shown["error"]
     assert calls <= 1
-    assert failures_listed(world) == [], "no record failed: the run did not start on any"
+    # and in the dead letter: the connection's failure (no record failed on its own)
+    listed = connection_failure_listed(world, failed, "auth")
+    assert "EXPIRED_AUTHENTICATION" in listed["error_message"]
 
     world.clear_faults()  # the token works again (renewed)
-    recovered = sync(world)
-    assert recovered.status == "succeeded", recovered.error
+    outcome = recovered_by_retry(world)
     verdict = assert_nothing_lost(world)
     figures.report(
         crm="hubspot",
@@ -513,9 +521,240 @@ def test_an_expired_hubspot_token_stops_the_run_at_once_and_the_next_one_complet
         bound=1,
         injected=injected,
         failed_run_error=shown["error"][:120],
+        listed=f"{listed['error_kind']} {listed['error_code']}",
+        retried=outcome["retried"],
+        recovered=outcome["recovered"],
         records_lost=len(verdict.mismatches),
         duplicates=verdict.duplicates,
     )
+
+
+# --- faults that outlast the run ---------------------------------------------------------------
+
+
+def connection_failure_listed(world: World, failed: RunResult, kind: str) -> dict[str, Any]:
+    """The one failure ``crmsync failures list`` shows after a run that failed as a whole:
+    the connection's, naming that run, with the CRM's words."""
+    listed = failures_listed(world)
+    assert len(listed) == 1, listed
+    (failure,) = listed
+    assert failure["level"] == "connection" and failure["connection_id"] == world.connection
+    assert (failure["crm_id"], failure["customer_id"]) == (None, None)
+    assert failure["run_id"] == failed.run_id and failure["status"] == "open"
+    assert failure["error_kind"] == kind, failure
+    assert failure["error_message"] == failed.error
+    return failure
+
+
+def recovered_by_retry(world: World) -> dict[str, Any]:
+    """``crmsync retry --all``, once the fault is gone: the connection's failure is
+    recovered (its sync runs again and succeeds), and nothing is left open."""
+    retried = world.cli("retry", "--all", "--json")
+    assert retried.exit_code == 0, retried.output
+    outcome: dict[str, Any] = json.loads(retried.stdout)
+    assert (outcome["retried"], outcome["recovered"], outcome["still_failing"]) == (1, 1, 0)
+    assert [r["status"] for r in outcome["runs"]] == ["succeeded"]
+    assert failures_listed(world) == []
+    return outcome
+
+
+#: far more faulty answers than any run tries: the fault lasts until it is cleared
+LASTING = 1_000_000
+#: a run's rate-limit time budget in these cases, and the wait after a 429 without
+#: Retry-After: a storm that outlasts the budget fails the run after budget / wait + 1 calls
+LASTING_BUDGET_SECONDS = 0.2
+LASTING_LIMIT_WAIT = 0.05
+#: tries per call when every answer fails, and when every answer hangs past the time-out
+LASTING_ATTEMPTS = 3
+HANG_ATTEMPTS = 2
+LASTING_TIMEOUT_SECONDS = 0.3
+LASTING_HANG_SECONDS = 1.0
+#: a world small enough that these cases add only seconds to the suite (their retry is
+#: a whole first sync)
+TINY = {"records": 20, "billing": 3}
+
+
+@dataclass(frozen=True)
+class Outlasting:
+    """A fault that outlasts every try the run makes, so the run fails as a whole: how to
+    start it and end it, the connection settings it needs, the failure's kind in the dead
+    letter, and the calls the failed run may make (its stated bound)."""
+
+    name: str
+    kind: str
+    start: Callable[[World], None]
+    end: Callable[[World], None]
+    settings: dict[str, Any]
+    error_kind: str
+    bound: int
+    #: only in the slow run (the same fault on the other CRM is in the default one)
+    slow: bool = False
+
+
+def _faults(**faults: Any) -> Callable[[World], None]:
+    return lambda world: world.set_faults(**faults)
+
+
+def _clear(world: World) -> None:
+    world.clear_faults()
+
+
+#: the connected app's secret while it is rotated away (the connection holds this one)
+_ROTATED: dict[str, str] = {}
+
+
+def _revoke_salesforce_app(world: World) -> None:
+    """Sessions expire and the connected app's secret is rotated: logging in again is
+    refused (invalid_client), so the token cannot be refreshed."""
+    _ROTATED["secret"] = world.crm.salesforce.client_secret
+    world.crm.salesforce.client_secret = "rotated-by-an-admin"
+    world.crm.salesforce.expire_tokens()
+
+
+def _restore_salesforce_app(world: World) -> None:
+    """The admin puts the connection's secret back."""
+    world.crm.salesforce.client_secret = _ROTATED.pop("secret")
+
+
+_STORM_CALLS = int(LASTING_BUDGET_SECONDS / LASTING_LIMIT_WAIT) + 1
+_BUDGET = {"rate_limit_budget_seconds": LASTING_BUDGET_SECONDS}
+
+OUTLASTING = [
+    Outlasting(
+        "429 storm past the run's rate-limit budget (no Retry-After)",
+        "hubspot",
+        _faults(rate_limit_next=LASTING, rate_limit_policy="SECONDLY"),
+        _clear,
+        {**_BUDGET, "rate_limit_wait_seconds": LASTING_LIMIT_WAIT},
+        "rate_limit",
+        _STORM_CALLS,
+        slow=True,
+    ),
+    Outlasting(
+        "429 storm with a Retry-After longer than the run's budget",
+        "hubspot",
+        _faults(rate_limit_next=LASTING, retry_after=1),
+        _clear,
+        _BUDGET,
+        "rate_limit",
+        1,
+    ),
+    Outlasting(
+        "REQUEST_LIMIT_EXCEEDED storm past the run's rate-limit budget",
+        "salesforce",
+        _faults(limit_exceeded_next=LASTING),
+        _clear,
+        {**_BUDGET, "limit_wait_seconds": LASTING_LIMIT_WAIT},
+        "rate_limit",
+        _STORM_CALLS,
+    ),
+    Outlasting(
+        "5xx on every answer",
+        "hubspot",
+        _faults(server_error_next=LASTING, server_error_status=502),
+        _clear,
+        {"max_attempts": LASTING_ATTEMPTS},
+        "unavailable",
+        LASTING_ATTEMPTS,
+        slow=True,
+    ),
+    Outlasting(
+        "5xx on every answer",
+        "salesforce",
+        _faults(server_errors_next=LASTING),
+        _clear,
+        {"max_attempts": LASTING_ATTEMPTS},
+        "unavailable",
+        LASTING_ATTEMPTS,
+    ),
+    Outlasting(
+        "every answer hangs past the time-out",
+        "hubspot",
+        _faults(hang_next=LASTING, hang_seconds=LASTING_HANG_SECONDS),
+        _clear,
+        {"max_attempts": HANG_ATTEMPTS, "request_timeout": LASTING_TIMEOUT_SECONDS},
+        "unavailable",
+        HANG_ATTEMPTS,
+        slow=True,
+    ),
+    Outlasting(
+        "every answer hangs past the time-out",
+        "salesforce",
+        _faults(hang_next=LASTING, hang_seconds=LASTING_HANG_SECONDS),
+        _clear,
+        {"max_attempts": HANG_ATTEMPTS, "request_timeout": LASTING_TIMEOUT_SECONDS},
+        "unavailable",
+        HANG_ATTEMPTS,
+    ),
+    Outlasting(
+        "session expired and logging in again refused (invalid_client)",
+        "salesforce",
+        _revoke_salesforce_app,
+        _restore_salesforce_app,
+        {},
+        "auth",
+        1,
+    ),
+]
+
+
+def _outlasting_cases() -> list[Any]:
+    """Each fault on a tiny world (the slow-marked ones only in the slow run), and each on
+    the full world in the slow run."""
+    cases = []
+    for size, size_id in ((TINY, "small"), (FULL, "full")):
+        for fault in OUTLASTING:
+            slow = fault.slow or size is FULL
+            cases.append(
+                pytest.param(
+                    fault,
+                    size,
+                    id=f"{fault.kind}-{fault.name}-{size_id}",
+                    marks=[pytest.mark.slow] if slow else [],
+                )
+            )
+    return cases
+
+
+@pytest.mark.parametrize(("fault", "size"), _outlasting_cases())
+def test_a_fault_that_outlasts_the_run_is_listed_and_recovered_by_retry(
+    stack: Stack, crm: Sandbox, figures: Figures, fault: Outlasting, size: dict[str, int]
+) -> None:
+    minimum = minimum_calls(stack, crm, fault.kind, size)
+    world = build_world(stack, crm, fault.kind, size, **fault.settings)
+    fault.start(world)
+    try:
+        failed = sync(world)
+        calls, injected = world.calls(), world.injected()
+    finally:
+        fault.end(world)
+    listed = connection_failure_listed(world, failed, fault.error_kind)
+    world.reset_counts()
+
+    outcome = recovered_by_retry(world)
+
+    retry_calls, own_limits = world.calls(), world.own_limits()
+    verdict = assert_nothing_lost(world)
+    figures.report(
+        crm=fault.kind,
+        fault=fault.name,
+        records=size["records"] + size["billing"],
+        status=failed.status,
+        calls_of_failed_run=calls,
+        bound=fault.bound,
+        injected=injected,
+        listed=f"{listed['level']} {listed['error_kind']} {listed['error_code']}",
+        retried=outcome["retried"],
+        recovered=outcome["recovered"],
+        retry_calls=retry_calls,
+        retry_bound=minimum + own_limits,
+        records_lost=len(verdict.mismatches),
+        duplicates=verdict.duplicates,
+    )
+    assert failed.status == "failed"
+    assert calls <= fault.bound, f"{calls} calls by the failed run, over {fault.bound}"
+    # the failed run committed nothing: its retry is the first sync, no more
+    assert retry_calls <= minimum + own_limits, f"{retry_calls} calls, minimum {minimum}"
 
 
 # --- partial batch failures --------------------------------------------------------------------

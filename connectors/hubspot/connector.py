@@ -615,12 +615,20 @@ class HubSpotConnector:
     ) -> dict[str, PushResult]:
         """One batch write, its answer a result per push (:func:`_batch_results`). A
         whole-batch 400 (one bad value fails HubSpot's batch) is a validation error for each
-        push of the batch, except a missing property, which is a configuration error."""
+        push of the batch, except a missing property, which is a configuration error. A
+        whole-batch 409 (a contact create whose e-mail another contact has: "Contact already
+        exists. Existing ID: ...", HubSpot refuses the batch) is split in halves until the
+        refused inputs are found, each a duplicate error; the others are written."""
         try:
             _, body = self._call(method, **kwargs)
         except ConfigError as exc:
             cause = exc.__cause__
-            if cause is None or getattr(cause, "status", None) != 400:
+            status = getattr(cause, "status", None) if cause is not None else None
+            if cause is not None and status == 409:
+                return self._bisect_conflict(
+                    method, crm_ids, aliases, external_property, kwargs, error_body(cause)
+                )
+            if cause is None or status != 400:
                 raise
             data = error_body(cause)
             if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
@@ -629,6 +637,38 @@ class HubSpotConnector:
             error = RecordError("validation", code, describe(400, data))
             return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
         return _batch_results(body, crm_ids, aliases, external_property)
+
+    def _bisect_conflict(
+        self,
+        method: Callable[..., Any],
+        crm_ids: Mapping[str, str | None],
+        aliases: Mapping[str, str],
+        external_property: str | None,
+        kwargs: Mapping[str, Any],
+        data: Mapping[str, Any],
+    ) -> dict[str, PushResult]:
+        """A batch HubSpot refused with 409: one push, a duplicate error; more, each half
+        written again (inputs are matched to pushes by their trace id, or id)."""
+        name, batch = next((k, v) for k, v in kwargs.items() if isinstance(v, dict))
+        inputs: list[dict[str, Any]] = list(batch["inputs"])
+        if len(inputs) == 1:
+            code = str(data.get("subCategory") or data.get("category") or "CONFLICT")
+            error = RecordError("duplicate", code, describe(409, data))
+            return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
+        out: dict[str, PushResult] = {}
+        half = len(inputs) // 2
+        for part in (inputs[:half], inputs[half:]):
+            owns = {aliases[str(i.get("objectWriteTraceId") or i.get("id"))] for i in part}
+            out.update(
+                self._batch_write(
+                    method,
+                    {own: crm_ids[own] for own in owns},
+                    aliases,
+                    external_property,
+                    **{**kwargs, name: {**batch, "inputs": part}},
+                )
+            )
+        return out
 
     def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
         inputs = []

@@ -24,6 +24,9 @@ webhooks in ``webhooks.py``. Choices where HubSpot leaves room:
 - **Batch** results come back shuffled (HubSpot does not promise input order). A unique
   property conflict is a per-record 207 error (``DUPLICATE_VALUE``); an unknown or read-only
   property fails the whole batch with 400.
+- **Contacts** are identified by e-mail: an API create of a taken one (any case) answers
+  409 ``CONFLICT`` and refuses its whole batch (``ObjectStore.email_owner``); seeds and
+  control-method creates may repeat one.
 - Writes made through the API are changes by an integration (``changeSource:
   INTEGRATION``); the control methods act as a CRM user (``CRM_UI``). Both send webhooks.
 

@@ -360,10 +360,28 @@ class Api:
             )
         return json_response(data)
 
+    def _check_emails(self, store: ObjectStore, inputs: list[dict[str, Any]]) -> None:
+        """Contacts only: a create whose e-mail a contact has (or an earlier input of the
+        same batch) refuses the request, 409 ``CONFLICT`` (:meth:`ObjectStore.email_owner`)."""
+        if store.emails is None:
+            return
+        taken: set[str] = set()
+        with self.portal.lock:
+            for item in inputs:
+                email = (item.get("properties") or {}).get("email")
+                if not isinstance(email, str) or not email.strip():
+                    continue
+                owner = store.email_owner(email)
+                if owner is not None or email.strip().lower() in taken:
+                    existing = f" Existing ID: {owner}" if owner is not None else ""
+                    raise StoreError(409, "CONFLICT", f"Contact already exists.{existing}")
+                taken.add(email.strip().lower())
+
     async def create_object(self, request: Request) -> Response:
         store = self.store(request)
         body = await self.body(request)
         self._check_associations(store, body.get("associations") or [])
+        self._check_emails(store, [body])
         rec = self.portal.create(store.object_type, body.get("properties") or {}, "INTEGRATION")
         self._create_associations(store, rec, body.get("associations") or [])
         with self.portal.lock:
@@ -499,6 +517,7 @@ class Api:
         inputs = self._inputs(body)
         for item in inputs:
             self._check_associations(store, item.get("associations") or [])
+        self._check_emails(store, inputs)
         for item in inputs:
             props = item.get("properties") or {}
             # a contact is named by its e-mail (record faults are keyed by it)

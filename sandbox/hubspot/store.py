@@ -65,7 +65,9 @@ ADDRESS3: tuple[str, str, str, str, bool] = (
 _CONTACT_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("firstname", "First name", "string", "text", False),
     ("lastname", "Last name", "string", "text", False),
-    ("email", "Email", "string", "text", False),  # unique in HubSpot; seeds may repeat
+    # HubSpot's contact identity: an API create of a taken e-mail is refused (409), see
+    # ObjectStore.email_owner; not a "unique" property here, as seeds may repeat one
+    ("email", "Email", "string", "text", False),
     ("phone", "Phone number", "string", "phonenumber", False),
     ("company", "Company name", "string", "text", False),
     ("associatedcompanyid", "Primary associated company ID", "number", "number", False),
@@ -227,6 +229,8 @@ class ObjectStore:
         self.unique: dict[str, dict[str, int]] = {
             name: {} for name, p in self.properties.items() if p.unique and name != "hs_object_id"
         }
+        #: active records by lower-cased ``email`` (contacts), for :meth:`email_owner`
+        self.emails: dict[str, set[int]] | None = {} if object_type == "contacts" else None
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -238,6 +242,37 @@ class ObjectStore:
         self.index.clear()
         for values in self.unique.values():
             values.clear()
+        if self.emails is not None:
+            self.emails.clear()
+
+    def _email_index(self, rec: Record, add: bool, value: str | None = None) -> None:
+        if self.emails is None:
+            return
+        email = (rec.props.get("email") if value is None else value) or ""
+        key = email.strip().lower()
+        if not key:
+            return
+        if add:
+            self.emails.setdefault(key, set()).add(rec.id)
+        else:
+            owners = self.emails.get(key)
+            if owners is not None:
+                owners.discard(rec.id)
+                if not owners:
+                    del self.emails[key]
+
+    def email_owner(self, email: Any, but: int | None = None) -> int | None:
+        """The active contact holding ``email`` (any case), if any other than ``but``.
+
+        "Email address is the primary unique identifier to avoid duplicate contacts in
+        HubSpot" (https://developers.hubspot.com/docs/guides/api/crm/objects/contacts): an
+        API create of a taken e-mail answers 409 ``CONFLICT`` "Contact already exists.
+        Existing ID: ..."; a batch create with one refuses the whole batch
+        (https://github.com/HubSpot/hubspot-api-python/issues/51)."""
+        if self.emails is None or not isinstance(email, str) or not email.strip():
+            return None
+        owners = self.emails.get(email.strip().lower()) or set()
+        return min((i for i in owners if i != but), default=None)
 
     def singular(self) -> str:
         return self.object_type[:-1].upper()
@@ -282,6 +317,7 @@ class ObjectStore:
         """A new-id merge took ``rec``: out of the lists and indexes, not archived."""
         self._index_remove(rec)
         self._remove_sorted(self.active, rec.id)
+        self._email_index(rec, False)
         rec.merged_ms = ms
         for name, values in self.unique.items():
             value = rec.props.get(name)
@@ -391,6 +427,7 @@ class ObjectStore:
         self.active.append(rec_id)
         bisect.insort(self.index, (ms, rec_id))
         self._set_unique(rec, {})
+        self._email_index(rec, True)
         return rec
 
     def update(self, rec: Record, props: Props, ms: int) -> dict[str, str | None]:
@@ -398,7 +435,11 @@ class ObjectStore:
         self.check_unique(props, rec.id)
         changed = {k: v for k, v in props.items() if (rec.props.get(k) or "") != (v or "")}
         before = dict(rec.props)
+        if "email" in props and rec.archived_ms is None:
+            self._email_index(rec, False)
         rec.props.update(props)
+        if "email" in props and rec.archived_ms is None:
+            self._email_index(rec, True)
         self._set_unique(rec, before)
         self._index_remove(rec)
         self.stamp(rec, ms)
@@ -411,6 +452,7 @@ class ObjectStore:
         self._index_remove(rec)
         self._remove_sorted(self.active, rec.id)
         bisect.insort(self.archived, rec.id)
+        self._email_index(rec, False)
         rec.archived_ms = ms
         rec.merged_into = merged_into
         for name, values in self.unique.items():
@@ -427,6 +469,7 @@ class ObjectStore:
         rec.archived_ms = None
         rec.merged_into = None
         self._set_unique(rec, {})
+        self._email_index(rec, True)
         self.stamp(rec, ms)
         self._index_add(rec)
 

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from connectors import registry
-from connectors.base import ConnectionConfig, CrmCustomer, CustomerPush, WebhookRequest
+from connectors.base import (
+    ConnectionConfig,
+    ContactPush,
+    CrmCustomer,
+    CustomerPush,
+    WebhookRequest,
+)
 from connectors.errors import (
     AuthError,
     ConfigError,
@@ -297,6 +303,29 @@ def test_partial_batch_failures_come_back_per_record(
     assert "not valid" in results["b1"].error.message
     assert results["b2"].error is not None and results["b2"].error.kind == "not_found"
     assert results["bill-dup"].error is not None and results["bill-dup"].error.kind == "duplicate"
+
+
+def test_a_contact_create_with_a_taken_email_is_a_duplicate_the_others_are_made(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """HubSpot refuses a batch create with a taken e-mail as a whole (409); the connector
+    splits it until the refused contact is found."""
+    (company,) = harness.seed(1)
+    hs.create("contacts", {"email": "Taken@X.io", "firstname": "Old"})
+    before = hs.count("contacts")
+    pushes = [
+        ContactPush(f"c{i}", None, company, {"name": f"Ann {i}", "email": f"a{i}@x.io"})
+        for i in range(8)
+    ]
+    pushes[5] = ContactPush("c5", None, company, {"name": "Ann 5", "email": "taken@x.io"})
+    connector = harness.connector()
+    results = {r.billing_id: r for r in connector.push_contacts(pushes)}
+    refused = results["c5"].error
+    assert refused is not None and refused.kind == "duplicate"
+    assert "already exists" in refused.message
+    assert all(results[p.contact_id].ok for p in pushes if p.contact_id != "c5")
+    assert connector.api_calls == 7  # 8, then 4 + 4, then 2 + 2 of the refused 4, then 1 + 1
+    assert hs.count("contacts") == before + 7
 
 
 def test_non_ascii_round_trip_and_empty_values(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:

@@ -480,3 +480,27 @@ def test_properties_of_an_ungranted_object_type_are_403_missing_scopes(client: A
     with pytest.raises(PropertiesApiException) as err:
         client.crm.properties.core_api.get_all("widgets")
     assert err.value.status == 400
+
+
+def test_a_taken_contact_email_refuses_an_api_create_and_its_batch(
+    client: Any, hs: HubSpotSandbox
+) -> None:
+    """E-mail is a contact's identity: an API create of a taken one (any case) answers 409
+    CONFLICT "Contact already exists. Existing ID: ..."; a batch create with one is refused
+    whole, nothing made; an archived contact's e-mail is free again."""
+    from hubspot.crm.contacts import ApiException as ContactsApiException
+
+    old = hs.create("contacts", {"email": "ann@x.io", "firstname": "Ann"})
+    with pytest.raises(ContactsApiException) as one:
+        client.crm.contacts.basic_api.create({"properties": {"email": "ANN@x.io"}})
+    assert one.value.status == 409
+    body = json.loads(one.value.body)
+    assert body["category"] == "CONFLICT" and body["message"].endswith(f"Existing ID: {old}")
+    inputs = [{"properties": {"email": "bo@x.io"}}, {"properties": {"email": "ann@x.io"}}]
+    with pytest.raises(ContactsApiException) as batch:
+        client.crm.contacts.batch_api.create({"inputs": inputs})
+    assert batch.value.status == 409
+    assert hs.count("contacts") == 1
+    hs.archive(old, object_type="contacts")
+    made = client.crm.contacts.batch_api.create({"inputs": inputs})
+    assert made is not None and len(made.results) == 2

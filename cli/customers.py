@@ -27,9 +27,7 @@ from sync import csv_import, customers
 from sync.contacts import ContactOut, ContactPatch
 from sync.customer import Contact, flatten
 
-app = typer.Typer(
-    name="customers", help="An organisation's billing customers and contacts; CSV import."
-)
+app = typer.Typer(name="customers", help="An organisation's billing customers; CSV import.")
 
 
 @app.command("list")

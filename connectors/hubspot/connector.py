@@ -110,6 +110,10 @@ T = TypeVar("T")
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
 BATCH_LIMIT = 100
+#: the ``archived`` query parameter as the references write it (``?archived=false``); the
+#: SDK would send a Python bool as ``True`` / ``False``
+#: (https://developers.hubspot.com/docs/api-reference/latest/crm/objects/companies/get-companies)
+ARCHIVED = {True: "true", False: "false"}
 #: HubSpot-defined association type "Contact to company (Primary)"
 #: (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4, type ids)
 CONTACT_TO_PRIMARY_COMPANY = 1
@@ -483,7 +487,7 @@ class HubSpotConnector:
             kwargs: dict[str, Any] = {
                 "limit": LIST_LIMIT,
                 "properties": kind.properties,
-                "archived": False,
+                "archived": ARCHIVED[False],
             }
             if at.after:
                 kwargs["after"] = at.after
@@ -547,7 +551,7 @@ class HubSpotConnector:
         while True:
             kwargs: dict[str, Any] = {
                 "limit": LIST_LIMIT,
-                "archived": True,
+                "archived": ARCHIVED[True],
                 "properties": [kind.modified],
             }
             if at.after:
@@ -577,11 +581,13 @@ class HubSpotConnector:
             body_in = {
                 "inputs": [{"id": i} for i in chunk],
                 "properties": self._companies.properties,
+                # required by the batch read schema (BatchReadInputSimplePublicObjectId)
+                "propertiesWithHistory": [],
             }
             _, body = self._call(
                 self._apis.companies_batch.read,
                 batch_read_input_simple_public_object_id=body_in,
-                archived=False,
+                archived=ARCHIVED[False],
             )
             for r in body.get("results") or []:
                 # an id merged away answers with the merged record (its id the new one)

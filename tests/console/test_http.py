@@ -10,12 +10,14 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from cli.main import app
 from sync.connections import pause_for_limit
 from sync.store.db import engine_for, transaction
-from sync.store.models import AuditEvent, ConnectionRow, utcnow
+from sync.store.models import AuditEvent, ConnectionRow, RecordFailure, utcnow
+from sync.store.sync_repository import record_connection_failure
 from tests.console.conftest import PASSWORD, World, a_customer, a_run, open_conflicts
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -437,3 +439,42 @@ def test_the_connections_page_shows_a_pause_by_a_crm_limit_and_the_allowance_use
     one = visitor.http.get(f"/console/connections/{world.hubspot}").text
     assert "paused by a CRM limit until" in one and "it resumes by itself" in one
     assert "not mapped" in one
+
+
+def test_a_connections_failure_is_labelled_on_the_failures_pages(
+    world: World, visitor: Visitor
+) -> None:
+    """A run that failed as a whole shows as its connection's failure, not as a record's."""
+    engine = world.engine()
+    failure_id = ""
+    try:
+        with transaction(engine) as session:
+            failure, _ = record_connection_failure(
+                session,
+                organisation_id=world.other_org,
+                connection_id=world.other_connection,
+                run_id=a_run(world, world.other_org).id,
+                error_kind="auth",
+                error_code="401",
+                error_message="AuthError: HubSpot 401: the token expired",
+                payload={"scope": "connection", "trigger": "schedule", "full": False},
+            )
+            failure_id = failure.id
+        assert visitor.sign_in("other").status_code == 303
+        listing = visitor.http.get("/console/failures")
+        assert listing.status_code == 200
+        row = re.search(
+            rf'<tr id="failure-{failure_id}" class="connection-failure">(.*?)</tr>',
+            listing.text,
+            re.S,
+        )
+        assert row, "the connection's failure is listed, marked as such"
+        assert "connection: run failed" in row.group(1) and "HubSpot 401" in row.group(1)
+        page = visitor.http.get(f"/console/failures/{failure_id}")
+        assert page.status_code == 200
+        assert "Connection failure:" in page.text and "as a whole" in page.text
+        assert "next automatic retry" not in page.text
+    finally:
+        with transaction(engine) as session:
+            session.execute(delete(RecordFailure).where(RecordFailure.id == failure_id))
+        engine.dispose()

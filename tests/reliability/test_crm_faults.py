@@ -597,6 +597,8 @@ def _faults(**faults: Any) -> Callable[[World], None]:
 
 def _clear(world: World) -> None:
     world.clear_faults()
+    if world.kind == "salesforce":  # the world's page size is not a fault to clear
+        world.set_faults(query_batch_size=SALESFORCE_PAGE)
 
 
 #: the connected app's secret while it is rotated away (the connection holds this one)

@@ -108,3 +108,57 @@ def test_outbox_ids_become_visible_in_order(postgres_url: str) -> None:
         assert [e.customer_id for e in entries] == [str(a.id), str(b.id)]
     finally:
         engine.dispose()
+
+
+def test_bulk_insert_writes_every_value_as_given(engine: Engine) -> None:
+    """A batch large enough for COPY on PostgreSQL (executemany on SQLite): values of every
+    kind, rows that leave out a column the first row has (its default or NULL), and rows
+    that give a column the first row leaves to its default, read back as written."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from sync.store.models import ContactRow
+
+    with transaction(engine) as s:
+        org = organisations.create_organisation(s, "Org").id
+        ids = customers.import_customers(
+            s, org, [CustomerIn(customer_name=f"C {i}") for i in range(3)]
+        ).customer_ids
+    now = datetime(2026, 12, 2, 9, 30, 15, 123456, tzinfo=UTC)
+    created = now - timedelta(days=1)
+    rows = []
+    for i in range(120):
+        row = {
+            "id": f"00000000-0000-4000-8000-{i:012d}",
+            "organisation_id": org,
+            "customer_id": ids[i % 3],
+            "name": f"Ann\\t{i}" if i % 7 else "Ann\tTab\nLine \\N",
+            "email": None if i % 5 == 0 else f"ann{i}@example.com",
+            "communications": ["billing", "legal"][: i % 3],
+            "base": {"name": "x", "n": i, "ok": True} if i % 4 else None,
+            "pending": i % 2 == 0,
+            "version": i,
+            "updated_at": now + timedelta(seconds=i % 3),
+        }
+        if i % 10 == 3:
+            del row["base"], row["updated_at"]  # the first row has them: NULL here
+        if i % 10 == 5:
+            row["created_at"] = now  # a column the other rows leave to the default
+        rows.append(row)
+    with transaction(engine) as s:
+        repository.bulk_insert(s, ContactRow, rows, {"created_at": created, "state": "active"})
+    with transaction(engine) as s:
+        got = {
+            r.id: r for r in s.scalars(select(ContactRow).where(ContactRow.organisation_id == org))
+        }
+    assert len(got) == len(rows)
+    for row in rows:
+        back = got[row["id"]]
+        expected = {"created_at": created, "state": "active", "base": None, "updated_at": None}
+        expected.update(row)
+        for key, value in expected.items():
+            have = getattr(back, key)
+            if isinstance(have, datetime) and have.tzinfo is None:  # SQLite
+                have = have.replace(tzinfo=UTC)
+            assert have == value, (key, have, value)

@@ -510,6 +510,12 @@ class Api:
         return self._batch_response(results, errors, 200, started)
 
     async def batch_create(self, request: Request) -> Response:
+        """Batch create. "For the object APIs' batch create endpoints, you can enable multi
+        status responses that include partial failures ... include a unique
+        ``objectWriteTraceId`` value for each input": then a refused input is a 207 error
+        whose ``context`` is ``{"objectWriteTraceId": [...]}`` and the others are made;
+        without, one refused input (a bad property 400, a taken e-mail 409) refuses the
+        batch (https://developers.hubspot.com/docs/api-reference/error-handling)."""
         store = self.store(request)
         body = await self.body(request)
         started = iso(int(time.time() * 1000))
@@ -517,24 +523,33 @@ class Api:
         inputs = self._inputs(body)
         for item in inputs:
             self._check_associations(store, item.get("associations") or [])
-        self._check_emails(store, inputs)
+        traces = [item.get("objectWriteTraceId") for item in inputs]
+        multi = (
+            self.sb.faults.faults.multi_status
+            and all(t not in (None, "") for t in traces)
+            and len({str(t) for t in traces}) == len(traces)
+        )
+        if not multi:
+            for item in inputs:
+                store.check_properties(item.get("properties") or {})
+            self._check_emails(store, inputs)
         for item in inputs:
             props = item.get("properties") or {}
             # a contact is named by its e-mail (record faults are keyed by it)
             err = self._injected(props.get("crmsync_id"), props.get("name"), props.get("email"))
+            if err is None:
+                try:
+                    if multi:
+                        self._check_emails(store, [item])
+                    rec = self.portal.create(store.object_type, props, "INTEGRATION")
+                except StoreError as exc:
+                    if not multi:
+                        raise
+                    err = batch_error(exc.category, exc.message, [], exc.sub_category)
             if err is not None:
+                if multi:
+                    err["context"] = {"objectWriteTraceId": [str(item["objectWriteTraceId"])]}
                 errors.append(err)
-                continue
-            try:
-                rec = self.portal.create(store.object_type, props, "INTEGRATION")
-            except StoreError as exc:
-                if exc.status == 400:
-                    raise
-                errors.append(
-                    batch_error(
-                        exc.category, exc.message, [str(props.get("crmsync_id"))], exc.sub_category
-                    )
-                )
                 continue
             self._create_associations(store, rec, item.get("associations") or [])
             with self.portal.lock:

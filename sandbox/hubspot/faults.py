@@ -25,6 +25,9 @@ hang_seconds           (past a client's time-out; released early by clear/close)
 record_errors          {id or unique value: "validation" | "duplicate" | "not_found"}:
                        per-record errors in batch create/update/upsert (207)
 expired_token          answer every API request with 401 (expired OAuth token)
+multi_status           False: a batch create refuses the whole batch for one refused input
+                       even when every input has an ``objectWriteTraceId`` (as a server
+                       without multi-status error handling would)
 =====================  ==================================================================
 """
 
@@ -54,6 +57,7 @@ class Faults:
     hang_seconds: float = 5.0
     record_errors: dict[str, str] = field(default_factory=dict)
     expired_token: bool = False
+    multi_status: bool = True
 
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))

@@ -504,3 +504,29 @@ def test_a_taken_contact_email_refuses_an_api_create_and_its_batch(
     hs.archive(old, object_type="contacts")
     made = client.crm.contacts.batch_api.create({"inputs": inputs})
     assert made is not None and len(made.results) == 2
+
+
+def test_batch_create_is_multi_status_with_trace_ids_on_every_input(
+    client: Any, hs: HubSpotSandbox
+) -> None:
+    """With a unique objectWriteTraceId on each input a refused input is a 207 error naming
+    its trace id and the others are made; without, it refuses the whole batch."""
+    from hubspot.crm.contacts import ApiException as ContactsApiException
+
+    hs.create("contacts", {"email": "ann@x.io"})
+    batch = client.crm.contacts.batch_api
+    bad = [{"properties": {"email": "bo@x.io"}}, {"properties": {"missing": "1"}}]
+    with pytest.raises(ContactsApiException) as whole:
+        batch.create({"inputs": bad})
+    assert whole.value.status == 400 and hs.count("contacts") == 1
+    traced = [
+        {"objectWriteTraceId": "t1", "properties": {"email": "bo@x.io"}},
+        {"objectWriteTraceId": "t2", "properties": {"missing": "1"}},
+        {"objectWriteTraceId": "t3", "properties": {"email": "ANN@x.io"}},
+    ]
+    answer = batch.create({"inputs": traced})
+    assert answer is not None and answer.num_errors == 2  # 207: the SDK's ...WithErrors
+    assert [r.properties["email"] for r in answer.results] == ["bo@x.io"]
+    contexts = {e.context["objectWriteTraceId"][0]: e.category for e in answer.errors}
+    assert contexts == {"t2": "VALIDATION_ERROR", "t3": "CONFLICT"}
+    assert hs.count("contacts") == 2

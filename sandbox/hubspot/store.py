@@ -735,18 +735,21 @@ def _plan(store: ObjectStore, filters: list[Filter]) -> _Plan | None:
 def search(store: ObjectStore, body: dict[str, Any]) -> dict[str, Any]:
     """The ``/search`` answer (without serialisation of results: returns records)."""
     groups_raw = body.get("filterGroups") or []
+    # "a maximum of five filterGroups with up to six filters in each", 18 in all (the search
+    # guide, https://developers.hubspot.com/docs/api-reference/latest/crm/search-the-crm;
+    # stricter than the August 2024 changelog's 10 a group and 25 in all: the guide wins)
     if len(groups_raw) > 5:
         raise StoreError(400, "VALIDATION_ERROR", "Too many filter groups: at most 5 are allowed")
     total_filters = 0
     groups: list[list[Filter]] = []
     for g in groups_raw:
         raw_filters = g.get("filters") or []
-        if len(raw_filters) > 10:
-            raise StoreError(400, "VALIDATION_ERROR", "Too many filters in a group: at most 10")
+        if len(raw_filters) > 6:
+            raise StoreError(400, "VALIDATION_ERROR", "Too many filters in a group: at most 6")
         total_filters += len(raw_filters)
         groups.append([Filter(store, f) for f in raw_filters])
-    if total_filters > 25:
-        raise StoreError(400, "VALIDATION_ERROR", "Too many filters: at most 25 in all groups")
+    if total_filters > 18:
+        raise StoreError(400, "VALIDATION_ERROR", "Too many filters: at most 18 in all groups")
     limit = int(body.get("limit") or 10)
     if limit > 200 or limit < 1:
         raise StoreError(400, "VALIDATION_ERROR", "limit must be between 1 and 200")

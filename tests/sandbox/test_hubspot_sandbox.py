@@ -165,6 +165,13 @@ def test_search_filters_sorts_and_cap(client: Any, hs: HubSpotSandbox) -> None:
     assert err.value.status == 400
     with pytest.raises(ApiException):
         search.do_search({"filterGroups": [{"filters": []}] * 6})
+    # at most six filters in a group and 18 in all (the search guide)
+    has = {"propertyName": "name", "operator": "HAS_PROPERTY"}
+    assert search.do_search({"filterGroups": [{"filters": [has] * 6}] * 3}) is not None
+    for groups in ([{"filters": [has] * 7}], [{"filters": [has] * 5}] * 4):
+        with pytest.raises(ApiException) as many:
+            search.do_search({"filterGroups": groups})
+        assert many.value.status == 400
     with pytest.raises(ApiException):
         search.do_search({"limit": 201})
 

@@ -43,7 +43,8 @@ def list_customers(
         Query(max_length=255, description="Only the customer with this external ID"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # SQL's OFFSET is a signed 64-bit integer: a larger one is bad input, not a 500
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[Customer]:
     """The organisation's customers, oldest first: the one with ``external_id`` (a list of
     zero or one), else a page of ``limit`` from ``offset``."""

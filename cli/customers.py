@@ -35,7 +35,8 @@ def list_(
     org: OrgOption,
     external_id: str | None = typer.Option(None, help="Only the customer with this external ID."),
     limit: int = typer.Option(100, min=1, max=10_000, help="At most this many customers."),
-    offset: int = typer.Option(0, min=0, help="Skip this many customers first."),
+    # SQL's OFFSET is a signed 64-bit integer: a larger one is a usage error, not a crash
+    offset: int = typer.Option(0, min=0, max=2**63 - 1, help="Skip this many customers first."),
     as_json: JsonOption = False,
 ) -> None:
     """List the organisation's customers, oldest first."""

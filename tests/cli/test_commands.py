@@ -117,6 +117,11 @@ def test_customers_list_and_show(run: Run, org: str, settings_env: str) -> None:
     assert len(page) == 2
     rest = as_json(run("customers", "list", "--org", org, "--offset", "2", "--json"))
     assert {c["id"] for c in page + rest} == set(ids)
+    # past SQL's 64-bit OFFSET: a usage error (it was an OverflowError's traceback)
+    last = run("customers", "list", "--org", org, "--offset", str(2**63 - 1), "--json")
+    assert as_json(last) == []
+    huge = run("customers", "list", "--org", org, "--offset", str(2**63), code=ExitCode.USAGE)
+    assert "--offset" in huge.stderr
     by_external = as_json(
         run("customers", "list", "--org", org, "--external-id", "EXT-1", "--json")
     )

@@ -138,8 +138,13 @@ def up(
     web = threading.Thread(target=server.run, name="crmsync-web", daemon=True)
     web.start()
     Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+    # beat's own scheduler (Celery's default here would be the plain PersistentScheduler):
+    # it renews the heartbeat that `crmsync health beat` reads, as `crmsync beat` does
     scheduler = EmbeddedService(
-        app, thread=True, schedule_filename=str(app.conf.beat_schedule_filename)
+        app,
+        thread=True,
+        schedule_filename=str(app.conf.beat_schedule_filename),
+        scheduler_cls=app.conf.beat_scheduler,
     )
     scheduler.start()
     say(f"crmsync is up: API on http://{host}:{port}, beat and a worker ({concurrency} threads).")

@@ -1,5 +1,6 @@
 """``crmsync up`` on the embedded default: SQLite, a file queue, file locks, no Redis — the
-web API, beat and a worker in one process, syncing on schedule and from a webhook."""
+web API, beat (with its heartbeat) and a worker in one process, syncing on schedule and from
+a webhook."""
 
 from __future__ import annotations
 
@@ -70,6 +71,11 @@ def test_up_runs_everything_on_one_machine_without_redis(crm: Sandbox, tmp_path:
                 return bool(found)
 
         wait_for(lambda: synced("schedule"), 60, f"the scheduled sync:\n{log.read_text()}")
+        # its beat renews the heartbeat that beat's healthcheck reads, as `crmsync beat` does
+        beat = subprocess.run(
+            [CRMSYNC, "health", "beat"], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+        assert beat.returncode == 0, beat.stdout + beat.stderr
         crm.hubspot.configure_webhooks(
             url=f"http://127.0.0.1:{port}/webhooks/hubspot/{connection}",
             client_secret=HUBSPOT_SECRET,

@@ -363,7 +363,12 @@ class HubSpotConnector:
         props = raw.get("properties") or {}
         company = mapping.empty_to_none(props.get("associatedcompanyid"))
         assoc = ((raw.get("associations") or {}).get("companies") or {}).get("results") or []
-        if assoc:
+        # the primary company is listed as "contact_to_company" (every association also as
+        # "contact_to_company_unlabeled"); associatedcompanyid names it too
+        primary = [a for a in assoc if a.get("type") == "contact_to_company"]
+        if primary:
+            company = str(primary[0]["id"])
+        elif company is None and assoc:
             company = str(assoc[0]["id"])
         name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
         return CrmContact(

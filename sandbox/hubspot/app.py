@@ -30,7 +30,7 @@ from sandbox.hubspot.crm import (
     canonical_type,
 )
 from sandbox.hubspot.limits import MESSAGES, Limits
-from sandbox.hubspot.store import ObjectStore, Record, StoreError, iso, search
+from sandbox.hubspot.store import SINGULAR, ObjectStore, Record, StoreError, iso, search
 
 if TYPE_CHECKING:
     from sandbox.hubspot import HubSpotSandbox
@@ -657,16 +657,33 @@ class Api:
 
     # -- associations (v4, and v3 batch) -------------------------------------------------
 
-    def _assoc_types(self, from_store: ObjectStore, to_store: ObjectStore) -> list[dict[str, Any]]:
-        type_id = ASSOCIATION_TYPE_IDS[(from_store.object_type, to_store.object_type)]
-        return [{"category": "HUBSPOT_DEFINED", "typeId": type_id, "label": None}]
+    def _assoc_types(
+        self, from_store: ObjectStore, to_store: ObjectStore, rec: Record, to_id: int
+    ) -> list[dict[str, Any]]:
+        """v4 association types of one pair: unlabeled (279 / 280), and Primary (1 / 2) for
+        a contact's primary company
+        (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4)."""
+        pair = (from_store.object_type, to_store.object_type)
+        primary = ASSOCIATION_TYPE_IDS[pair]
+        unlabeled = min(HUBSPOT_DEFINED_TYPES[pair] - {primary})
+        types: list[dict[str, Any]] = []
+        if from_store.is_primary(rec, to_store.records[to_id]):
+            label = (
+                "Primary" if pair == ("contacts", "companies") else "Contact with Primary Company"
+            )
+            types.append({"category": "HUBSPOT_DEFINED", "typeId": primary, "label": label})
+        types.append({"category": "HUBSPOT_DEFINED", "typeId": unlabeled, "label": None})
+        return types
 
     async def v4_list(self, request: Request) -> Response:
         from_store, to_store = self.store(request), self.store(request, "to_type")
         with self.portal.lock:
             rec = from_store.get(self._parse_id(request.path_params["object_id"]))
             results = [
-                {"toObjectId": i, "associationTypes": self._assoc_types(from_store, to_store)}
+                {
+                    "toObjectId": i,
+                    "associationTypes": self._assoc_types(from_store, to_store, rec, i),
+                }
                 for i in rec.links
                 if i in to_store.records and to_store.records[i].archived_ms is None
             ]
@@ -737,26 +754,34 @@ class Api:
                         for i in (rec.links if rec is not None and rec.archived_ms is None else [])
                         if i in to_store.records and to_store.records[i].archived_ms is None
                     ]
-                    if not links:
+                    if rec is None or not links:
                         missing.append(key)
                         continue
                     if version == "v4":
                         to = [
                             {
                                 "toObjectId": i,
-                                "associationTypes": self._assoc_types(from_store, to_store),
+                                "associationTypes": self._assoc_types(from_store, to_store, rec, i),
                             }
                             for i in links
                         ]
                     else:
-                        kind = f"{from_store.object_type[:-1]}_to_{to_store.object_type[:-1]}"
-                        to = [{"id": str(i), "type": kind} for i in links]
+                        one, other = (
+                            SINGULAR[from_store.object_type],
+                            SINGULAR[to_store.object_type],
+                        )
+                        kind = f"{one}_to_{other}"
+                        to = []
+                        for i in links:
+                            if from_store.is_primary(rec, to_store.records[i]):
+                                to.append({"id": str(i), "type": kind})
+                            to.append({"id": str(i), "type": f"{kind}_unlabeled"})
                     results.append({"from": {"id": key}, "to": to})
             errors = [
                 batch_error(
                     "OBJECT_NOT_FOUND",
-                    f"No {to_store.object_type[:-1]} is associated with "
-                    f"{from_store.object_type[:-1]} {key}.",
+                    f"No {SINGULAR[to_store.object_type]} is associated with "
+                    f"{SINGULAR[from_store.object_type]} {key}.",
                     [key],
                     "crm.associations.NO_ASSOCIATIONS_FOUND",
                 )
@@ -800,7 +825,7 @@ class Api:
                     }
                 )
             else:
-                kind = f"{from_store.object_type[:-1]}_to_{to_store.object_type[:-1]}"
+                kind = f"{SINGULAR[from_store.object_type]}_to_{SINGULAR[to_store.object_type]}"
                 results.append({"from": {"id": str(a)}, "to": {"id": str(b)}, "type": kind})
         return self._batch_response(results, [], 201 if action == "create" else 200, started)
 

@@ -24,6 +24,9 @@ from typing import Any
 
 Props = dict[str, str | None]
 
+#: an object type's singular name, as association types spell it (``contact_to_company``)
+SINGULAR = {"companies": "company", "contacts": "contact"}
+
 # (name, label, type, fieldType, group, unique)
 _COMPANY_PROPERTIES: list[tuple[str, str, str, str, bool]] = [
     ("name", "Company name", "string", "text", False),
@@ -275,7 +278,7 @@ class ObjectStore:
         return min((i for i in owners if i != but), default=None)
 
     def singular(self) -> str:
-        return self.object_type[:-1].upper()
+        return SINGULAR[self.object_type].upper()
 
     def stamp(self, rec: Record, ms: int) -> None:
         rec.modified_ms = ms
@@ -395,7 +398,7 @@ class ObjectStore:
                     raise StoreError(
                         409,
                         "CONFLICT",
-                        f'A {self.object_type[:-1]} with the unique property "{name}" value '
+                        f'A {SINGULAR[self.object_type]} with the unique property "{name}" value '
                         f'"{value}" already exists (id {owner})',
                         {"id": [str(owner)], "propertyName": [name]},
                         "DUPLICATE_VALUE",
@@ -513,16 +516,25 @@ class ObjectStore:
             result["archivedAt"] = iso(rec.archived_ms)
         if associations and other is not None:
             wanted = {a.lower() for a in associations}
-            if other.object_type in wanted or other.object_type[:-1] in wanted:
+            if other.object_type in wanted or SINGULAR[other.object_type] in wanted:
                 links = [i for i in rec.links if i in other.records]
                 if links:
-                    kind = f"{self.object_type[:-1]}_to_{other.object_type[:-1]}"
-                    result["associations"] = {
-                        other.object_type: {
-                            "results": [{"id": str(i), "type": kind} for i in links]
-                        }
-                    }
+                    kind = f"{SINGULAR[self.object_type]}_to_{SINGULAR[other.object_type]}"
+                    # each association is unlabeled, and the primary one (a contact's
+                    # primary company) is listed again under the plain type
+                    items: list[dict[str, str]] = []
+                    for i in links:
+                        if self.is_primary(rec, other.records[i]):
+                            items.append({"id": str(i), "type": kind})
+                        items.append({"id": str(i), "type": f"{kind}_unlabeled"})
+                    result["associations"] = {other.object_type: {"results": items}}
         return result
+
+    def is_primary(self, rec: Record, linked: Record) -> bool:
+        """Whether the association of ``rec`` and ``linked`` is the contact's primary
+        company (HubSpot-defined types 1 and 2; the others are unlabeled, 279 and 280)."""
+        contact, company = (rec, linked) if self.object_type == "contacts" else (linked, rec)
+        return bool(contact.links) and contact.links[0] == company.id
 
     def page(
         self, after: str | None, limit: int, archived: bool

@@ -537,3 +537,35 @@ def test_batch_create_is_multi_status_with_trace_ids_on_every_input(
     contexts = {e.context["objectWriteTraceId"][0]: e.category for e in answer.errors}
     assert contexts == {"t2": "VALIDATION_ERROR", "t3": "CONFLICT"}
     assert hs.count("contacts") == 2
+
+
+def test_a_contacts_primary_company_is_labelled_and_every_association_unlabeled(
+    client: Any, hs: HubSpotSandbox
+) -> None:
+    """The first company a contact is associated with is its primary one (associatedcompanyid):
+    v3 lists it as contact_to_company and every association as contact_to_company_unlabeled;
+    v4 gives the primary pair typeIds 1 (contact to company) and 2, every pair 279 / 280."""
+    first = hs.create("companies", {"name": "First"})
+    second = hs.create("companies", {"name": "Second"})
+    contact = hs.create("contacts", {"firstname": "B"})
+    hs.associate(contact, first)
+    hs.associate(contact, second)
+    page = client.crm.contacts.basic_api.get_page(limit=10, associations=["companies"])
+    listed = {(a.id, a.type) for a in page.results[0].associations["companies"].results}
+    assert listed == {
+        (first, "contact_to_company"),
+        (first, "contact_to_company_unlabeled"),
+        (second, "contact_to_company_unlabeled"),
+    }
+    v4 = client.crm.associations.v4.basic_api
+    types = {
+        str(r.to_object_id): sorted(t.type_id for t in r.association_types)
+        for r in v4.get_page("contacts", contact, "companies").results
+    }
+    assert types == {first: [1, 279], second: [279]}
+    back = {
+        str(r.to_object_id): sorted(t.type_id for t in r.association_types)
+        for r in v4.get_page("companies", second, "contacts").results
+    }
+    assert back == {contact: [280]}
+    assert hs.read(contact, "contacts")["properties"]["associatedcompanyid"] == first

@@ -57,12 +57,32 @@ def help_text(columns: int | None = None) -> str:
     return "\n".join(lines[:-1]) + "\n"
 
 
+def configure_logs() -> None:
+    """Send this command's log lines through crmsync's set-up: redacted, in
+    ``CRMSYNC_LOG_FORMAT``, on stderr (stdout keeps only what was asked for), at
+    ``CRMSYNC_LOG_LEVEL`` when it is set, else warnings only. Without it a warning (a record
+    that failed in ``crmsync sync --wait``) reached Python's last-resort handler: its bare
+    message, no ids, no redaction. The services set their own level again as they start."""
+    from pydantic import ValidationError
+
+    from sync import logs
+    from sync.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError:
+        return  # the command itself reports the bad setting, with how to fix it
+    level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+    logs.configure(settings, level=level)
+
+
 def main() -> None:
     """The console script: ``crmsync --help`` here, anything else through Typer."""
     if sys.argv[1:] == ["--help"]:
         sys.stdout.write(help_text())
         sys.stdout.flush()
         return
+    configure_logs()
     from cli.main import app
 
     app()

@@ -21,6 +21,7 @@ from sync.contact_sync import communications_text
 from sync.contacts import ContactPatch
 from sync.errors import ConflictError, ConflictNotOpen
 from sync.settings import Settings
+from sync.store import contact_repository as contacts_repo
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import Conflict, ContactRow, utcnow
@@ -69,16 +70,14 @@ def resolve_contact_conflict(
     """Resolve an open ``contact`` conflict (see the module docstring)."""
     name = conflict.field.removeprefix("contact.")
     with transaction(engine) as session:
-        row = (
-            session.query(ContactRow)
-            .filter_by(connection_id=conflict.connection_id, crm_id=conflict.crm_id)
-            .one_or_none()
-        )
+        crm_id = str(conflict.crm_id)
+        linked = contacts_repo.contacts_by_crm_ids(session, conflict.connection_id, [crm_id])
+        link = linked.get(crm_id)
         connection = repo.get_connection(session, conflict.connection_id)
-        if row is None or connection is None:
+        if link is None or connection is None:
             raise ConflictError("the conflict's contact or connection no longer exists")
-        billing_value = _value_of(row, name)
-        contact_id, version = row.id, row.version
+        billing_value = _value_of(link.row, name)
+        contact_id, version = link.row.id, link.row.version
     crm_value = conflict.crm_value
     chosen = billing_value if keep == "billing" else crm_value if keep == "crm" else value
     chosen = _checked(name, chosen)
@@ -99,14 +98,39 @@ def resolve_contact_conflict(
         if contact is None or contact.version != version:
             raise ConflictError("the contact changed meanwhile: resolve it again")
         billing_written = chosen != billing_value
+        link_version = link.version
         if billing_written:
             setattr(
                 contact,
                 name,
                 [c for c in str(chosen).split(",") if c] if name == "communications" else chosen,
             )
-        contact.base = {**(contact.base or {}), name: chosen}
+            # a new version of the contact, which this CRM contact has (if it had the last
+            # one) and the other connections linking the customer are to be pushed
+            contact.version = version + 1
+            if link.version == version:
+                link_version = version + 1
+            elsewhere = contacts_repo.linked_elsewhere(
+                session, conflict.connection_id, [contact.customer_id]
+            )
+            if elsewhere:
+                contact.pending = True
         contact.updated_at = utcnow()
+        session.flush()
+        contacts_repo.write_links(
+            session,
+            conflict.organisation_id,
+            conflict.connection_id,
+            [
+                contacts_repo.LinkWrite(
+                    contact_id,
+                    crm_id,
+                    {**(link.base or {}), name: chosen},
+                    link_version,
+                    link.home,
+                )
+            ],
+        )
         locked.status = "resolved"
         locked.resolution = keep or "value"
         locked.resolved_value = chosen

@@ -65,7 +65,12 @@ _NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for t
 
 @dataclass(frozen=True)
 class BillingContact:
-    """A billing contact as values: its synced fields, its base (None: not synced yet)."""
+    """A billing contact as values, with its CRM contact in this connection: its synced
+    fields, the CRM contact's id and base (None: none in this connection yet), the
+    contact's ``version`` and the one that CRM contact has (``link_version``); ``home``:
+    that link is (or is to be) kept on the contact's row, or in ``contact_links`` (None:
+    the first link of a row that has none). ``restorable``: flagged by
+    this connection (or not flagged), so a pull of this CRM can restore it."""
 
     id: str
     customer_id: str
@@ -75,6 +80,9 @@ class BillingContact:
     state: str = "active"
     version: int = 0
     pending: bool = False
+    link_version: int = 0
+    home: bool | None = None
+    restorable: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,9 @@ class ContactsState:
     conflicted: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: the connection maps a communications field
     communications: bool = False
+    #: customers linked in other connections too: a CRM change taken from this one is to
+    #: be pushed to those
+    linked_elsewhere: frozenset[str] = frozenset()
 
 
 def communications_text(values: Iterable[str] | None) -> str:
@@ -99,24 +110,32 @@ def communications_text(values: Iterable[str] | None) -> str:
     return ",".join(sorted(set(values or ())))
 
 
-def billing_contact(row: ContactTable) -> BillingContact:
+def billing_contact(
+    row: ContactTable, link: contacts_repo.LinkedContact | None, connection_id: str
+) -> BillingContact:
+    """A contact row as values, with its CRM contact in ``connection_id`` (``link``)."""
     fields: ContactFields = {
         "name": row.name,
         "email": row.email,
         "communications": communications_text(row.communications),
     }
-    base = dict(row.base) if row.base is not None else None
-    if base is None and row.crm_id is not None:
-        base = dict(fields)  # pulled before bases were kept: its values were the CRM's
+    base: ContactFields | None = None
+    if link is not None:
+        # None: pulled before bases were kept, when its values were the CRM's
+        base = dict(link.base) if link.base is not None else dict(fields)
     return BillingContact(
         row.id,
         row.customer_id,
-        row.crm_id,
+        link.crm_id if link is not None else None,
         fields,
         base,
         row.state,
         int(row.version or 0),
         bool(row.pending),
+        link.version if link is not None else -1,
+        # no link here yet: the row's home link if it has none, else one in contact_links
+        link.home if link is not None else (None if row.connection_id is None else False),
+        row.flagged_by in (None, connection_id),
     )
 
 
@@ -143,22 +162,32 @@ def load_contacts(
 ) -> ContactsState:
     """The page's contacts as the store has them, in a few bulk reads."""
     crm_ids = [c.id for c in contacts]
-    found: dict[str, ContactTable] = {}
+    found: dict[str, contacts_repo.LinkedContact] = {}
     conflicted: dict[str, set[str]] = {}
     if not fresh:  # a connection's first contacts: none of them is in the store yet
         found = contacts_repo.contacts_by_crm_ids(session, ctx.connection_id, crm_ids)
         conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
+    customer_ids = list(set(owners.values()))
     unsynced = contacts_repo.unsynced_contacts_of(
-        session, ctx.organisation_id, list(set(owners.values()))
+        session, ctx.organisation_id, ctx.connection_id, customer_ids
     )
+    elsewhere: set[str] = set()
+    if ctx.fan_out:
+        elsewhere = contacts_repo.linked_elsewhere(session, ctx.connection_id, customer_ids)
+    connection_id = ctx.connection_id
     return ContactsState(
         owners=owners,
-        by_crm_id={crm_id: billing_contact(row) for crm_id, row in found.items()},
+        by_crm_id={
+            crm_id: billing_contact(linked.row, linked, connection_id)
+            for crm_id, linked in found.items()
+        },
         unsynced={
-            (row.customer_id, str(row.email).casefold()): billing_contact(row) for row in unsynced
+            (row.customer_id, str(row.email).casefold()): billing_contact(row, None, connection_id)
+            for row in unsynced
         },
         conflicted={k: frozenset(v) for k, v in conflicted.items()},
         communications=ctx.contacts.communications,
+        linked_elsewhere=frozenset(elsewhere),
     )
 
 
@@ -254,22 +283,37 @@ def _merged(
         directions={},
         conflicted=state.conflicted.get(crm_id, frozenset()),
     )
-    to_billing: ContactFields = {k: _text(v) for k, v in outcome.to_billing.items()}
+    to_billing: ContactFields = {
+        k: _text(v) for k, v in outcome.to_billing.items() if _text(v) != existing.fields.get(k)
+    }
     new_base: ContactFields = {**(base or {}), **{k: _text(v) for k, v in outcome.base.items()}}
     after = {**existing.fields, **to_billing}
     conflicts = [
         ContactConflict(new_id(), existing.id, owner, crm_id, c.field, c.base, c.billing, c.crm)
         for c in outcome.conflicts
     ]
+    # the CRM's values make a new version of the contact, which this CRM contact has (unless
+    # billing holds a change it lacks); the other connections linking the customer lack it
+    version = existing.version + 1 if to_billing else existing.version
+    to_push = any(after.get(k) != new_base.get(k) for k in crm)
+    elsewhere = owner in state.linked_elsewhere
+    pending: bool | None = None
+    if to_push or (to_billing and elsewhere):
+        pending = True
+    elif not elsewhere:
+        pending = False
     return (
         ContactChange(
             id=existing.id,
             customer_id=owner,
-            crm_id=crm_id if existing.crm_id is None else None,
+            crm_id=crm_id,
             base=new_base,
             changes=to_billing,
-            pending=any(after.get(k) != new_base.get(k) for k in crm),
-            state="active" if existing.state != "active" else None,
+            pending=pending,
+            state="active" if existing.state != "active" and existing.restorable else None,
+            version=version if to_billing else None,
+            link_version=existing.link_version if to_push else version,
+            home=existing.home,
         ),
         conflicts,
     )
@@ -289,10 +333,11 @@ def _changes_anything(existing: BillingContact, change: ContactChange) -> bool:
     """Whether a change writes anything (a pulled echo of our own push does not)."""
     return bool(
         change.changes
-        or change.crm_id is not None
+        or existing.crm_id is None
         or change.state is not None
         or change.customer_id != existing.customer_id
-        or change.pending != existing.pending
+        or (change.pending is not None and change.pending != existing.pending)
+        or change.link_version != existing.link_version
         or dict(change.base) != dict(existing.base or {})
     )
 
@@ -321,11 +366,12 @@ def load_contact_pushes(
         after=after,
         limit=limit,
         customer_ids=customer_ids,
+        unlinked=ctx.fan_out,
     )
-    crm_ids = [p.row.crm_id for p in pending if p.row.crm_id]
+    crm_ids = [p.link.crm_id for p in pending if p.link is not None]
     conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
     return (
-        [(billing_contact(p.row), p.account_id) for p in pending],
+        [(billing_contact(p.row, p.link, ctx.connection_id), p.account_id) for p in pending],
         {k: frozenset(v) for k, v in conflicted.items()},
     )
 
@@ -360,6 +406,7 @@ def decide_contact_pushes(
                 dict(base),
                 contact.version,
                 before={k: base.get(k) for k in fields},
+                home=contact.home,
             )
         )
     return tuple(pushes)
@@ -397,6 +444,7 @@ def apply_contacts(
             "connection_id": ctx.connection_id,
             "crm_id": c.crm_id,
             "base": _base_of(c),
+            "link_version": 0,
             "pending": False,
             "version": 0,
             "state": "active",
@@ -406,8 +454,18 @@ def apply_contacts(
     ]
     contacts_repo.insert_contacts(session, rows)
     ctx.count("contacts", len(rows) + len(decision.change))
-    contacts_repo.update_contacts(session, [_change_row(ctx, c, now) for c in decision.change])
-    contacts_repo.flag_contacts(session, list(decision.flag))
+    contacts_repo.update_contacts(session, [_change_row(c, now) for c in decision.change])
+    contacts_repo.write_links(
+        session,
+        ctx.organisation_id,
+        ctx.connection_id,
+        [
+            contacts_repo.LinkWrite(c.id, c.crm_id, dict(c.base), c.link_version, c.home)
+            for c in decision.change
+            if c.crm_id is not None
+        ],
+    )
+    contacts_repo.flag_contacts(session, ctx.connection_id, list(decision.flag))
     ctx.count("contacts_flagged", len(decision.flag))
     repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in decision.conflicts])
     ctx.count("conflicts_opened", len(decision.conflicts))
@@ -422,11 +480,11 @@ def _base_of(contact: ContactRow) -> dict[str, Any]:
     return base
 
 
-def _change_row(ctx: RunContext, change: ContactChange, now: Any) -> dict[str, Any]:
+def _change_row(change: ContactChange, now: Any) -> dict[str, Any]:
+    """The contact row's own columns (its CRM contact here is written by ``write_links``)."""
     row: dict[str, Any] = {
         "id": change.id,
         "customer_id": change.customer_id,
-        "base": dict(change.base),
         "updated_at": now,
     }
     for name, value in change.changes.items():
@@ -434,9 +492,8 @@ def _change_row(ctx: RunContext, change: ContactChange, now: Any) -> dict[str, A
             row[name] = [c for c in (value or "").split(",") if c]
         else:
             row[name] = value
-    if change.crm_id is not None:
-        row["crm_id"] = change.crm_id
-        row["connection_id"] = ctx.connection_id
+    if change.version is not None:
+        row["version"] = change.version
     if change.pending is not None:
         row["pending"] = change.pending
     if change.state is not None:
@@ -485,12 +542,17 @@ def _push(
             if answer is not None:
                 made.add(push, answer)
                 results[push.contact_id] = answer
-    now = utcnow()
-    written: list[dict[str, Any]] = []
+    written: list[contacts_repo.LinkWrite] = []
     settled: list[tuple[str, int]] = []
     refused: dict[str, list[tuple[ContactPushWrite, RecordError]]] = {}
     for push in pushes:
         if not push.fields:
+            if push.crm_id is not None:  # nothing this CRM lacks: it has this version
+                written.append(
+                    contacts_repo.LinkWrite(
+                        push.contact_id, push.crm_id, dict(push.base), push.version, push.home
+                    )
+                )
             settled.append((push.contact_id, push.version))
             continue
         result = results.get(push.contact_id)
@@ -508,20 +570,18 @@ def _push(
                 },
             )
             continue
-        row: dict[str, Any] = {
-            "id": push.contact_id,
-            "base": {**push.base, **push.fields},
-            "updated_at": now,
-        }
-        if push.crm_id is None:
-            row["crm_id"] = result.crm_id
-            row["connection_id"] = ctx.connection_id
-            ctx.count("contacts_crm_created")
-        else:
-            ctx.count("contacts_pushed")
-        written.append(row)
+        ctx.count("contacts_crm_created" if push.crm_id is None else "contacts_pushed")
+        written.append(
+            contacts_repo.LinkWrite(
+                push.contact_id,
+                str(push.crm_id or result.crm_id),
+                {**push.base, **push.fields},
+                push.version,
+                push.home,
+            )
+        )
         settled.append((push.contact_id, push.version))
-    contacts_repo.update_contacts(session, written)
+    contacts_repo.write_links(session, ctx.organisation_id, ctx.connection_id, written)
     contacts_repo.settle_pushed(session, settled)
     repo.record_failures(session, [_failure_row(ctx, c, items) for c, items in refused.items()])
     ctx.count("failed", sum(len(items) for items in refused.values()))

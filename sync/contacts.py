@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from sync.customer import Communication, Contact, Email, single_line
 from sync.errors import ContactNotFound, CustomerNotFound, DuplicateContact, InvalidInput
-from sync.store import repository
+from sync.store import contact_repository, repository
 from sync.store.models import ContactRow, new_id, utcnow
 
 M = TypeVar("M", bound=BaseModel)
@@ -57,9 +57,10 @@ class ContactPatch(BaseModel):
 
 
 class ContactOut(BaseModel):
-    """A secondary contact as the API shows it. ``crm_id`` names the CRM contact it syncs
-    with; ``state`` is ``active`` or ``crm_deleted`` (deleted in the CRM: kept, flagged);
-    ``pending``: a billing-side change not yet pushed."""
+    """A secondary contact as the API shows it. ``crm_ids``: the CRM contact it syncs with
+    in each connection (connection id -> CRM contact id); ``crm_id``: the one in the first
+    connection it synced with; ``state`` is ``active`` or ``crm_deleted`` (deleted in a
+    CRM: kept, flagged); ``pending``: a change not yet pushed to every linked CRM."""
 
     id: uuid.UUID
     customer_id: uuid.UUID
@@ -67,6 +68,7 @@ class ContactOut(BaseModel):
     email: str | None
     communications: list[Communication] = Field(default_factory=list)
     crm_id: str | None = None
+    crm_ids: dict[str, str] = Field(default_factory=dict)
     state: Literal["active", "crm_deleted"] = "active"
     pending: bool = False
 
@@ -77,9 +79,10 @@ def _spaced(name: str) -> str:
     return " ".join(name.split())
 
 
-def _out(row: ContactRow) -> ContactOut:
+def _out(row: ContactRow, crm_ids: dict[str, str] | None = None) -> ContactOut:
     return ContactOut.model_validate(
         {
+            "crm_ids": crm_ids or {},
             "id": row.id,
             "customer_id": row.customer_id,
             "name": row.name,
@@ -113,7 +116,9 @@ def _check_email(rows: list[ContactRow], email: str | None, exclude_id: str | No
 
 def list_contacts(session: Session, organisation_id: str, customer_id: str) -> list[ContactOut]:
     """A customer's secondary contacts, by name."""
-    return [_out(row) for row in _customer_rows(session, organisation_id, customer_id)]
+    rows = _customer_rows(session, organisation_id, customer_id)
+    links = contact_repository.links_of(session, [row.id for row in rows])
+    return [_out(row, links.get(row.id)) for row in rows]
 
 
 def add_contact(
@@ -156,7 +161,7 @@ def change_contact(
         _check_email(rows, patch.email, row.id)
     if patched(row, patch):
         session.flush()
-    return _out(row)
+    return _out(row, contact_repository.links_of(session, [row.id]).get(row.id))
 
 
 def patched(row: ContactRow, patch: ContactPatch) -> bool:

@@ -222,10 +222,13 @@ ContactFields = dict[str, str | None]
 
 @dataclass(slots=True)
 class ContactChange:
-    """What to write on an existing billing contact ``id``: values the CRM changed
-    (``changes``, billing columns), the new ``base``, and whether a billing-side change is
-    still to be pushed (``pending``). ``crm_id`` links a billing contact found by e-mail;
-    ``customer_id`` moves it to another customer; ``state`` flags or restores it."""
+    """What to write on an existing billing contact ``id`` and its CRM contact ``crm_id``
+    in this connection: values the CRM changed (``changes``, billing columns, which make
+    the contact's ``version``), the new ``base`` and the contact's version this CRM
+    contact has (``link_version``); ``home`` as the link was read (None: a billing contact
+    found by e-mail, linked now). ``pending``: set (True) when another CRM is to be pushed
+    the contact, cleared (False) when none is, else unchanged. ``customer_id`` moves it to
+    another customer; ``state`` restores it."""
 
     id: str
     customer_id: str
@@ -234,6 +237,9 @@ class ContactChange:
     changes: ContactFields = field(default_factory=dict)
     pending: bool | None = None
     state: str | None = None
+    version: int | None = None
+    link_version: int = 0
+    home: bool | None = None
 
 
 @dataclass(slots=True)
@@ -265,6 +271,9 @@ class ContactPushWrite:
     base: ContactFields
     version: int
     before: ContactFields = field(default_factory=dict)
+    #: where the CRM contact's link is kept: on the contact's row (True), in
+    #: ``contact_links`` (False), or new (None, a create)
+    home: bool | None = None
 
 
 @dataclass(frozen=True)

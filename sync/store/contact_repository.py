@@ -1,7 +1,9 @@
 """Queries on secondary contacts for the sync engine: every one lives here.
 
-A contact syncs with one CRM contact (``connection_id``, ``crm_id``); a billing-side
-contact not yet in any CRM has neither, and is ``pending``."""
+A contact syncs with one CRM contact in each connection that links its customer: the first
+on its own row (``connection_id``, ``crm_id``, ``base``, ``link_version``), the others in
+``contact_links`` (:class:`~sync.store.models.ContactRow`). A billing-side contact not yet
+in any CRM has none, and is ``pending``."""
 
 from __future__ import annotations
 
@@ -9,11 +11,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from sync.store.models import Conflict, ContactRow, LinkRow, utcnow
-from sync.store.repository import bulk_insert, refresh_statistics, rows_among, scalars_among
+from sync.store.models import Conflict, ContactLinkRow, ContactRow, LinkRow, utcnow
+from sync.store.repository import (
+    _insert_for,
+    bulk_insert,
+    refresh_statistics,
+    rows_among,
+    scalars_among,
+)
 
 _CHUNK = 500
 #: the Core table, for executemany UPDATEs (the ORM's bulk update wants every row's keys)
@@ -25,35 +33,71 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class LinkedContact:
+    """A contact with its CRM contact in one connection: the CRM id, the base agreed on
+    with it (None: the row's own values) and the contact's version it has; ``home``: kept
+    on the contact's row (its first connection) rather than in ``contact_links``."""
+
+    row: ContactRow
+    crm_id: str
+    base: dict[str, Any] | None
+    version: int
+    home: bool
+
+
 def contacts_by_crm_ids(
     session: Session, connection_id: str, crm_ids: Sequence[str]
-) -> dict[str, ContactRow]:
-    """This connection's contacts by CRM contact id."""
+) -> dict[str, LinkedContact]:
+    """This connection's contacts by CRM contact id (home links, then the others)."""
+    found: dict[str, LinkedContact] = {}
     query = select(ContactRow).where(ContactRow.connection_id == connection_id)
-    return {
-        str(row.crm_id): row for row in scalars_among(session, query, ContactRow.crm_id, crm_ids)
-    }
+    for row in scalars_among(session, query, ContactRow.crm_id, crm_ids):
+        crm_id = str(row.crm_id)
+        found[crm_id] = LinkedContact(row, crm_id, row.base, int(row.link_version), True)
+    others = (
+        select(ContactRow, ContactLinkRow)
+        .join(ContactLinkRow, ContactLinkRow.contact_id == ContactRow.id)
+        .where(ContactLinkRow.connection_id == connection_id)
+    )
+    for row, link in rows_among(session, others, ContactLinkRow.crm_id, crm_ids):
+        found[link.crm_id] = LinkedContact(row, link.crm_id, link.base, link.version, False)
+    return found
+
+
+def _unlinked_in(connection_id: str) -> Any:
+    """The contacts with no CRM contact in this connection."""
+    return and_(
+        or_(ContactRow.connection_id.is_(None), ContactRow.connection_id != connection_id),
+        ~exists().where(
+            ContactLinkRow.contact_id == ContactRow.id,
+            ContactLinkRow.connection_id == connection_id,
+        ),
+    )
 
 
 def unsynced_contacts_of(
-    session: Session, organisation_id: str, customer_ids: Sequence[str]
+    session: Session, organisation_id: str, connection_id: str, customer_ids: Sequence[str]
 ) -> list[ContactRow]:
-    """The customers' billing-side contacts that no CRM has yet (matched by e-mail)."""
+    """The customers' contacts with an e-mail and no CRM contact in this connection yet
+    (billing's own, or another CRM's): a CRM contact of this connection is matched with
+    them by e-mail."""
     query = select(ContactRow).where(
         ContactRow.organisation_id == organisation_id,
-        ContactRow.crm_id.is_(None),
         ContactRow.email.is_not(None),
+        _unlinked_in(connection_id),
     )
     return list(scalars_among(session, query, ContactRow.customer_id, customer_ids))
 
 
 @dataclass(frozen=True)
 class PendingContact:
-    """A billing-side contact change to push, with the CRM account / company of its
-    customer in this connection."""
+    """A contact to push to this connection, with the CRM account / company of its
+    customer there, and its CRM contact there (None: none yet, so a create)."""
 
     row: ContactRow
     account_id: str
+    link: LinkedContact | None
 
 
 def pending_contacts(
@@ -64,12 +108,24 @@ def pending_contacts(
     after: str = "",
     limit: int = 1000,
     customer_ids: Sequence[str] | None = None,
+    unlinked: bool = False,
 ) -> list[PendingContact]:
-    """Contacts changed on the billing side and not yet pushed, of customers linked in this
-    connection (active links), that are this connection's or in no CRM yet; by contact id
-    from ``after``."""
+    """Active contacts of customers linked in this connection (active links) whose CRM
+    contact here is behind the contact's version, or who have none here yet; by contact id
+    from ``after``. Only ``pending`` contacts are read (an index), unless ``unlinked``
+    (other connections in the organisation): then every contact of the customers that has
+    no CRM contact here is read too, so that a customer linked here after its contacts
+    reached another CRM gets them as well."""
+    # never NULL (a NULL would make ``~linked`` NULL, not true, for a contact in no CRM)
+    home = and_(ContactRow.connection_id.is_not(None), ContactRow.connection_id == connection_id)
+    link_version = case((home, ContactRow.link_version), else_=ContactLinkRow.version)
+    linked = or_(home, ContactLinkRow.contact_id.is_not(None))
+    behind = and_(
+        ContactRow.pending.is_(True),
+        or_(~linked, link_version < ContactRow.version),
+    )
     query = (
-        select(ContactRow, LinkRow.crm_id)
+        select(ContactRow, LinkRow.crm_id, ContactLinkRow)
         .join(
             LinkRow,
             and_(
@@ -78,11 +134,17 @@ def pending_contacts(
                 LinkRow.state == "active",
             ),
         )
+        .outerjoin(
+            ContactLinkRow,
+            and_(
+                ContactLinkRow.contact_id == ContactRow.id,
+                ContactLinkRow.connection_id == connection_id,
+            ),
+        )
         .where(
             ContactRow.organisation_id == organisation_id,
-            ContactRow.pending.is_(True),
             ContactRow.state == "active",
-            or_(ContactRow.connection_id.is_(None), ContactRow.connection_id == connection_id),
+            or_(behind, ~linked) if unlinked else behind,
             ContactRow.id > after,
         )
         .order_by(ContactRow.id)
@@ -90,7 +152,15 @@ def pending_contacts(
     )
     if customer_ids is not None:
         query = query.where(ContactRow.customer_id.in_(list(customer_ids)))
-    return [PendingContact(row, str(crm_id)) for row, crm_id in session.execute(query)]
+    found = []
+    for row, account_id, other in session.execute(query):
+        link: LinkedContact | None = None
+        if row.connection_id == connection_id and row.crm_id is not None:
+            link = LinkedContact(row, row.crm_id, row.base, int(row.link_version), True)
+        elif other is not None:
+            link = LinkedContact(row, other.crm_id, other.base, other.version, False)
+        found.append(PendingContact(row, str(account_id), link))
+    return found
 
 
 def insert_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -116,28 +186,155 @@ def update_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         )
 
 
-def settle_pushed(session: Session, pushed: Sequence[tuple[str, int]]) -> None:
-    """Pushed contacts are no longer pending, unless changed again (a newer ``version``)
-    since they were read for the push."""
-    if not pushed:
-        return
+@dataclass(frozen=True)
+class LinkWrite:
+    """A contact's CRM contact in this connection, to write: its id there, the new base,
+    and the contact's version it has now."""
+
+    contact_id: str
+    crm_id: str
+    base: dict[str, Any]
+    version: int
+    #: on the contact's row (True) or in ``contact_links`` (False); None: a new link of a
+    #: row without a home link, kept on the row unless another connection took it since
+    home: bool | None
+
+
+def write_links(
+    session: Session, organisation_id: str, connection_id: str, links: Sequence[LinkWrite]
+) -> None:
+    """Write contacts' CRM contacts in this connection: on the contact's row (its home
+    link), or in ``contact_links`` (inserted or updated)."""
+    now = utcnow()
     table = _TABLE
+    homes = [link for link in links if link.home]
+    if homes:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("v_id"), table.c.connection_id == connection_id)
+            .values(base=bindparam("v_base"), link_version=bindparam("v_version"))
+            .execution_options(synchronize_session=False),
+            [{"v_id": h.contact_id, "v_base": h.base, "v_version": h.version} for h in homes],
+        )
+    others = [link for link in links if link.home is False]
+    new = {link.contact_id: link for link in links if link.home is None}
+    if new:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("v_id"), table.c.connection_id.is_(None))
+            .values(
+                connection_id=connection_id,
+                crm_id=bindparam("v_crm_id"),
+                base=bindparam("v_base"),
+                link_version=bindparam("v_version"),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False),
+            [
+                {"v_id": n.contact_id, "v_crm_id": n.crm_id, "v_base": n.base}
+                | {"v_version": n.version}
+                for n in new.values()
+            ],
+        )
+        # a row another connection made its home meanwhile keeps this link apart
+        query = select(ContactRow.id, ContactRow.connection_id, ContactRow.crm_id)
+        for contact_id, home, crm_id in rows_among(session, query, ContactRow.id, list(new)):
+            if (home, crm_id) != (connection_id, new[contact_id].crm_id):
+                others.append(new[contact_id])
+    if not others:
+        return
+    links_table: Table = ContactLinkRow.__table__  # type: ignore[assignment]
+    values = [
+        {
+            "contact_id": link.contact_id,
+            "connection_id": connection_id,
+            "organisation_id": organisation_id,
+            "crm_id": link.crm_id,
+            "base": link.base,
+            "version": link.version,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for link in others
+    ]
+    insert = _insert_for(session)(links_table)
     session.execute(
-        update(table)
-        .where(table.c.id == bindparam("v_id"), table.c.version == bindparam("v_version"))
-        .values(pending=False),
-        [{"v_id": contact_id, "v_version": version} for contact_id, version in pushed],
+        insert.on_conflict_do_update(
+            index_elements=["contact_id", "connection_id"],
+            set_={
+                "crm_id": insert.excluded.crm_id,
+                "base": insert.excluded.base,
+                "version": insert.excluded.version,
+                "updated_at": insert.excluded.updated_at,
+            },
+        ),
+        values,
     )
 
 
-def flag_contacts(session: Session, contact_ids: Sequence[str]) -> None:
-    """Contacts the CRM deleted (or moved off the account): kept, flagged."""
+def settle_pushed(session: Session, settled: Sequence[tuple[str, int]]) -> None:
+    """Contacts pushed at ``version`` are no longer pending once every connection that
+    links their customer has a CRM contact at that version (none changed it again since
+    it was read for the push)."""
+    if not settled:
+        return
+    table = _TABLE
+    others: Table = ContactLinkRow.__table__  # type: ignore[assignment]
+    links: Table = LinkRow.__table__  # type: ignore[assignment]
+    has_it = or_(
+        and_(
+            links.c.connection_id == table.c.connection_id,
+            table.c.link_version >= table.c.version,
+        ),
+        exists().where(
+            others.c.contact_id == table.c.id,
+            others.c.connection_id == links.c.connection_id,
+            others.c.version >= table.c.version,
+        ),
+    )
+    lacking = exists().where(
+        links.c.customer_id == table.c.customer_id,
+        links.c.state == "active",
+        ~has_it,
+    )
+    session.execute(
+        update(table)
+        .where(
+            table.c.id == bindparam("v_id"),
+            table.c.version == bindparam("v_version"),
+            ~lacking,
+        )
+        .values(pending=False)
+        .execution_options(synchronize_session=False),
+        [{"v_id": contact_id, "v_version": version} for contact_id, version in settled],
+    )
+
+
+def flag_contacts(session: Session, connection_id: str, contact_ids: Sequence[str]) -> None:
+    """Contacts this connection's CRM deleted (or moved off the account): kept, flagged."""
     for chunk in _chunks(list(contact_ids)):
         session.execute(
             update(ContactRow)
             .where(ContactRow.id.in_(chunk))
-            .values(state="crm_deleted", updated_at=utcnow())
+            .values(state="crm_deleted", flagged_by=connection_id, updated_at=utcnow())
         )
+
+
+def links_of(session: Session, contact_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Contact id -> connection id -> its CRM contact id there (home links included)."""
+    found: dict[str, dict[str, str]] = {}
+    for chunk in _chunks(list(dict.fromkeys(contact_ids))):
+        for contact_id, connection_id, crm_id in session.execute(
+            select(ContactRow.id, ContactRow.connection_id, ContactRow.crm_id).where(
+                ContactRow.id.in_(chunk), ContactRow.crm_id.is_not(None)
+            )
+        ):
+            found.setdefault(contact_id, {})[str(connection_id)] = str(crm_id)
+        for link in session.scalars(
+            select(ContactLinkRow).where(ContactLinkRow.contact_id.in_(chunk))
+        ):
+            found.setdefault(link.contact_id, {})[link.connection_id] = link.crm_id
+    return found
 
 
 def open_contact_conflicts(
@@ -165,6 +362,22 @@ def contacts_of_customers(
         found += session.scalars(
             select(ContactRow).where(
                 ContactRow.organisation_id == organisation_id, ContactRow.customer_id.in_(chunk)
+            )
+        )
+    return found
+
+
+def linked_elsewhere(session: Session, connection_id: str, customer_ids: Sequence[str]) -> set[str]:
+    """The customers (of these) linked in another connection too (active links)."""
+    found: set[str] = set()
+    for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+        found.update(
+            session.scalars(
+                select(LinkRow.customer_id).where(
+                    LinkRow.customer_id.in_(chunk),
+                    LinkRow.connection_id != connection_id,
+                    LinkRow.state == "active",
+                )
             )
         )
     return found

@@ -152,15 +152,25 @@ class CustomerRow(Base):
 
 
 class ContactRow(Base):
-    """A customer's secondary contact. ``connection_id`` / ``crm_id`` name the CRM contact
-    it syncs with (set when it came from that CRM, or once it was pushed there).
+    """A customer's secondary contact, and its CRM contact in its first connection.
 
-    ``base`` holds the values (``name``, ``email``, ``communications``) both sides agreed on
-    at the last sync with that CRM; None means "the row's own values" (a contact pulled
-    before migration 0007). ``pending``: changed on the billing side since it was last
-    pushed; ``version`` counts billing-side changes, so a push clears ``pending`` only if
-    no change came in while it was on its way. ``state``: ``active`` or ``crm_deleted``
-    (the CRM deleted it, or moved it off the account: kept, flagged, never pushed again).
+    A contact syncs with one CRM contact in each connection that links its customer. The
+    first (its *home* link) is kept on the row: ``connection_id`` / ``crm_id`` name the CRM
+    contact (set when it came from that CRM, or once it was first pushed to one), ``base``
+    holds the values (``name``, ``email``, ``communications``) both sides agreed on at the
+    last sync with it (None: the row's own values, a contact pulled before migration 0007),
+    and ``link_version`` the ``version`` that CRM contact has. Its CRM contacts in other
+    connections are :class:`ContactLinkRow` rows (migration 0008): a backfill writes one
+    row per contact, not two.
+
+    ``version`` counts changes to the contact's values (billing-side edits, and CRM changes
+    taken from any connection); a connection whose CRM contact is at an older version is
+    pushed the difference from its own base. ``pending``: some connection linking the
+    customer may lack the contact's current version (set by a billing-side change, or by a
+    CRM change when other connections link the customer; cleared once every one has it).
+    ``state``: ``active`` or ``crm_deleted`` (a CRM deleted it, or moved it off the
+    account: kept, flagged, never pushed again); ``flagged_by`` is the connection whose CRM
+    did, the only one whose pull can restore it.
     """
 
     __tablename__ = "contacts"
@@ -180,9 +190,38 @@ class ContactRow(Base):
     connection_id: Mapped[str | None] = mapped_column(UUID)
     crm_id: Mapped[str | None] = mapped_column(String(64))
     base: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    link_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    flagged_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ContactLinkRow(Base):
+    """A contact's CRM contact in a connection other than its home one (see
+    :class:`ContactRow`): its id there, the base agreed on with it, and the contact's
+    ``version`` it has."""
+
+    __tablename__ = "contact_links"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "crm_id", name="uq_contact_links_connection_crm_id"),
+        ForeignKeyConstraint(
+            ["connection_id", "organisation_id"],
+            ["connections.id", "connections.organisation_id"],
+            name="fk_contact_links_connection_org",
+        ),
+    )
+
+    contact_id: Mapped[str] = mapped_column(
+        UUID, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    connection_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(UUID)
+    crm_id: Mapped[str] = mapped_column(String(64))
+    base: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

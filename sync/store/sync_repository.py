@@ -15,6 +15,7 @@ from sync.store.models import (
     AuditEvent,
     Conflict,
     ConnectionRow,
+    ContactLinkRow,
     ContactRow,
     Cursor,
     CustomerRow,
@@ -519,10 +520,15 @@ def resolve_connection_failure(session: Session, connection_id: str) -> RecordFa
 
 
 def has_crm_contacts(session: Session, connection_id: str) -> bool:
+    """Whether any contact has a CRM contact in this connection (on its row, or in
+    ``contact_links``)."""
     found = session.scalar(
         select(ContactRow.id).where(ContactRow.connection_id == connection_id).limit(1)
     )
-    return found is not None
+    if found is not None:
+        return True
+    other = select(ContactLinkRow.contact_id).where(ContactLinkRow.connection_id == connection_id)
+    return session.scalar(other.limit(1)) is not None
 
 
 def insert_crm_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:

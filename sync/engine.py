@@ -71,6 +71,10 @@ CONTACTS = "contacts"
 #: records per committed engine page: connector pages are grouped up to this size so that
 #: a 100-record HubSpot page does not cost a transaction of its own
 COMMIT_EVERY = 1000
+#: a full run's engine pages of contacts: fewer, larger transactions (a page's fixed round
+#: trips — its lookups, its COPY, cursor, counters and commit — cost more than its rows on
+#: a busy machine); a killed run reads at most this many contacts again
+BULK_CONTACTS_EVERY = 5000
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +269,9 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
         # the first pull of a connection's contacts only inserts (a pull returns each
         # contact once): a plain bulk insert, without the upsert's conflict handling
         fresh = not repo.has_crm_contacts(session, ctx.connection_id)
-    for contacts, page_cursor in _grouped(ctx.connector.pull_contacts(cursor, full=full)):
+    size = BULK_CONTACTS_EVERY if full else COMMIT_EVERY
+    pages = ctx.connector.pull_contacts(cursor, full=full)
+    for contacts, page_cursor in _grouped(pages, size):
         contacts_page(ctx, contacts, _move(CONTACTS, page_cursor), fresh=fresh)
         ctx.report("contacts")
 
@@ -413,23 +419,25 @@ def _cursor(ctx: RunContext, obj: str) -> str | None:
         return repo.get_cursor(session, ctx.connection_id, obj)
 
 
-def _grouped(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
-    """Connector pages grouped into engine pages of about :data:`COMMIT_EVERY` records,
+def _grouped(
+    pages: Iterable[Page[T]], size: int = COMMIT_EVERY
+) -> Iterator[tuple[list[T], str | None]]:
+    """Connector pages grouped into engine pages of about ``size`` records,
     each with the cursor of its last connector page. The next engine page is fetched whole
     while the current one is merged and written: grouping happens on the pull's thread, so
     a 1,000-record page of 100-record CRM pages is ready when the writer wants it (one
     connector page ahead left the writer waiting out most of the next page's calls)."""
-    return _prefetched(_batches(pages))
+    return _prefetched(_batches(pages, size))
 
 
-def _batches(pages: Iterable[Page[T]]) -> Iterator[tuple[list[T], str | None]]:
+def _batches(pages: Iterable[Page[T]], size: int) -> Iterator[tuple[list[T], str | None]]:
     batch: list[T] = []
     cursor: str | None = None
     seen = False
     for page in pages:
         batch.extend(page.records)
         cursor, seen = page.cursor, True
-        if len(batch) >= COMMIT_EVERY:
+        if len(batch) >= size:
             yield batch, cursor
             batch, seen = [], False
     if batch or (seen and cursor is not None):

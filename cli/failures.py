@@ -108,8 +108,10 @@ def retry(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Sync failed records again, now that the cause is fixed; a connection whose run failed
-    is synced again as a whole (under its lock), and its records after it.
+    """Sync failed records (and connections whose run failed) again, once the cause is gone.
+
+    A connection whose run failed is synced again as a whole (under its lock), and its failed
+    records after it.
 
     Choose FAILURE ids, --run RUN or --all. Exit 1 when some still fail, 3 when a failure
     is not found."""

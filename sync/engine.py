@@ -60,7 +60,7 @@ from sync.fencing import Fence, StaleRun
 from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_start, pin_outbox_start, push_billing_changes
-from sync.run_failures import note_run_end
+from sync.run_failures import note_run_end, recorded_if_it_cannot_start
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -110,19 +110,22 @@ def sync_connection(
 ) -> RunResult:
     """Sync one connection in both directions; see the module docstring for the steps.
     ``fence`` is the caller's claim on the connection's lock, checked at every commit."""
-    ctx = _start_run(
-        engine,
-        settings,
-        connection_id,
-        trigger=trigger,
-        scope="connection",
-        full=full,
-        plan=plan,
-        gate=gate,
-        progress=progress,
-        connector=connector,
-        fence=fence,
-    )
+    with recorded_if_it_cannot_start(
+        engine, connection_id, trigger=trigger, scope="connection", full=full, plan=plan
+    ):
+        ctx = _start_run(
+            engine,
+            settings,
+            connection_id,
+            trigger=trigger,
+            scope="connection",
+            full=full,
+            plan=plan,
+            gate=gate,
+            progress=progress,
+            connector=connector,
+            fence=fence,
+        )
 
     ctx.bulk = full
 
@@ -156,16 +159,19 @@ def sync_records(
 
     ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
     webhook), since a record read by id after a merge only shows as deleted."""
-    ctx = _start_run(
-        engine,
-        settings,
-        connection_id,
-        trigger=trigger,
-        scope="records",
-        gate=gate,
-        connector=connector,
-        fence=fence,
-    )
+    with recorded_if_it_cannot_start(
+        engine, connection_id, trigger=trigger, scope="records", full=False, plan=False
+    ):
+        ctx = _start_run(
+            engine,
+            settings,
+            connection_id,
+            trigger=trigger,
+            scope="records",
+            gate=gate,
+            connector=connector,
+            fence=fence,
+        )
 
     connector = ctx.connector
     # a record read with those merged into it (Salesforce): a webhook names only a merge's

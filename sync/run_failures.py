@@ -11,6 +11,11 @@ follows one row from the first failure to its recovery. It is listed by ``crmsyn
 failures list`` and the console, and ``crmsync retry`` runs the connection's sync again
 for it. A run of the whole connection that succeeds resolves it: the fault is gone.
 
+A run that cannot even start (its connector cannot be made: credentials that cannot be
+decrypted with the current secret key, a setting the connector refuses) is recorded as a
+``failed`` run with that reason, and opens the same failure, before the error goes on to
+the caller (:func:`recorded_if_it_cannot_start`).
+
 Not failures: a run ``paused`` by the CRM's daily allowance (the connection shows its
 pause, and the scheduler resumes it), and an ``interrupted`` run (its lock was lost to
 another worker, or its process stopped: the next run resumes from the last committed page;
@@ -21,13 +26,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from connectors.errors import AuthError, ConfigError, ConnectorError, RateLimited, RetriableError
-from sync.errors import SyncError
+from sync.errors import NotFound, SyncError
 from sync.store import sync_repository as repo
-from sync.store.models import SyncRun
+from sync.store.db import transaction
+from sync.store.models import SyncRun, new_id, utcnow
 
 log = logging.getLogger("crmsync.sync")
 
@@ -106,3 +115,51 @@ def note_run_end(
                     "attempts": resolved.attempts,
                 },
             )
+
+
+@contextmanager
+def recorded_if_it_cannot_start(
+    engine: Engine, connection_id: str, *, trigger: str, scope: str, full: bool, plan: bool
+) -> Iterator[None]:
+    """Around the start of a run: when the connection's run cannot start (its connector
+    cannot be made), record it as a failed run, with the connection's failure, then let
+    the error go on. An unknown connection, and a plan, record nothing."""
+    try:
+        yield
+    except NotFound:
+        raise
+    except Exception as error:
+        if not plan:
+            try:
+                _record_unstarted(engine, connection_id, trigger, scope, full, error)
+            except Exception:  # the store itself may be what failed: the first error goes on
+                log.warning("a run that could not start was not recorded", exc_info=True)
+        raise
+
+
+def _record_unstarted(
+    engine: Engine, connection_id: str, trigger: str, scope: str, full: bool, error: Exception
+) -> None:
+    reason = f"{type(error).__name__}: {error}".splitlines()[0]
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        if row is None:
+            return
+        run = SyncRun(
+            id=new_id(),
+            organisation_id=row.organisation_id,
+            connection_id=row.id,
+            trigger=trigger,
+            scope=scope,
+            status="running",
+            full=full,
+            plan=False,
+            counters={},
+        )
+        session.add(run)
+        session.flush()  # started (as every run is counted and logged), then failed at once
+        run.status = "failed"
+        run.finished_at = utcnow()
+        run.duration_seconds = 0.0
+        run.error = reason
+        note_run_end(session, run, reason, error)

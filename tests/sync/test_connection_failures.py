@@ -10,17 +10,20 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, select, text
 
 from connectors.base import Connector, CrmContact, Page
 from connectors.errors import AuthError, ConfigError, RateLimited, RetriableError
 from sandbox.server import Sandbox
-from sync.errors import StaleRun
+from sync.crypto import new_secret_key
+from sync.engine import sync_connection
+from sync.errors import SecretKeyMissing, StaleRun
 from sync.failures import describe_failure, retry_failures
 from sync.run_failures import classify
 from sync.store import sync_repository as repo
 from sync.store.db import make_engine, transaction
-from sync.store.models import Base, RecordFailure
+from sync.store.models import Base, RecordFailure, SyncRun
 from tests.sync.conftest import World, make_world
 
 #: more 5xx answers in a row than any run's tries: every run fails until they are cleared
@@ -294,3 +297,35 @@ def test_a_run_failure_is_classified_from_the_error_tree(
     error: BaseException, expected: tuple[str, str]
 ) -> None:
     assert classify(error) == expected
+
+
+def test_a_run_that_cannot_start_is_a_failed_run_and_the_connections_failure(
+    hubspot_world: World,
+) -> None:
+    """Credentials that the current secret key cannot decrypt: the connector cannot be
+    made, so no call is made; the run is recorded failed, the failure opened, the error
+    raised to the caller as before. With the right key back, a retry recovers it."""
+    world = hubspot_world
+    world.harness.seed(1)
+    rotated = world.settings.model_copy(update={"secret_key": SecretStr(new_secret_key())})
+
+    with pytest.raises(SecretKeyMissing):
+        sync_connection(world.engine, rotated, world.connection_id, trigger="schedule")
+    with pytest.raises(SecretKeyMissing):
+        sync_connection(world.engine, rotated, world.connection_id, trigger="schedule")
+
+    (failure,) = world.failures()
+    assert (failure.error_kind, failure.error_code, failure.attempts) == (
+        "sync",
+        "SecretKeyMissing",
+        2,
+    )
+    assert "cannot be decrypted" in failure.error_message
+    with transaction(world.engine) as s:
+        run = s.get(SyncRun, failure.run_id)
+        assert run is not None and run.status == "failed" and run.finished_at is not None
+        assert run.error == failure.error_message and run.trigger == "schedule"
+
+    done = retry_failures(world.engine, world.settings, world.organisation_id)
+    assert (done.retried, done.recovered) == (1, 1)
+    assert world.failures() == []

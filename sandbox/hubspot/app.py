@@ -377,6 +377,14 @@ class Api:
                     raise StoreError(409, "CONFLICT", f"Contact already exists.{existing}")
                 taken.add(email.strip().lower())
 
+    @staticmethod
+    def _check_email_change(store: ObjectStore, rec: Record, props: dict[str, Any]) -> None:
+        """A contact's e-mail changed to another contact's: 409 ``CONFLICT`` (a per-input
+        error in a batch update)."""
+        owner = store.email_owner(props.get("email"), but=rec.id)
+        if owner is not None:
+            raise StoreError(409, "CONFLICT", f"Contact already exists. Existing ID: {owner}")
+
     async def create_object(self, request: Request) -> Response:
         store = self.store(request)
         body = await self.body(request)
@@ -435,6 +443,7 @@ class Api:
         q = request.query_params
         with self.portal.lock:
             rec = store.find(request.path_params["object_id"], q.get("idProperty"))
+            self._check_email_change(store, rec, body.get("properties") or {})
         self.portal.update(store.object_type, rec, body.get("properties") or {}, "INTEGRATION")
         with self.portal.lock:
             data = store.to_json(rec, list((body.get("properties") or {}).keys()))
@@ -577,6 +586,7 @@ class Api:
             try:
                 with self.portal.lock:
                     rec = store.find(key, item.get("idProperty"))
+                    self._check_email_change(store, rec, props)
                 self.portal.update(store.object_type, rec, props, "INTEGRATION")
             except StoreError as exc:
                 errors.append(batch_error(exc.category, exc.message, [key], exc.sub_category))

@@ -332,6 +332,23 @@ def test_a_contact_create_with_a_taken_email_is_a_duplicate_the_others_are_made(
     assert hs.count("contacts") == before + 7
 
 
+def test_a_contact_update_to_a_taken_email_is_a_duplicate(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    (company,) = harness.seed(1)
+    hs.create("contacts", {"email": "taken@x.io"})
+    a = hs.create("contacts", {"email": "a@x.io"})
+    b = hs.create("contacts", {"email": "b@x.io"})
+    pushes = [
+        ContactPush("ca", a, company, {"email": "TAKEN@x.io"}),
+        ContactPush("cb", b, company, {"name": "Bo Lee"}),
+    ]
+    results = {r.billing_id: r for r in harness.connector().push_contacts(pushes)}
+    refused = results["ca"].error
+    assert refused is not None and refused.kind == "duplicate" and results["cb"].ok
+    assert hs.read(b, "contacts")["properties"]["lastname"] == "Lee"
+
+
 def test_non_ascii_round_trip_and_empty_values(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
     fields: dict[str, Any] = {
         "customer_name": "Société Générale 東京 Ñandú",

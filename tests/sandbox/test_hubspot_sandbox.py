@@ -508,6 +508,15 @@ def test_a_taken_contact_email_refuses_an_api_create_and_its_batch(
         client.crm.contacts.batch_api.create({"inputs": inputs})
     assert batch.value.status == 409
     assert hs.count("contacts") == 1
+    other = hs.create("contacts", {"email": "cy@x.io"})
+    with pytest.raises(ContactsApiException) as patched:
+        client.crm.contacts.basic_api.update(other, {"properties": {"email": "Ann@X.io"}})
+    assert patched.value.status == 409
+    updated = client.crm.contacts.batch_api.update(
+        {"inputs": [{"id": other, "properties": {"email": "ann@x.io"}}]}
+    )
+    assert updated.num_errors == 1 and updated.errors[0].category == "CONFLICT"
+    assert updated.errors[0].context["ids"] == [other]
     hs.archive(old, object_type="contacts")
     made = client.crm.contacts.batch_api.create({"inputs": inputs})
     assert made is not None and len(made.results) == 2

@@ -6,6 +6,11 @@ from typing import Annotated
 
 import typer
 
+from cli.output import ExitCode, fail
+
+#: why a server could not start, and what to do
+UNSERVED = "the error is logged above: a port in use? choose another with --port"
+
 LogLevelOption = Annotated[
     str | None,
     typer.Option("--loglevel", "-l", help="Log level (default: CRMSYNC_LOG_LEVEL, else info)."),
@@ -31,12 +36,18 @@ def web(
     # process builds its app from the settings of its own environment. log_config=None:
     # uvicorn's lines (the access log too) go through crmsync's logging, which keeps the
     # query string of webhook routes out of the access log (it can carry ?secret=).
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        proxy_headers=True,
-        log_config=None,
-        log_level=(loglevel or settings.log_level).lower(),
-    )
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            proxy_headers=True,
+            log_config=None,
+            log_level=(loglevel or settings.log_level).lower(),
+        )
+    except SystemExit as stopped:
+        # uvicorn exits 3 when it cannot start, which is crmsync's "not found"
+        if stopped.code not in (None, 0):
+            fail(f"could not serve on {host}:{port} ({UNSERVED})", ExitCode.ERROR)
+        raise

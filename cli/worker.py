@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.output import ExitCode, fail, say
+from cli.web import UNSERVED
 from sync.settings import get_settings
 from tasks.app import QUEUES, celery, queue_name
 
@@ -137,6 +139,12 @@ def up(
     # uvicorn installs signal handlers only on the main thread: the worker keeps them
     web = threading.Thread(target=server.run, name="crmsync-web", daemon=True)
     web.start()
+    # uvicorn ends its thread when it cannot listen (a port in use): stop here, before the
+    # worker and beat start, rather than run on without the API
+    while not server.started and web.is_alive():
+        time.sleep(0.05)
+    if not server.started:
+        fail(f"the web API could not listen on {host}:{port} ({UNSERVED})", ExitCode.ERROR)
     Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
     # beat's own scheduler (Celery's default here would be the plain PersistentScheduler):
     # it renews the heartbeat that `crmsync health beat` reads, as `crmsync beat` does

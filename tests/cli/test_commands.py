@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,14 @@ def test_web_serves_the_app_factory(run: Run, monkeypatch: pytest.MonkeyPatch) -
     assert kwargs["factory"] is True
     assert (kwargs["host"], kwargs["port"]) == ("0.0.0.0", 8123)
     run("web", "--port", "0", code=ExitCode.USAGE)
+
+
+def test_web_on_a_port_in_use_is_an_error_that_says_so(run: Run) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # uvicorn's own exit code (3) would read as crmsync's "not found"
+        result = run("web", "--port", str(port), code=ExitCode.ERROR)
+    assert f"could not serve on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr

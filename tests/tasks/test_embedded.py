@@ -101,3 +101,26 @@ def test_up_runs_everything_on_one_machine_without_redis(crm: Sandbox, tmp_path:
             up.kill()
             up.wait(timeout=5)
         engine.dispose()
+
+
+def test_up_on_a_port_in_use_stops_instead_of_running_without_the_api(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
+    env.update(
+        CRMSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'crmsync.db'}",
+        CRMSYNC_SECRET_KEY=new_secret_key(),
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [CRMSYNC, "up", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"the web API could not listen on 127.0.0.1:{port}" in done.stderr
+    assert "crmsync is up" not in done.stdout

@@ -28,8 +28,13 @@ test: $(STAMP) ## run the test suite (SQLite and PostgreSQL; Redis; the sandbox;
 		(cd $$plugin && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider) || exit 1; \
 	done
 
-test-slow: $(STAMP) ## the suite with the long variants (the model-based sync test: 200 examples x 30 steps)
-	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600
+test-slow: $(STAMP) ## the whole suite with the long variants (full-size reliability tests, SQLite engine variants, long hypothesis profiles)
+	$(BIN)/lint-imports
+	CRMSYNC_HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -p no:cacheprovider --timeout 3600 --durations=30
+	@for plugin in $(PLUGINS); do \
+		echo "$$plugin: its own tests, with crmsync's contract kit"; \
+		(cd $$plugin && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider) || exit 1; \
+	done
 
 lint: $(STAMP) ## ruff, mypy and the import layers
 	$(BIN)/ruff check .

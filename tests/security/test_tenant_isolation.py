@@ -673,6 +673,7 @@ CLI: dict[str, CliProbe] = {
     ],
     "customers show": lambda w, d: [["customers", "show", d.customer, "--org", w.a.id]],
     "customers import": lambda w, d: [],  # imports into A only: see the import check
+    "customers import-contacts": lambda w, d: [],  # into A's customers only: see its check
     "customers add-contact": lambda w, d: [
         ["customers", "add-contact", d.customer, "--org", w.a.id, "--name", "Intruder"]
     ],
@@ -750,6 +751,18 @@ def test_every_cli_command_keeps_organisations_apart(
         runs += 1
         assert result.exit_code in (0, 4), f"{args}: {result.exit_code} {result.output}"
         assert _leaks(world, data, result.output) == [], args
+    # contacts for B's customer, named by its id, are refused as no customer of A's
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(f"customer_id,name,email\n{data.customer},Intruder,intruder@a.example\n")
+    refused = runner.invoke(
+        cli_app, ["customers", "import-contacts", str(contacts), "--org", world.a.id]
+    )
+    runs += 1
+    assert refused.exit_code == 4, refused.output
+    assert "no customer" in refused.output + refused.stderr
+    # the id A typed may be echoed back; nothing else of B's may
+    shown = refused.output + refused.stderr
+    assert [x for x in _leaks(world, data, shown) if x != data.customer] == []
     for command in commands:
         probe = CLI[command]
         if isinstance(probe, str):

@@ -6,6 +6,7 @@ The only face that imports ``sandbox/``: nothing else of ours does (DESIGN.md).
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -36,6 +37,35 @@ def _parse_faults(specs: list[str]) -> dict[str, dict[str, Any]]:
             value = raw
         faults[target][name] = value
     return faults
+
+
+def banner(info: dict[str, dict[str, str]]) -> str:
+    """What ``crmsync sandbox serve`` prints: where each emulator is, what to trust and sign
+    in with, and the two ``crmsync connections add`` commands that connect to it."""
+    sf, hs = info["salesforce"], info["hubspot"]
+    return "\n".join(
+        [
+            "crmsync sandbox is serving (Ctrl-C stops it)",
+            f"  Salesforce  {sf['instance_url']}  (TLS)",
+            f"    CA file to trust   {sf['ca_bundle']}",
+            f"    organization id    {sf['organization_id']}",
+            f"    OAuth token URL    {sf['token_url']}",
+            f"    OAuth client       id {sf['client_id']}, secret {sf['client_secret']}"
+            " (the sandbox's own test values)",
+            f"    control API        {sf['control']}",
+            f"  HubSpot     {hs['host']}  (any non-empty bearer token)",
+            f"    app client secret  {hs['client_secret']} (signs the sandbox's webhooks)",
+            f"    control API        {hs['control']}",
+            "",
+            "Connect an organisation to it (ORG: see `crmsync orgs list`):",
+            f"  crmsync connections add salesforce NAME --org ORG --instance-url"
+            f" {sf['instance_url']} --ca-bundle {shlex.quote(sf['ca_bundle'])} --organization-id"
+            f" {sf['organization_id']} --client-id {sf['client_id']} --client-secret"
+            f" {sf['client_secret']}",
+            f"  crmsync connections add hubspot NAME --org ORG --host {hs['host']}"
+            f" --access-token sandbox --client-secret {hs['client_secret']}",
+        ]
+    )
 
 
 @app.command()
@@ -117,26 +147,23 @@ def serve(
             "organization_id": sandbox.salesforce.organization_id,
             "token_url": f"{sandbox.salesforce_url}/services/oauth2/token",
             "client_id": sandbox.salesforce.client_id,
+            # the emulator's fixed test value (no real org's): a connection needs it
+            "client_secret": sandbox.salesforce.client_secret,
             "control": f"{sandbox.salesforce_url}/_sandbox/",
         },
         "hubspot": {
             "host": sandbox.hubspot_url,
             "access_token": "any non-empty token",
+            # the emulator's fixed test value: it signs the webhooks the sandbox sends
+            "client_secret": sandbox.hubspot.webhooks.config.client_secret,
             "control": f"{sandbox.hubspot_url}/_sandbox/",
         },
     }
     if json_output:
         print_json(info)
     else:
-        console = stdout()
-        console.print("[bold]crmsync sandbox[/bold] is serving (Ctrl-C stops it)")
-        console.print(f"  Salesforce  {info['salesforce']['instance_url']}  (TLS)")
-        console.print(f"    CA file to trust   {info['salesforce']['ca_bundle']}")
-        console.print(f"    organization id    {info['salesforce']['organization_id']}")
-        console.print(f"    OAuth token URL    {info['salesforce']['token_url']}")
-        console.print(f"    control API        {info['salesforce']['control']}")
-        console.print(f"  HubSpot     {info['hubspot']['host']}  (any non-empty bearer token)")
-        console.print(f"    control API        {info['hubspot']['control']}")
+        # one line each, never wrapped: the commands are meant to be copied
+        stdout().print(banner(info), soft_wrap=True, markup=False, highlight=False)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

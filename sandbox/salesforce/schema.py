@@ -52,6 +52,7 @@ _SOAP_TYPES = {
     "boolean": "xsd:boolean",
     "datetime": "xsd:dateTime",
     "double": "xsd:double",
+    "address": "urn:address",
 }
 
 
@@ -77,8 +78,36 @@ def _stamps() -> list[FieldDef]:
     ]
 
 
+#: the parts of a compound address field, as its JSON object names them
+ADDRESS_PARTS = {
+    "street": "Street",
+    "city": "City",
+    "state": "State",
+    "stateCode": "StateCode",
+    "postalCode": "PostalCode",
+    "country": "Country",
+    "countryCode": "CountryCode",
+}
+
+
+def address_value(rec: dict[str, object], prefix: str) -> dict[str, object] | None:
+    """A compound address (``BillingAddress``) as the REST API shows it: its parts, and no
+    geolocation; null when every part is."""
+    parts = {key: rec.get(prefix + suffix) for key, suffix in ADDRESS_PARTS.items()}
+    if all(v is None for v in parts.values()):
+        return None
+    return {**parts, "geocodeAccuracy": None, "latitude": None, "longitude": None}
+
+
 def _address(prefix: str, label: str) -> list[FieldDef]:
+    """The parts, and the compound field over them, which is read-only: "Compound fields
+    are accessible only through the SOAP and REST APIs ... you can't update the compound
+    field directly; update its components"
+    (https://developer.salesforce.com/docs/atlas.en-us.object_reference.meta/object_reference/compound_fields_address.htm)."""
     return [
+        FieldDef(
+            f"{prefix}Address", f"{label} Address", "address", createable=False, updateable=False
+        ),
         FieldDef(f"{prefix}Street", f"{label} Street", "textarea", 255),
         FieldDef(f"{prefix}City", f"{label} City", "string", 40),
         FieldDef(f"{prefix}State", f"{label} State/Province", "string", 80),

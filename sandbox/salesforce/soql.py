@@ -315,6 +315,11 @@ class _Parser:
         raise SoqlError("MALFORMED_QUERY", f"unexpected token: '{op_tok.text}'")
 
     def literal(self, f: FieldDef) -> Literal:
+        if f.type == "address":
+            # a compound field filters only through DISTANCE(), which the sandbox lacks
+            raise SoqlError(
+                "INVALID_FIELD", f"field '{f.name}' can not be filtered in a query call"
+            )
         tok = self.next()
         if tok.kind == "ident" and tok.text.lower() == "null":
             return Literal("null", None)

@@ -23,6 +23,7 @@ from sandbox.salesforce.schema import (
     FieldDef,
     ObjectDef,
     account_object,
+    address_value,
     contact_object,
     format_ms,
 )
@@ -215,6 +216,9 @@ class Org:
             rec[name] = value
 
     def _derive(self, table: Table, rec: Record) -> None:
+        if table.obj.name == "Account":
+            for prefix in ("Billing", "Shipping"):
+                rec[f"{prefix}Address"] = address_value(rec, prefix)
         if table.obj.name == "Contact":
             parts = [p for p in (rec.get("FirstName"), rec.get("LastName")) if p]
             rec["Name"] = " ".join(parts) or None

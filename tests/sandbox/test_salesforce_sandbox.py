@@ -429,6 +429,28 @@ def test_describe_lists_fields(sf: Salesforce) -> None:
     assert not fields["SystemModstamp"]["updateable"]
 
 
+def test_billing_address_is_a_read_only_compound_of_its_parts(sb: Sandbox, sf: Salesforce) -> None:
+    fields = {f["name"]: f for f in sf.Account.describe()["fields"]}
+    compound = fields["BillingAddress"]
+    assert compound["type"] == "address"
+    assert not compound["createable"] and not compound["updateable"]
+    assert fields["BillingStreet"]["updateable"] and fields["BillingPostalCode"]["updateable"]
+    rec = sf.Account.create({"Name": "A", "BillingStreet": "1 Main St", "BillingCity": "Oslo"})
+    got = sf.query(f"SELECT BillingAddress, ShippingAddress FROM Account WHERE Id = '{rec['id']}'")
+    address = got["records"][0]["BillingAddress"]
+    assert (address["street"], address["city"], address["postalCode"]) == (
+        "1 Main St",
+        "Oslo",
+        None,
+    )
+    assert got["records"][0]["ShippingAddress"] is None
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Account.update(rec["id"], {"BillingAddress": {"city": "Bergen"}})
+    assert refused.value.content[0]["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.query("SELECT Id FROM Account WHERE BillingAddress = null")
+
+
 def test_a_new_org_has_no_currency_iso_code_until_multi_currency_is_on(
     sb: Sandbox, sf: Salesforce
 ) -> None:

@@ -31,7 +31,8 @@ def load(name: str) -> Any:
         target.info.no_args_is_help = not target.info.invoke_without_command
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer()
+        # shell completion is the top-level command's option, not each command's
+        single = typer.Typer(add_completion=False)
         single.command(name=name)(target)
         command = typer.main.get_command(single)
     command.name = name

@@ -29,6 +29,15 @@ def test_help_lists_every_group(run: Run) -> None:
     assert "No such command" in run("nope", code=ExitCode.USAGE).stderr
 
 
+@pytest.mark.parametrize("name", ["sync", "retry", "resync", "web", "worker", "beat", "up"])
+def test_a_commands_help_offers_no_shell_completion(run: Run, name: str) -> None:
+    # completion is installed once, for crmsync: `crmsync up --install-completion` is noise
+    out = run(name, "--help").stdout
+    assert f"crmsync {name}" in out
+    assert "completion" not in out
+    assert "completion" in run("--help").stdout
+
+
 def test_db_upgrade_creates_the_tables_and_is_repeatable(
     run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

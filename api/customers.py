@@ -57,6 +57,7 @@ def list_customers(
 def update_customer(
     customer_id: uuid.UUID, body: CustomerPatch, session: SessionDep, org: OrganisationId
 ) -> Customer:
-    """Change the fields given (``null`` clears one). ``business_entity_id`` can be set once
-    and never changed (422)."""
+    """Change the fields given (``null`` clears one). ``address`` and ``ship_to_address``
+    are replaced whole: send every line to keep. ``business_entity_id`` can be set once and
+    never changed (422)."""
     return customers.update_customer(session, org, str(customer_id), body)

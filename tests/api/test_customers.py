@@ -262,6 +262,21 @@ def test_patch_changes_only_the_fields_given(client: TestClient, tenant: Tenant)
     assert client.get(path, headers=tenant.headers).json() == after
 
 
+def test_patch_replaces_an_address_whole(client: TestClient, tenant: Tenant) -> None:
+    # as the README and the OpenAPI description say: an address is one field
+    customer = create(
+        client,
+        tenant,
+        address={"line1": "1 Main St", "city": "Springfield", "country_code": "US"},
+    )
+    path = f"/customers/{customer['id']}"
+    response = client.patch(path, json={"address": {"line1": "2 Elm St"}}, headers=tenant.headers)
+    assert response.status_code == 200
+    assert response.json()["address"] == {**dict.fromkeys(customer["address"]), "line1": "2 Elm St"}
+    document = client.get("/openapi.json").json()
+    assert "replaced whole" in document["paths"]["/customers/{customer_id}"]["patch"]["description"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

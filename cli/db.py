@@ -37,7 +37,9 @@ def session() -> Iterator[Session]:
             yield opened
     except (OperationalError, ProgrammingError) as error:
         text = str(error.orig or error).lower()
-        if "no such table" in text or "does not exist" in text:
+        # SQLite's "no such table", PostgreSQL's 'relation "x" does not exist' (not its
+        # 'database "x" does not exist': `db upgrade` does not create a database)
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
             fail(f"the store at {safe_url(url)} is not set up: run `crmsync db upgrade`")
         fail(f"cannot use the store at {safe_url(url)}: {str(error.orig or error).strip()}")
 

@@ -53,8 +53,11 @@ class LazyCommands(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; an error of the domain's or the connectors' tree ends it with
-        its message and exit code (:func:`cli.output.report_error`), wherever it was raised."""
-        from cli.output import report_error, reset_json_errors
+        its message and exit code (:func:`cli.output.report_error`), wherever it was raised,
+        and so does a bad setting in the environment (exit 1, by variable)."""
+        from pydantic import ValidationError
+
+        from cli.output import ExitCode, fail, report_error, reset_json_errors
         from connectors.errors import ConnectorError
         from sync.errors import SyncError
 
@@ -63,11 +66,27 @@ class LazyCommands(TyperGroup):
             return super().invoke(ctx)
         except (SyncError, ConnectorError) as error:
             report_error(error)
+        except ValidationError as error:
+            if error.title != "Settings":
+                raise
+            fail(settings_problem(error), ExitCode.ERROR, kind="bad_setting")
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list of ``crmsync --help``, from :data:`COMMANDS` alone."""
         with formatter.section("Commands"):
             formatter.write_dl([(name, entry.help) for name, entry in COMMANDS.items()])
+
+
+def settings_problem(error: Any) -> str:
+    """What is wrong with the environment's settings (a pydantic ``ValidationError`` of
+    :class:`sync.settings.Settings`), by variable, and where to fix it. The values are left
+    out: one may be a secret (``CRMSYNC_SECRET_KEY``) or a URL with a password."""
+    problems = "; ".join(
+        f"CRMSYNC_{'_'.join(str(part) for part in problem['loc']).upper()}: "
+        f"{problem['msg'].removeprefix('Value error, ')}"
+        for problem in error.errors(include_url=False, include_input=False)
+    )
+    return f"bad setting: {problems} (set in the environment or .env)"
 
 
 app = typer.Typer(

@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     #: newly opened conflicts are sent as a digest at most once per this many seconds
     alert_digest_seconds: float = 900.0
 
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_or_postgresql(cls, value: str) -> str:
+        # the store's two back-ends; anything else failed later with a driver's ImportError
+        scheme = value.partition("://")[0] if "://" in value else ""
+        if scheme.partition("+")[0] not in ("sqlite", "postgresql"):
+            shown = f"{scheme}://" if scheme else "a value with no scheme"
+            raise ValueError(
+                "must be a SQLite URL (sqlite:///PATH) or a PostgreSQL one "
+                f"(postgresql+psycopg://USER@HOST/DB), not {shown}"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_name(cls, value: object) -> object:

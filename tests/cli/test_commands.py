@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.engine import URL, make_url
+from typer.testing import CliRunner
 
 from cli.main import app
 from cli.output import ExitCode
@@ -58,6 +61,28 @@ def test_a_store_that_is_not_set_up_is_a_clear_error(
     result = run("orgs", "list", code=ExitCode.ERROR)
     assert "crmsync db upgrade" in result.stderr
     engine_for(url).dispose()
+
+
+def test_a_postgresql_database_that_does_not_exist_is_not_called_unmigrated(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_url(postgres_url)
+
+    def orgs_list(url: URL) -> str:
+        monkeypatch.setenv("CRMSYNC_DATABASE_URL", url.render_as_string(hide_password=False))
+        result = CliRunner().invoke(app, ["orgs", "list"])
+        engine_for(url.render_as_string(hide_password=False)).dispose()
+        assert result.exit_code == ExitCode.ERROR, result.stdout + result.stderr
+        return result.stderr
+
+    # an empty schema: tables missing, so `crmsync db upgrade` is the fix
+    empty = server.update_query_dict({"options": f"-csearch_path=missing_{uuid.uuid4().hex}"})
+    assert "crmsync db upgrade" in orgs_list(empty)
+    # no such database: `db upgrade` would fail too; the server's words say what is wrong
+    missing = orgs_list(server.set(database=f"crmsync_missing_{uuid.uuid4().hex[:8]}", query={}))
+    assert "does not exist" in missing
+    assert "db upgrade" not in missing
+    engine_for.cache_clear()
 
 
 def test_orgs_create_prints_id_and_key_once(run: Run, settings_env: str) -> None:

@@ -208,6 +208,25 @@ def _batch_results(
     return out
 
 
+def _refusal(exc: ConfigError) -> tuple[RecordError, bool]:
+    """The record error of a batch HubSpot refused as a whole (400: a value it does not
+    take; 409: a duplicate), and whether one input's value may be the cause (so splitting
+    the batch finds it; a read-only property refuses every input). Re-raises ``exc`` for
+    anything else: a property the portal lacks is the connection's configuration."""
+    cause = exc.__cause__
+    status = getattr(cause, "status", None) if cause is not None else None
+    if cause is None or status not in (400, 409):
+        raise exc
+    data = error_body(cause)
+    if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
+        raise exc
+    text = f"{data.get('subCategory') or ''} {data.get('message') or ''}".upper()
+    kind: Any = "duplicate" if status == 409 else "validation"
+    code = str(data.get("subCategory") or data.get("category") or status)
+    error = RecordError(kind, code, describe(int(status), data))
+    return error, not ("READ_ONLY" in text or "READ ONLY" in text)
+
+
 def _next_after(body: dict[str, Any]) -> str | None:
     """The paging token of the next page, if there is one."""
     after = ((body.get("paging") or {}).get("next") or {}).get("after")
@@ -624,61 +643,66 @@ class HubSpotConnector:
         external_property: str | None = None,
         **kwargs: Any,
     ) -> dict[str, PushResult]:
-        """One batch write, its answer a result per push (:func:`_batch_results`). A
-        whole-batch 400 (one bad value fails HubSpot's batch) is a validation error for each
-        push of the batch, except a missing property, which is a configuration error. A
-        whole-batch 409 (a contact create whose e-mail another contact has: "Contact already
-        exists. Existing ID: ...", HubSpot refuses the batch) is split in halves until the
-        refused inputs are found, each a duplicate error; the others are written."""
+        """One batch write, its answer a result per push (:func:`_batch_results`).
+
+        HubSpot refuses a whole batch for one refused input when it cannot say which (a
+        value it does not take, 400: an invalid e-mail; a contact create whose e-mail
+        another contact has, 409 "Contact already exists. Existing ID: ..."): the batch is
+        split in halves until the refused inputs are found, each a validation or duplicate
+        error, and the others are written. When both halves of a batch are refused as
+        well, each of its pushes gets the error (bounding the calls when many are bad). A
+        read-only property refuses every push of the batch (no split); a property the
+        portal lacks is a configuration error: raised."""
         try:
             _, body = self._call(method, **kwargs)
         except ConfigError as exc:
-            cause = exc.__cause__
-            status = getattr(cause, "status", None) if cause is not None else None
-            if cause is not None and status == 409:
-                return self._bisect_conflict(
-                    method, crm_ids, aliases, external_property, kwargs, error_body(cause)
-                )
-            if cause is None or status != 400:
-                raise
-            data = error_body(cause)
-            if data.get("subCategory") == "PROPERTY_DOESNT_EXIST":
-                raise
-            code = str(data.get("subCategory") or data.get("category") or "400")
-            error = RecordError("validation", code, describe(400, data))
-            return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
+            error, splittable = _refusal(exc)
+            if not splittable:
+                return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
+            return self._split(method, crm_ids, aliases, external_property, kwargs, error)
         return _batch_results(body, crm_ids, aliases, external_property)
 
-    def _bisect_conflict(
+    def _split(
         self,
         method: Callable[..., Any],
         crm_ids: Mapping[str, str | None],
         aliases: Mapping[str, str],
         external_property: str | None,
         kwargs: Mapping[str, Any],
-        data: Mapping[str, Any],
+        refused: RecordError,
     ) -> dict[str, PushResult]:
-        """A batch HubSpot refused with 409: one push, a duplicate error; more, each half
-        written again (inputs are matched to pushes by their trace id, or id)."""
+        """A batch HubSpot refused as a whole (see :meth:`_batch_write`); its inputs are
+        matched to pushes by their trace id, or id."""
         name, batch = next((k, v) for k, v in kwargs.items() if isinstance(v, dict))
         inputs: list[dict[str, Any]] = list(batch["inputs"])
         if len(inputs) == 1:
-            code = str(data.get("subCategory") or data.get("category") or "CONFLICT")
-            error = RecordError("duplicate", code, describe(409, data))
-            return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
-        out: dict[str, PushResult] = {}
+            return {own: PushResult(own, crm_id, refused) for own, crm_id in crm_ids.items()}
         half = len(inputs) // 2
+        answers: list[tuple[dict[str, str | None], dict[str, Any], Any]] = []
         for part in (inputs[:half], inputs[half:]):
             owns = {aliases[str(i.get("objectWriteTraceId") or i.get("id"))] for i in part}
-            out.update(
-                self._batch_write(
-                    method,
-                    {own: crm_ids[own] for own in owns},
-                    aliases,
-                    external_property,
-                    **{**kwargs, name: {**batch, "inputs": part}},
+            part_kwargs = {**kwargs, name: {**batch, "inputs": part}}
+            part_ids = {own: crm_ids[own] for own in owns}
+            try:
+                _, body = self._call(method, **part_kwargs)
+            except ConfigError as exc:
+                answers.append((part_ids, part_kwargs, _refusal(exc)[0]))
+            else:
+                answers.append((part_ids, part_kwargs, body))
+        if all(isinstance(a[2], RecordError) for a in answers):
+            return {
+                own: PushResult(own, crm_id, error)
+                for part_ids, _, error in answers
+                for own, crm_id in part_ids.items()
+            }
+        out: dict[str, PushResult] = {}
+        for part_ids, part_kwargs, answer in answers:
+            if isinstance(answer, RecordError):
+                out.update(
+                    self._split(method, part_ids, aliases, external_property, part_kwargs, answer)
                 )
-            )
+            else:
+                out.update(_batch_results(answer, part_ids, aliases, external_property))
         return out
 
     def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:

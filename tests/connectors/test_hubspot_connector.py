@@ -349,6 +349,33 @@ def test_a_contact_update_to_a_taken_email_is_a_duplicate(
     assert hs.read(b, "contacts")["properties"]["lastname"] == "Lee"
 
 
+def test_a_batch_refused_for_one_value_is_split_to_find_it(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """HubSpot refuses a whole batch update for one e-mail it does not take (400); the
+    connector splits it until that contact is found and writes the others; when both
+    halves of a batch are refused, each of their contacts is (calls stay bounded)."""
+    (company,) = harness.seed(1)
+    ids = [hs.create("contacts", {"email": f"c{i}@x.io"}) for i in range(8)]
+    pushes = [
+        ContactPush(f"c{i}", crm_id, company, {"name": f"New Name{i}"})
+        for i, crm_id in enumerate(ids)
+    ]
+    pushes[2] = ContactPush("c2", ids[2], company, {"email": "not-an-address"})
+    connector = harness.connector()
+    results = {r.billing_id: r for r in connector.push_contacts(pushes)}
+    refused = results["c2"].error
+    assert refused is not None and refused.kind == "validation"
+    assert "INVALID_EMAIL" in refused.message
+    assert all(results[f"c{i}"].ok for i in range(8) if i != 2)
+    assert connector.api_calls == 7  # 8; 4 + 4; 2 + 2 of the refused 4; 1 + 1
+    assert hs.read(ids[7], "contacts")["properties"]["lastname"] == "Name7"
+    bad = [ContactPush(f"b{i}", ids[i], company, {"email": f"bad{i}"}) for i in range(4)]
+    connector = harness.connector()
+    assert all(r.error is not None for r in connector.push_contacts(bad))
+    assert connector.api_calls == 3  # 4; 2 + 2 both refused: each of them refused
+
+
 def test_non_ascii_round_trip_and_empty_values(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
     fields: dict[str, Any] = {
         "customer_name": "Société Générale 東京 Ñandú",

@@ -578,3 +578,24 @@ def test_a_contacts_primary_company_is_labelled_and_every_association_unlabeled(
     }
     assert back == {contact: [280]}
     assert hs.read(contact, "contacts")["properties"]["associatedcompanyid"] == first
+
+
+def test_an_email_hubspot_does_not_take_is_refused(client: Any, hs: HubSpotSandbox) -> None:
+    """Contact e-mails are validated: an invalid one is a 400 naming INVALID_EMAIL, for the
+    whole batch update; a traced batch create refuses only that input."""
+    from hubspot.crm.contacts import ApiException as ContactsApiException
+
+    with pytest.raises(ContactsApiException) as one:
+        client.crm.contacts.basic_api.create({"properties": {"email": "ann@x"}})
+    assert one.value.status == 400 and "INVALID_EMAIL" in json.loads(one.value.body)["message"]
+    good = hs.create("contacts", {"email": "bo@x.io"})
+    inputs = [{"id": good, "properties": {"email": "bo at x.io"}}]
+    with pytest.raises(ContactsApiException) as whole:
+        client.crm.contacts.batch_api.update({"inputs": inputs})
+    assert whole.value.status == 400
+    traced = [
+        {"objectWriteTraceId": "t1", "properties": {"email": "cy@x.io"}},
+        {"objectWriteTraceId": "t2", "properties": {"email": "cy@"}},
+    ]
+    made = client.crm.contacts.batch_api.create({"inputs": traced})
+    assert made.num_errors == 1 and made.errors[0].context["objectWriteTraceId"] == ["t2"]

@@ -23,10 +23,17 @@ webhooks in ``webhooks.py``. Choices where HubSpot leaves room:
   ``after >= 10000``. ``paging.next`` is present whenever more results exist.
 - **Batch** results come back shuffled (HubSpot does not promise input order). A unique
   property conflict is a per-record 207 error (``DUPLICATE_VALUE``); an unknown or read-only
-  property fails the whole batch with 400.
+  property, or a value HubSpot does not take (an invalid contact e-mail), fails the whole
+  batch with 400. A batch *create* whose every input has a unique ``objectWriteTraceId``
+  is multi-status instead: a refused input is a 207 error naming its trace id (fault
+  ``multi_status=False`` turns that off).
 - **Contacts** are identified by e-mail: an API create of a taken one (any case) answers
-  409 ``CONFLICT`` and refuses its whole batch (``ObjectStore.email_owner``); seeds and
-  control-method creates may repeat one.
+  409 ``CONFLICT`` (refusing an untraced batch create), and so does a change of e-mail to
+  a taken one (a 207 error in a batch update) (``ObjectStore.email_owner``); seeds and
+  control-method writes may repeat one.
+- **Associations**: a contact's first company is its primary one (``associatedcompanyid``,
+  v3 ``contact_to_company``, v4 type 1 / 2); every association is also unlabeled
+  (``contact_to_company_unlabeled``, 279 / 280).
 - Writes made through the API are changes by an integration (``changeSource:
   INTEGRATION``); the control methods act as a CRM user (``CRM_UI``). Both send webhooks.
 

@@ -5,6 +5,8 @@
         ConcurrentRequests / other      RateLimited (wait ``limit_wait_seconds``)
     5xx, time-out, connection error     RetriableError
     400 INVALID_QUERY_LOCATOR           RetriableError (the cursor expired: run again)
+    400 QUERY_TIMEOUT, REQUEST_RUNNING_TOO_LONG, UNABLE_TO_LOCK_ROW
+                                        RetriableError
     401                                 AuthError (call_crm refreshes once, then gives up)
     other 403, 400, 404, 300            ConfigError (bad field, object, URL, permissions)
     TLS failure, bad URL                ConfigError
@@ -73,6 +75,11 @@ _NOT_FOUND = frozenset(
     }
 )
 _RETRIABLE = frozenset({"UNABLE_TO_LOCK_ROW", "ALL_OR_NONE_OPERATION_ROLLED_BACK"})
+#: request-level refusals that pass: an expired query cursor, a query or request that ran
+#: too long (QUERY_TIMEOUT, REQUEST_RUNNING_TOO_LONG), a row locked by another transaction
+_RETRIABLE_REQUEST = frozenset(
+    {"INVALID_QUERY_LOCATOR", "QUERY_TIMEOUT", "REQUEST_RUNNING_TOO_LONG", "UNABLE_TO_LOCK_ROW"}
+)
 
 
 def crm_message(content: Any) -> tuple[str, str]:
@@ -115,7 +122,7 @@ def classify(
                     message, wait_seconds=limit_wait_seconds, policy="CONCURRENT", status=403
                 )
             return ConfigError(message)
-        if code == "INVALID_QUERY_LOCATOR":
+        if code in _RETRIABLE_REQUEST:
             return RetriableError(message, status=exc.status)
         if isinstance(exc, SalesforceGeneralError):
             if exc.status >= 500 or exc.status in (408, 429):

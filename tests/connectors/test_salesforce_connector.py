@@ -545,3 +545,19 @@ def test_the_default_map_leaves_out_currency_in_an_org_without_multi_currency(
 def test_a_missing_external_id_field_is_an_error_with_how_to_fix_it(h: SalesforceHarness) -> None:
     with pytest.raises(ConfigError, match=r"Account\.Nope__c does not exist.*External ID"):
         h.connector(external_id_field="Nope__c").unavailable_fields()
+
+
+def test_request_refusals_that_pass_are_retriable() -> None:
+    from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+    from connectors.salesforce.errors import classify
+
+    def refusal(code: str) -> SalesforceMalformedRequest:
+        return SalesforceMalformedRequest(
+            "url", 400, "query", [{"errorCode": code, "message": "m"}]
+        )
+
+    for code in ("INVALID_QUERY_LOCATOR", "QUERY_TIMEOUT", "REQUEST_RUNNING_TOO_LONG"):
+        assert isinstance(classify(refusal(code)), RetriableError), code
+    assert isinstance(classify(refusal("UNABLE_TO_LOCK_ROW")), RetriableError)
+    assert isinstance(classify(refusal("INVALID_FIELD")), ConfigError)

@@ -27,6 +27,8 @@ QueuesOption = Annotated[
     str,
     typer.Option("--queues", "-Q", help=f"Comma-separated queues to consume: {', '.join(QUEUES)}."),
 ]
+#: the worker pools crmsync runs on (Celery's others need packages it does not install)
+POOLS = ("prefork", "threads", "solo")
 LogLevelOption = Annotated[
     str | None,
     typer.Option("--loglevel", "-l", help="Log level (default: CRMSYNC_LOG_LEVEL, else info)."),
@@ -74,6 +76,11 @@ def worker(
     from sync import logs
     from tasks import metrics
 
+    # options first: a bad one is a usage error before anything starts (a bad --pool was
+    # Celery's own traceback; a bad --queues came after the metrics port was taken)
+    if pool not in POOLS:
+        fail(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}", ExitCode.USAGE)
+    consumed = _queues(queues)
     settings = get_settings()
     logs.configure(settings, level=_level(loglevel), service="worker")
     if pool == "prefork" and not os.environ.get(metrics.MULTIPROCESS_ENV):
@@ -82,7 +89,7 @@ def worker(
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:
         metrics.serve_worker_metrics(port)
-    argv = ["worker", "-Q", _queues(queues), "-P", pool, "-l", _level(loglevel)]
+    argv = ["worker", "-Q", consumed, "-P", pool, "-l", _level(loglevel)]
     if concurrency:
         argv += ["-c", str(concurrency)]
     if hostname:

@@ -195,6 +195,21 @@ def test_web_serves_the_app_factory(run: Run, monkeypatch: pytest.MonkeyPatch) -
     run("web", "--port", "0", code=ExitCode.USAGE)
 
 
+def test_worker_refuses_a_bad_pool_or_queue_before_it_starts(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import metrics
+
+    served: list[int] = []
+    monkeypatch.setattr(metrics, "serve_worker_metrics", served.append)
+    # Celery's own check of --pool was a traceback
+    bad_pool = run("worker", "--pool", "bogus", code=ExitCode.USAGE)
+    assert "unknown pool 'bogus'; choose from prefork, threads, solo" in bad_pool.stderr
+    bad_queue = run("worker", "--queues", "nope", code=ExitCode.USAGE)
+    assert "unknown queue(s) ['nope']" in bad_queue.stderr
+    assert served == []  # its metrics port was taken before the queues were checked
+
+
 def test_web_on_a_port_in_use_is_an_error_that_says_so(run: Run) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

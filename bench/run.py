@@ -2,7 +2,9 @@
 
 Prints two tables (figures with their targets; the backfill side by side with the open
 extractors) and writes ``bench/results/latest.json`` with the machine, the load and every
-number. ``--quick`` runs small variants (a smoke run); ``--big`` is ``make bench-big``.
+number. ``--quick`` runs small variants (a smoke run); ``--big`` is ``make bench-big``;
+``--side-by-side N`` runs only the backfills beside the extractors (HubSpot, then
+Salesforce, N records each) and ``crmsync --help`` (``bench/results/side_by_side.json``).
 
 | figure | target |
 |---|---|
@@ -618,10 +620,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k variants only")
     parser.add_argument("--big", action="store_true", help="the 1,000,000-record backfill")
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        metavar="N",
+        help="only the backfills of N records beside the extractors, and crmsync --help",
+    )
     args = parser.parse_args()
     started = datetime.now(UTC)
     load = os.getloadavg()
-    if args.big:
+    if args.side_by_side:
+        for crm in ("hubspot", "salesforce"):
+            Console().print(f"[bold]{crm}: {args.side_by_side:,} records, side by side[/bold]")
+            backfill_side_by_side(crm, args.side_by_side)
+        help_time()
+    elif args.big:
         run_big()
     else:
         run(args.quick)
@@ -652,7 +665,7 @@ def main() -> None:
         "figures": rows,
         "side_by_side": [asdict(m) | {"rate": m.rate} for m in side_rows],
     }
-    name = "big.json" if args.big else "latest.json"
+    name = "side_by_side.json" if args.side_by_side else "big.json" if args.big else "latest.json"
     (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
     Console().print(f"written {RESULTS / name}")
 

@@ -77,8 +77,10 @@ def _broker(settings: Settings) -> tuple[str, dict[str, Any]]:
     for sub in ("messages", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     # kombu's filesystem transport, with whole-message writes (tasks/file_queue.py); the
-    # processed folder sits beside the messages, so a reader claims one by renaming it
-    return f"{file_queue.ALIAS}://", {
+    # processed folder sits beside the messages, so a reader claims one by renaming it. The
+    # host is a placeholder: without one, kombu warned "No hostname was supplied" on every
+    # `crmsync sync` that queued a run
+    return f"{file_queue.ALIAS}://localhost//", {
         "data_folder_in": str(folder / "messages"),
         "data_folder_out": str(folder / "messages"),
         "processed_folder": str(folder / "processed"),

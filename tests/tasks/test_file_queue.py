@@ -4,14 +4,18 @@ take a file before its writer had written it: an empty message, and a dead worke
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import queue
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kombu import Connection
 
+from sync.settings import Settings
 from tasks import file_queue
+from tasks.app import create_celery
 
 MESSAGES = 600
 
@@ -69,3 +73,13 @@ def test_readers_beside_a_writer_get_every_message_once_and_whole(tmp_path: Path
             break
     assert sorted(received) == list(range(MESSAGES))
     assert list((tmp_path / "messages").iterdir()) == []
+
+
+def test_the_embedded_broker_connects_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'crmsync.db'}", broker_url="")
+    with caplog.at_level(logging.WARNING, logger="kombu"):
+        create_celery(settings).send_task("crmsync.probe")  # as `crmsync sync` queues a run
+    assert (tmp_path / ".crmsync" / "queue" / "messages").is_dir()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kombu")] == []

@@ -43,6 +43,7 @@ def beat(
             help="Seconds the heartbeat may be old (default: 4 dispatch intervals, at least 60).",
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Check that beat is alive and dispatching: it renews a heartbeat each time it hands
     the dispatcher to the broker (run it where beat runs: the heartbeat is a local file)."""
@@ -56,4 +57,7 @@ def beat(
         fail("beat has not sent a task from this host yet (no heartbeat)", ExitCode.ERROR)
     if age > limit:
         fail(f"beat's last dispatch was {age:.0f}s ago (more than {limit:.0f}s)", ExitCode.ERROR)
+    if as_json:
+        print_json({"healthy": True, "last_dispatch_seconds_ago": age, "max_age_seconds": limit})
+        return
     say(f"beat: last dispatch {age:.1f}s ago")

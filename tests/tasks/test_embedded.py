@@ -4,6 +4,7 @@ a webhook."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -73,9 +74,14 @@ def test_up_runs_everything_on_one_machine_without_redis(crm: Sandbox, tmp_path:
         wait_for(lambda: synced("schedule"), 60, f"the scheduled sync:\n{log.read_text()}")
         # its beat renews the heartbeat that beat's healthcheck reads, as `crmsync beat` does
         beat = subprocess.run(
-            [CRMSYNC, "health", "beat"], env=env, cwd=tmp_path, capture_output=True, text=True
+            [CRMSYNC, "health", "beat", "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
         )
         assert beat.returncode == 0, beat.stdout + beat.stderr
+        assert json.loads(beat.stdout)["healthy"] is True
         crm.hubspot.configure_webhooks(
             url=f"http://127.0.0.1:{port}/webhooks/hubspot/{connection}",
             client_secret=HUBSPOT_SECRET,

@@ -38,7 +38,14 @@ from sandbox import seed as seed_data
 from sandbox.salesforce.errors import ApiError, RecordProblem, not_found
 from sandbox.salesforce.ids import make_id, to18
 from sandbox.salesforce.outbound import OutboundDelivery
-from sandbox.salesforce.schema import CURRENCY_ISO_CODE, format_ms, parse_datetime
+from sandbox.salesforce.schema import (
+    CURRENCY_ISO_CODE,
+    PICKLIST_CODES,
+    address_value,
+    format_ms,
+    parse_datetime,
+    picklist_fields,
+)
 from sandbox.salesforce.store import (
     CRM_USER,
     INTEGRATION_USER,
@@ -171,6 +178,7 @@ class SalesforceSandbox:
         api_total: int = 5_000_000,
         public_url: str = "https://127.0.0.1",
         multi_currency: bool = False,
+        state_country_picklists: bool = True,
     ) -> None:
         self.seed_value = seed
         self.public_url = public_url
@@ -179,6 +187,7 @@ class SalesforceSandbox:
         self.refresh_tokens = {refresh_token}
         self.api_total = api_total
         self._multi_currency_default = multi_currency
+        self._picklists_default = state_country_picklists
         self.org = Org(external_id_field=external_id_field, multi_currency=multi_currency)
         self.organization_id = self.org.organization_id
         self.faults = Faults()
@@ -219,6 +228,7 @@ class SalesforceSandbox:
             self._since_expiry = 0
             self.usage.clear()
         self.outbound.clear()
+        self.set_state_country_picklists(self._picklists_default)
 
     def set_multi_currency(self, enabled: bool) -> None:
         """Turn multi-currency on (``Account.CurrencyIsoCode`` appears in the describe and
@@ -234,6 +244,40 @@ class SalesforceSandbox:
                 for rec in self.org.tables["Account"].by_id.values():
                     rec.pop(CURRENCY_ISO_CODE.name, None)
 
+    def _settings(self, body: dict[str, Any]) -> None:
+        """``PUT /_sandbox/settings``: ``multi_currency``, ``state_country_picklists``."""
+        unknown = set(body) - {"multi_currency", "state_country_picklists"}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "multi_currency" in body:
+            self.set_multi_currency(bool(body["multi_currency"]))
+        if "state_country_picklists" in body:
+            self.set_state_country_picklists(bool(body["state_country_picklists"]))
+
+    def set_state_country_picklists(self, enabled: bool) -> None:
+        """Turn State and Country/Territory Picklists on (``Billing/ShippingStateCode`` and
+        ``...CountryCode`` in the describe, writable) or off (the fields are gone, with their
+        values), as an admin would
+        (https://help.salesforce.com/s/articleView?id=sf.admin_state_country_picklists_overview.htm).
+        The sandbox has them on unless made with ``state_country_picklists=False``."""
+        with self.org.lock:
+            account = self.org.objects["Account"]
+            table = self.org.tables["Account"]
+            if enabled:
+                for f in picklist_fields():
+                    if account.lookup(f.name) is None:
+                        account.add(f)
+            else:
+                for name in PICKLIST_CODES:
+                    if account.lookup(name) is not None:
+                        account.remove(name)
+                for rec in table.by_id.values():
+                    for name in PICKLIST_CODES:
+                        rec.pop(name, None)
+                    for prefix in ("Billing", "Shipping"):
+                        rec[f"{prefix}Address"] = address_value(rec, prefix)
+                table.json_cache.clear()
+
     def seed(self, count: int, seed: int | None = None) -> list[str]:
         """Create ``count`` realistic accounts (2-3 contacts each) from ``sandbox.seed``;
         deterministic for a given ``seed`` and the number of accounts already there."""
@@ -248,6 +292,9 @@ class SalesforceSandbox:
                 values = _account_values(company)
                 if not self.org.multi_currency:
                     values.pop(CURRENCY_ISO_CODE.name)
+                for name in PICKLIST_CODES:
+                    if self.org.objects["Account"].lookup(name) is None:
+                        values.pop(name, None)
                 rec = self.org.insert(accounts, values, CRM_USER, "user")
                 ids.append(rec["Id"])
                 for person in company.contacts:
@@ -1279,11 +1326,7 @@ class SalesforceSandbox:
             route("/faults", lambda r, b: asdict(self.faults), "GET"),
             route("/faults", lambda r, b: asdict(self.set_faults(**b)), "PUT"),
             route("/faults", lambda r, b: self.clear_faults(), "DELETE"),
-            route(
-                "/settings",
-                lambda r, b: self.set_multi_currency(bool(b["multi_currency"])),
-                "PUT",
-            ),
+            route("/settings", lambda r, b: self._settings(b), "PUT"),
             route("/tokens", lambda r, b: {"access_token": self.issue_token()}, "POST"),
             route("/tokens/expire", lambda r, b: self.expire_tokens(), "POST"),
             route("/clock", lambda r, b: self.freeze_clock(b.get("frozen")), "PUT"),

@@ -93,7 +93,11 @@ ADDRESS_PARTS = {
 def address_value(rec: dict[str, object], prefix: str) -> dict[str, object] | None:
     """A compound address (``BillingAddress``) as the REST API shows it: its parts, and no
     geolocation; null when every part is."""
-    parts = {key: rec.get(prefix + suffix) for key, suffix in ADDRESS_PARTS.items()}
+    parts = {
+        key: rec.get(prefix + suffix)
+        for key, suffix in ADDRESS_PARTS.items()
+        if prefix + suffix in rec  # stateCode / countryCode: only with the picklists on
+    }
     if all(v is None for v in parts.values()):
         return None
     return {**parts, "geocodeAccuracy": None, "latitude": None, "longitude": None}
@@ -254,3 +258,17 @@ def parse_datetime(text: str) -> int | None:
 def canonical_datetime(text: str) -> str | None:
     ms = parse_datetime(text)
     return None if ms is None else format_ms(ms)
+
+
+#: the fields State and Country/Territory Picklists add to Account
+PICKLIST_CODES = (
+    "BillingStateCode",
+    "BillingCountryCode",
+    "ShippingStateCode",
+    "ShippingCountryCode",
+)
+
+
+def picklist_fields() -> list[FieldDef]:
+    """Account's state and country code fields (:data:`PICKLIST_CODES`)."""
+    return [f for f in account_object().fields.values() if f.name in PICKLIST_CODES]

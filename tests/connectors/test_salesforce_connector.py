@@ -542,6 +542,23 @@ def test_the_default_map_leaves_out_currency_in_an_org_without_multi_currency(
     assert h.connector().unavailable_fields() == {}
 
 
+def test_the_default_map_leaves_out_country_codes_without_state_and_country_picklists(
+    h: SalesforceHarness,
+) -> None:
+    h.sf.set_state_country_picklists(False)
+    try:
+        unavailable = h.connector().unavailable_fields()
+        assert set(unavailable) == {"address.country_code", "ship_to_address.country_code"}
+        without = h.connector(field_map={**h.field_map, **dict.fromkeys(unavailable)})
+        without.check()
+        crm_id = h.create({"customer_name": "No Picklists Ltd", "address.country": "Norway"})
+        (pulled,) = without.pull_customers_by_ids([crm_id])
+        assert pulled.fields["address.country"] == "Norway"
+        assert "address.country_code" not in pulled.fields
+    finally:
+        h.sf.set_state_country_picklists(True)
+
+
 def test_a_missing_external_id_field_is_an_error_with_how_to_fix_it(h: SalesforceHarness) -> None:
     with pytest.raises(ConfigError, match=r"Account\.Nope__c does not exist.*External ID"):
         h.connector(external_id_field="Nope__c").unavailable_fields()

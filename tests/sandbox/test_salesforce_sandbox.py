@@ -451,6 +451,32 @@ def test_billing_address_is_a_read_only_compound_of_its_parts(sb: Sandbox, sf: S
         sf.query("SELECT Id FROM Account WHERE BillingAddress = null")
 
 
+def test_state_and_country_codes_only_with_the_picklists_on(sb: Sandbox, sf: Salesforce) -> None:
+    """Billing/ShippingStateCode and ...CountryCode exist only where State and Country/
+    Territory Picklists are on (the sandbox's default); off, they leave the describe, the
+    records and the compound address, and a query naming one is refused."""
+    (on,) = sb.salesforce.seed(1)
+    assert (
+        "BillingCountryCode"
+        in sf.query(f"SELECT BillingCountryCode FROM Account WHERE Id = '{on}'")["records"][0]
+    )
+    sb.salesforce.set_state_country_picklists(False)
+    try:
+        names = {f["name"] for f in sf.Account.describe()["fields"]}
+        assert not names & {"BillingStateCode", "BillingCountryCode", "ShippingCountryCode"}
+        assert "BillingCountry" in names
+        (off,) = sb.salesforce.seed(1)
+        address = sf.query(f"SELECT BillingAddress FROM Account WHERE Id = '{off}'")["records"][0]
+        assert (
+            address["BillingAddress"]["country"] and "countryCode" not in address["BillingAddress"]
+        )
+        with pytest.raises(SalesforceMalformedRequest) as refused:
+            sf.query("SELECT BillingCountryCode FROM Account")
+        assert refused.value.content[0]["errorCode"] == "INVALID_FIELD"
+    finally:
+        sb.salesforce.set_state_country_picklists(True)
+
+
 def test_a_new_org_has_no_currency_iso_code_until_multi_currency_is_on(
     sb: Sandbox, sf: Salesforce
 ) -> None:

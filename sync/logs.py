@@ -215,7 +215,12 @@ def _add_service(service: str) -> Processor:
 
 
 #: loggers that are too chatty below WARNING unless crmsync's own level is DEBUG
-_QUIET_BELOW_DEBUG = ("urllib3", "httpx", "httpcore", "hubspot", "kombu", "amqp", "asyncio")
+_QUIET_BELOW_DEBUG = (
+    *("urllib3", "httpx", "httpcore", "hubspot", "kombu", "amqp", "asyncio"),
+    # Alembic's plug-in set-up: seven lines before every migration (its "Running upgrade"
+    # lines stay)
+    "alembic.runtime.plugins",
+)
 
 
 _service: str | None = None

@@ -62,6 +62,17 @@ def test_console_lines_are_readable(configured: None, capsys: pytest.CaptureFixt
     assert "error_code=X1" in line
 
 
+def test_alembic_says_which_migrations_ran_without_its_plug_in_set_up(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure(Settings(log_format="json", log_level="INFO"), service="up")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.types")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade 0001 -> 0002")
+    err = capsys.readouterr().err
+    assert "setup plugin" not in err
+    assert "Running upgrade 0001 -> 0002" in err
+
+
 def test_level_filters_lines(configured: None, capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure(Settings(log_format="json", log_level="warning"))
     logging.getLogger("crmsync.sync").info("not shown")

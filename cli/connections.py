@@ -13,8 +13,10 @@ checked by those models, in their own words (``connectors.setup``).
 
 from __future__ import annotations
 
+import getpass
 import inspect
 import json
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -168,13 +170,24 @@ AlertSecretOption = Annotated[
 ]
 
 
-def _secret(value: str | None, prompt: str | None) -> str | None:
+def _secret(value: str | None, prompt: str | None, hint: str = "") -> str | None:
+    """``value``, else what is entered at a hidden prompt (or piped on stdin). Nothing to
+    read (a script with stdin at its end) is a usage error that says how to give it: it
+    was click's bare "Aborted!"."""
     if value:
         return value
     if prompt is None:
         return None
-    # on stderr, so that --json output stays parseable
-    entered: str = typer.prompt(prompt, hide_input=True, default="", show_default=False, err=True)
+    try:
+        with warnings.catch_warnings():
+            # getpass's "Can not control echo" (no terminal): it prints its own warning
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            # on stderr, so that --json output stays parseable
+            entered: str = typer.prompt(
+                prompt, hide_input=True, default="", show_default=False, err=True
+            )
+    except typer.Abort:
+        fail(f"no {prompt} given: {hint or 'enter it at the prompt'}", ExitCode.USAGE)
     return entered or None
 
 
@@ -185,7 +198,11 @@ def _set_alerts(
     from sync.alerts import set_alert_webhook
 
     if url:
-        secret = _secret(secret, "Alert signing secret")
+        secret = _secret(
+            secret,
+            "alert signing secret",
+            "give --alert-secret, set ALERT_WEBHOOK_SECRET or enter it at the prompt",
+        )
     set_alert_webhook(settings, row, url, secret)
 
 
@@ -327,7 +344,15 @@ def add_command(key: str) -> Callable[..., None]:
         common = {k: values.pop(k) for k, _, _ in _COMMON_OPTIONS}
         credentials = {k: v for k, v in values.items() if fields[k].credential}
         for missing in connector.credentials_model.to_prompt(credentials):
-            credentials[missing] = _secret(None, f"{key} {missing.replace('_', ' ')}")
+            option = f"--{missing.replace('_', '-')}"
+            envvar = fields[missing].envvar(key) if missing in fields else None
+            hint = f"give {option}" + (f", set {envvar}" if envvar else "")
+            credentials[missing] = _secret(
+                None,
+                f"{key} {missing.replace('_', ' ')}",
+                f"{hint} or enter it at the prompt (`crmsync connections add {key} --help` "
+                "lists every credential option)",
+            )
         options = {k: v for k, v in values.items() if not fields[k].credential and v is not None}
         options.update(_setting_values(common["setting"]))
         _add(

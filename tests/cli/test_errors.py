@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from cli.output import ExitCode
-from tests.cli.conftest import Run
+from sync.crypto import new_secret_key
+from tests.cli.conftest import Run, as_json
 
 
 def test_a_domain_error_is_a_message_and_its_exit_code(run: Run, org: str) -> None:
@@ -69,3 +70,24 @@ def test_a_bad_setting_is_named_with_where_to_fix_it(
         "CRMSYNC_DATABASE_URL" in error["message"] and "postgresql+psycopg://" in error["message"]
     )
     assert "hunter2" not in result.stderr
+
+
+def test_a_secret_with_nothing_to_read_says_how_to_give_it(
+    run: Run, org: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a script's stdin at its end: no terminal to prompt on (it was click's bare "Aborted!")
+    monkeypatch.setenv("CRMSYNC_SECRET_KEY", new_secret_key())
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
+    monkeypatch.delenv("ALERT_WEBHOOK_SECRET", raising=False)
+    add = ("connections", "add", "hubspot", "hs", "--org", org, "--host", "http://127.0.0.1:9")
+    token = run(*add, "--no-check", "--client-secret", "s", code=ExitCode.USAGE)
+    assert "no hubspot access token given: give --access-token, set HUBSPOT_ACCESS_TOKEN" in (
+        token.stderr
+    )
+    alerts = run(
+        *add, "--no-check", "--access-token", "t", "--client-secret", "s",
+        "--alert-webhook", "http://127.0.0.1:9/alerts", code=ExitCode.USAGE,
+    )  # fmt: skip
+    assert "no alert signing secret given: give --alert-secret" in alerts.stderr
+    assert "Aborted" not in token.stderr + alerts.stderr
+    assert as_json(run("connections", "list", "--org", org, "--json")) == []

@@ -6,6 +6,7 @@ these, and check what the operator gives with them (see ``connectors.base``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Self
 from urllib.parse import urlsplit
@@ -13,6 +14,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorCredentials, ConnectorSettings
+
+#: an Organization's Id: key prefix 00D, 15 characters (18 with the case-safe suffix)
+ORG_ID = re.compile(r"00D[0-9A-Za-z]{12}(?:[0-9A-Za-z]{3})?")
 
 
 class SalesforceSettings(ConnectorSettings):
@@ -57,6 +61,18 @@ class SalesforceSettings(ConnectorSettings):
     overlap_seconds: float = Field(
         0.0, ge=0, description="Incremental pulls re-read this window before the watermark."
     )
+
+    @field_validator("organization_id")
+    @classmethod
+    def _is_an_org_id(cls, value: str | None) -> str | None:
+        # an org's Id is a Salesforce Id (15 characters, or 18 with the case-safe suffix) of
+        # the Organization object, whose key prefix is 00D: Setup > Company Information
+        if value is not None and not ORG_ID.fullmatch(value.strip()):
+            raise ValueError(
+                f"not a Salesforce org id: {value!r} (00D and 12 more letters or digits, or "
+                "15 more: Setup > Company Information > Salesforce.com Organization ID)"
+            )
+        return value.strip() if value is not None else None
 
     @field_validator("instance_url", "token_url")
     @classmethod

@@ -232,8 +232,18 @@ def _add(
     _say_unmapped(data["unmapped_fields"])
     _say_first_sync(existing, data["first_sync_creates_up_to"])
     if registry.connector_class(spec.kind).capabilities.webhooks:
-        label = "Outbound Message URL" if spec.kind == "salesforce" else "Webhook target URL"
-        say(f"{label}: {settings.public_base_url}/webhooks/{spec.kind}/{data['id']}")
+        url = f"{settings.public_base_url}/webhooks/{spec.kind}/{data['id']}"
+        if spec.kind != "salesforce":
+            say(f"Webhook target URL: {url}")
+        elif spec.credentials.get("webhook_secret"):
+            # the secret itself is never printed: the operator has it
+            say(f"Outbound Message URL: {url}?secret=WEBHOOK_SECRET (the --webhook-secret given)")
+        else:
+            say(
+                f"Outbound Message URL: {url}?secret=WEBHOOK_SECRET, once the connection has "
+                f"one: `crmsync connections set {spec.name} --org {org} --credential "
+                "webhook_secret` (until then every Outbound Message is refused)"
+            )
 
 
 def _say_unmapped(unmapped: dict[str, str]) -> None:

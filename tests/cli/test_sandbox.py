@@ -59,10 +59,16 @@ def test_the_printed_commands_connect_an_organisation(
         if line.strip().startswith("crmsync connections add")
     ]
     assert [words[3] for words in commands] == ["salesforce", "hubspot"]
+    said = []
     for words in commands:
         name = f"{words[3]}-sandbox"
         args = [org if w == "ORG" else name if w == "NAME" else w for w in words[1:]]
-        run(*args)
+        said.append(" ".join(run(*args).stdout.split()))
+    # no --webhook-secret: how to give the connection one before pointing Salesforce at it
+    assert (
+        "?secret=WEBHOOK_SECRET, once the connection has one: `crmsync connections set" in (said[0])
+    )
+    assert "--credential webhook_secret`" in said[0]
     listed = as_json(run("connections", "list", "--org", org, "--json"))
     assert {c["name"] for c in listed} == {"salesforce-sandbox", "hubspot-sandbox"}
     for name in ("salesforce-sandbox", "hubspot-sandbox"):

@@ -70,6 +70,11 @@ def sync(
             print_json({"connection_id": connection_id, "task_id": task_id, "queued": True})
         else:
             say(f"Queued a {'full ' if full else ''}sync of [bold]{name}[/] (task {task_id}).")
+            # nothing runs it without a worker: say which, and how to see it or run it here
+            say(
+                "A worker runs it (`crmsync worker`, or `crmsync up` on one machine); "
+                f"`crmsync runs list --org {org.strip()}` shows it, `--wait` runs it here instead."
+            )
         return
     with _progress(as_json) as report:
         outcome = work.run_sync(

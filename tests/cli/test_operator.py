@@ -165,6 +165,8 @@ def test_sync_plan_wait_runs_conflicts_and_resync(
     # without --wait the sync is queued (the embedded default: a file queue beside the store)
     queued = as_json(run("sync", "hs", "--org", org, "--full", "--json"))
     assert queued["queued"] is True
+    said = " ".join(run("sync", "hs", "--org", org).stdout.split())
+    assert "A worker runs it (`crmsync worker`, or `crmsync up` on one machine)" in said
     folders = [tmp_path / ".crmsync" / "queue" / "messages", Path.cwd() / ".crmsync"]
     if settings_env.startswith("sqlite"):
         assert any(folders[0].glob("*.msg"))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 
 from cli.output import ExitCode, fail
+
+if TYPE_CHECKING:
+    from sync.settings import Settings
 
 #: why a server could not start, and what to do
 UNSERVED = "the error is logged above: a port in use? choose another with --port"
@@ -15,6 +20,22 @@ LogLevelOption = Annotated[
     str | None,
     typer.Option("--loglevel", "-l", help="Log level (default: CRMSYNC_LOG_LEVEL, else info)."),
 ]
+
+
+def public_url_warning(settings: Settings, port: int) -> str | None:
+    """A warning when ``CRMSYNC_PUBLIC_BASE_URL`` is left at its default but the API
+    listens on another port: the URLs crmsync prints for webhooks, the console's links and
+    the HubSpot signatures it checks would all name a port nothing listens on."""
+    if "public_base_url" in settings.model_fields_set:
+        return None
+    default = urlsplit(settings.public_base_url)
+    if default.port == port:
+        return None
+    return (
+        f"CRMSYNC_PUBLIC_BASE_URL is not set: webhook URLs, console links and HubSpot "
+        f"signatures use {settings.public_base_url}, but this API listens on port {port}; "
+        "set it to the URL CRMs and browsers reach this API at"
+    )
 
 
 def web(
@@ -32,6 +53,8 @@ def web(
 
     settings = get_settings()
     logs.configure(settings, level=loglevel, service="web")
+    if warning := public_url_warning(settings, port):
+        logging.getLogger("crmsync.cli").warning(warning)
     # By name, as a factory: the faces (cli, api) do not import each other, and each worker
     # process builds its app from the settings of its own environment. log_config=None:
     # uvicorn's lines (the access log too) go through crmsync's logging, which keeps the

@@ -10,6 +10,7 @@ no set-up. All of them log through :mod:`sync.logs` (``CRMSYNC_LOG_FORMAT``, lev
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cli.output import ExitCode, fail, say
-from cli.web import UNSERVED
+from cli.web import UNSERVED, public_url_warning
 from sync.settings import get_settings
 from tasks.app import QUEUES, celery, queue_name
 
@@ -130,6 +131,8 @@ def up(
     settings = get_settings()
     level = _level(loglevel)
     logs.configure(settings, level=level, service="up")
+    if warning := public_url_warning(settings, port):
+        logging.getLogger("crmsync.cli").warning(warning)
     upgrade(settings.database_url)
     app = celery(settings)
     server = uvicorn.Server(

@@ -210,6 +210,21 @@ def test_worker_refuses_a_bad_pool_or_queue_before_it_starts(
     assert served == []  # its metrics port was taken before the queues were checked
 
 
+def test_web_on_another_port_warns_of_the_default_public_url(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.delenv("CRMSYNC_PUBLIC_BASE_URL", raising=False)
+    # webhook URLs, console links and HubSpot signatures would name port 8000
+    warned = run("web", "--port", "9123").stderr
+    assert "CRMSYNC_PUBLIC_BASE_URL is not set" in warned and "port 9123" in warned
+    assert "CRMSYNC_PUBLIC_BASE_URL" not in run("web", "--port", "8000").stderr
+    monkeypatch.setenv("CRMSYNC_PUBLIC_BASE_URL", "https://crmsync.example.com")
+    assert "CRMSYNC_PUBLIC_BASE_URL" not in run("web", "--port", "9123").stderr
+
+
 def test_web_on_a_port_in_use_is_an_error_that_says_so(run: Run) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -9,6 +9,7 @@ and 422 it is a list of field errors, each naming the ``field`` (dotted: ``addre
 - 409: ``external_id`` or ``email`` already used by another customer (``type: "duplicate"``)
 - 422: a model rule (pydantic's types), or a rule that needs the store
   (``business_entity_id``: unknown entity, or a change once set)
+- 503: the store has no tables yet (``crmsync db upgrade`` was not run)
 
 Every error of the domain's tree (:mod:`sync.errors`) and of the connectors' has its status
 in one table, :data:`HTTP_STATUS` (an error takes the status of its nearest class there), and
@@ -24,7 +25,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from connectors.errors import ConnectorError, DailyLimitExceeded, RetriableError
 from sync.errors import (
@@ -153,8 +154,27 @@ def _integrity(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def store_not_set_up(exc: BaseException) -> bool:
+    """Whether a store error says its tables are missing (SQLite's "no such table",
+    PostgreSQL's 'relation "x" does not exist'): the store was never migrated."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _store_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A store without its tables answered every request with a bare 500: say what to do.
+    if not store_not_set_up(exc):
+        raise exc  # anything else stays an internal error (500, logged)
+    return JSONResponse(
+        {"detail": "the store is not set up: run `crmsync db upgrade`"},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
 def install(app: FastAPI) -> None:
     """Register the error handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SyncError, _sync_error)
     app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(OperationalError, _store_error)
+    app.add_exception_handler(ProgrammingError, _store_error)

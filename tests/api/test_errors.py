@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
 from api.errors import status_for
 from sync import errors
 from sync.errors import SyncError, all_errors
 from sync.settings import Settings
+from sync.store.db import engine_for
 from tests.api.conftest import Tenant, TestClient
 
 
@@ -65,3 +69,26 @@ def test_a_limited_sign_in_says_when_to_come_back(database_url: str) -> None:
     with TestClient(app) as client:
         response = client.get("/limited")
     assert response.status_code == 429 and response.headers["retry-after"] == "90"
+
+
+def test_a_store_without_its_tables_says_to_migrate_it(tmp_path: Path) -> None:
+    # `crmsync web` started before `crmsync db upgrade`: every request was a bare 500
+    url = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    app = create_app(Settings(database_url=url))
+    headers = {"organisation": str(uuid.uuid4()), "x-api-key": "crm_x"}
+    with TestClient(app) as client:
+        response = client.get("/customers", headers=headers)
+    engine_for(url).dispose()
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the store is not set up: run `crmsync db upgrade`"}
+
+
+def test_any_other_store_error_stays_an_internal_error(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+
+    @app.get("/broken")
+    def broken() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/broken").status_code == 500

@@ -23,7 +23,7 @@ def ready(as_json: JsonOption = False) -> None:
     from sync.settings import get_settings
     from tasks.health import readiness
 
-    result = readiness(get_settings())
+    result = readiness(get_settings(), detail=True)
     if as_json:
         print_json({"ready": result.ready, "checks": result.checks, "failed": result.failed})
     else:

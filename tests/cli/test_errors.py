@@ -91,3 +91,13 @@ def test_a_secret_with_nothing_to_read_says_how_to_give_it(
     assert "no alert signing secret given: give --alert-secret" in alerts.stderr
     assert "Aborted" not in token.stderr + alerts.stderr
     assert as_json(run("connections", "list", "--org", org, "--json")) == []
+
+
+def test_health_ready_says_why_the_broker_is_unreachable(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMSYNC_BROKER_URL", "redis://127.0.0.1:1/0")
+    result = run("health", "ready", code=ExitCode.ERROR)
+    # in the operator's terminal, the error's own words (it was its class name alone)
+    assert "broker: unreachable: " in result.stdout and "127.0.0.1:1" in result.stdout
+    assert "database: ok" in result.stdout

@@ -77,12 +77,13 @@ class HubSpotSandbox:
         self.webhooks = WebhookDispatcher()
         self._merge_default = merge_keeps_primary_id
         self._address3_default = address3
+        self.faults = FaultState(seed=seed, **faults)
         self.portal = Portal(
             on_change=self.webhooks.submit,
             merge_keeps_primary_id=merge_keeps_primary_id,
             address3=address3,
+            search_delay_ms=self.faults.search_index_delay_ms,
         )
-        self.faults = FaultState(seed=seed, **faults)
         self.api: Api
         self.app: Starlette = build_app(self)
         if companies:

@@ -98,6 +98,7 @@ class Portal:
         *,
         merge_keeps_primary_id: bool = False,
         address3: bool = False,
+        search_delay_ms: Callable[[], int] | None = None,
     ) -> None:
         self.lock = threading.RLock()
         #: merges as HubSpot did them before 2024 (the primary keeps its id) instead of
@@ -106,6 +107,9 @@ class Portal:
         self.clock = Clock()
         self.companies = company_store(address3=address3)
         self.contacts = contact_store()
+        if search_delay_ms is not None:
+            # how long a write made now takes to reach the search index (a fault)
+            self.companies.search_delay_ms = self.contacts.search_delay_ms = search_delay_ms
         self.on_change = on_change
 
     def store(self, object_type: str) -> ObjectStore:

@@ -28,6 +28,12 @@ expired_token          answer every API request with 401 (expired OAuth token)
 multi_status           False: a batch create refuses the whole batch for one refused input
                        even when every input has an ``objectWriteTraceId`` (as a server
                        without multi-status error handling would)
+search_index_delay_seconds  a write made while this is set reaches the search index this
+                       many seconds later: until then search leaves the record out, while
+                       GET, batch read and the list API have it at once ("it may take a few
+                       moments for newly created or updated CRM objects to appear in search
+                       results", the search guide). 0 (default): at once, so that tests
+                       that search right after a write stay exact
 =====================  ==================================================================
 """
 
@@ -58,6 +64,7 @@ class Faults:
     record_errors: dict[str, str] = field(default_factory=dict)
     expired_token: bool = False
     multi_status: bool = True
+    search_index_delay_seconds: float = 0.0
 
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))
@@ -142,6 +149,11 @@ class FaultState:
             f.hang_next -= 1
             return "hang", f
         return None, f
+
+    def search_index_delay_ms(self) -> int:
+        """How long a write made now takes to reach the search index (ms)."""
+        with self._lock:
+            return max(0, round(self.faults.search_index_delay_seconds * 1000))
 
     def record_error(self, *keys: str | None) -> tuple[str, str] | None:
         """The injected error for a batch input known by any of ``keys``: (key, kind)."""

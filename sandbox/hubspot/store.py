@@ -7,6 +7,11 @@ Cost model (100,000 companies must page fast):
 - ``index``: sorted ``(modified_ms, id)`` keys of the active records. Search filters on the
   modification stamp become bisects; ``EQ T AND hs_object_id GT L`` is a bisect as well.
   A bulk touch rebuilds it with one sort.
+- search visibility: a write made while a search index delay is set (the
+  ``search_index_delay_seconds`` fault) stamps ``searchable_ms``, when search first sees
+  the record; until then search leaves it out (the other reads have it at once).
+  ``search_pending_ms`` is the latest such time, so a search checks records only while
+  one is pending.
 
 Every public method takes the store lock, so the API (on the server's event loop) and the
 control methods (on test threads) can run at once.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -183,6 +188,8 @@ class Record:
     merged_ms: int | None = None
     #: associated ids of the other object type (contact -> companies, company -> contacts)
     links: list[int] = field(default_factory=list)
+    #: when search first returns this record as it is (wall clock, ms; 0: at once)
+    searchable_ms: int = 0
 
 
 class StoreError(Exception):
@@ -234,6 +241,10 @@ class ObjectStore:
         }
         #: active records by lower-cased ``email`` (contacts), for :meth:`email_owner`
         self.emails: dict[str, set[int]] | None = {} if object_type == "contacts" else None
+        #: how long a write made now takes to reach the search index (ms; the portal sets it)
+        self.search_delay_ms: Callable[[], int] = lambda: 0
+        #: the latest ``searchable_ms`` given: no record is hidden from search after it
+        self.search_pending_ms = 0
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -247,6 +258,7 @@ class ObjectStore:
             values.clear()
         if self.emails is not None:
             self.emails.clear()
+        self.search_pending_ms = 0
 
     def _email_index(self, rec: Record, add: bool, value: str | None = None) -> None:
         if self.emails is None:
@@ -280,11 +292,22 @@ class ObjectStore:
     def singular(self) -> str:
         return SINGULAR[self.object_type].upper()
 
-    def stamp(self, rec: Record, ms: int) -> None:
+    def stamp(self, rec: Record, ms: int, searchable_ms: int | None = None) -> None:
+        """A write at ``ms``: the modification stamp, and when search sees it."""
         rec.modified_ms = ms
         text = iso(ms)
         for name in self.modified_props:
             rec.props[name] = text
+        rec.searchable_ms = self.searchable_from() if searchable_ms is None else searchable_ms
+
+    def searchable_from(self) -> int:
+        """When search sees a write made now (0: at once)."""
+        delay = self.search_delay_ms()
+        if delay <= 0:
+            return 0
+        at = int(time.time() * 1000) + delay
+        self.search_pending_ms = max(self.search_pending_ms, at)
+        return at
 
     def _index_remove(self, rec: Record) -> None:
         key = (rec.modified_ms, rec.id)
@@ -478,11 +501,12 @@ class ObjectStore:
 
     def touch(self, ids: Iterable[int], ms: int) -> int:
         count = 0
+        searchable = self.searchable_from()
         for rec_id in ids:
             rec = self.records.get(rec_id)
             if rec is None or rec.archived_ms is not None:
                 continue
-            self.stamp(rec, ms)
+            self.stamp(rec, ms, searchable)
             count += 1
         self.index = sorted((self.records[i].modified_ms, i) for i in self.active)
         return count
@@ -791,6 +815,14 @@ def search(store: ObjectStore, body: dict[str, Any]) -> dict[str, Any]:
         raise StoreError(400, "VALIDATION_ERROR", f"Unknown sort property {sort_prop!r}")
 
     records = store.records
+    # a write the index does not have yet is left out (the ``search_index_delay_seconds``
+    # fault); checked record by record only while one may be pending
+    now = int(time.time() * 1000)
+    indexing = store.search_pending_ms > now
+
+    def in_index(rec: Record) -> bool:
+        return rec.searchable_ms <= now
+
     plans = [_plan(store, g) for g in groups] if groups else []
     ordered_by_key = False
     if plans and all(p is not None for p in plans):
@@ -809,11 +841,11 @@ def search(store: ObjectStore, body: dict[str, Any]) -> dict[str, Any]:
             real.reverse()
         total = 0
         for p in real:
-            if p.residual:
+            if p.residual or indexing:
                 total += sum(
                     1
                     for _, i in store.index[p.lo : p.hi]
-                    if all(f.test(records[i]) for f in p.residual)
+                    if in_index(records[i]) and all(f.test(records[i]) for f in p.residual)
                 )
             else:
                 total += p.hi - p.lo
@@ -824,7 +856,9 @@ def search(store: ObjectStore, body: dict[str, Any]) -> dict[str, Any]:
                 if descending:
                     rng.reverse()
                 for _, i in rng:
-                    if not p.residual or all(f.test(records[i]) for f in p.residual):
+                    if (not p.residual and not indexing) or (
+                        in_index(records[i]) and all(f.test(records[i]) for f in p.residual)
+                    ):
                         yield i
 
         page: list[Record] = []
@@ -838,7 +872,8 @@ def search(store: ObjectStore, body: dict[str, Any]) -> dict[str, Any]:
         matches = [
             records[i]
             for i in store.active
-            if not groups or any(all(f.test(records[i]) for f in g) for g in groups)
+            if (not indexing or in_index(records[i]))
+            and (not groups or any(all(f.test(records[i]) for f in g) for g in groups))
         ]
         if sort_prop != "hs_object_id" or descending:
             sf = Filter(store, {"propertyName": sort_prop, "operator": "HAS_PROPERTY"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -200,6 +201,44 @@ def test_search_on_modification_stamp_is_indexed_and_paged(client: Any, hs: HubS
     second = client.crm.companies.search_api.do_search({**body, "after": first.paging.next.after})
     assert [r.id for r in second.results] == ids[18:20] and second.paging is None
     assert second.results[0].properties["hs_lastmodifieddate"] == "2023-11-14T22:13:20.000Z"
+
+
+def test_a_write_reaches_search_late_under_an_index_delay(client: Any, hs: HubSpotSandbox) -> None:
+    """``search_index_delay_seconds``: a write made while it is set is left out of search
+    until the delay has passed (HubSpot: "it may take a few moments for newly created or
+    updated CRM objects to appear in search results"); reads by id and the list have it."""
+    hs.set_faults(search_per_second=None)
+    early, other = hs.seed_companies(2)
+    search = client.crm.companies.search_api
+    since = {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "0"}
+    by_stamp = {
+        "filterGroups": [{"filters": [since]}],
+        "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+    }
+    by_name = {"filterGroups": [{"filters": [
+        {"propertyName": "name", "operator": "CONTAINS_TOKEN", "value": "Later"}
+    ]}]}  # fmt: skip
+    hs.set_faults(search_index_delay_seconds=1.0)
+    hs.edit(early, {"name": "Later Indexed"})
+    made = hs.create("companies", {"name": "Later Created"})
+    visible = time.monotonic() + 1.0
+    hs.set_faults(search_index_delay_seconds=0)
+    hs.edit(other, {"city": "Bergen"})  # written after: searchable at once
+    found = search.do_search(by_stamp)
+    assert [r.id for r in found.results] == [other] and found.total == 1
+    assert search.do_search(by_name).total == 0
+    # the record itself is there at once for a read by id, a batch read and the list
+    basic = client.crm.companies.basic_api
+    assert basic.get_by_id(made, properties=["name"]).properties["name"] == "Later Created"
+    batch = client.crm.companies.batch_api.read(
+        {"inputs": [{"id": early}], "properties": ["name"], "propertiesWithHistory": []}
+    )
+    assert batch.results[0].properties["name"] == "Later Indexed"
+    assert {r.id for r in basic.get_page(limit=10).results} == {early, other, made}
+    time.sleep(max(0.0, visible - time.monotonic()) + 0.05)
+    found = search.do_search(by_stamp)
+    assert sorted(r.id for r in found.results) == sorted([early, other, made])
+    assert search.do_search(by_name).total == 2
 
 
 def test_rate_limit_headers_and_faults(client: Any, hs: HubSpotSandbox) -> None:

@@ -12,6 +12,13 @@ from pydantic import Field, SecretStr, field_validator
 
 from connectors.base import ConnectorCredentials, ConnectorSettings
 
+#: how long a write may take to reach HubSpot's search index, by default. HubSpot gives no
+#: figure ("it may take a few moments for newly created or updated CRM objects to appear in
+#: search results", the search guide's limitations); 10 s covers a few moments with room to
+#: spare, and costs only a re-read of the records modified in the 10 s before a pull began
+#: (unchanged: nothing is written), in the same search page while they are under 200
+SEARCH_LAG_SECONDS = 10.0
+
 
 class HubSpotSettings(ConnectorSettings):
     """A HubSpot connection: companies <-> customers, contacts <-> contacts."""
@@ -52,6 +59,13 @@ class HubSpotSettings(ConnectorSettings):
     )
     clock_skew_ms: int = Field(
         1000, ge=0, description="How far our clock may be ahead of HubSpot's (ms)."
+    )
+    search_lag_seconds: float = Field(
+        SEARCH_LAG_SECONDS,
+        ge=0,
+        description="How long a write may take to reach HubSpot's search index: an "
+        "incremental pull reads again the records modified this long before it began "
+        "(0: none).",
     )
 
     @field_validator("host")

@@ -21,6 +21,11 @@ accept_signature_v1_v2   accept webhooks signed v1/v2 (no timestamp; default fal
 clock_skew_ms            how far our clock may be ahead of HubSpot's; the watermark a full
                          pull hands to the next incremental pull starts this much before
                          the full pull did (default 1000)
+search_lag_seconds       how long a write may take to reach HubSpot's search index
+                         (default 10; 0: trust the index to have every write at once):
+                         the watermark an incremental pull hands on is never later than
+                         when its search began, less the clock skew and this, so a record
+                         indexed late is read by the next pull (see ``cursor``)
 contacts                 false: pull no contacts (companies only; default true)
 contact_communications_field  the contact property (multiple checkboxes) holding the
                          communications a contact gets (billing, updates, legal); default
@@ -39,7 +44,9 @@ Calls, for N companies of which C changed and A are archived:
   the pull moves ahead of the cursor instead of being skipped): ``ceil(C/200)`` calls when
   fewer than 100 records share a millisecond at page boundaries; then the archived list
   (``archived=true``, 100 per page) for deletions since the last pull: ``ceil(A/100)``, at
-  least 1. With nothing changed: 2 calls.
+  least 1. With nothing changed: 2 calls (the records modified in the last
+  ``search_lag_seconds`` before the previous pull are read again, in the same search page
+  while they are fewer than 200).
 - when more than 100 records share the boundary millisecond T (bulk updates; > 10,000 is
   handled too), the pull switches to ``hs_lastmodifieddate EQ T AND hs_object_id GT last``
   sorted by ``hs_object_id``, then resumes with ``GT T``;
@@ -101,7 +108,7 @@ from connectors.errors import ConfigError, ConnectorError
 from connectors.hubspot import cursor as cursors
 from connectors.hubspot import mapping, webhooks
 from connectors.hubspot.client import HubSpotApis, raw_call
-from connectors.hubspot.config import HubSpotCredentials, HubSpotSettings
+from connectors.hubspot.config import SEARCH_LAG_SECONDS, HubSpotCredentials, HubSpotSettings
 from connectors.hubspot.cursor import HubSpotCursor
 from connectors.hubspot.errors import classify, describe, error_body, is_api_exception, record_error
 
@@ -274,6 +281,7 @@ class HubSpotConnector:
         self._usage: ApiUsage | None = None
         self._search_pace = Pacer(float(settings.get("search_per_second", 4)))
         self._skew_ms = int(settings.get("clock_skew_ms", 1000))
+        self._lag_ms = round(float(settings.get("search_lag_seconds", SEARCH_LAG_SECONDS)) * 1000)
         self.external_id_property = str(settings.get("external_id_property") or "crmsync_id")
         self._accept_v1_v2 = bool(settings.get("accept_signature_v1_v2", False))
         self._gate: RateGate = gate or LocalRateGate()
@@ -594,7 +602,8 @@ class HubSpotConnector:
             if at.after:
                 yield Page(records, at.to_json())
                 continue
-            yield Page(records, cursors.after_archived(at, self._skew_ms).to_json())
+            after = cursors.after_archived(at, self._skew_ms, self._lag_ms)
+            yield Page(records, after.to_json())
             return
 
     # -- contract: reads by id -----------------------------------------------------------

@@ -13,6 +13,16 @@ resumes from its last committed page):
     archived  the archived list, for deletions (and merges) since ``archive_watermark_ms``;
               when done it hands on the next pull's ``range`` cursor (:func:`after_archived`)
 
+HubSpot's search index lags behind writes ("it may take a few moments for newly created or
+updated CRM objects to appear in search results", the search guide's limitations,
+https://developers.hubspot.com/docs/api-reference/latest/crm/search-the-crm): a record
+modified at T may be indexed only after a search already returned one modified at T+1. So
+the watermark handed to the next pull is never later than when this pull's search began
+(``search_started_ms``, our clock) less the clock skew and the search lag; when it is
+capped, the next pull searches ``GTE`` the cap with no ids left out, and reads again the
+records modified since (unchanged, they change nothing). The search itself has no upper
+bound: an edit the index has is read by the first pull after it.
+
 Each transition is a small pure function from a cursor (and what one page said) to the next
 cursor; the connector only calls the API and builds records. The JSON form keeps the short
 keys of the dict cursors stored before the cursor was typed (``wm``, ``awm``, ``aids``,
@@ -70,6 +80,9 @@ class HubSpotCursor:
     #: ``archived``: the newest archive time seen by this walk, and its ids
     archive_newest_ms: int = 0
     archive_newest_ids: tuple[str, ...] = ()
+    #: ``range``/``ties``/``archived``: when this pull's first search was sent (our clock;
+    #: 0: not yet). The next pull's watermark is capped by it (see the module docstring)
+    search_started_ms: int = 0
 
     def to_json(self) -> str:
         """The cursor as stored: the fields that differ from their default, by JSON key."""
@@ -122,6 +135,7 @@ _KEYS = {
     "archive_started_ms": "astart",
     "archive_newest_ms": "amax",
     "archive_newest_ids": "anext",
+    "search_started_ms": "sstart",
 }
 _INTS = {
     "full_started_ms",
@@ -131,6 +145,7 @@ _INTS = {
     "archive_watermark_ms",
     "archive_started_ms",
     "archive_newest_ms",
+    "search_started_ms",
 }
 _ID_LISTS = {"at_watermark", "tie_seen", "archive_ids", "archive_newest_ids"}
 
@@ -157,12 +172,17 @@ def _typed(name: str, value: Any) -> Any:
 def start(previous: HubSpotCursor | None, *, full: bool, now_ms: int) -> HubSpotCursor:
     """The cursor a pull starts from: ``previous`` to resume it, else a new full pull (when
     ``full`` and not already in one) or an incremental pull over everything (no cursor, or
-    an unfinished full pull's cursor when an incremental one is asked for)."""
+    an unfinished full pull's cursor when an incremental one is asked for).
+
+    An incremental pull notes when its search begins (``now_ms``); one resumed keeps the
+    time its first search began, so the watermark it hands on covers every search it made."""
     if full and (previous is None or previous.mode != "full"):
         return HubSpotCursor("full", full_started_ms=now_ms)
     if not full and (previous is None or previous.mode == "full"):
-        return HubSpotCursor("range")
+        return HubSpotCursor("range", search_started_ms=now_ms)
     assert previous is not None
+    if previous.mode in ("range", "ties") and not previous.search_started_ms:
+        return replace(previous, search_started_ms=now_ms)
     return previous
 
 
@@ -297,9 +317,11 @@ def archived_page(cursor: HubSpotCursor, stamps: Stamps, after: str | None) -> H
     return replace(cursor, archive_newest_ms=newest, archive_newest_ids=ids, after=after)
 
 
-def after_archived(cursor: HubSpotCursor, skew_ms: int) -> HubSpotCursor:
-    """The next pull's cursor: the search's watermark, and deletions from the newest seen
-    on, but never later than this walk's start (less the clock skew)."""
+def after_archived(cursor: HubSpotCursor, skew_ms: int, lag_ms: int = 0) -> HubSpotCursor:
+    """The next pull's cursor: the search's watermark (capped by :func:`search_cap`), and
+    deletions from the newest seen on, but never later than this walk's start (less the
+    clock skew)."""
+    watermark, ids, strict = search_cap(cursor, skew_ms, lag_ms)
     cap = cursor.archive_started_ms - skew_ms
     newest = cursor.archive_newest_ms
     archive_ids: tuple[str, ...]
@@ -311,12 +333,34 @@ def after_archived(cursor: HubSpotCursor, skew_ms: int) -> HubSpotCursor:
         archive_watermark = cursor.archive_watermark_ms
         archive_ids = cursor.archive_ids + cursor.archive_newest_ids
     return _range(
-        cursor.watermark_ms,
-        cursor.at_watermark,
-        strict=cursor.strict,
-        archive_watermark=archive_watermark,
-        archive_ids=archive_ids,
+        watermark, ids, strict=strict, archive_watermark=archive_watermark, archive_ids=archive_ids
     )
+
+
+def search_cap(
+    cursor: HubSpotCursor, skew_ms: int, lag_ms: int
+) -> tuple[int, tuple[str, ...], bool]:
+    """The watermark the next pull searches from: (watermark, ids at it, strict).
+
+    With a search lag (``lag_ms`` > 0), a record modified less than ``lag_ms`` before a
+    search may be missing from its results, though a later one is there. Every record
+    modified up to when this pull's first search was sent, on HubSpot's clock, less the lag,
+    was in the index for each of its searches; on our clock that time is at least
+    ``search_started_ms - skew_ms`` (our clock is at most ``skew_ms`` ahead). A watermark
+    past that cap goes back to it, with no ids left out and not strict (``GTE``): the
+    records from the cap on are read again. At the cap or before it, the watermark, its ids
+    and ``strict`` stand: those records were all in the index. With no lag (an index that
+    has every write at once) the watermark is not capped."""
+    watermark, ids, strict = cursor.watermark_ms, cursor.at_watermark, cursor.strict
+    # a pull resumed from a cursor stored before this field: the search had ended by the
+    # archived walk's start, the best time known
+    started = cursor.search_started_ms or cursor.archive_started_ms
+    if lag_ms <= 0 or not started:
+        return watermark, ids, strict
+    cap = started - skew_ms - lag_ms
+    if watermark > cap:
+        return cap, (), False
+    return watermark, ids, strict
 
 
 def stamps_of(pairs: Iterable[tuple[int | None, str]]) -> list[tuple[int, str]]:

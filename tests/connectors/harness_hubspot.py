@@ -5,8 +5,13 @@
         harness = make_harness(sb)
         connector = harness.connector(max_attempts=3)
 
-``connector()`` uses tiny back-off, a 5 s request time-out and ``clock_skew_ms=0`` (the
-sandbox shares our clock). ``field_map=``, ``credentials=`` and ``gate=`` (a ``RateGate``)
+``connector()`` uses tiny back-off, a 5 s request time-out, ``clock_skew_ms=0`` (the
+sandbox shares our clock) and ``search_lag_seconds=0``: the sandbox's search index has every
+write at once (unless a test sets its ``search_index_delay_seconds`` fault), and the suites
+count exactly what each pull reads; with the default lag, a pull right after another reads
+again the records modified in the seconds before it (as pulled and unchanged, at no extra
+call: ``tests/connectors/test_hubspot_connector.py`` and ``tests/sync/test_hubspot_search_lag.py``
+pin that). ``field_map=``, ``credentials=`` and ``gate=`` (a ``RateGate``)
 are taken apart from the other settings. Faults keep their sandbox names
 (``sandbox/hubspot/faults.py``); on reset the burst window is set to 20 ms and the search
 limit lifted, and the connectors wait 10 ms after a 429 without ``Retry-After``.
@@ -86,6 +91,7 @@ class HubSpotHarness:
             "rate_limit_wait_seconds": FAST_RATE_LIMIT_WAIT,
             "search_per_second": 0,  # no pacing: the sandbox's search limit is off too
             "clock_skew_ms": 0,
+            "search_lag_seconds": 0,
         }
         settings.update(overrides)
         return settings

@@ -26,6 +26,8 @@ from connectors.errors import (
     WebhookRejected,
 )
 from connectors.hubspot import HubSpotConnector, webhooks
+from connectors.hubspot.config import HubSpotSettings
+from connectors.hubspot.cursor import HubSpotCursor
 from connectors.hubspot.webhooks import signature_v2, signature_v3
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.server import Sandbox, SandboxOptions
@@ -120,6 +122,78 @@ def test_incremental_with_nothing_changed_costs_two_calls(harness: HubSpotHarnes
     records, again = incremental(connector, cursor)
     assert records == [] and connector.api_calls == 2
     assert incremental(harness.connector(), again)[0] == []
+
+
+# -- the search index lags behind writes ------------------------------------------------------
+
+#: how long the sandbox's index takes to have a write, in the tests that make it late
+INDEX_DELAY = 1.5
+
+
+def test_a_record_indexed_late_is_read_by_the_next_pull_only_with_the_search_lag(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """A is modified before B, but the index has A only later: the pull after B's read
+    skips A for good without the search lag; with it (the default), the next pull reads A."""
+    a, b, c = harness.seed(3)
+    _, cursor = full_pull(harness.connector())
+    harness.set_faults(search_index_delay_seconds=INDEX_DELAY)
+    harness.edit(a, {"address.city": "Late Indexed"})
+    indexed = time.monotonic() + INDEX_DELAY
+    harness.set_faults(search_index_delay_seconds=0)
+    time.sleep(0.005)  # B in a later millisecond than A (one ms: the ids at it are kept)
+    harness.edit(b, {"address.city": "Indexed At Once"})
+    assert hs.read(b)["modifiedMs"] > hs.read(a)["modifiedMs"]
+    # A is there for a read by id, not yet for search
+    assert harness.connector().pull_customers_by_ids([a])[0].fields["address.city"] == (
+        "Late Indexed"
+    )
+    trusting = harness.connector(search_lag_seconds=0)
+    careful = harness.connector(search_lag_seconds=harness_default_lag())
+    seen, trusted = incremental(trusting, cursor)
+    assert [r.id for r in seen] == [b]
+    seen, capped = incremental(careful, cursor)
+    assert [r.id for r in seen] == [b]
+    time.sleep(max(0.0, indexed - time.monotonic()) + 0.05)  # the index has A now
+    assert incremental(harness.connector(search_lag_seconds=0), trusted)[0] == [], "A is lost"
+    later = harness.connector()
+    records, _ = incremental(later, capped)
+    by_id = {r.id: r for r in records}
+    assert by_id[a].fields["address.city"] == "Late Indexed"
+    assert set(by_id) == {a, b, c}  # B (and C, seeded seconds ago) read again, unchanged
+    assert later.api_calls == 2  # one search page, one archived list
+
+
+def harness_default_lag() -> float:
+    """The connector's default ``search_lag_seconds`` (the harness sets 0)."""
+    return float(HubSpotSettings.model_fields["search_lag_seconds"].default)
+
+
+def test_by_default_a_pull_right_after_another_reads_its_last_seconds_again_at_no_call(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """The default lag: records modified in the seconds before a pull began are read again
+    by the next one (unchanged), in the same search page: nothing changed is still 2 calls;
+    the watermark stored never passes the pull's start less the lag."""
+    ids = harness.seed(120)
+    settings = {k: v for k, v in harness.settings().items() if k != "search_lag_seconds"}
+    default = HubSpotConnector(ConnectionConfig("hubspot-test", harness.credentials(), settings))
+    assert harness_default_lag() > 0
+    _, cursor = full_pull(harness.connector())
+    harness.edit(ids[5], {"address.city": "Oslo"})
+    began = int(time.time() * 1000)
+    records, cursor = incremental(default, cursor)
+    ended = int(time.time() * 1000)
+    assert [r.id for r in records] == [ids[5]]
+    stored = HubSpotCursor.from_json(cursor)
+    lag_ms = round(harness_default_lag() * 1000)
+    # the pull's start, less the lag (the harness has no clock skew): before the edit
+    assert began - lag_ms <= stored.watermark_ms <= ended - lag_ms
+    assert (stored.at_watermark, stored.strict) == ((), False)
+    again = HubSpotConnector(ConnectionConfig("hubspot-test", harness.credentials(), settings))
+    records, _ = incremental(again, cursor)
+    assert ids[5] in [r.id for r in records]  # read again
+    assert again.api_calls == 2
 
 
 def test_incremental_sees_edits_in_pages_of_200(

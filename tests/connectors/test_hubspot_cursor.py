@@ -32,6 +32,7 @@ cursor_values = st.builds(
     archive_started_ms=st.integers(0, 2**45),
     archive_newest_ms=st.integers(0, 2**45),
     archive_newest_ids=ids,
+    search_started_ms=st.integers(0, 2**45),
 )
 
 
@@ -81,11 +82,19 @@ def test_what_is_not_a_cursor_is_a_clear_error(text: str) -> None:
 
 
 def test_start_resumes_or_begins() -> None:
-    walking = HubSpotCursor("ties", watermark_ms=5, tie_id=9)
-    assert cursors.start(walking, full=False, now_ms=1) is walking
-    assert cursors.start(None, full=False, now_ms=1) == HubSpotCursor("range")
+    walking = HubSpotCursor("ties", watermark_ms=5, tie_id=9, search_started_ms=3)
+    assert cursors.start(walking, full=False, now_ms=4) is walking
+    assert cursors.start(None, full=False, now_ms=1) == HubSpotCursor("range", search_started_ms=1)
     unfinished_full = HubSpotCursor("full", after="x", full_started_ms=1)
-    assert cursors.start(unfinished_full, full=False, now_ms=2) == HubSpotCursor("range")
+    assert cursors.start(unfinished_full, full=False, now_ms=2) == HubSpotCursor(
+        "range", search_started_ms=2
+    )
+    # the last pull's cursor starts a new search (and so does a walk stored before the field)
+    handed_on = HubSpotCursor("range", watermark_ms=5, at_watermark=("1",))
+    assert cursors.start(handed_on, full=False, now_ms=7) == replace(handed_on, search_started_ms=7)
+    assert cursors.start(replace(walking, search_started_ms=0), full=False, now_ms=8) == (
+        replace(walking, search_started_ms=8)
+    )
     assert cursors.start(unfinished_full, full=True, now_ms=2) is unfinished_full
     assert cursors.start(walking, full=True, now_ms=2) == HubSpotCursor("full", full_started_ms=2)
 
@@ -156,3 +165,90 @@ def test_the_archived_walk_reports_each_deletion_once() -> None:
     # a deletion stamped after the walk began (our clock, less the skew): from there again
     late = cursors.archived_page(same, [(9_500, "5")], None)
     assert cursors.after_archived(late, 1_000).archive_watermark_ms == 9_000
+
+
+# -- the search index lags behind writes: the watermark handed on is capped ------------------
+
+LAG = 10_000
+
+
+def _searched(watermark: int, ids: tuple[str, ...] = (), *, strict: bool = False) -> HubSpotCursor:
+    """A pull whose search began at 100,000 and ended at ``watermark``, on to the archived
+    walk (started at 101,000) with nothing archived."""
+    at = HubSpotCursor(
+        "range", watermark_ms=watermark, at_watermark=ids, strict=strict, search_started_ms=100_000
+    )
+    return cursors.archived_page(cursors.search_page(at, [], False, 101_000), [], None)
+
+
+def test_a_watermark_past_the_search_start_less_skew_and_lag_goes_back_to_it() -> None:
+    # the search began at 100,000 (our clock, up to 1,000 ahead of HubSpot's): a record
+    # modified after 89,000 may not have been in the index yet, though a later one was
+    nxt = cursors.after_archived(_searched(95_000, ("7", "8")), skew_ms=1_000, lag_ms=LAG)
+    assert (nxt.watermark_ms, nxt.at_watermark, nxt.strict) == (89_000, (), False)
+    assert nxt.search_started_ms == 0  # the next pull notes its own start
+    # from the cap on, every record again, with no upper bound
+    groups, _ = cursors.search_filters(nxt, "hs_lastmodifieddate")
+    assert groups == [{"filters": [
+        {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "89000"}
+    ]}]  # fmt: skip
+    # a strict watermark past the cap: not strict at the cap (records at it were not all read)
+    strict = cursors.after_archived(_searched(95_000, strict=True), skew_ms=1_000, lag_ms=LAG)
+    assert (strict.watermark_ms, strict.at_watermark, strict.strict) == (89_000, (), False)
+
+
+def test_a_watermark_at_or_before_the_cap_stands_with_its_ids() -> None:
+    # every record modified up to the cap was in the index: the ids read at it stand
+    for watermark in (89_000, 50_000):
+        nxt = cursors.after_archived(_searched(watermark, ("7",)), skew_ms=1_000, lag_ms=LAG)
+        assert (nxt.watermark_ms, nxt.at_watermark, nxt.strict) == (watermark, ("7",), False)
+    nxt = cursors.after_archived(_searched(89_000, strict=True), skew_ms=1_000, lag_ms=LAG)
+    assert (nxt.watermark_ms, nxt.at_watermark, nxt.strict) == (89_000, (), True)
+    # no lag: an index with every write at once, the watermark as read
+    nxt = cursors.after_archived(_searched(99_999, ("7",)), skew_ms=1_000, lag_ms=0)
+    assert (nxt.watermark_ms, nxt.at_watermark) == (99_999, ("7",))
+
+
+def test_the_cap_counts_from_the_first_search_of_a_resumed_pull() -> None:
+    """Pages, a crowded millisecond walked by id, a resume: the cap is the first search's."""
+    at = cursors.start(HubSpotCursor("range", watermark_ms=80_000), full=False, now_ms=100_000)
+    at = cursors.search_page(at, [(90_000, "1"), (95_000, "2")], True, 100_500)
+    crowd = [(96_000, str(i)) for i in range(10, 10 + NOT_IN_LIMIT + 1)]
+    at = cursors.search_page(at, crowd, True, 101_000)
+    assert at.mode == "ties"
+    stored = HubSpotCursor.from_json(at.to_json())  # the worker dies; the next one resumes
+    at = cursors.start(stored, full=False, now_ms=200_000)
+    assert at.search_started_ms == 100_000
+    at = cursors.search_page(at, [(96_000, "500")], False, 200_100)
+    assert (at.mode, at.watermark_ms, at.strict) == ("range", 96_000, True)
+    at = cursors.search_page(at, [(97_000, "501")], False, 200_200)
+    at = cursors.archived_page(at, [], None)
+    nxt = cursors.after_archived(at, skew_ms=0, lag_ms=LAG)
+    assert (nxt.watermark_ms, nxt.at_watermark, nxt.strict) == (90_000, (), False)
+
+
+def test_an_archived_walk_stored_before_the_start_was_noted_caps_by_its_own_start() -> None:
+    stored = {"mode": "archived", "wm": 95_000, "ids": ["7"], "astart": 100_000, "amax": 0}
+    nxt = cursors.after_archived(
+        HubSpotCursor.from_json(json.dumps(stored)), skew_ms=1_000, lag_ms=LAG
+    )
+    assert (nxt.watermark_ms, nxt.at_watermark, nxt.strict) == (89_000, (), False)
+
+
+@given(cursor_values, st.integers(0, 60_000), st.integers(0, 5_000))
+def test_the_next_watermark_never_passes_the_cap(
+    value: HubSpotCursor, lag_ms: int, skew_ms: int
+) -> None:
+    at = replace(value, mode="archived", after=None)
+    nxt = cursors.after_archived(at, skew_ms=skew_ms, lag_ms=lag_ms)
+    started = at.search_started_ms or at.archive_started_ms
+    if lag_ms and started:
+        assert nxt.watermark_ms <= max(started - skew_ms - lag_ms, at.watermark_ms)
+        assert nxt.watermark_ms <= started - skew_ms - lag_ms or nxt.watermark_ms == (
+            at.watermark_ms
+        )
+    if nxt.watermark_ms != at.watermark_ms:  # capped: nothing at the cap is left out
+        assert nxt.at_watermark == () and not nxt.strict
+    else:
+        assert nxt.strict == (at.strict or len(at.at_watermark) > NOT_IN_LIMIT)
+    assert nxt.search_started_ms == 0

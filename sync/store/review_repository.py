@@ -20,8 +20,10 @@ def conflicts(
     customer_id: str | None = None,
     status: str | None = "open",
     limit: int = 200,
+    offset: int = 0,
 ) -> Sequence[Conflict]:
-    """Conflicts, oldest first, filtered by connection, field, customer and status."""
+    """Conflicts, oldest first, filtered by connection, field, customer and status; a page
+    of ``limit`` from ``offset``."""
     query = select(Conflict).where(Conflict.organisation_id == organisation_id)
     if connection_id is not None:
         query = query.where(Conflict.connection_id == connection_id)
@@ -31,7 +33,8 @@ def conflicts(
         query = query.where(Conflict.customer_id == customer_id)
     if status is not None:
         query = query.where(Conflict.status == status)
-    query = query.order_by(Conflict.created_at, Conflict.field, Conflict.id).limit(limit)
+    query = query.order_by(Conflict.created_at, Conflict.field, Conflict.id)
+    query = query.limit(limit).offset(offset)
     return session.scalars(query).all()
 
 
@@ -74,8 +77,9 @@ def failures(
     run_id: str | None = None,
     status: str | None = "open",
     limit: int = 200,
+    offset: int = 0,
 ) -> Sequence[RecordFailure]:
-    """Dead-letter rows, newest first."""
+    """Dead-letter rows, newest first; a page of ``limit`` from ``offset``."""
     query = select(RecordFailure).where(RecordFailure.organisation_id == organisation_id)
     if connection_id is not None:
         query = query.where(RecordFailure.connection_id == connection_id)
@@ -83,7 +87,8 @@ def failures(
         query = query.where(RecordFailure.run_id == run_id)
     if status is not None:
         query = query.where(RecordFailure.status == status)
-    query = query.order_by(RecordFailure.updated_at.desc(), RecordFailure.id).limit(limit)
+    query = query.order_by(RecordFailure.updated_at.desc(), RecordFailure.id)
+    query = query.limit(limit).offset(offset)
     return session.scalars(query).all()
 
 

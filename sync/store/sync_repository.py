@@ -278,12 +278,18 @@ def get_run(session: Session, organisation_id: str, run_id: str) -> SyncRun | No
 
 
 def list_runs(
-    session: Session, organisation_id: str, connection_id: str | None = None, limit: int = 50
+    session: Session,
+    organisation_id: str,
+    connection_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> Sequence[SyncRun]:
+    """Runs, newest first; a page of ``limit`` from ``offset``."""
     query = select(SyncRun).where(SyncRun.organisation_id == organisation_id)
     if connection_id is not None:
         query = query.where(SyncRun.connection_id == connection_id)
-    return session.scalars(query.order_by(SyncRun.started_at.desc()).limit(limit)).all()
+    query = query.order_by(SyncRun.started_at.desc(), SyncRun.id).limit(limit).offset(offset)
+    return session.scalars(query).all()
 
 
 def mark_interrupted_runs(session: Session, connection_id: str, scope: str) -> int:

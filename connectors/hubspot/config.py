@@ -13,8 +13,8 @@ from pydantic import Field, SecretStr, field_validator
 from connectors.base import ConnectorCredentials, ConnectorSettings
 
 #: how long a write may take to reach HubSpot's search index, by default. HubSpot gives no
-#: figure ("it may take a few moments for newly created or updated CRM objects to appear in
-#: search results", the search guide's limitations); 10 s covers a few moments with room to
+#: figure: its search guide warns that newly created or updated objects may take a few
+#: moments to appear in search results (paraphrased); 10 s covers a few moments with room to
 #: spare, and costs only a re-read of the records modified in the 10 s before a pull began
 #: (unchanged: nothing is written), in the same search page while they are under 200
 SEARCH_LAG_SECONDS = 10.0

@@ -13,8 +13,8 @@ resumes from its last committed page):
     archived  the archived list, for deletions (and merges) since ``archive_watermark_ms``;
               when done it hands on the next pull's ``range`` cursor (:func:`after_archived`)
 
-HubSpot's search index lags behind writes ("it may take a few moments for newly created or
-updated CRM objects to appear in search results", the search guide's limitations,
+HubSpot's search index lags behind writes (its search guide warns that newly created or
+updated objects may take a few moments to appear in search results,
 https://developers.hubspot.com/docs/api-reference/latest/crm/search-the-crm): a record
 modified at T may be indexed only after a search already returned one modified at T+1. So
 the watermark handed to the next pull is never later than when this pull's search began

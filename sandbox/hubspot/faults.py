@@ -30,10 +30,10 @@ multi_status           False: a batch create refuses the whole batch for one ref
                        without multi-status error handling would)
 search_index_delay_seconds  a write made while this is set reaches the search index this
                        many seconds later: until then search leaves the record out, while
-                       GET, batch read and the list API have it at once ("it may take a few
-                       moments for newly created or updated CRM objects to appear in search
-                       results", the search guide). 0 (default): at once, so that tests
-                       that search right after a write stay exact
+                       GET, batch read and the list API have it at once (HubSpot's search
+                       guide: new or updated objects may take a few moments to appear in
+                       search results). 0 (default): at once, so that tests that search
+                       right after a write stay exact
 =====================  ==================================================================
 """
 

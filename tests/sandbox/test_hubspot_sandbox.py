@@ -205,8 +205,8 @@ def test_search_on_modification_stamp_is_indexed_and_paged(client: Any, hs: HubS
 
 def test_a_write_reaches_search_late_under_an_index_delay(client: Any, hs: HubSpotSandbox) -> None:
     """``search_index_delay_seconds``: a write made while it is set is left out of search
-    until the delay has passed (HubSpot: "it may take a few moments for newly created or
-    updated CRM objects to appear in search results"); reads by id and the list have it."""
+    until the delay has passed (HubSpot's search guide: new or updated objects may take a
+    few moments to appear in search results); reads by id and the list have it."""
     hs.set_faults(search_per_second=None)
     early, other = hs.seed_companies(2)
     search = client.crm.companies.search_api

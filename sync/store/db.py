@@ -17,12 +17,21 @@ from sync.store.repository import json_text
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for ``url``. SQLite gets WAL, foreign keys and a busy timeout so that the
-    worker, beat and web of ``crmsync up`` can share one file."""
+#: seconds a SQLite transaction waits for another's write lock before "database is locked"
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
+def make_engine(
+    url: str, *, echo: bool = False, busy_timeout: float = SQLITE_BUSY_TIMEOUT
+) -> Engine:
+    """An engine for ``url``. SQLite gets WAL, foreign keys, a busy timeout and write
+    transactions that take the write lock as they begin, so that the worker, beat and web
+    of ``crmsync up`` (and commands run beside them) can share one file."""
     json_options: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, **json_options)
+        engine = create_engine(
+            url, echo=echo, connect_args={"timeout": busy_timeout}, **json_options
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -34,12 +43,21 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             # pysqlite begins a transaction only before a write, so a SAVEPOINT (a page
             # write that isolates a refused record) could open, and its RELEASE commit,
             # the outer transaction. SQLAlchemy's recipe: the driver leaves transactions
-            # alone and every transaction begins with BEGIN.
+            # alone and every transaction begins with our own BEGIN.
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
+            # IMMEDIATE: the write lock is taken here, waiting up to the busy timeout
+            # (pysqlite's ``timeout``) while another connection holds it. A plain
+            # (deferred) BEGIN reads first and asks for the lock at its first write; when
+            # another connection committed since this one's reads began, SQLite refuses
+            # that upgrade at once ("database is locked": the busy timeout does not apply
+            # to a stale snapshot), and a run failed whenever two wrote at once.
+            # Reads begin IMMEDIATE too: which transaction of a request or a task will
+            # write is not known as it begins, and a read-only one waits at most for one
+            # writer's transaction (a run commits per page), not a whole run.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # psycopg would prepare a statement after a few runs, and PostgreSQL may then keep a

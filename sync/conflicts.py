@@ -8,6 +8,7 @@ the value, nothing changes and the conflict stays open.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from sync.customer import FieldValue
 from sync.decision import BillingCustomer
 from sync.errors import ConflictError as ConflictError
 from sync.errors import ConflictNotOpen, InvalidInput, NotFound
+from sync.explain import ConflictFacts, explain_conflict
 from sync.match import MatchMode, canonical
 from sync.settings import Settings
 from sync.store import repository
@@ -263,3 +265,33 @@ def describe_conflict(conflict: Any) -> dict[str, Any]:
         "resolved_at": conflict.resolved_at.isoformat() if conflict.resolved_at else None,
         "created_at": conflict.created_at.isoformat() if conflict.created_at else None,
     }
+
+
+def explain_conflicts(
+    session: Session, organisation_id: str, conflicts: Sequence[Conflict]
+) -> dict[str, list[str]]:
+    """Why each conflict is one, by conflict id (:func:`sync.explain.explain_conflict`
+    under its connection's match rule; for an e-mail, the customer that has the CRM's
+    e-mail already). What the console's queue and the HTTP API show."""
+    modes = {c.id: c.match_mode for c in repo.list_connections(session, organisation_id)}
+    emails = [str(c.crm_value) for c in conflicts if c.field == "email" and c.crm_value]
+    owners = repository.find_customers_by_emails(session, organisation_id, emails) if emails else {}
+    explained: dict[str, list[str]] = {}
+    for conflict in conflicts:
+        owner = owners.get(str(conflict.crm_value)) if conflict.field == "email" else None
+        mode: MatchMode = (
+            "normalized" if modes.get(conflict.connection_id) == "normalized" else "exact"
+        )
+        facts = ConflictFacts(
+            kind=conflict.kind,
+            field=conflict.field,
+            base=conflict.base_value,
+            billing=conflict.billing_value,
+            crm=conflict.crm_value,
+            mode=mode,
+            email_owner=owner.id
+            if owner is not None and owner.id != conflict.customer_id
+            else None,
+        )
+        explained[conflict.id] = explain_conflict(facts)
+    return explained

@@ -20,10 +20,8 @@ from api.console.base import (
 )
 from api.deps import get_settings
 from connectors.errors import ConnectorError
-from sync.conflicts import ConflictError, Keep, resolve_conflict
+from sync.conflicts import ConflictError, Keep, explain_conflicts, resolve_conflict
 from sync.crypto import SecretKeyMissing
-from sync.explain import ConflictFacts, explain_conflict
-from sync.match import MatchMode
 from sync.store import repository, review_repository, sync_repository
 from sync.store.models import Conflict
 from tasks.work import connection_gate
@@ -42,33 +40,17 @@ def describe(db: Any, organisation_id: str, conflicts: list[Conflict]) -> list[d
     """Conflicts with their customer's name, connection and explanation."""
     connections = {c.id: c for c in sync_repository.list_connections(db, organisation_id)}
     customers = repository.get_customers(db, organisation_id, [c.customer_id for c in conflicts])
-    emails = [str(c.crm_value) for c in conflicts if c.field == "email" and c.crm_value]
-    owners = repository.find_customers_by_emails(db, organisation_id, emails) if emails else {}
+    why = explain_conflicts(db, organisation_id, conflicts)
     described = []
     for conflict in conflicts:
         connection = connections.get(conflict.connection_id)
-        owner = owners.get(str(conflict.crm_value)) if conflict.field == "email" else None
-        mode: MatchMode = (
-            "normalized" if connection and connection.match_mode == "normalized" else "exact"
-        )
-        facts = ConflictFacts(
-            kind=conflict.kind,
-            field=conflict.field,
-            base=conflict.base_value,
-            billing=conflict.billing_value,
-            crm=conflict.crm_value,
-            mode=mode,
-            email_owner=owner.id
-            if owner is not None and owner.id != conflict.customer_id
-            else None,
-        )
         customer = customers.get(conflict.customer_id)
         described.append(
             {
                 "c": conflict,
                 "connection": connection.name if connection else conflict.connection_id,
                 "customer": customer.customer_name if customer else conflict.customer_id,
-                "why": explain_conflict(facts),
+                "why": why[conflict.id],
             }
         )
     return described

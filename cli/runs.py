@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,42 +17,11 @@ from cli.output import (
     print_json,
     print_record,
     print_table,
-    when,
 )
+from sync.health import describe_run
 from sync.store import sync_repository as repo
-from sync.store.models import SyncRun
 
 app = typer.Typer(name="runs", help="Sync runs: what each did, how long it took, why it failed.")
-
-
-def status_text(status: str, counters: dict[str, int]) -> str:
-    """The status as an operator reads it: a run that left records in the dead letter is
-    not a plain success (``succeeded with 3 failures``)."""
-    failed = int(counters.get("failed", 0) or 0)
-    if failed and status in ("succeeded", "paused", "interrupted"):
-        return f"{status} with {failed} failure{'s' if failed != 1 else ''}"
-    return status
-
-
-def describe_run(run: SyncRun, connection: str | None = None) -> dict[str, Any]:
-    counters = dict(run.counters or {})
-    return {
-        "id": run.id,
-        "connection_id": run.connection_id,
-        "connection": connection,
-        "trigger": run.trigger,
-        "status": run.status,
-        "status_text": status_text(run.status, counters),
-        "failures": int(counters.get("failed", 0) or 0),
-        "crm_records_created": int(counters.get("crm_created", 0) or 0),
-        "full": run.full,
-        "counters": counters,
-        "api_calls": run.api_calls,
-        "started_at": when(run.started_at),
-        "finished_at": when(run.finished_at),
-        "duration_seconds": run.duration_seconds,
-        "error": run.error,
-    }
 
 
 @app.command("list")

@@ -193,3 +193,38 @@ def _lag(
     if not candidates:
         return None
     return Lag(min(moment for moment, _ in candidates), [what for _, what in candidates])
+
+
+def status_text(status: str, counters: dict[str, int]) -> str:
+    """The status as an operator reads it: a run that left records in the dead letter is
+    not a plain success (``succeeded with 3 failures``)."""
+    failed = int(counters.get("failed", 0) or 0)
+    if failed and status in ("succeeded", "paused", "interrupted"):
+        return f"{status} with {failed} failure{'s' if failed != 1 else ''}"
+    return status
+
+
+def describe_run(run: SyncRun, connection: str | None = None) -> dict[str, Any]:
+    """A run as ``crmsync runs --json`` and the HTTP API show it (``connection``: its name)."""
+    counters = dict(run.counters or {})
+    return {
+        "id": run.id,
+        "connection_id": run.connection_id,
+        "connection": connection,
+        "trigger": run.trigger,
+        "status": run.status,
+        "status_text": status_text(run.status, counters),
+        "failures": int(counters.get("failed", 0) or 0),
+        "crm_records_created": int(counters.get("crm_created", 0) or 0),
+        "full": run.full,
+        "counters": counters,
+        "api_calls": run.api_calls,
+        "started_at": _when(run.started_at),
+        "finished_at": _when(run.finished_at),
+        "duration_seconds": run.duration_seconds,
+        "error": run.error,
+    }
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None

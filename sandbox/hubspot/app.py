@@ -846,8 +846,16 @@ class Api:
                 self.portal.dissociate(from_store.object_type, a, to_store.object_type, b)
             return Response(status_code=204)
         results = []
-        for a, b in pairs:
-            self.portal.associate(from_store.object_type, a, to_store.object_type, b)
+        primary_type = ASSOCIATION_TYPE_IDS.get((from_store.object_type, to_store.object_type))
+        for (a, b), item in zip(pairs, inputs, strict=True):
+            # v4 labelled create: the primary type among the types makes the company the
+            # contact's primary one (its earlier primary company stays, unlabeled)
+            types = item.get("types") if version == "v4" and action == "create" else None
+            primary = any(
+                isinstance(t, dict) and t.get("associationTypeId") == primary_type
+                for t in types or []
+            )
+            self.portal.associate(from_store.object_type, a, to_store.object_type, b, primary)
             if version == "v4" and action == "create":
                 results.append(
                     {

@@ -177,8 +177,13 @@ class Portal:
 
     # -- associations --------------------------------------------------------------------
 
-    def _link(self, contact: Record, company: Record) -> None:
-        if company.id not in contact.links:
+    def _link(self, contact: Record, company: Record, primary: bool = False) -> None:
+        if primary and company.id in contact.links:
+            contact.links.remove(company.id)
+        if primary:
+            # the contact's one primary company: the one it had stays associated, unlabeled
+            contact.links.insert(0, company.id)
+        elif company.id not in contact.links:
             contact.links.append(company.id)
         if contact.id not in company.links:
             company.links.append(contact.id)
@@ -191,7 +196,11 @@ class Portal:
             company.links.remove(contact.id)
         contact.props["associatedcompanyid"] = str(contact.links[0]) if contact.links else None
 
-    def associate(self, from_type: str, from_id: int, to_type: str, to_id: int) -> None:
+    def associate(
+        self, from_type: str, from_id: int, to_type: str, to_id: int, primary: bool = False
+    ) -> None:
+        """Associate two records; ``primary`` (the HubSpot-defined primary type, 1 or 2,
+        among the types asked) makes the company the contact's primary one."""
         with self.lock:
             a = self.store(from_type).get(from_id)
             b = self.store(to_type).get(to_id)
@@ -200,7 +209,7 @@ class Portal:
                     400, "VALIDATION_ERROR", "cannot associate an object type with itself"
                 )
             contact, company = (a, b) if self.store(from_type) is self.contacts else (b, a)
-            self._link(contact, company)
+            self._link(contact, company, primary)
 
     def dissociate(self, from_type: str, from_id: int, to_type: str, to_id: int) -> None:
         with self.lock:

@@ -351,7 +351,14 @@ class ObjectStore:
                 del values[value]
 
     def find(self, value: str, id_property: str | None, *, archived: bool = False) -> Record:
-        """A record by id, or by a unique property's value."""
+        """A record by id, or by a unique property's value (a contact also by ``email``,
+        any case: "you can retrieve contacts by their email ... using idProperty=email",
+        https://developers.hubspot.com/docs/guides/api/crm/objects/contacts)."""
+        if id_property == "email" and self.emails is not None:
+            owner = self.email_owner(value)
+            if owner is None:
+                raise StoreError(404, "OBJECT_NOT_FOUND", "resource not found", {"id": [value]})
+            return self.get(owner, archived=archived)
         if id_property and id_property != "hs_object_id":
             if id_property not in self.unique:
                 raise StoreError(

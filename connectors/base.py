@@ -165,12 +165,18 @@ class ContactPush:
     association). ``fields`` holds only the fields to write, among ``name``, ``email`` and
     ``communications`` (sorted, comma-separated: ``billing,legal``). Results are matched by
     ``contact_id`` (the billing contact's id), never by position.
+
+    ``associate`` on an update (a CRM contact adopted: found by e-mail rather than
+    created) also associates the contact with ``account_id``: ``"primary"`` when it has no
+    primary account / company yet, else ``"other"`` (a further association; its primary
+    one stays). ``fields`` may then be empty: only the association is written.
     """
 
     contact_id: str
     crm_id: str | None
     account_id: str
     fields: Mapping[str, str | None]
+    associate: Literal["primary", "other"] | None = None
 
 
 @runtime_checkable
@@ -182,6 +188,19 @@ class ContactWriter(Protocol):
         """Create or update contacts in batches (Salesforce 200 per sObject Collections
         call, HubSpot 100 per batch); one result per push, its ``billing_id`` the push's
         ``contact_id``. Raises only for whole-batch failures (retriable, auth)."""
+
+
+@runtime_checkable
+class ContactFinder(Protocol):
+    """What a connector whose CRM keeps one contact per e-mail address provides besides
+    :class:`ContactWriter` (HubSpot: a create of a taken e-mail is refused, 409 "Contact
+    already exists"): the CRM's contacts that hold given e-mails, read before creating so
+    that a billing contact adopts the CRM's contact instead of failing on every push."""
+
+    def find_contacts(self, emails: Sequence[str]) -> list[CrmContact]:
+        """The CRM contacts holding ``emails`` (any case; those none holds are left out),
+        ``customer_id`` their primary account / company (None: none); one call per 100
+        e-mails (HubSpot: batch read with ``idProperty=email``)."""
 
 
 @runtime_checkable

@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from connectors.base import (
     CONTACT_FIELDS,
+    ContactFinder,
     ContactPush,
     ContactWriter,
     CrmContact,
@@ -530,10 +531,20 @@ def _push(
     results = {p.contact_id: r for p in pushes if (r := made.result(p)) is not None}
     to_send = [p for p in pushes if p.fields and p.contact_id not in results]
     connector = ctx.connector
+    adopted: dict[str, _Adoption] = {}
     if to_send and isinstance(connector, ContactWriter):
         before = connector.api_calls
+        if isinstance(connector, ContactFinder):
+            adopted, taken = _adoptions(ctx, session, connector, to_send)
+            results.update(taken)
+            to_send = [p for p in to_send if p.contact_id not in taken]
         answers = connector.push_contacts(
-            [ContactPush(p.contact_id, p.crm_id, p.account_id, dict(p.fields)) for p in to_send]
+            [
+                ContactPush(p.contact_id, p.crm_id, p.account_id, dict(p.fields))
+                if p.contact_id not in adopted
+                else adopted[p.contact_id].push
+                for p in to_send
+            ]
         )
         ctx.count("calls_push", connector.api_calls - before)
         by_contact = {r.billing_id: r for r in answers}
@@ -545,6 +556,7 @@ def _push(
     written: list[contacts_repo.LinkWrite] = []
     settled: list[tuple[str, int]] = []
     refused: dict[str, list[tuple[ContactPushWrite, RecordError]]] = {}
+    adoptions: list[_Adoption] = []
     for push in pushes:
         if not push.fields:
             if push.crm_id is not None:  # nothing this CRM lacks: it has this version
@@ -570,6 +582,12 @@ def _push(
                 },
             )
             continue
+        adoption = adopted.get(push.contact_id)
+        if adoption is not None:
+            adoptions.append(adoption)
+            written.append(adoption.link)
+            settled.append((push.contact_id, adoption.link.version))
+            continue
         ctx.count("contacts_crm_created" if push.crm_id is None else "contacts_pushed")
         written.append(
             contacts_repo.LinkWrite(
@@ -581,6 +599,15 @@ def _push(
             )
         )
         settled.append((push.contact_id, push.version))
+    if adoptions:
+        now = utcnow()
+        contacts_repo.update_contacts(
+            session, [a.row(now) for a in adoptions if a.change.version is not None]
+        )
+        opened = [c for a in adoptions for c in a.conflicts]
+        repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in opened])
+        ctx.count("conflicts_opened", len(opened))
+        ctx.count("contacts_adopted", len(adoptions))
     contacts_repo.write_links(session, ctx.organisation_id, ctx.connection_id, written)
     contacts_repo.settle_pushed(session, settled)
     repo.record_failures(session, [_failure_row(ctx, c, items) for c, items in refused.items()])
@@ -588,6 +615,164 @@ def _push(
     if ctx.has_failures:
         done = {p.customer_id for p in pushes} - refused.keys()
         repo.resolve_failures_for(session, ctx.connection_id, CONTACT_FAILURE, done)
+
+
+@dataclass(frozen=True)
+class _Adoption:
+    """A billing contact about to be created that links the CRM's contact of its e-mail
+    instead (the CRM keeps one contact per e-mail: the create would be refused on every
+    push): the update ``push`` that fills the CRM's empty fields and associates the contact
+    with the customer's account / company, and, once it is written, the first link's
+    ``change`` of the billing contact, its ``conflicts`` and its ``link``."""
+
+    push: ContactPush
+    change: ContactChange
+    conflicts: tuple[ContactConflict, ...]
+    link: contacts_repo.LinkWrite
+
+    def row(self, now: Any) -> dict[str, Any]:
+        """The billing contact's row with the values the CRM filled in."""
+        return {**_change_row(self.change, now), "pending": True}
+
+
+def _adoptions(
+    ctx: RunContext,
+    session: Session,
+    connector: ContactFinder,
+    to_send: Sequence[ContactPushWrite],
+) -> tuple[dict[str, _Adoption], dict[str, PushResult]]:
+    """Creates whose e-mail a CRM contact already holds (one read per 100 creates, none
+    without creates): each adopts that contact (by billing contact id), with the first
+    link's rules of a contact matched by e-mail (:func:`_merged`, base None: each side's
+    empty fields are filled from the other), except that a name which differs is a
+    ``contact`` conflict rather than an overwrite, as this CRM contact was not made for this
+    billing contact. A CRM contact linked (in this connection) to another billing contact,
+    or adopted by an earlier create of the same push, is refused instead (a real conflict:
+    two billing contacts with one e-mail, e.g. of two customers) and names both."""
+    creates = [p for p in to_send if p.crm_id is None and p.fields.get("email")]
+    if not creates:
+        return {}, {}
+    found = {
+        str(c.email).casefold(): c
+        for c in connector.find_contacts([str(p.fields["email"]) for p in creates])
+    }
+    if not found:
+        return {}, {}
+    holders = contacts_repo.contacts_by_crm_ids(
+        session, ctx.connection_id, [c.id for c in found.values()]
+    )
+    companies = repo.links_by_crm_ids(
+        session, ctx.connection_id, list({c.customer_id for c in found.values() if c.customer_id})
+    )
+    customers = list({p.customer_id for p in creates})
+    elsewhere = (
+        contacts_repo.linked_elsewhere(session, ctx.connection_id, customers)
+        if ctx.fan_out
+        else set()
+    )
+    communications = ctx.contacts.communications
+    names = [f for f in CONTACT_FIELDS if communications or f != "communications"]
+    claimed: dict[str, ContactPushWrite] = {}
+    adopted: dict[str, _Adoption] = {}
+    taken: dict[str, PushResult] = {}
+    for push in creates:
+        crm = found.get(str(push.fields["email"]).casefold())
+        if crm is None:
+            continue
+        holder = holders.get(crm.id)
+        company = companies.get(crm.customer_id or "")
+        whose = None
+        if holder is not None and holder.row.id != push.contact_id:
+            whose = (
+                f"is linked to billing contact {holder.row.id} (customer {holder.row.customer_id})"
+            )
+        elif crm.id in claimed:
+            first = claimed[crm.id]
+            whose = (
+                f"is adopted by billing contact {first.contact_id} (customer {first.customer_id})"
+            )
+        elif company is not None and company.customer_id != push.customer_id:
+            whose = (
+                f"has primary account / company {crm.customer_id}, linked to customer "
+                f"{company.customer_id}"
+            )
+        if whose is not None:
+            message = (
+                f"the CRM's contact {crm.id} with e-mail {crm.email} {whose}; billing contact "
+                f"{push.contact_id} (customer {push.customer_id}) has the same e-mail, and the "
+                "CRM keeps one contact per e-mail: change one of the e-mails"
+            )
+            error = RecordError("duplicate", "CONTACT_EMAIL_TAKEN", message)
+            taken[push.contact_id] = PushResult(push.contact_id, None, error)
+            continue
+        claimed[crm.id] = push
+        # the customer's company becomes the contact's primary one unless it has a primary
+        # company linked here: a contact whose primary company is linked to no customer is
+        # read by the next pull as moved off its account (and flagged)
+        mode: Literal["primary", "other"] = "other" if company is not None else "primary"
+        adopted[push.contact_id] = _adopt(push, crm, names, push.customer_id in elsewhere, mode)
+    return adopted, taken
+
+
+def _adopt(
+    push: ContactPushWrite,
+    crm: CrmContact,
+    names: Sequence[str],
+    elsewhere: bool,
+    mode: Literal["primary", "other"],
+) -> _Adoption:
+    """One adoption (see :func:`_adoptions`)."""
+    billing_fields: ContactFields = {k: push.fields.get(k) for k in names}
+    crm_fields = _crm_fields(crm, "communications" in names)
+    crm_fields["name"] = crm.name or None  # a nameless contact takes billing's name
+    if str(crm.email).casefold() == str(billing_fields.get("email")).casefold():
+        crm_fields["email"] = billing_fields.get("email")  # HubSpot keeps e-mails lower case
+    held: frozenset[str] = frozenset()
+    billing_name, crm_name = billing_fields.get("name"), crm.name
+    if crm_name and billing_name and " ".join(crm_name.split()) != billing_name:
+        held = frozenset({"name"})
+    existing = BillingContact(
+        push.contact_id,
+        push.customer_id,
+        None,
+        billing_fields,
+        None,
+        version=push.version,
+        pending=True,
+        home=push.home,
+    )
+    state = ContactsState(
+        conflicted={crm.id: held},
+        communications="communications" in names,
+        linked_elsewhere=frozenset({push.customer_id} if elsewhere else ()),
+    )
+    change, _ = _merged(existing, push.customer_id, crm.id, crm_fields, None, state)
+    conflicts = tuple(
+        ContactConflict(new_id(), push.contact_id, push.customer_id, crm.id, name, None, b, c)
+        for name, b, c in (("name", billing_name, crm_name),)
+        if name in held
+    )
+    after = {**billing_fields, **change.changes}
+    fill = {
+        k: after.get(k)
+        for k in crm_fields
+        if k not in held and after.get(k) not in (None, "") and after.get(k) != change.base.get(k)
+    }
+    version = change.version if change.version is not None else push.version
+    return _Adoption(
+        ContactPush(
+            push.contact_id,
+            crm.id,
+            push.account_id,
+            fill,
+            associate=mode,
+        ),
+        change,
+        conflicts,
+        contacts_repo.LinkWrite(
+            push.contact_id, crm.id, {**change.base, **fill}, version, push.home
+        ),
+    )
 
 
 def _failure_row(

@@ -27,10 +27,12 @@ COUNTERS: tuple[str, ...] = (
     "restored",
     "ignored",
     "contacts",
-    # contacts from the billing side: written to the CRM, created there; flagged as
-    # deleted in the CRM
+    # contacts from the billing side: written to the CRM, created there, or linked to the
+    # CRM's contact of the same e-mail instead of created (adopted); flagged as deleted in
+    # the CRM
     "contacts_pushed",
     "contacts_crm_created",
+    "contacts_adopted",
     "contacts_flagged",
     # API calls per step: reading accounts / companies, reading contacts, writing
     "calls_pull",

@@ -57,7 +57,11 @@ Calls, for N companies of which C changed and A are archived:
 - ``push_customers``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
   upserts on ``external_id_property``;
 - ``push_contacts``: ``ceil(updates/100)`` batch updates + ``ceil(creates/100)`` batch
-  creates, each new contact associated with its company in the create itself.
+  creates, each new contact associated with its company in the create itself; an adopted
+  contact (found by e-mail, not created) adds ``ceil(adopted/100)`` v4 association batch
+  creates;
+- ``find_contacts`` (before creating contacts: HubSpot keeps one contact per e-mail):
+  ``ceil(creates/100)`` batch reads by ``idProperty=email``; none without creates.
 
 Merges: since 2024 a merge makes a new record under a new id; both old ids resolve to it
 and are listed in its ``hs_merged_object_ids``, and neither is listed or archived again
@@ -124,6 +128,8 @@ ARCHIVED = {True: "true", False: "false"}
 #: HubSpot-defined association type "Contact to company (Primary)"
 #: (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4, type ids)
 CONTACT_TO_PRIMARY_COMPANY = 1
+#: HubSpot-defined association type "Contact to company" (unlabeled: every association)
+CONTACT_TO_COMPANY = 279
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,17 @@ def _refusal(exc: ConfigError) -> tuple[RecordError, bool]:
     code = str(data.get("subCategory") or data.get("category") or status)
     error = RecordError(kind, code, describe(int(status), data))
     return error, not ("READ_ONLY" in text or "READ ONLY" in text)
+
+
+def _with_batch(error: RecordError, size: int) -> RecordError:
+    """A refused batch's error for each of its ``size`` inputs: it may name another one."""
+    if size == 1:
+        return error
+    return RecordError(
+        error.kind,
+        error.code,
+        f"refused with a batch of {size} (HubSpot named one of them): {error.message}",
+    )
 
 
 def _next_after(body: dict[str, Any]) -> str | None:
@@ -699,8 +716,10 @@ class HubSpotConnector:
             else:
                 answers.append((part_ids, part_kwargs, body))
         if all(isinstance(a[2], RecordError) for a in answers):
+            # HubSpot names one refused input of a batch (a 409's "Existing ID" is the
+            # first taken e-mail's contact): the others are not told theirs
             return {
-                own: PushResult(own, crm_id, error)
+                own: PushResult(own, crm_id, _with_batch(error, len(part_ids)))
                 for part_ids, _, error in answers
                 for own, crm_id in part_ids.items()
             }
@@ -767,7 +786,7 @@ class HubSpotConnector:
         its association cost one call per 100. Results are matched by
         ``objectWriteTraceId`` (the billing contact id), never by position."""
         results: dict[str, PushResult] = {}
-        updates = [p for p in pushes if p.crm_id]
+        updates = [p for p in pushes if p.crm_id and p.fields]
         creates = [p for p in pushes if not p.crm_id]
         for chunk in _chunks(updates, BATCH_LIMIT):
             inputs: list[dict[str, Any]] = [
@@ -813,10 +832,84 @@ class HubSpotConnector:
                     batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
                 )
             )
+        adopted = [p for p in pushes if p.crm_id and p.associate]
+        for p in adopted:
+            if not p.fields:  # only the association to write
+                results[p.contact_id] = PushResult(p.contact_id, p.crm_id)
+        for chunk in _chunks([p for p in adopted if results[p.contact_id].ok], BATCH_LIMIT):
+            results.update(self._associate(chunk, results))
         missing = RecordError("other", "NO_RESULT", "HubSpot returned no result for this contact")
         return [
             results.get(p.contact_id) or PushResult(p.contact_id, p.crm_id, missing) for p in pushes
         ]
+
+    def _associate(
+        self, chunk: Sequence[ContactPush], results: Mapping[str, PushResult]
+    ) -> dict[str, PushResult]:
+        """Adopted contacts associated with their companies: one v4 batch create per 100
+        (``POST /crm/v4/associations/contacts/companies/batch/create``). A contact may be
+        associated with many companies; the company becomes its primary one only when it
+        has none (type 1 with 279), else the association is unlabeled (279) and the
+        contact keeps its primary company
+        (developers.hubspot.com/docs/guides/api/crm/associations/associations-v4)."""
+        inputs = []
+        for p in chunk:
+            types = [CONTACT_TO_COMPANY]
+            if p.associate == "primary":
+                types.insert(0, CONTACT_TO_PRIMARY_COMPANY)
+            inputs.append(
+                {
+                    "from": {"id": str(results[p.contact_id].crm_id)},
+                    "to": {"id": p.account_id},
+                    "types": [
+                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": t}
+                        for t in types
+                    ],
+                }
+            )
+        try:
+            _, body = self._call(
+                self._apis.associations.create,
+                from_object_type="contacts",
+                to_object_type="companies",
+                batch_input_public_association_multi_post={"inputs": inputs},
+            )
+        except ConfigError as exc:
+            error, _ = _refusal(exc)
+            return {p.contact_id: PushResult(p.contact_id, p.crm_id, error) for p in chunk}
+        out: dict[str, PushResult] = {}
+        for entry in body.get("errors") or []:
+            error = record_error(entry)
+            named = {str(v) for values in (entry.get("context") or {}).values() for v in values}
+            for p in chunk:
+                if {str(results[p.contact_id].crm_id), p.account_id} & named:
+                    out[p.contact_id] = PushResult(p.contact_id, p.crm_id, error)
+        return out
+
+    def find_contacts(self, emails: Sequence[str]) -> list[CrmContact]:
+        """The contacts holding ``emails`` (:class:`connectors.base.ContactFinder`): one
+        batch read by ``idProperty=email`` per 100; e-mails no contact holds are one grouped
+        207 ``OBJECT_NOT_FOUND`` error, left out. Batch read names no associations: the
+        primary company is ``associatedcompanyid``."""
+        found: dict[str, CrmContact] = {}
+        unique = list({e.strip().casefold(): e.strip() for e in emails if e.strip()}.values())
+        for chunk in _chunks(unique, BATCH_LIMIT):
+            body_in = {
+                "inputs": [{"id": e} for e in chunk],
+                "idProperty": "email",
+                "properties": self._contacts.properties,
+                "propertiesWithHistory": [],
+            }
+            _, body = self._call(
+                self._apis.contacts_batch.read,
+                batch_read_input_simple_public_object_id=body_in,
+                archived=ARCHIVED[False],
+            )
+            for r in body.get("results") or []:
+                for record in self._contacts.records(r):
+                    if not record.deleted and record.email:
+                        found[record.id] = record
+        return list(found.values())
 
     def _contact_properties(self, fields: Mapping[str, str | None]) -> dict[str, Any]:
         properties: dict[str, Any] = {}

@@ -183,7 +183,8 @@ def test_a_crm_delete_is_flagged_and_never_carried_over(world: World) -> None:
 
 def test_pushes_are_batched(world: World) -> None:
     """250 new contacts: 2 collection calls on Salesforce (200 each), 3 batch creates on
-    HubSpot (100 each) — the associations travel in the creates."""
+    HubSpot (100 each) — the associations travel in the creates — after 3 batch reads of
+    their e-mails (HubSpot keeps one contact per e-mail: one it has is adopted instead)."""
     ((customer, account),) = _linked(world, 1)
     for i in range(250):
         _add(world, customer, f"Person {i}", f"p{i}@example.com")
@@ -191,7 +192,8 @@ def test_pushes_are_batched(world: World) -> None:
     assert result.status == "succeeded", result.error
     assert result.counters["contacts_crm_created"] == 250
     batch = world.harness.push_batch_max
-    assert result.counters["calls_push"] == math.ceil(250 / batch)
+    reads = math.ceil(250 / 100) if world.harness.key == "hubspot" else 0
+    assert result.counters["calls_push"] == math.ceil(250 / batch) + reads
     in_crm = _crm(world, account)
     assert all(f"p{i}@example.com" in in_crm for i in range(250))
 

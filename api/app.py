@@ -7,13 +7,28 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import bad_input, console, contacts, customers, errors, health, metrics, webhooks
+from api import (
+    bad_input,
+    conflicts,
+    connections,
+    console,
+    contacts,
+    customers,
+    errors,
+    failures,
+    health,
+    metrics,
+    runs,
+    webhooks,
+)
 from connectors import registry
 from sync.settings import Settings, get_settings
 from sync.store.db import engine_for
 
 DESCRIPTION = """\
-The billing platform's customers, as its Create Customer API defines them.
+The billing platform's customers, as its Create Customer API defines them; and what an
+operator does with the sync: the conflict queue, the runs, the dead letter (failures) and
+the connections.
 
 Every request names its organisation in the `organisation` header and proves it with the
 `x-api-key` header. Errors are JSON: `{"detail": ...}`, a list of field errors for 409/422.
@@ -28,6 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bad_input.install(app)
     app.include_router(customers.router)
     app.include_router(contacts.router)
+    # what the CLI and the console do to conflicts, runs, the dead letter and connections
+    app.include_router(conflicts.router)
+    app.include_router(runs.router)
+    app.include_router(failures.router)
+    app.include_router(connections.router)
     app.include_router(webhooks.router)
     console.install(app)
     app.include_router(health.router)

@@ -142,6 +142,13 @@ def _sync_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, code, headers=headers)
 
 
+def _connector_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A CRM's error where a request called the CRM (resolving a conflict, a retry): 502,
+    or 503 when it is passing (5xx, time-out, rate limit)."""
+    assert isinstance(exc, ConnectorError)
+    return JSONResponse({"detail": f"the CRM: {exc}"}, status_for(type(exc)))
+
+
 def _integrity(_request: Request, exc: Exception) -> JSONResponse:
     # A concurrent request won the race between the service's uniqueness check and the
     # insert: the store's unique constraint is the last word.
@@ -175,6 +182,7 @@ def install(app: FastAPI) -> None:
     """Register the error handlers on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SyncError, _sync_error)
+    app.add_exception_handler(ConnectorError, _connector_error)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(OperationalError, _store_error)
     app.add_exception_handler(ProgrammingError, _store_error)

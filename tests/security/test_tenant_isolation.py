@@ -294,6 +294,71 @@ def probe_generic_webhook(world: World, data: Data) -> None:
     assert world.inbox() == 0 and world.enqueued() == 0
 
 
+def _api_get(world: World, data: Data, path: str, **params: str) -> httpx.Response:
+    answer = world.http.get(world.api + path, headers=world.a.headers, params=params)
+    assert answer.status_code < 500, (path, answer.status_code)
+    # the id A typed may be echoed back ("no conflict X"); nothing else of B's may
+    leaks = [x for x in _leaks(world, data, answer.text) if x not in path]
+    assert leaks == [], f"GET {path} shows B's {leaks}"
+    return answer
+
+
+def probe_api_listing(path: str) -> Probe:
+    """A's list (conflicts, runs, failures, connections) holds none of B's; B's connection
+    as a filter is 404; A's key does not open B."""
+
+    def probe(world: World, data: Data) -> None:
+        everything = {"status": "all"} if path in ("/conflicts", "/failures") else {}
+        listed = _api_get(world, data, path, **everything)
+        assert listed.status_code == 200, listed.text
+        assert world.b.hubspot not in listed.text and world.b.salesforce not in listed.text
+        if path != "/connections":
+            filtered = _api_get(world, data, path, connection=world.b.hubspot)
+            assert filtered.status_code == 404, (path, filtered.status_code)
+        mixed = {"organisation": world.b.id, "x-api-key": world.a.api_key}
+        assert world.http.get(world.api + path, headers=mixed).status_code == 401
+
+    return probe
+
+
+def probe_api_one(template: str) -> Probe:
+    """One of B's things by its id, through A's key: 404, nothing shown."""
+
+    def probe(world: World, data: Data) -> None:
+        path = _b_path(template, world, data)
+        assert _api_get(world, data, path).status_code == 404, path
+        assert world.http.get(world.api + path, headers=world.b.headers).status_code == 200
+
+    return probe
+
+
+def probe_api_action(template: str, body: dict[str, str] | None = None) -> Probe:
+    """An action on one of B's things (or filtered by B's connection) through A's key:
+    404, nothing changed (the snapshot), nothing queued."""
+
+    def probe(world: World, data: Data) -> None:
+        path = _b_path(template, world, data)
+        sent = {k: _b_path(v, world, data) for k, v in body.items()} if body else None
+        answer = world.http.post(world.api + path, json=sent, headers=world.a.headers)
+        assert answer.status_code == 404, (path, answer.status_code, answer.text)
+        typed = path + str(sent)
+        leaks = [x for x in _leaks(world, data, answer.text) if x not in typed]
+        assert leaks == [], f"POST {path} shows B's {leaks}"
+        assert world.stack.queue_length("operator") == 0
+
+    return probe
+
+
+def probe_api_retry_all(world: World, data: Data) -> None:
+    """Retrying every failure of B's connection or run is 404; unfiltered, only A's."""
+    probe_api_action("/failures/retry", {"connection": "{connection_id}"})(world, data)
+    probe_api_action("/failures/retry", {"run_id": "{run_id}"})(world, data)
+    url = world.api + "/failures/retry"
+    answer = world.http.post(url, headers=world.a.headers)
+    assert answer.status_code == 200, answer.text
+    assert _leaks(world, data, answer.text) == []
+
+
 # --- the console: A's admin signed in, reaching for B -----------------------------------
 
 
@@ -507,6 +572,22 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ("GET", "/customers/{customer_id}/contacts"): probe_contacts,
     ("POST", "/customers/{customer_id}/contacts"): probe_contacts,
     ("PATCH", "/customers/{customer_id}/contacts/{contact_id}"): probe_contacts,
+    ("GET", "/conflicts"): probe_api_listing("/conflicts"),
+    ("GET", "/conflicts/{conflict_id}"): probe_api_one("/conflicts/{conflict_id}"),
+    ("POST", "/conflicts/{conflict_id}/resolve"): probe_api_action(
+        "/conflicts/{conflict_id}/resolve", {"keep": "crm"}
+    ),
+    ("GET", "/runs"): probe_api_listing("/runs"),
+    ("GET", "/runs/{run_id}"): probe_api_one("/runs/{run_id}"),
+    ("GET", "/failures"): probe_api_listing("/failures"),
+    ("GET", "/failures/{failure_id}"): probe_api_one("/failures/{failure_id}"),
+    ("POST", "/failures/{failure_id}/retry"): probe_api_action("/failures/{failure_id}/retry"),
+    ("POST", "/failures/retry"): probe_api_retry_all,
+    ("GET", "/connections"): probe_api_listing("/connections"),
+    ("GET", "/connections/{connection_id}"): probe_api_one("/connections/{connection_id}"),
+    ("POST", "/connections/{connection_id}/sync"): probe_api_action(
+        "/connections/{connection_id}/sync"
+    ),
     ("POST", "/webhooks/hubspot/{connection_id}"): probe_hubspot_webhook,
     ("POST", "/webhooks/salesforce/{connection_id}"): probe_salesforce_webhook,
     ("POST", "/webhooks/{kind}/{connection_id}"): probe_generic_webhook,

@@ -700,3 +700,54 @@ def test_a_missing_external_id_property_is_an_error_with_how_to_fix_it(
 ) -> None:
     with pytest.raises(ConfigError, match=r"'nope' does not exist.*unique values"):
         harness.connector(external_id_property="nope").unavailable_fields()
+
+
+def test_taken_emails_refused_with_their_whole_batch_name_no_one_elses_contact(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """A server that refuses a whole batch names the first taken e-mail's contact; when
+    both halves of a split are refused, each push says it was refused with its batch rather
+    than carrying that one contact's "Existing ID" as its own."""
+    hs.set_faults(multi_status=False)
+    (company,) = harness.seed(1)
+    taken = {i: hs.create("contacts", {"email": f"t{i}@x.io"}) for i in range(4)}
+    pushes = [ContactPush(f"c{i}", None, company, {"email": f"t{i}@x.io"}) for i in range(4)]
+    results = harness.connector().push_contacts(pushes)  # 4, then 2 + 2: all refused
+    for result in results:
+        assert result.error is not None and result.error.kind == "duplicate"
+        message = result.error.message
+        assert message.startswith("refused with a batch of 2 (HubSpot named one of them)")
+        assert any(f"Existing ID: {taken[i]}" in message for i in range(4))
+
+
+def test_find_contacts_by_email_and_associate_an_adopted_one(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """find_contacts: one batch read by idProperty=email per 100 (any case; ones no contact
+    has are left out), each contact with its primary company. An adopting update associates
+    the contact: as its primary company, or beside the one it keeps; with no fields, only
+    the association is written (one call per 100)."""
+    first, second = harness.seed(2)
+    nameless = hs.create("contacts", {"email": "ann@x.io"})
+    placed = hs.create("contacts", {"email": "bo@x.io", "firstname": "Bo", "lastname": "Chen"})
+    hs.associate(placed, first)
+    emails = ["ANN@x.io", "bo@x.io", "nobody@x.io", *(f"n{i}@x.io" for i in range(120))]
+    connector = harness.connector()
+    found = {c.email: c for c in connector.find_contacts(emails)}
+    assert connector.api_calls == 2
+    assert set(found) == {"ann@x.io", "bo@x.io"}
+    assert found["ann@x.io"].id == nameless and found["ann@x.io"].customer_id is None
+    assert found["bo@x.io"].customer_id == first and found["bo@x.io"].name == "Bo Chen"
+
+    connector = harness.connector()
+    pushes = [
+        ContactPush("ca", nameless, second, {"name": "Ann Lee"}, associate="primary"),
+        ContactPush("cb", placed, second, {}, associate="other"),
+    ]
+    results = {r.billing_id: r for r in connector.push_contacts(pushes)}
+    assert results["ca"].ok and results["ca"].crm_id == nameless
+    assert results["cb"].ok and results["cb"].crm_id == placed
+    assert connector.api_calls == 2  # one update, one association batch
+    assert hs.read(nameless, "contacts")["associations"] == [second]
+    assert hs.read(nameless, "contacts")["properties"]["lastname"] == "Lee"
+    assert hs.read(placed, "contacts")["associations"] == [first, second]

@@ -638,3 +638,72 @@ def test_an_email_hubspot_does_not_take_is_refused(client: Any, hs: HubSpotSandb
     ]
     made = client.crm.contacts.batch_api.create({"inputs": traced})
     assert made.num_errors == 1 and made.errors[0].context["objectWriteTraceId"] == ["t2"]
+
+
+def test_a_taken_emails_existing_id_is_that_emails_contact(client: Any, hs: HubSpotSandbox) -> None:
+    """Each 409 names the contact holding that e-mail: per input of a traced batch, for a
+    single create, and for a batch refused whole (the first taken input's contact). A
+    contact is found by its e-mail (idProperty=email, any case); one no contact has is a
+    207 OBJECT_NOT_FOUND."""
+    from hubspot.crm.contacts import ApiException as ContactsApiException
+
+    ann = hs.create("contacts", {"email": "ann@x.io"})
+    bo = hs.create("contacts", {"email": "bo@x.io"})
+    batch = client.crm.contacts.batch_api
+    traced = [
+        {"objectWriteTraceId": "a", "properties": {"email": "ANN@x.io"}},
+        {"objectWriteTraceId": "b", "properties": {"email": "bo@x.io"}},
+    ]
+    answer = batch.create({"inputs": traced})
+    named = {e.context["objectWriteTraceId"][0]: e.message for e in answer.errors}
+    assert named == {
+        "a": f"Contact already exists. Existing ID: {ann}",
+        "b": f"Contact already exists. Existing ID: {bo}",
+    }
+    with pytest.raises(ContactsApiException) as one:
+        client.crm.contacts.basic_api.create({"properties": {"email": "bo@x.io"}})
+    assert json.loads(one.value.body)["message"].endswith(f"Existing ID: {bo}")
+    untraced = [{"properties": {"email": "new@x.io"}}, {"properties": {"email": "bo@x.io"}}]
+    with pytest.raises(ContactsApiException) as whole:
+        batch.create({"inputs": untraced})
+    assert json.loads(whole.value.body)["message"].endswith(f"Existing ID: {bo}")
+
+    read = batch.read(
+        {
+            "inputs": [{"id": "Bo@X.io"}, {"id": "ann@x.io"}, {"id": "nobody@x.io"}],
+            "idProperty": "email",
+            "properties": ["email"],
+            "propertiesWithHistory": [],
+        }
+    )
+    assert sorted(r.id for r in read.results) == sorted([ann, bo])
+    assert read.num_errors == 1 and read.errors[0].category == "OBJECT_NOT_FOUND"
+    got = client.crm.contacts.basic_api.get_by_id("ANN@x.io", id_property="email")
+    assert got.id == ann
+
+
+def test_a_v4_association_of_the_primary_type_makes_the_company_primary(
+    client: Any, hs: HubSpotSandbox
+) -> None:
+    """A contact has one primary company: a v4 create with type 1 makes the company it
+    names the primary one, the earlier primary staying associated (unlabeled); type 279
+    alone adds an unlabeled association."""
+    first, second, third = (hs.create("companies", {"name": n}) for n in ("A", "B", "C"))
+    contact = hs.create("contacts", {"email": "cy@x.io"})
+    hs.associate(contact, first)
+
+    def associate(company: str, types: list[int]) -> None:
+        spec = [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": t} for t in types]
+        made = client.crm.associations.v4.batch_api.create(
+            "contacts",
+            "companies",
+            {"inputs": [{"from": {"id": contact}, "to": {"id": company}, "types": spec}]},
+        )
+        assert made is not None
+
+    associate(second, [279])
+    assert hs.read(contact, "contacts")["associations"] == [first, second]
+    associate(third, [1, 279])
+    record = hs.read(contact, "contacts")
+    assert record["associations"] == [third, first, second]
+    assert record["properties"]["associatedcompanyid"] == third

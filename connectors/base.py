@@ -395,7 +395,10 @@ class Capabilities:
     ``"pulls"`` (pulls and pulls by ids report it), ``"webhooks"`` (only webhook events
     do; a pull sees the merged-away record deleted), or None. ``field_describe`` means
     ``describe_fields`` reads the CRM's own field list (so ``check`` can name a field that
-    does not exist). The contract kit runs the cases that fit what a connector declares.
+    does not exist). ``contact_find`` means the connector is also a
+    :class:`ContactFinder` (its CRM keeps one contact per e-mail: a billing contact adopts
+    the CRM's contact of its e-mail instead of creating one). The contract kit runs the
+    cases that fit what a connector declares.
     """
 
     webhooks: bool = False
@@ -403,6 +406,7 @@ class Capabilities:
     contacts: bool = False
     field_describe: bool = False
     contact_push: bool = False
+    contact_find: bool = False
 
     def names(self) -> list[str]:
         """The capabilities as short words (for ``crmsync connectors list``)."""

@@ -267,7 +267,12 @@ class HubSpotConnector:
 
     key: ClassVar[str] = "hubspot"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        webhooks=True, merges="pulls", contacts=True, field_describe=True, contact_push=True
+        webhooks=True,
+        merges="pulls",
+        contacts=True,
+        field_describe=True,
+        contact_push=True,
+        contact_find=True,
     )
     settings_model: ClassVar[type[HubSpotSettings]] = HubSpotSettings
     credentials_model: ClassVar[type[HubSpotCredentials]] = HubSpotCredentials

@@ -38,6 +38,7 @@ from connectors.base import (
     Capabilities,
     ConnectionConfig,
     Connector,
+    ContactFinder,
     ContactPush,
     ContactWriter,
     CrmContact,
@@ -369,6 +370,32 @@ class ContractSuite:
             for c in page.records
         }
         assert (again[first].name, again[first].email) == ("Bo Lee", "a0@x.io")
+
+    @needs("contact_find")
+    def test_contacts_are_found_by_email_and_an_adopting_update_associates_them(
+        self, harness: Harness
+    ) -> None:
+        """A CRM that keeps one contact per e-mail finds its contacts by e-mail (any case;
+        e-mails none holds are left out), with their account / company, in one call per
+        batch; an update that adopts one (no fields: only the association) succeeds under
+        the contact's id."""
+        first, second = harness.seed(2)
+        connector = harness.connector()
+        assert isinstance(connector, ContactWriter) and isinstance(connector, ContactFinder)
+        (made,) = connector.push_contacts(
+            [ContactPush("c1", None, first, {"name": "Ann Lee", "email": "ann@find.example"})]
+        )
+        assert made.ok and made.crm_id
+        before = connector.api_calls
+        found = connector.find_contacts(["ANN@find.example", "nobody@find.example"])
+        assert connector.api_calls - before == 1
+        assert [(c.id, c.customer_id, c.email) for c in found] == [
+            (made.crm_id, first, "ann@find.example")
+        ]
+        (adopted,) = connector.push_contacts(
+            [ContactPush("c2", made.crm_id, second, {}, associate="other")]
+        )
+        assert adopted.ok and adopted.crm_id == made.crm_id
 
     # -- pushes ---------------------------------------------------------------------------------
 

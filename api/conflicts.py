@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from api.caller import CallerDep, EngineDep
 from api.deps import OrganisationId, SessionDep, get_settings
-from api.errors import ERROR_RESPONSES, Message
-from api.lookups import ConnectionFilter, Limit, Offset, require_connection
+from api.errors import Message
+from api.lookups import ConnectionFilter, Limit, Offset, require_connection, responses
 from sync.conflicts import Keep, describe_conflict, explain_conflicts, resolve_conflict
 from sync.errors import NotFound
 from sync.settings import Settings
@@ -28,7 +28,9 @@ from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tasks.work import connection_gate
 
-router = APIRouter(prefix="/conflicts", tags=["conflicts"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/conflicts", tags=["conflicts"], responses=responses("conflict (or connection named)")
+)
 
 #: a value of a customer field, as a conflict holds it
 Value = (

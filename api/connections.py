@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.caller import CallerDep, EngineDep
 from api.deps import OrganisationId, SessionDep, get_settings
-from api.errors import ERROR_RESPONSES, Message
+from api.errors import Message
+from api.lookups import responses
 from connectors.errors import ConnectorError
 from sync import connections, health, operator_actions
 from sync.errors import NotFound, SecretKeyMissing
@@ -27,7 +28,7 @@ from tasks import enqueue
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/connections", tags=["connections"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/connections", tags=["connections"], responses=responses("connection"))
 
 
 class RunSummary(BaseModel):

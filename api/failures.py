@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.caller import CallerDep, EngineDep
 from api.deps import OrganisationId, SessionDep, get_settings
-from api.errors import ERROR_RESPONSES, Message
-from api.lookups import ConnectionFilter, Limit, Offset, require_connection
+from api.errors import Message
+from api.lookups import ConnectionFilter, Limit, Offset, require_connection, responses
 from sync import operator_actions
 from sync.errors import NotFound
 from sync.failures import RetryOutcome, describe_failure
@@ -31,7 +31,9 @@ from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tasks.work import connection_gate, retry_connection
 
-router = APIRouter(prefix="/failures", tags=["failures"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/failures", tags=["failures"], responses=responses("failure, run or connection")
+)
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RETRY_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 from sqlalchemy.orm import Session
 
+from api.errors import ERROR_RESPONSES, Message
 from sync.errors import NotFound
 from sync.store import sync_repository as repo
 from sync.store.models import ConnectionRow
+
+
+def responses(what: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a router whose 404 is ``what`` not in this organisation."""
+    return {
+        **ERROR_RESPONSES,
+        404: {"model": Message, "description": f"No such {what} in this organisation"},
+    }
+
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
 # SQL's OFFSET is a signed 64-bit integer: a larger one is bad input, not a 500

@@ -11,13 +11,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import OrganisationId, SessionDep
-from api.errors import ERROR_RESPONSES
-from api.lookups import ConnectionFilter, Limit, Offset, require_connection
+from api.lookups import ConnectionFilter, Limit, Offset, require_connection, responses
 from sync.errors import NotFound
 from sync.health import describe_run
 from sync.store import sync_repository as repo
 
-router = APIRouter(prefix="/runs", tags=["runs"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/runs", tags=["runs"], responses=responses("run (or connection named)"))
 
 
 class Run(BaseModel):

@@ -239,3 +239,27 @@ def test_another_organisation_sees_none_of_it(ops: Ops) -> None:
         assert filtered.status_code == 404, path
     assert ops.client.get("/conflicts").status_code == 401
     assert ops.get("/conflicts")[0]["status"] == "open"  # untouched
+
+
+def test_openapi_documents_the_routes_with_their_models(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    expected = {
+        ("get", "/conflicts"): "Conflict",
+        ("get", "/conflicts/{conflict_id}"): "Conflict",
+        ("post", "/conflicts/{conflict_id}/resolve"): "Resolution",
+        ("get", "/runs"): "Run",
+        ("get", "/runs/{run_id}"): "Run",
+        ("get", "/failures"): "Failure",
+        ("get", "/failures/{failure_id}"): "Failure",
+        ("post", "/failures/{failure_id}/retry"): "Retried",
+        ("post", "/failures/retry"): "Retried",
+        ("get", "/connections"): "Connection",
+        ("get", "/connections/{connection_id}"): "ConnectionDetail",
+        ("post", "/connections/{connection_id}/sync"): "SyncQueued",
+    }
+    for (method, path), model in expected.items():
+        operation = spec["paths"][path][method]
+        ok = "202" if path.endswith("/sync") else "200"
+        assert model in str(operation["responses"][ok]), (method, path)
+        assert {"401", "404", "422"} <= set(operation["responses"]), (method, path)
+    assert "Resolve" in spec["components"]["schemas"]

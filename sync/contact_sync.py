@@ -551,7 +551,10 @@ def _push(
         for push in to_send:
             answer = by_contact.get(push.contact_id)
             if answer is not None:
-                made.add(push, answer)
+                if push.contact_id not in adopted:
+                    # an adoption is found and written again when the store refused the
+                    # page: its merge and conflicts are written with the link, not here
+                    made.add(push, answer)
                 results[push.contact_id] = answer
     written: list[contacts_repo.LinkWrite] = []
     settled: list[tuple[str, int]] = []

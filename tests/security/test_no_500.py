@@ -38,6 +38,7 @@ from sync.customer import CustomerIn
 from sync.customers import create_customer
 from sync.settings import Settings
 from sync.store.db import engine_for, transaction
+from sync.store.models import Conflict, LinkRow, RecordFailure, SyncRun
 from tests.conftest import Figures
 from tests.security.conftest import outbound_message
 
@@ -177,7 +178,40 @@ def _set_up(settings: Settings) -> Setup:
             ),
             check=False,
         ).id
+    with transaction(engine) as session:
+        # a conflict, a run and a failure for the operations routes to reach (their CRM,
+        # 127.0.0.1:9, does not answer: a resolve or a retry meets the CRM's error)
+        link = LinkRow(
+            organisation_id=org.id, connection_id=hubspot, customer_id=customer, crm_id="1"
+        )
+        run = SyncRun(organisation_id=org.id, connection_id=hubspot, trigger="operator")
+        session.add_all([link, run])
+        session.flush()
+        conflict = Conflict(
+            organisation_id=org.id,
+            connection_id=hubspot,
+            link_id=link.id,
+            customer_id=customer,
+            crm_id="1",
+            field="customer_name",
+            base_value="Acme",
+            billing_value="Acme",
+            crm_value="Acme CRM",
+        )
+        failure = RecordFailure(
+            organisation_id=org.id,
+            connection_id=hubspot,
+            run_id=run.id,
+            direction="pull",
+            crm_id="1",
+            error_kind="record",
+            error_message="refused",
+        )
+        session.add_all([conflict, failure])
+        session.flush()
+        operations = {"conflict_id": conflict.id, "run_id": run.id, "failure_id": failure.id}
     ids = {
+        **operations,
         "customer_id": customer,
         "connection_id": hubspot,
         "operator_id": admin.id,
@@ -202,10 +236,22 @@ def _sign_in(client: TestClient, setup: Setup) -> None:
     setup.csrf = again.group(1)
 
 
+def _crm_unavailable(answer: Any) -> bool:
+    """A designed answer, not a crash: a route that called the CRM says the CRM refused
+    (502) or is unavailable (503: the setup's CRMs do not answer), as JSON."""
+    if answer.status_code not in (502, 503):
+        return False
+    try:
+        detail = answer.json().get("detail")
+    except ValueError:
+        return False
+    return isinstance(detail, str) and detail.startswith("the CRM: ")
+
+
 def _send(client: TestClient, setup: Setup, method: str, url: str, **options: Any) -> None:
     setup.requests += 1
     answer = client.request(method, url, follow_redirects=False, **options)
-    if answer.status_code >= 500:
+    if answer.status_code >= 500 and not _crm_unavailable(answer):
         shown = url if len(url) < 200 else url[:200] + "..."
         setup.answers.append((method, shown, answer.status_code))
 
@@ -316,6 +362,12 @@ def _probe(client: TestClient, setup: Setup, method: str, path: str, route: Any)
         for body in bodies:
             headers = {**api.get("headers", {}), **_webhook_headers(setup, url, body)}
             _send(client, setup, method, url, content=body, headers=headers)
+        if path.endswith("/resolve") and not path.startswith("/console"):
+            # valid choices and bad values: the resolution reaches the CRM, or the model
+            for choice in ({"keep": "crm"}, {"keep": "billing"}, *({"value": v} for v in bad)):
+                body = json.dumps(choice).encode()
+                headers = {**setup.headers, "content-type": "application/json"}
+                _send(client, setup, method, url, content=body, headers=headers)
         if path.startswith("/customers"):
             for value in bad:
                 for name in ("customer_name", "email", "external_id", "business_entity_id"):

@@ -14,9 +14,11 @@ from sqlalchemy import Engine
 
 from sandbox.server import Sandbox
 from sync import contacts
+from sync.connections import update_connection
 from sync.customer import Contact, CustomerIn
 from sync.customers import create_customer
 from sync.engine import RunResult, sync_connection
+from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tests.sync.conftest import World, harness_for, make_world
 from tests.sync.test_contacts_fan_out import TwoCrms
@@ -153,3 +155,71 @@ def test_two_billing_contacts_with_one_email_are_a_dead_letter_naming_both(
         assert _billing(world, loser[0])["cy@shared.example"].crm_ids == {}
         assert run.counters["contacts_crm_created"] == 0
     assert hs.hs.count("contacts") == 1
+
+
+def test_two_new_billing_contacts_with_one_email_hubspot_lacks(
+    engine: Engine, sandbox: Sandbox
+) -> None:
+    """HubSpot has no contact of the e-mail yet: one create makes it, the other is refused
+    (409, a duplicate in the dead letter); the next run finds it linked to the first and
+    refuses the second again, naming both, instead of adopting it a second time."""
+    world = make_world(engine, sandbox, "hubspot", push_creates=True)
+    hs: Any = world.harness
+    ids = []
+    with transaction(engine) as s:
+        org = world.organisation_id
+        for name in ("One Ltd", "Two Ltd"):
+            customer = str(create_customer(s, org, CustomerIn(customer_name=name)).id)
+            added = contacts.add_contact(
+                s, org, customer, Contact(name="Di Ray", email="di@twice.example")
+            )
+            ids.append(str(added.id))
+    run = _ok(world)
+    assert run.counters["contacts_crm_created"] == 1 and run.counters["failed"] == 1
+    (first,) = _contact_failures(world)
+    assert first.error_kind == "duplicate" and "already exists" in first.error_message
+    again = _ok(world)
+    assert again.counters["contacts_adopted"] == again.counters["contacts_crm_created"] == 0
+    (failure,) = _contact_failures(world)
+    assert failure.error_code == "CONTACT_EMAIL_TAKEN"
+    assert all(i in failure.error_message for i in ids)
+    assert hs.hs.count("contacts") == 1
+
+
+def test_adopting_merges_communications_through_the_connections_field(
+    engine: Engine, sandbox: Sandbox
+) -> None:
+    """With a communications field mapped, the first link's rules hold for it too: the
+    CRM's value is taken when billing's differs, billing's fills an empty CRM one; nothing
+    comes back on the next sync."""
+    field = "crmsync_communications"
+    world = make_world(engine, sandbox, "hubspot", push_creates=True)
+    with transaction(engine) as s:
+        row = repo.get_connection(s, world.connection_id)
+        assert row is not None
+        settings = {**row.settings, "contact_communications_field": field}
+        update_connection(s, world.settings, row, {"settings": settings}, check=False)
+    hs: Any = world.harness
+    legal = hs.hs.create("contacts", {"email": "eve@comms.example", field: "legal"})
+    empty = hs.hs.create(
+        "contacts", {"email": "fay@comms.example", "firstname": "Fay", "lastname": "Wu"}
+    )
+    with transaction(engine) as s:
+        org = world.organisation_id
+        customer = str(create_customer(s, org, CustomerIn(customer_name="Comms Ltd")).id)
+        for name, email in (("Eve Ng", "eve@comms.example"), ("Fay Wu", "fay@comms.example")):
+            contacts.add_contact(
+                s,
+                org,
+                customer,
+                Contact(name=name, email=email, communications=["billing", "updates"]),
+            )
+    run = _ok(world)
+    assert run.counters["contacts_adopted"] == 2 and run.counters["conflicts_opened"] == 0
+    billing = _billing(world, customer)
+    assert billing["eve@comms.example"].communications == ["legal"]
+    assert hs.hs.read(legal, "contacts")["properties"]["lastname"] == "Ng"
+    assert hs.hs.read(empty, "contacts")["properties"][field] == "billing;updates"
+    assert not any(c.pending for c in billing.values())
+    again = _ok(world)
+    assert again.counters["contacts"] == again.counters["contacts_pushed"] == 0

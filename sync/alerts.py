@@ -222,7 +222,7 @@ def note_paused_by_limit(row: ConnectionRow, until: datetime, reason: str) -> No
     spent (``reason``: the CRM's words). Whoever pauses a connection for a CRM limit calls
     this in the same transaction; the next :func:`collect` alerts once for this pause."""
     state = dict(row.alert_state or {})
-    state["paused_until"] = _aware(until).isoformat()
+    state["paused_until"] = until.isoformat()
     state["paused_reason"] = reason[:300]
     row.alert_state = state
 
@@ -239,7 +239,7 @@ def _conflicts_digest(
     if not opened:
         return None
     fields = Counter(c.field for c in opened)
-    state["digest_through"] = max(_aware(c.created_at) for c in opened).isoformat()
+    state["digest_through"] = max(c.created_at for c in opened).isoformat()
     state["last_digest_at"] = now.isoformat()
     summary = ", ".join(f"{field} ({count})" for field, count in fields.most_common(5))
     return _alert(
@@ -254,12 +254,7 @@ def _conflicts_digest(
 
 
 def _moment(value: Any) -> datetime | None:
-    return _aware(datetime.fromisoformat(value)) if isinstance(value, str) else None
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive UTC
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 # --- sending -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +241,7 @@ def _rearm(row: ConnectionRow) -> None:
     if row.last_sync_at is None:
         row.next_sync_at = utcnow()
         return
-    row.next_sync_at = _aware(row.last_sync_at) + timedelta(seconds=row.schedule_seconds)
+    row.next_sync_at = row.last_sync_at + timedelta(seconds=row.schedule_seconds)
 
 
 def set_state(row: ConnectionRow, state: str) -> None:
@@ -263,16 +263,11 @@ def set_state(row: ConnectionRow, state: str) -> None:
 PAUSED_BY_LIMIT = "paused_by_limit"
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive UTC
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def limit_pause(row: ConnectionRow, now: datetime | None = None) -> tuple[datetime, str] | None:
     """(until, reason) while the connection is paused by its CRM's daily limit, else None."""
     if row.limit_until is None:
         return None
-    until = _aware(row.limit_until)
+    until = row.limit_until
     if until <= (now or utcnow()):
         return None
     return until, row.limit_reason or "the CRM's daily API allowance is spent"
@@ -290,7 +285,6 @@ def pause_for_limit(row: ConnectionRow, until: datetime, reason: str) -> None:
     """The CRM's daily allowance is spent: pause the connection until ``until``. The
     scheduler skips it until then and resumes it by itself (:func:`resume_expired`); its
     next scheduled sync is at ``until``. Alerted once (``sync.alerts``)."""
-    until = _aware(until)
     row.limit_until = until
     row.limit_reason = reason[:500]
     row.next_sync_at = until
@@ -309,7 +303,7 @@ def pause_for_limit(row: ConnectionRow, until: datetime, reason: str) -> None:
 
 def limit_error(until: datetime, reason: str) -> str:
     """A run's error when the CRM's daily limit paused its connection."""
-    return f"paused by the CRM's daily limit until {_aware(until).isoformat()}: {reason}"
+    return f"paused by the CRM's daily limit until {until.isoformat()}: {reason}"
 
 
 def resume_expired(session: Session, now: datetime | None = None) -> Sequence[ConnectionRow]:
@@ -320,7 +314,7 @@ def resume_expired(session: Session, now: datetime | None = None) -> Sequence[Co
     for row in resumed:
         row.limit_until = None
         row.limit_reason = None
-        if row.next_sync_at is None or _aware(row.next_sync_at) > now:
+        if row.next_sync_at is None or row.next_sync_at > now:
             row.next_sync_at = now
         log.info(
             "connection resumed: the CRM's daily limit has returned",
@@ -386,7 +380,7 @@ def describe(row: ConnectionRow) -> dict[str, Any]:
         "create_policy": row.create_policy,
         "push_creates": row.push_creates,
         "schedule_seconds": row.schedule_seconds,
-        "last_sync_at": _aware(row.last_sync_at).isoformat() if row.last_sync_at else None,
-        "next_sync_at": _aware(row.next_sync_at).isoformat() if row.next_sync_at else None,
+        "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
+        "next_sync_at": row.next_sync_at.isoformat() if row.next_sync_at else None,
         "alert_webhook": describe_target(row),
     }

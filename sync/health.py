@@ -13,7 +13,7 @@ grouped queries per organisation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -53,8 +53,8 @@ def summarise_run(run: SyncRun) -> RunSummary:
         scope=run.scope,
         status=run.status,
         full=run.full,
-        started_at=aware(run.started_at),
-        finished_at=aware(run.finished_at) if run.finished_at else None,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
         duration_seconds=run.duration_seconds,
         counters=dict(run.counters or {}),
         api_calls=run.api_calls,
@@ -114,11 +114,6 @@ class ConnectionHealth:
         )
 
 
-def aware(moment: datetime) -> datetime:
-    """A stored time as UTC (SQLite hands back naive datetimes; the store writes UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def connection_health(
     session: Session,
     organisation_id: str,
@@ -154,9 +149,9 @@ def connection_health(
                 kind=row.kind,
                 state=effective_state(row, now),
                 schedule_seconds=row.schedule_seconds,
-                created_at=aware(row.created_at),
-                last_sync_at=aware(row.last_sync_at) if row.last_sync_at else None,
-                next_sync_at=aware(row.next_sync_at) if row.next_sync_at else None,
+                created_at=row.created_at,
+                last_sync_at=row.last_sync_at,
+                next_sync_at=row.next_sync_at,
                 last_run=summarise_run(last) if last is not None else None,
                 running=summarise_run(in_progress) if in_progress is not None else None,
                 lag=_lag(session, row, events.get(row.id), outbox.get(row.id)),
@@ -180,16 +175,16 @@ def _lag(
 ) -> Lag | None:
     if outbox_position is None:
         # never pushed: every billing customer waits for the first sync
-        return Lag(aware(row.created_at), ["the first sync"])
+        return Lag(row.created_at, ["the first sync"])
     candidates: list[tuple[datetime, str]] = []
     if events is not None:
         count, oldest = events
-        candidates.append((aware(oldest), f"{count} webhook event(s)"))
+        candidates.append((oldest, f"{count} webhook event(s)"))
     count, oldest_change = repo.unpushed_changes(
         session, row.organisation_id, row.id, int(outbox_position)
     )
     if count and oldest_change is not None:
-        candidates.append((aware(oldest_change), f"{count} billing change(s) to push"))
+        candidates.append((oldest_change, f"{count} billing change(s) to push"))
     if not candidates:
         return None
     return Lag(min(moment for moment, _ in candidates), [what for _, what in candidates])

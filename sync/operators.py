@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import email_validator
 from argon2 import PasswordHasher
@@ -160,7 +160,7 @@ def require_operator_by_email(session: Session, organisation_id: str, email: str
 def password_token_operator(session: Session, token: str) -> Operator | None:
     """The operator a one-time token is for, while it is unused and unexpired."""
     found = repo.token_by_hash(session, _token_hash(token.strip()))
-    if found is None or found.used_at is not None or _aware(found.expires_at) <= utcnow():
+    if found is None or found.used_at is not None or found.expires_at <= utcnow():
         return None
     operator = repo.operator_by_id(session, found.operator_id)
     return operator if operator is not None and operator.active else None
@@ -243,7 +243,7 @@ def _check_limit(session: Session, email: str, client: str, since: datetime, now
         (*repo.failures_since(session, since=since, client=client), CLIENT_LIMIT),
     ):
         if count >= limit and oldest is not None:
-            wait = (_aware(oldest) + WINDOW - now).total_seconds()
+            wait = (oldest + WINDOW - now).total_seconds()
             raise SignInLimited(max(1, int(wait) + 1))
 
 
@@ -252,11 +252,6 @@ def _verify(password_hash: str, password: str) -> bool:
         return bool(_hasher.verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the store writes UTC
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def signed_in_operator(session: Session, operator_id: str, epoch: int) -> Operator | None:

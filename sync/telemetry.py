@@ -219,8 +219,6 @@ def webhook_events_synced(
     now = utcnow()
     histogram = WEBHOOK_TO_BILLING.labels(organisation_id, connection_id, crm)
     for moment in received_at:
-        if moment.tzinfo is None:  # SQLite hands back naive UTC
-            moment = moment.replace(tzinfo=now.tzinfo)
         histogram.observe(max(0.0, (now - moment).total_seconds()))
 
 

@@ -29,11 +29,33 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment, read back aware and in UTC on both stores: PostgreSQL's ``timestamptz``
+    (given in the session's time zone) and SQLite's text (which keeps no time zone: it
+    hands back naive datetimes) alike. Written as UTC; a naive value is taken as UTC. The
+    column is ``DateTime(timezone=True)`` as before: nothing to migrate."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 _ids = threading.local()
@@ -81,7 +103,7 @@ class Organisation(Base):
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ApiKey(Base):
@@ -93,7 +115,7 @@ class ApiKey(Base):
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class BusinessEntity(Base):
@@ -102,7 +124,7 @@ class BusinessEntity(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 def _tenant_keys(table: str) -> tuple[ForeignKeyConstraint, ForeignKeyConstraint]:
@@ -147,8 +169,8 @@ class CustomerRow(Base):
     communications_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     auto_charge_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     business_entity_id: Mapped[str | None] = mapped_column(ForeignKey("business_entities.id"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ContactRow(Base):
@@ -195,8 +217,8 @@ class ContactRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     flagged_by: Mapped[str | None] = mapped_column(UUID, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ContactLinkRow(Base):
@@ -222,8 +244,8 @@ class ContactLinkRow(Base):
     crm_id: Mapped[str] = mapped_column(String(64))
     base: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ConnectionRow(Base):
@@ -255,9 +277,9 @@ class ConnectionRow(Base):
     push_creates: Mapped[bool] = mapped_column(Boolean, default=True)
     schedule_seconds: Mapped[int] = mapped_column(Integer, default=900)
     state: Mapped[str] = mapped_column(String(16), default="active")
-    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_sync_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     #: where alerts go: Fernet ciphertext of ``{"url", "secret"}`` (a Slack webhook URL is
     #: itself a credential), or None for no alerts (``sync.alerts``)
     alert_webhook: Mapped[str | None] = mapped_column(Text)
@@ -265,7 +287,7 @@ class ConnectionRow(Base):
     alert_state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict, server_default="{}")
     #: paused by the CRM's daily API allowance until then (None: not paused by a limit);
     #: the scheduler resumes the connection once it has passed (``sync.connections``)
-    limit_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    limit_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: the CRM's own words for that pause
     limit_reason: Mapped[str | None] = mapped_column(Text)
     #: the CRM's allowance as its last answer reported it: ``{used, limit, window, at}``
@@ -299,11 +321,11 @@ class LinkRow(Base):
     base: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     billing_last: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     crm_last: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    crm_modified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    crm_modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     state: Mapped[str] = mapped_column(String(16), default="active")
     merged_into: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class SyncRun(Base):
@@ -322,8 +344,8 @@ class SyncRun(Base):
     plan: Mapped[bool] = mapped_column(Boolean, default=False)
     counters: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
     api_calls: Mapped[int] = mapped_column(Integer, default=0)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     duration_seconds: Mapped[float | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -346,10 +368,10 @@ class RecordFailure(Base):
     error_code: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(16), default="open")  # open, resolved
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Conflict(Base):
@@ -380,8 +402,8 @@ class Conflict(Base):
     resolution: Mapped[str | None] = mapped_column(String(16))  # billing, crm, value
     resolved_value: Mapped[Any] = mapped_column(Json, nullable=True)
     resolved_by: Mapped[str | None] = mapped_column(String(255))
-    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class AuditEvent(Base):
@@ -397,7 +419,7 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class InboundEvent(Base):
@@ -418,8 +440,8 @@ class InboundEvent(Base):
     crm_id: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, handled
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Cursor(Base):
@@ -430,7 +452,7 @@ class Cursor(Base):
     connection_id: Mapped[str] = mapped_column(ForeignKey("connections.id"), primary_key=True)
     object: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class OutboxEntry(Base):
@@ -447,7 +469,7 @@ class OutboxEntry(Base):
     customer_id: Mapped[str] = mapped_column(UUID)
     origin_connection_id: Mapped[str | None] = mapped_column(UUID)
     fields: Mapped[list[str]] = mapped_column(Json, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Operator(Base):
@@ -473,8 +495,8 @@ class Operator(Base):
     password_hash: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
-    last_sign_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class OperatorToken(Base):
@@ -485,9 +507,9 @@ class OperatorToken(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True, default=new_id)
     operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class SignInAttempt(Base):
@@ -505,7 +527,7 @@ class SignInAttempt(Base):
     email: Mapped[str] = mapped_column(String(320))
     client: Mapped[str] = mapped_column(String(64))
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class LockFence(Base):
@@ -517,4 +539,4 @@ class LockFence(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     token: Mapped[int] = mapped_column(BigInteger, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

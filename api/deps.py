@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from sync import organisations
+from sync.schema import require_current_store
 from sync.settings import Settings
 from sync.store.db import engine_for, transaction
 
@@ -32,7 +33,11 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_engine(settings: Annotated[Settings, Depends(get_settings)]) -> Engine:
-    return engine_for(settings.database_url)
+    """The store's engine, once it is at this code's migrations (else ``StoreNotCurrent``:
+    503, ``crmsync db upgrade``)."""
+    engine = engine_for(settings.database_url)
+    require_current_store(engine)
+    return engine
 
 
 def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:

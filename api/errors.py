@@ -43,6 +43,7 @@ from sync.errors import (
     SignInError,
     SignInLimited,
     StaleRun,
+    StoreNotCurrent,
     SyncError,
 )
 
@@ -60,6 +61,7 @@ HTTP_STATUS: dict[type[Exception], int] = {
     ChooseOrganisation: status.HTTP_300_MULTIPLE_CHOICES,
     StaleRun: status.HTTP_409_CONFLICT,
     SecretKeyMissing: status.HTTP_503_SERVICE_UNAVAILABLE,
+    StoreNotCurrent: status.HTTP_503_SERVICE_UNAVAILABLE,
     AlertDeliveryFailed: status.HTTP_502_BAD_GATEWAY,
     # the CRM's errors reach a request only where it calls the CRM (the console's actions)
     ConnectorError: status.HTTP_502_BAD_GATEWAY,

@@ -46,6 +46,7 @@ from sync.errors import (
     SecretKeyMissing,
     SignInError,
     StaleRun,
+    StoreNotCurrent,
     SyncError,
 )
 
@@ -68,6 +69,8 @@ EXIT_CODES: dict[type[Exception], ExitCode] = {
     SignInError: ExitCode.INVALID,
     StaleRun: ExitCode.ERROR,
     SecretKeyMissing: ExitCode.ERROR,
+    # as a store without its tables: nothing ran, the store must be migrated first
+    StoreNotCurrent: ExitCode.ERROR,
     AlertDeliveryFailed: ExitCode.ERROR,
     # the CRM's errors: unreachable, rate-limited or out of allowance is 1 (try again
     # later); credentials or a set-up the CRM refuses is 4 (the operator must fix them)

@@ -49,12 +49,20 @@ def web(
     import uvicorn
 
     from sync import logs
+    from sync.errors import StoreNotCurrent
+    from sync.schema import check_at_start
     from sync.settings import get_settings
 
     settings = get_settings()
     logs.configure(settings, level=loglevel, service="web")
     if warning := public_url_warning(settings, port):
         logging.getLogger("crmsync.cli").warning(warning)
+    try:
+        check_at_start(settings.database_url)
+    except StoreNotCurrent as behind:
+        # served all the same, as a store without its tables: each request answers 503
+        # with this until `crmsync db upgrade` has run (no restart needed)
+        logging.getLogger("crmsync.cli").warning(f"{behind} (the API answers 503 until then)")
     # By name, as a factory: the faces (cli, api) do not import each other, and each worker
     # process builds its app from the settings of its own environment. log_config=None:
     # uvicorn's lines (the access log too) go through crmsync's logging, which keeps the

@@ -75,6 +75,7 @@ def worker(
     """Run a Celery worker for crmsync's tasks (syncs, webhook syncs, the dispatcher), with
     its metrics at http://HOST:METRICS_PORT/metrics."""
     from sync import logs
+    from sync.schema import check_at_start
     from tasks import metrics
 
     # options first: a bad one is a usage error before anything starts (a bad --pool was
@@ -83,6 +84,8 @@ def worker(
         fail(f"unknown pool {pool!r}; choose from {', '.join(POOLS)}", ExitCode.USAGE)
     consumed = _queues(queues)
     settings = get_settings()
+    # a store behind this code's migrations: refused here, before any task is taken
+    check_at_start(settings.database_url)
     logs.configure(settings, level=_level(loglevel), service="worker")
     if pool == "prefork" and not os.environ.get(metrics.MULTIPROCESS_ENV):
         # the tasks run in child processes: each writes its figures where this one reads them

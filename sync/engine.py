@@ -61,6 +61,7 @@ from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_start, pin_outbox_start, push_billing_changes
 from sync.run_failures import note_run_end, recorded_if_it_cannot_start
+from sync.schema import require_current_store
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
@@ -110,6 +111,7 @@ def sync_connection(
 ) -> RunResult:
     """Sync one connection in both directions; see the module docstring for the steps.
     ``fence`` is the caller's claim on the connection's lock, checked at every commit."""
+    require_current_store(engine)  # refused before anything is recorded
     with recorded_if_it_cannot_start(
         engine, connection_id, trigger=trigger, scope="connection", full=full, plan=plan
     ):
@@ -159,6 +161,7 @@ def sync_records(
 
     ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
     webhook), since a record read by id after a merge only shows as deleted."""
+    require_current_store(engine)  # refused before anything is recorded
     with recorded_if_it_cannot_start(
         engine, connection_id, trigger=trigger, scope="records", full=False, plan=False
     ):

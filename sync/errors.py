@@ -27,6 +27,7 @@
     │   └── ChooseOrganisation the e-mail and password fit several organisations: pick one
     ├── StaleRun              the run's lock was lost or taken over: its writes are refused
     ├── SecretKeyMissing      no usable ``CRMSYNC_SECRET_KEY``: credentials cannot be used
+    ├── StoreNotCurrent       the store's migrations are not this code's: `crmsync db upgrade`
     └── AlertDeliveryFailed   the alert webhook's receiver did not take the alert (retried)
 
 The CRM's own errors are not here: they are ``connectors.errors.ConnectorError`` and its
@@ -195,6 +196,31 @@ class SecretKeyMissing(SyncError):
 
 class AlertDeliveryFailed(SyncError):
     """The receiver did not take the alert (it is retried); the message names no URL."""
+
+
+class StoreNotCurrent(SyncError):
+    """The store's migrations are not the ones this code ships (``found``: its revisions,
+    ``needed``: the code's heads): nothing is run on it. Behind (crmsync was upgraded, the
+    store was not): run ``crmsync db upgrade``; ``ahead``: a newer crmsync migrated it."""
+
+    def __init__(self, found: list[str], needed: list[str], *, ahead: bool = False) -> None:
+        at, needs = ", ".join(found), ", ".join(needed)
+        if not found:
+            message = "the store is not set up: run `crmsync db upgrade`"
+        elif ahead:
+            message = (
+                f"the store is at revision {at}, newer than this crmsync (it needs {needs}): "
+                "run the crmsync that migrated it"
+            )
+        else:
+            message = (
+                f"the store is at revision {at}, this crmsync needs {needs}: "
+                "run `crmsync db upgrade`"
+            )
+        super().__init__(message)
+        self.found = found
+        self.needed = needed
+        self.ahead = ahead
 
 
 def all_errors() -> list[type[SyncError]]:

@@ -103,15 +103,20 @@ def asynchronous_commit(session: Session) -> None:
         session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
+def store_revisions(engine: Engine) -> set[str]:
+    """The Alembic revisions the store is at (none when it was never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
 def migration_heads(engine: Engine) -> tuple[set[str], set[str]]:
     """The revisions the store is at, and the heads of the migrations this code ships:
     equal when the store is up to date (``crmsync db upgrade``)."""
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    with engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    return current, set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    return store_revisions(engine), set(ScriptDirectory(str(MIGRATIONS)).get_heads())
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -26,6 +26,8 @@ def _example(cls: type[SyncError]) -> SyncError:
         return cls(90)
     if issubclass(cls, errors.ChooseOrganisation):
         return cls([errors.OrganisationChoice("o-1", "Acme")])
+    if issubclass(cls, errors.StoreNotCurrent):
+        return cls(["old"], ["new"])
     return cls(f"a {cls.__name__} happened")
 
 

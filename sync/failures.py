@@ -83,6 +83,8 @@ def retry_failures(
         if failure_ids is not None and len(failures) != len(set(failure_ids)):
             missing = sorted(set(failure_ids) - {f.id for f in failures})
             raise NotFound(f"no open failure(s) {', '.join(missing)}")
+        if run_id is not None and not failures and _run_unknown(session, organisation_id, run_id):
+            raise NotFound(f"no run {run_id!r} in this organisation")
         _audit_retry(session, organisation_id, failures, actor)
     outcome = RetryOutcome(retried=len(failures))
     for conn_id, items in _by_connection(failures).items():
@@ -106,6 +108,11 @@ def retry_failures(
             outcome.still_failing += _settle(engine, organisation_id, result, records)
     outcome.recovered = outcome.retried - outcome.still_failing
     return outcome
+
+
+def _run_unknown(session: Session, organisation_id: str, run_id: str) -> bool:
+    """``run_id`` names no run of the organisation (a typo is not "nothing to retry")."""
+    return repo.get_run(session, organisation_id, run_id) is None
 
 
 def _audit_retry(

@@ -74,6 +74,15 @@ def _status_in(message: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _without_class(error: str | None, cause: BaseException | None) -> str | None:
+    """The run's reason without the error's class in front ("OperationalError: ..."): the
+    failure's code names the class already, and a failure reads as ``kind code: message``."""
+    prefix = f"{type(cause).__name__}: " if cause is not None else ""
+    if error and prefix and error.startswith(prefix):
+        return error[len(prefix) :]
+    return error
+
+
 def note_run_end(
     session: Session, run: SyncRun, error: str | None, cause: BaseException | None
 ) -> None:
@@ -82,6 +91,7 @@ def note_run_end(
     the whole connection that succeeded resolves it."""
     if run.status == "failed":
         kind, code = classify(cause) if cause is not None else ("internal", "")
+        error = _without_class(error, cause)
         failure, opened = repo.record_connection_failure(
             session,
             organisation_id=run.organisation_id,

@@ -196,6 +196,7 @@ def test_failures_show_and_retry_by_id_and_by_run(run: Run, org: str, crm: Sandb
     run("failures", "show", "nope", "--org", org, code=3)
     run("retry", "--org", org, code=2)  # choose what to retry
     run("retry", "nope", "--org", org, code=3)
+    run("retry", "--run", "nope", "--org", org, code=3)  # no such run: not "nothing to retry"
     crm.hubspot.clear_faults()
     one = as_json(run("retry", failures[0]["id"], "--org", org, "--json"))
     assert one["recovered"] == 1

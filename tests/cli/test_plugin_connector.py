@@ -71,6 +71,7 @@ def test_the_plugin_is_listed_with_its_package_and_capabilities(
         "contacts": True,
         "field_describe": True,
         "contact_push": False,
+        "contact_find": False,
     }
     assert listed["salesforce"]["package"] == "crmsync"
     assert listed["salesforce"]["capabilities"]["contact_push"] is True

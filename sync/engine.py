@@ -65,7 +65,7 @@ from sync.schema import require_current_store
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import SyncRun, new_id, utcnow
+from sync.store.models import SyncRun, utcnow
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
@@ -328,18 +328,7 @@ def _start_run(
         run_id = None
         if not plan:
             repo.mark_interrupted_runs(session, connection_id, scope)
-            run = SyncRun(
-                id=new_id(),
-                organisation_id=row.organisation_id,
-                connection_id=row.id,
-                trigger=trigger,
-                scope=scope,
-                status="running",
-                full=full,
-                plan=plan,
-                counters={},
-            )
-            session.add(run)
+            run = repo.add_run(session, row, trigger=trigger, scope=scope, full=full, plan=plan)
             run_id = run.id
             # until the connection's first push is done, records this run links are walked
             # past by it: pin where that push reads the outbox from (see outbox_start)

@@ -36,7 +36,7 @@ from connectors.errors import AuthError, ConfigError, ConnectorError, RateLimite
 from sync.errors import NotFound, SyncError
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import SyncRun, new_id, utcnow
+from sync.store.models import SyncRun, utcnow
 
 log = logging.getLogger("crmsync.sync")
 
@@ -155,19 +155,8 @@ def _record_unstarted(
         row = repo.get_connection(session, connection_id)
         if row is None:
             return
-        run = SyncRun(
-            id=new_id(),
-            organisation_id=row.organisation_id,
-            connection_id=row.id,
-            trigger=trigger,
-            scope=scope,
-            status="running",
-            full=full,
-            plan=False,
-            counters={},
-        )
-        session.add(run)
-        session.flush()  # started (as every run is counted and logged), then failed at once
+        # started (as every run is counted and logged), then failed at once
+        run = repo.add_run(session, row, trigger=trigger, scope=scope, full=full, plan=False)
         run.status = "failed"
         run.finished_at = utcnow()
         run.duration_seconds = 0.0

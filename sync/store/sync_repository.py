@@ -23,6 +23,7 @@ from sync.store.models import (
     LinkRow,
     RecordFailure,
     SyncRun,
+    new_id,
     utcnow,
 )
 from sync.store.repository import (
@@ -290,6 +291,26 @@ def list_runs(
         query = query.where(SyncRun.connection_id == connection_id)
     query = query.order_by(SyncRun.started_at.desc(), SyncRun.id).limit(limit).offset(offset)
     return session.scalars(query).all()
+
+
+def add_run(
+    session: Session, row: ConnectionRow, *, trigger: str, scope: str, full: bool, plan: bool
+) -> SyncRun:
+    """A run of ``row``'s connection, recorded as running (its id flushed)."""
+    run = SyncRun(
+        id=new_id(),
+        organisation_id=row.organisation_id,
+        connection_id=row.id,
+        trigger=trigger,
+        scope=scope,
+        status="running",
+        full=full,
+        plan=plan,
+        counters={},
+    )
+    session.add(run)
+    session.flush()
+    return run
 
 
 def mark_interrupted_runs(session: Session, connection_id: str, scope: str) -> int:

@@ -205,13 +205,7 @@ def import_(
     except IntegrityError as error:
         fail(f"{file}: the store refused the import: {error.orig or error}", ExitCode.INVALID)
     code = ExitCode.INVALID if report.invalid and not skip_invalid else ExitCode.OK
-    if as_json:
-        print_json(report.as_dict())
-        raise typer.Exit(int(code))
-    errors = stderr()
-    for bad in report.invalid:
-        for message in bad.errors:
-            errors.print(f"{file}:{bad.line}: {message}", markup=False)
+    _print_bad_rows(file, report, code, as_json)
     if not report.imported:
         fail(
             f"{len(report.invalid)} bad row(s): nothing imported; fix them, "
@@ -224,6 +218,22 @@ def import_(
         + (" (skipped)" if report.invalid else "")
         + "."
     )
+
+
+def _print_bad_rows(
+    file: Path,
+    report: csv_import.ImportReport,
+    code: ExitCode,
+    as_json: bool,
+) -> None:
+    """An import's report as JSON (then exit with ``code``), or its bad rows by line."""
+    if as_json:
+        print_json(report.as_dict())
+        raise typer.Exit(int(code))
+    errors = stderr()
+    for bad in report.invalid:
+        for message in bad.errors:
+            errors.print(f"{file}:{bad.line}: {message}", markup=False)
 
 
 @app.command("import-contacts")
@@ -248,14 +258,7 @@ def import_contacts(
     with session() as opened:
         require_organisation(opened, org)
         report = csv_import.import_contacts_csv(opened, org.strip(), text)
-    code = ExitCode.INVALID if report.invalid else ExitCode.OK
-    if as_json:
-        print_json(report.as_dict())
-        raise typer.Exit(int(code))
-    errors = stderr()
-    for bad in report.invalid:
-        for message in bad.errors:
-            errors.print(f"{file}:{bad.line}: {message}", markup=False)
+    _print_bad_rows(file, report, ExitCode.INVALID if report.invalid else ExitCode.OK, as_json)
     if not report.imported:
         fail(f"{len(report.invalid)} bad row(s): nothing imported; fix them", ExitCode.INVALID)
     say(

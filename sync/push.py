@@ -3,6 +3,8 @@ on a full run, every customer), in chunks, with creates for customers the CRM la
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.orm import Session
 
 from sync.context import RunContext
@@ -11,6 +13,8 @@ from sync.pages import push_page
 from sync.store import repository
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
+
+log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 #: where the first push reads the outbox from, pinned until its walk sets :data:`OUTBOX`
@@ -84,6 +88,11 @@ def pin_outbox_start(session: Session, organisation_id: str, connection_id: str)
 def _walk_customers(ctx: RunContext, head: int) -> None:
     """Walk the billing side by customer id; the outbox position then becomes ``head``
     (the changes logged before the walk began are covered by it)."""
+    with transaction(ctx.engine) as session:
+        # the walk joins customers to links: plan it on statistics the pull kept up with
+        stale = repository.refresh_stale_statistics(session, ["customers", "links"])
+    if stale:
+        log.info("statistics refreshed before the first push", extra={"tables": stale})
     after = ""
     while True:
         with transaction(ctx.engine) as session:

@@ -422,6 +422,39 @@ def refresh_statistics(session: Session, table: str, added: int) -> None:
         session.execute(text(f'ANALYZE "{table}"'))
 
 
+#: a table whose rows changed this much since its last ``ANALYZE`` (a share of its rows,
+#: and at least ``_STALE_MIN``) has statistics a plan cannot trust
+_STALE_SHARE = 0.2
+_STALE_MIN = 1_000
+
+
+def refresh_stale_statistics(session: Session, tables: Sequence[str]) -> list[str]:
+    """``ANALYZE`` each PostgreSQL table whose statistics are stale, and name them.
+
+    A backfill grows ``customers`` and ``links`` by every page, and autovacuum can lag well
+    behind it (a busy server, a run killed and resumed). A join planned on statistics that
+    still say "a few rows" is a nested loop over every link per customer: the first push's
+    walk took minutes a page at 20,000 customers. One catalog read tells whether the
+    statistics are stale; ``ANALYZE`` samples, so it costs well under a second even at 1M."""
+    if session.get_bind().dialect.name != "postgresql":
+        return []
+    rows = session.execute(
+        text(
+            "SELECT relname, n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables "
+            "WHERE relid = ANY(CAST(:tables AS regclass[]))"
+        ),
+        {"tables": list(tables)},
+    ).all()
+    stale = [
+        name
+        for name, changed, live in rows
+        if changed >= _STALE_MIN and changed > _STALE_SHARE * max(live - changed, 0)
+    ]
+    for name in stale:
+        session.execute(text(f'ANALYZE "{name}"'))
+    return stale
+
+
 def update_customers(
     session: Session, organisation_id: str, rows: Sequence[dict[str, Any]]
 ) -> None:

@@ -111,23 +111,19 @@ def sync_connection(
 ) -> RunResult:
     """Sync one connection in both directions; see the module docstring for the steps.
     ``fence`` is the caller's claim on the connection's lock, checked at every commit."""
-    require_current_store(engine)  # refused before anything is recorded
-    with recorded_if_it_cannot_start(
-        engine, connection_id, trigger=trigger, scope="connection", full=full, plan=plan
-    ):
-        ctx = _start_run(
-            engine,
-            settings,
-            connection_id,
-            trigger=trigger,
-            scope="connection",
-            full=full,
-            plan=plan,
-            gate=gate,
-            progress=progress,
-            connector=connector,
-            fence=fence,
-        )
+    ctx = _start_run(
+        engine,
+        settings,
+        connection_id,
+        trigger=trigger,
+        scope="connection",
+        full=full,
+        plan=plan,
+        gate=gate,
+        progress=progress,
+        connector=connector,
+        fence=fence,
+    )
 
     ctx.bulk = full
 
@@ -161,20 +157,16 @@ def sync_records(
 
     ``merges`` maps a merged-away CRM id to its survivor when the caller knows it (a merge
     webhook), since a record read by id after a merge only shows as deleted."""
-    require_current_store(engine)  # refused before anything is recorded
-    with recorded_if_it_cannot_start(
-        engine, connection_id, trigger=trigger, scope="records", full=False, plan=False
-    ):
-        ctx = _start_run(
-            engine,
-            settings,
-            connection_id,
-            trigger=trigger,
-            scope="records",
-            gate=gate,
-            connector=connector,
-            fence=fence,
-        )
+    ctx = _start_run(
+        engine,
+        settings,
+        connection_id,
+        trigger=trigger,
+        scope="records",
+        gate=gate,
+        connector=connector,
+        fence=fence,
+    )
 
     connector = ctx.connector
     # a record read with those merged into it (Salesforce): a webhook names only a merge's
@@ -320,7 +312,42 @@ def _start_run(
     connector: Connector | None = None,
     fence: Fence | None = None,
 ) -> RunContext:
-    """The run's context; a run (not a plan) is recorded as running."""
+    """The run's context; a run (not a plan) is recorded as running. A store behind the
+    code's migrations is refused before anything is recorded; a run that cannot start (its
+    connector cannot be made) is recorded as failed, with the connection's failure."""
+    require_current_store(engine)
+    with recorded_if_it_cannot_start(
+        engine, connection_id, trigger=trigger, scope=scope, full=full, plan=plan
+    ):
+        return _open_run(
+            engine,
+            settings,
+            connection_id,
+            trigger=trigger,
+            scope=scope,
+            full=full,
+            plan=plan,
+            gate=gate,
+            progress=progress,
+            connector=connector,
+            fence=fence,
+        )
+
+
+def _open_run(
+    engine: Engine,
+    settings: Settings,
+    connection_id: str,
+    *,
+    trigger: str,
+    scope: str,
+    full: bool,
+    plan: bool,
+    gate: RateGate | None,
+    progress: Progress | None,
+    connector: Connector | None,
+    fence: Fence | None,
+) -> RunContext:
     with transaction(engine) as session:
         row = repo.get_connection(session, connection_id)
         if row is None:

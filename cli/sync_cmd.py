@@ -26,6 +26,11 @@ PLAN_SECTIONS: tuple[tuple[str, str], ...] = (
     ("removals", "CRM deletes, merges and restores"),
     ("ignored", "CRM records ignored (create policy)"),
     ("failures", "Records that would fail"),
+    ("contact_creates", "CRM: contacts to create"),
+    ("contact_updates", "CRM: contact fields to update"),
+    ("contact_adoptions", "CRM: contacts of the same e-mail to link instead of creating"),
+    ("contacts_from_crm", "Billing: contacts from the CRM"),
+    ("contact_flags", "Billing: contacts flagged as deleted in the CRM"),
 )
 
 

@@ -70,22 +70,31 @@ def carry_out(
     if ctx.plan is not None:
         ctx.plan.show(decision)
         ctx.unapplied.note(decision)
-        for record in decision.records:
-            push = record.push
-            planned = () if push is None else ("crm_created" if push.crm_id is None else "pushed",)
-            _count(ctx, (*record.counts, *planned), len(record.conflicts))
-        contacts = decision.contacts
-        if contacts is not None:
-            ctx.count("contacts", len(contacts.attach) + len(contacts.change))
-            ctx.count("failed", len(contacts.failures))
-            ctx.count("contacts_flagged", len(contacts.flag))
-            ctx.count("conflicts_opened", len(contacts.conflicts))
-            for contact in contacts.pushes:
-                if contact.fields:
-                    created = contact.crm_id is None
-                    ctx.count("contacts_crm_created" if created else "contacts_pushed")
+        _count_planned(ctx, decision)
         return
     apply(ctx, session, decision, made, isolate=isolate)
+
+
+def _count_planned(ctx: RunContext, decision: PageDecision) -> None:
+    """A plan's counters: what applying the decision would count (the CRM's answers
+    aside)."""
+    for record in decision.records:
+        push = record.push
+        planned = () if push is None else ("crm_created" if push.crm_id is None else "pushed",)
+        _count(ctx, (*record.counts, *planned), len(record.conflicts))
+    contacts = decision.contacts
+    if contacts is None:
+        return
+    ctx.count("contacts", len(contacts.attach) + len(contacts.change))
+    ctx.count("failed", len(contacts.failures) + len(contacts.taken))
+    ctx.count("contacts_flagged", len(contacts.flag))
+    adopted = contacts.adoptions
+    ctx.count("conflicts_opened", len(contacts.conflicts) + sum(len(a.conflicts) for a in adopted))
+    ctx.count("contacts_adopted", len(adopted))
+    for contact in contacts.plain_pushes():
+        if contact.fields:
+            created = contact.crm_id is None
+            ctx.count("contacts_crm_created" if created else "contacts_pushed")
 
 
 def apply(

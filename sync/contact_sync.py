@@ -42,12 +42,14 @@ from connectors.base import (
 from sync.context import RunContext
 from sync.customer import NO_CONTROL_CHARACTERS, contact_problem
 from sync.decision import (
+    ContactAdoption,
     ContactChange,
     ContactConflict,
     ContactFields,
     ContactPushWrite,
     ContactRow,
     ContactsDecision,
+    ContactTaken,
     Failure,
 )
 from sync.merge import merge_record
@@ -62,6 +64,8 @@ log = logging.getLogger("crmsync.contacts")
 #: the dead letter's direction for a contact the CRM refused
 CONTACT_FAILURE = "contact"
 _NO_RESULT = RecordError("other", "NO_RESULT", "the CRM returned no result for this contact")
+#: the dead letter's code for a create whose e-mail another billing contact has in the CRM
+CONTACT_EMAIL_TAKEN = "CONTACT_EMAIL_TAKEN"
 
 
 @dataclass(frozen=True)
@@ -471,7 +475,7 @@ def apply_contacts(
     repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in decision.conflicts])
     ctx.count("conflicts_opened", len(decision.conflicts))
     if decision.pushes:
-        _push(ctx, session, decision.pushes, made or ContactPushesMade())
+        _push(ctx, session, decision, made or ContactPushesMade())
 
 
 def _base_of(contact: ContactRow) -> dict[str, Any]:
@@ -522,97 +526,25 @@ def _conflict_row(ctx: RunContext, conflict: ContactConflict) -> dict[str, Any]:
 def _push(
     ctx: RunContext,
     session: Session,
-    pushes: Sequence[ContactPushWrite],
+    decision: ContactsDecision,
     made: ContactPushesMade,
 ) -> None:
     """Push in batches; on success the pushed values join the base (and a new contact
-    takes its CRM id); a contact the CRM refuses goes to the dead letter and stays
-    pending, so it is pushed again."""
+    takes its CRM id, or links the CRM contact it adopts); a contact the CRM refuses goes
+    to the dead letter and stays pending, so it is pushed again."""
+    pushes = decision.pushes
     results = {p.contact_id: r for p in pushes if (r := made.result(p)) is not None}
+    results.update(_taken_results(decision.taken))
+    adopted = {a.contact_id: a for a in decision.adoptions}
     to_send = [p for p in pushes if p.fields and p.contact_id not in results]
-    connector = ctx.connector
-    adopted: dict[str, _Adoption] = {}
-    if to_send and isinstance(connector, ContactWriter):
-        before = connector.api_calls
-        if isinstance(connector, ContactFinder):
-            adopted, taken = _adoptions(ctx, session, connector, to_send)
-            results.update(taken)
-            to_send = [p for p in to_send if p.contact_id not in taken]
-        answers = connector.push_contacts(
-            [
-                ContactPush(p.contact_id, p.crm_id, p.account_id, dict(p.fields))
-                if p.contact_id not in adopted
-                else adopted[p.contact_id].push
-                for p in to_send
-            ]
-        )
-        ctx.count("calls_push", connector.api_calls - before)
-        by_contact = {r.billing_id: r for r in answers}
-        for push in to_send:
-            answer = by_contact.get(push.contact_id)
-            if answer is not None:
-                if push.contact_id not in adopted:
-                    # an adoption is found and written again when the store refused the
-                    # page: its merge and conflicts are written with the link, not here
-                    made.add(push, answer)
-                results[push.contact_id] = answer
-    written: list[contacts_repo.LinkWrite] = []
-    settled: list[tuple[str, int]] = []
-    refused: dict[str, list[tuple[ContactPushWrite, RecordError]]] = {}
-    adoptions: list[_Adoption] = []
+    results.update(_send(ctx, to_send, adopted, made))
+    pushed = _PushesWritten()
     for push in pushes:
-        if not push.fields:
-            if push.crm_id is not None:  # nothing this CRM lacks: it has this version
-                written.append(
-                    contacts_repo.LinkWrite(
-                        push.contact_id, push.crm_id, dict(push.base), push.version, push.home
-                    )
-                )
-            settled.append((push.contact_id, push.version))
-            continue
-        result = results.get(push.contact_id)
-        if result is None or (result.error is None and result.crm_id is None):
-            result = PushResult(push.contact_id, push.crm_id, _NO_RESULT)
-        if result.error is not None:
-            refused.setdefault(push.customer_id, []).append((push, result.error))
-            log.warning(
-                "contact push refused",
-                extra={
-                    "connection_id": ctx.connection_id,
-                    "contact_id": push.contact_id,
-                    "error_code": result.error.code,
-                    "error_kind": result.error.kind,
-                },
-            )
-            continue
-        adoption = adopted.get(push.contact_id)
-        if adoption is not None:
-            adoptions.append(adoption)
-            written.append(adoption.link)
-            settled.append((push.contact_id, adoption.link.version))
-            continue
-        ctx.count("contacts_crm_created" if push.crm_id is None else "contacts_pushed")
-        written.append(
-            contacts_repo.LinkWrite(
-                push.contact_id,
-                str(push.crm_id or result.crm_id),
-                {**push.base, **push.fields},
-                push.version,
-                push.home,
-            )
-        )
-        settled.append((push.contact_id, push.version))
-    if adoptions:
-        now = utcnow()
-        contacts_repo.update_contacts(
-            session, [a.row(now) for a in adoptions if a.change.version is not None]
-        )
-        opened = [c for a in adoptions for c in a.conflicts]
-        repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in opened])
-        ctx.count("conflicts_opened", len(opened))
-        ctx.count("contacts_adopted", len(adoptions))
-    contacts_repo.write_links(session, ctx.organisation_id, ctx.connection_id, written)
-    contacts_repo.settle_pushed(session, settled)
+        pushed.add(ctx, push, results.get(push.contact_id), adopted.get(push.contact_id))
+    _write_adoptions(ctx, session, pushed.adoptions)
+    contacts_repo.write_links(session, ctx.organisation_id, ctx.connection_id, pushed.links)
+    contacts_repo.settle_pushed(session, pushed.settled)
+    refused = pushed.refused
     repo.record_failures(session, [_failure_row(ctx, c, items) for c, items in refused.items()])
     ctx.count("failed", sum(len(items) for items in refused.values()))
     if ctx.has_failures:
@@ -620,101 +552,280 @@ def _push(
         repo.resolve_failures_for(session, ctx.connection_id, CONTACT_FAILURE, done)
 
 
-@dataclass(frozen=True)
-class _Adoption:
-    """A billing contact about to be created that links the CRM's contact of its e-mail
-    instead (the CRM keeps one contact per e-mail: the create would be refused on every
-    push): the update ``push`` that fills the CRM's empty fields and associates the contact
-    with the customer's account / company, and, once it is written, the first link's
-    ``change`` of the billing contact, its ``conflicts`` and its ``link``."""
-
-    push: ContactPush
-    change: ContactChange
-    conflicts: tuple[ContactConflict, ...]
-    link: contacts_repo.LinkWrite
-
-    def row(self, now: Any) -> dict[str, Any]:
-        """The billing contact's row with the values the CRM filled in."""
-        return {**_change_row(self.change, now), "pending": True}
-
-
-def _adoptions(
-    ctx: RunContext,
-    session: Session,
-    connector: ContactFinder,
-    to_send: Sequence[ContactPushWrite],
-) -> tuple[dict[str, _Adoption], dict[str, PushResult]]:
-    """Creates whose e-mail a CRM contact already holds (one read per 100 creates, none
-    without creates): each adopts that contact (by billing contact id), with the first
-    link's rules of a contact matched by e-mail (:func:`_merged`, base None: each side's
-    empty fields are filled from the other), except that a name which differs is a
-    ``contact`` conflict rather than an overwrite, as this CRM contact was not made for this
-    billing contact. A CRM contact linked (in this connection) to another billing contact,
-    or adopted by an earlier create of the same push, is refused instead (a real conflict:
-    two billing contacts with one e-mail, e.g. of two customers) and names both."""
-    creates = [p for p in to_send if p.crm_id is None and p.fields.get("email")]
-    if not creates:
-        return {}, {}
-    found = {
-        str(c.email).casefold(): c
-        for c in connector.find_contacts([str(p.fields["email"]) for p in creates])
+def _taken_results(taken: Iterable[ContactTaken]) -> dict[str, PushResult]:
+    """A refusal per create whose e-mail another billing contact has in the CRM."""
+    return {
+        t.contact_id: PushResult(
+            t.contact_id, None, RecordError("duplicate", CONTACT_EMAIL_TAKEN, t.message)
+        )
+        for t in taken
     }
+
+
+def _send(
+    ctx: RunContext,
+    to_send: Sequence[ContactPushWrite],
+    adopted: Mapping[str, ContactAdoption],
+    made: ContactPushesMade,
+) -> dict[str, PushResult]:
+    """The CRM's answers to these pushes (an adoption sends its update instead of the
+    create), by billing contact id; nothing without pushes or a connector that writes
+    contacts."""
+    connector = ctx.connector
+    if not to_send or not isinstance(connector, ContactWriter):
+        return {}
+    before = connector.api_calls
+    answers = connector.push_contacts(
+        [
+            _adopting_push(adopted[p.contact_id])
+            if p.contact_id in adopted
+            else ContactPush(p.contact_id, p.crm_id, p.account_id, dict(p.fields))
+            for p in to_send
+        ]
+    )
+    ctx.count("calls_push", connector.api_calls - before)
+    by_contact = {r.billing_id: r for r in answers}
+    results: dict[str, PushResult] = {}
+    for push in to_send:
+        answer = by_contact.get(push.contact_id)
+        if answer is None:
+            continue
+        if push.contact_id not in adopted:
+            # an adoption is decided and written again when the store refused the page:
+            # its merge and conflicts are written with the link, not here
+            made.add(push, answer)
+        results[push.contact_id] = answer
+    return results
+
+
+def _adopting_push(adoption: ContactAdoption) -> ContactPush:
+    """The update that fills the CRM contact's empty fields and associates it."""
+    return ContactPush(
+        adoption.contact_id,
+        adoption.crm_id,
+        adoption.account_id,
+        dict(adoption.fill),
+        associate=adoption.associate,
+    )
+
+
+@dataclass
+class _PushesWritten:
+    """What a chunk's push results write: the links (with their new base), the contacts
+    no longer pending at their version (``settled``), the adoptions made, and the refused
+    pushes by customer (for the dead letter)."""
+
+    links: list[contacts_repo.LinkWrite] = field(default_factory=list)
+    settled: list[tuple[str, int]] = field(default_factory=list)
+    adoptions: list[ContactAdoption] = field(default_factory=list)
+    refused: dict[str, list[tuple[ContactPushWrite, RecordError]]] = field(default_factory=dict)
+
+    def add(
+        self,
+        ctx: RunContext,
+        push: ContactPushWrite,
+        result: PushResult | None,
+        adoption: ContactAdoption | None,
+    ) -> None:
+        """One push and its result (None: not sent, or the CRM gave none)."""
+        if not push.fields:
+            self._unchanged(push)
+            return
+        if result is None or (result.error is None and result.crm_id is None):
+            result = PushResult(push.contact_id, push.crm_id, _NO_RESULT)
+        if result.error is not None:
+            self.refused.setdefault(push.customer_id, []).append((push, result.error))
+            _log_refused(ctx, push, result.error)
+        elif adoption is not None:
+            self.adoptions.append(adoption)
+            self.links.append(_adopted_link(adoption))
+            self.settled.append((push.contact_id, adoption.version))
+        else:
+            ctx.count("contacts_crm_created" if push.crm_id is None else "contacts_pushed")
+            crm_id = str(push.crm_id or result.crm_id)
+            base = {**push.base, **push.fields}
+            self.links.append(
+                contacts_repo.LinkWrite(push.contact_id, crm_id, base, push.version, push.home)
+            )
+            self.settled.append((push.contact_id, push.version))
+
+    def _unchanged(self, push: ContactPushWrite) -> None:
+        """Nothing this CRM lacks: its contact has this version."""
+        if push.crm_id is not None:
+            self.links.append(
+                contacts_repo.LinkWrite(
+                    push.contact_id, push.crm_id, dict(push.base), push.version, push.home
+                )
+            )
+        self.settled.append((push.contact_id, push.version))
+
+
+def _log_refused(ctx: RunContext, push: ContactPushWrite, error: RecordError) -> None:
+    log.warning(
+        "contact push refused",
+        extra={
+            "connection_id": ctx.connection_id,
+            "contact_id": push.contact_id,
+            "error_code": error.code,
+            "error_kind": error.kind,
+        },
+    )
+
+
+def _adopted_link(adoption: ContactAdoption) -> contacts_repo.LinkWrite:
+    return contacts_repo.LinkWrite(
+        adoption.contact_id, adoption.crm_id, dict(adoption.base), adoption.version, adoption.home
+    )
+
+
+def _write_adoptions(
+    ctx: RunContext, session: Session, adoptions: Sequence[ContactAdoption]
+) -> None:
+    """The billing contacts that adopted a CRM contact take the values the CRM filled in
+    (and stay pending for the other connections), and their conflicts are opened."""
+    if not adoptions:
+        return
+    now = utcnow()
+    contacts_repo.update_contacts(
+        session,
+        [
+            {**_change_row(a.change, now), "pending": True}
+            for a in adoptions
+            if a.change.version is not None
+        ],
+    )
+    opened = [c for a in adoptions for c in a.conflicts]
+    repo.insert_conflicts(session, [_conflict_row(ctx, c) for c in opened])
+    ctx.count("conflicts_opened", len(opened))
+    ctx.count("contacts_adopted", len(adoptions))
+
+
+# --- adopting the CRM's contact of an e-mail -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdoptionState:
+    """What deciding a chunk's adoptions needs: its creates with an e-mail, the CRM
+    contacts holding those e-mails (by casefolded e-mail), the billing contacts linked to
+    those here (CRM contact id -> billing contact id, customer id), the customers linked
+    here to their accounts / companies (CRM id -> customer id), the customers linked in
+    other connections too, and whether the connection maps a communications field."""
+
+    creates: tuple[ContactPushWrite, ...] = ()
+    found: Mapping[str, CrmContact] = field(default_factory=dict)
+    holders: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    companies: Mapping[str, str] = field(default_factory=dict)
+    elsewhere: frozenset[str] = frozenset()
+    communications: bool = False
+
+
+def load_adoptions(
+    session: Session, ctx: RunContext, pushes: Sequence[ContactPushWrite]
+) -> AdoptionState:
+    """The CRM contacts holding the e-mails of these pushes' creates (one read per 100
+    creates, none without creates or where the CRM finds no contacts by e-mail), and
+    what the store knows of them. A read only: a plan makes it too."""
+    creates = tuple(p for p in pushes if p.crm_id is None and p.fields.get("email"))
+    connector = ctx.connector
+    if not creates or not isinstance(connector, ContactFinder):
+        return AdoptionState()
+    if not isinstance(connector, ContactWriter):
+        return AdoptionState()
+    before = connector.api_calls
+    emails = [str(p.fields["email"]) for p in creates]
+    found = {str(c.email).casefold(): c for c in connector.find_contacts(emails)}
+    ctx.count("calls_push", connector.api_calls - before)
     if not found:
-        return {}, {}
+        return AdoptionState()
+    return _known_to_the_store(session, ctx, creates, found)
+
+
+def _known_to_the_store(
+    session: Session,
+    ctx: RunContext,
+    creates: tuple[ContactPushWrite, ...],
+    found: Mapping[str, CrmContact],
+) -> AdoptionState:
     holders = contacts_repo.contacts_by_crm_ids(
         session, ctx.connection_id, [c.id for c in found.values()]
     )
     companies = repo.links_by_crm_ids(
         session, ctx.connection_id, list({c.customer_id for c in found.values() if c.customer_id})
     )
-    customers = list({p.customer_id for p in creates})
-    elsewhere = (
-        contacts_repo.linked_elsewhere(session, ctx.connection_id, customers)
-        if ctx.fan_out
-        else set()
+    elsewhere: set[str] = set()
+    if ctx.fan_out:
+        customers = list({p.customer_id for p in creates})
+        elsewhere = contacts_repo.linked_elsewhere(session, ctx.connection_id, customers)
+    return AdoptionState(
+        creates=creates,
+        found=found,
+        holders={k: (h.row.id, h.row.customer_id) for k, h in holders.items()},
+        companies={k: link.customer_id for k, link in companies.items()},
+        elsewhere=frozenset(elsewhere),
+        communications=ctx.contacts.communications,
     )
-    communications = ctx.contacts.communications
-    names = [f for f in CONTACT_FIELDS if communications or f != "communications"]
+
+
+def decide_adoptions(
+    state: AdoptionState,
+) -> tuple[tuple[ContactAdoption, ...], tuple[ContactTaken, ...]]:
+    """Creates whose e-mail a CRM contact already holds: each adopts that contact, with the
+    first link's rules of a contact matched by e-mail (:func:`_merged`, base None: each
+    side's empty fields are filled from the other), except that a name which differs is a
+    ``contact`` conflict rather than an overwrite, as this CRM contact was not made for this
+    billing contact. A CRM contact linked (in this connection) to another billing contact,
+    adopted by an earlier create of the same push, or whose primary account / company is
+    another customer's is taken instead (a real conflict: two billing contacts with one
+    e-mail, e.g. of two customers) and names both. No side effect."""
+    names = [f for f in CONTACT_FIELDS if state.communications or f != "communications"]
     claimed: dict[str, ContactPushWrite] = {}
-    adopted: dict[str, _Adoption] = {}
-    taken: dict[str, PushResult] = {}
-    for push in creates:
-        crm = found.get(str(push.fields["email"]).casefold())
+    adopted: list[ContactAdoption] = []
+    taken: list[ContactTaken] = []
+    for push in state.creates:
+        crm = state.found.get(str(push.fields["email"]).casefold())
         if crm is None:
             continue
-        holder = holders.get(crm.id)
-        company = companies.get(crm.customer_id or "")
-        whose = None
-        if holder is not None and holder.row.id != push.contact_id:
-            whose = (
-                f"is linked to billing contact {holder.row.id} (customer {holder.row.customer_id})"
-            )
-        elif crm.id in claimed:
-            first = claimed[crm.id]
-            whose = (
-                f"is adopted by billing contact {first.contact_id} (customer {first.customer_id})"
-            )
-        elif company is not None and company.customer_id != push.customer_id:
-            whose = (
-                f"has primary account / company {crm.customer_id}, linked to customer "
-                f"{company.customer_id}"
-            )
+        whose = _whose(push, crm, state, claimed.get(crm.id))
         if whose is not None:
-            message = (
-                f"the CRM's contact {crm.id} with e-mail {crm.email} {whose}; billing contact "
-                f"{push.contact_id} (customer {push.customer_id}) has the same e-mail, and the "
-                "CRM keeps one contact per e-mail: change one of the e-mails"
-            )
-            error = RecordError("duplicate", "CONTACT_EMAIL_TAKEN", message)
-            taken[push.contact_id] = PushResult(push.contact_id, None, error)
+            taken.append(_taken(push, crm, whose))
             continue
         claimed[crm.id] = push
         # the customer's company becomes the contact's primary one unless it has a primary
         # company linked here: a contact whose primary company is linked to no customer is
         # read by the next pull as moved off its account (and flagged)
-        mode: Literal["primary", "other"] = "other" if company is not None else "primary"
-        adopted[push.contact_id] = _adopt(push, crm, names, push.customer_id in elsewhere, mode)
-    return adopted, taken
+        linked = (crm.customer_id or "") in state.companies
+        mode: Literal["primary", "other"] = "other" if linked else "primary"
+        adopted.append(_adopt(push, crm, names, push.customer_id in state.elsewhere, mode))
+    return tuple(adopted), tuple(taken)
+
+
+def _whose(
+    push: ContactPushWrite,
+    crm: CrmContact,
+    state: AdoptionState,
+    claimed: ContactPushWrite | None,
+) -> str | None:
+    """Whose the CRM contact is, when it is not this billing contact's to adopt."""
+    holder = state.holders.get(crm.id)
+    if holder is not None and holder[0] != push.contact_id:
+        return f"is linked to billing contact {holder[0]} (customer {holder[1]})"
+    if claimed is not None:
+        return (
+            f"is adopted by billing contact {claimed.contact_id} (customer {claimed.customer_id})"
+        )
+    owner = state.companies.get(crm.customer_id or "")
+    if owner is not None and owner != push.customer_id:
+        return f"has primary account / company {crm.customer_id}, linked to customer {owner}"
+    return None
+
+
+def _taken(push: ContactPushWrite, crm: CrmContact, whose: str) -> ContactTaken:
+    message = (
+        f"the CRM's contact {crm.id} with e-mail {crm.email} {whose}; billing contact "
+        f"{push.contact_id} (customer {push.customer_id}) has the same e-mail, and the "
+        "CRM keeps one contact per e-mail: change one of the e-mails"
+    )
+    return ContactTaken(push.contact_id, push.customer_id, message)
 
 
 def _adopt(
@@ -723,17 +834,16 @@ def _adopt(
     names: Sequence[str],
     elsewhere: bool,
     mode: Literal["primary", "other"],
-) -> _Adoption:
-    """One adoption (see :func:`_adoptions`)."""
+) -> ContactAdoption:
+    """One adoption (see :func:`decide_adoptions`)."""
     billing_fields: ContactFields = {k: push.fields.get(k) for k in names}
     crm_fields = _crm_fields(crm, "communications" in names)
     crm_fields["name"] = crm.name or None  # a nameless contact takes billing's name
     if str(crm.email).casefold() == str(billing_fields.get("email")).casefold():
         crm_fields["email"] = billing_fields.get("email")  # HubSpot keeps e-mails lower case
-    held: frozenset[str] = frozenset()
     billing_name, crm_name = billing_fields.get("name"), crm.name
-    if crm_name and billing_name and " ".join(crm_name.split()) != billing_name:
-        held = frozenset({"name"})
+    names_differ = bool(crm_name and billing_name and " ".join(crm_name.split()) != billing_name)
+    held = frozenset({"name"} if names_differ else ())
     existing = BillingContact(
         push.contact_id,
         push.customer_id,
@@ -761,20 +871,18 @@ def _adopt(
         for k in crm_fields
         if k not in held and after.get(k) not in (None, "") and after.get(k) != change.base.get(k)
     }
-    version = change.version if change.version is not None else push.version
-    return _Adoption(
-        ContactPush(
-            push.contact_id,
-            crm.id,
-            push.account_id,
-            fill,
-            associate=mode,
-        ),
-        change,
-        conflicts,
-        contacts_repo.LinkWrite(
-            push.contact_id, crm.id, {**change.base, **fill}, version, push.home
-        ),
+    return ContactAdoption(
+        contact_id=push.contact_id,
+        customer_id=push.customer_id,
+        crm_id=crm.id,
+        account_id=push.account_id,
+        fill=fill,
+        associate=mode,
+        change=change,
+        conflicts=conflicts,
+        base={**change.base, **fill},
+        version=change.version if change.version is not None else push.version,
+        home=push.home,
     )
 
 

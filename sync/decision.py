@@ -277,13 +277,48 @@ class ContactPushWrite:
 
 
 @dataclass(frozen=True)
+class ContactAdoption:
+    """A billing contact about to be created that links the CRM's contact ``crm_id`` of its
+    e-mail instead (the CRM keeps one contact per e-mail: the create would be refused on
+    every push). The CRM contact is updated with ``fill`` (its empty fields, from billing)
+    and associated with the customer's account / company ``account_id`` (``associate``:
+    as its primary one or not); once that is written, the billing contact takes the first
+    link's ``change`` and ``conflicts``, and its link the ``base`` at ``version``."""
+
+    contact_id: str
+    customer_id: str
+    crm_id: str
+    account_id: str
+    fill: ContactFields
+    associate: Literal["primary", "other"]
+    change: ContactChange
+    conflicts: tuple[ContactConflict, ...]
+    base: ContactFields
+    version: int
+    home: bool | None = None
+
+
+@dataclass(frozen=True)
+class ContactTaken:
+    """A billing contact about to be created whose e-mail the CRM's contact holds for
+    another billing contact (linked to it, adopting it, or of another customer's account /
+    company): a dead letter whose ``message`` names both, never a silent re-link."""
+
+    contact_id: str
+    customer_id: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ContactsDecision:
     """Contacts: CRM contacts to insert as new billing contacts (``fresh``: the connection
     has none yet, so plain inserts), billing contacts to change from the CRM (three-way
     merge per field), contacts to flag as deleted in the CRM (by billing id; a delete is
     never carried to the other side), conflicts (both sides changed a field),
     billing-side contacts to push, and CRM contacts the contact model refuses
-    (``failures``, for the dead letter)."""
+    (``failures``, for the dead letter). Among the pushes' creates, those that adopt the
+    CRM's contact of their e-mail (``adoptions``) and those whose e-mail another billing
+    contact has there (``taken``)."""
 
     attach: tuple[ContactRow, ...] = ()
     change: tuple[ContactChange, ...] = ()
@@ -292,6 +327,14 @@ class ContactsDecision:
     pushes: tuple[ContactPushWrite, ...] = ()
     fresh: bool = False
     failures: tuple[Failure, ...] = ()
+    adoptions: tuple[ContactAdoption, ...] = ()
+    taken: tuple[ContactTaken, ...] = ()
+
+    def plain_pushes(self) -> list[ContactPushWrite]:
+        """The pushes that create or update a CRM contact as they are (neither adopting
+        one nor refused for a taken e-mail)."""
+        other = {a.contact_id for a in self.adoptions} | {t.contact_id for t in self.taken}
+        return [p for p in self.pushes if p.contact_id not in other]
 
     def is_empty(self) -> bool:
         return not (

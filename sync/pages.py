@@ -26,8 +26,10 @@ from sqlalchemy.orm import Session
 from connectors.base import CrmContact, CrmCustomer
 from sync.apply import STORE_REFUSALS, WRITE_BACK, PushesMade, carry_out
 from sync.contact_sync import (
+    decide_adoptions,
     decide_contact_pushes,
     decide_contacts,
+    load_adoptions,
     load_contact_pushes,
     load_contacts,
 )
@@ -100,6 +102,7 @@ def contact_push_page(
     """Push a chunk of the billing side's pending contacts (by id after ``after``) and
     commit it; the last contact id of the chunk, or None when there were none."""
     last: str | None = None
+    made = PushesMade()
 
     def step(session: Session) -> PageDecision:
         nonlocal last
@@ -110,20 +113,26 @@ def contact_push_page(
         pushes = decide_contact_pushes(
             pending, conflicted, communications=ctx.contacts.communications
         )
-        return PageDecision(contacts=ContactsDecision(pushes=pushes))
+        # a create an earlier attempt made is not one to adopt: it is that create's contact
+        unmade = [p for p in pushes if made.contacts.result(p) is None]
+        adoptions, taken = decide_adoptions(load_adoptions(session, ctx, unmade))
+        contacts = ContactsDecision(pushes=pushes, adoptions=adoptions, taken=taken)
+        return PageDecision(contacts=contacts)
 
-    _commit(ctx, step)
+    _commit(ctx, step, made)
     return last
 
 
-def _commit(ctx: RunContext, step: Callable[[Session], PageDecision]) -> None:
+def _commit(
+    ctx: RunContext, step: Callable[[Session], PageDecision], made: PushesMade | None = None
+) -> None:
     """Decide and carry out one page in one transaction. When the store refuses the page
     (:data:`~sync.apply.STORE_REFUSALS`), it is decided again on what is there now (a sync
     of the same connection beside this one, a webhook's, may have linked or created one of
     these records first), and this time the records the store still refuses are narrowed
     down by bisection and go to the dead letter, so the rest of the page commits with its
-    cursor. Pushes made by the first attempt are not made again."""
-    made = PushesMade()
+    cursor. Pushes made by the first attempt (kept in ``made``) are not made again."""
+    made = made if made is not None else PushesMade()
     for attempt in (1, 2):
         counters = dict(ctx.counters)
         try:

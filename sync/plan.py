@@ -58,10 +58,12 @@ class Plan:
     removals: list[dict[str, Any]] = field(default_factory=list)
     ignored: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-    #: billing contacts to create in the CRM / to change there; CRM contacts to attach to
+    #: billing contacts to create in the CRM / to change there / to link to the CRM's
+    #: contact of their e-mail instead of creating one (adopted); CRM contacts to attach to
     #: customers or to change billing contacts with; contacts flagged as deleted in the CRM
     contact_creates: list[dict[str, Any]] = field(default_factory=list)
     contact_updates: list[dict[str, Any]] = field(default_factory=list)
+    contact_adoptions: list[dict[str, Any]] = field(default_factory=list)
     contacts_from_crm: list[dict[str, Any]] = field(default_factory=list)
     contact_flags: list[dict[str, Any]] = field(default_factory=list)
 
@@ -90,6 +92,16 @@ class Plan:
         if decision.contacts is not None:
             for failure in decision.contacts.failures:
                 self._failure(failure)
+            self.failures.extend(
+                {
+                    "direction": "contact",
+                    "crm_id": None,
+                    "customer_id": t.customer_id,
+                    "kind": "duplicate",
+                    "message": f"contact {t.contact_id}: {t.message}",
+                }
+                for t in decision.contacts.taken
+            )
 
     def _failure(self, failure: Failure) -> None:
         self.failures.append(
@@ -167,7 +179,44 @@ class Plan:
             self.ignored.append({"crm_id": record.crm_id, "name": record.name})
 
     def _contacts(self, contacts: ContactsDecision) -> None:
-        for push in contacts.pushes:
+        self._contact_pushes(contacts)
+        self.contacts_from_crm.extend(
+            {"crm_id": c.crm_id, "customer_id": c.customer_id, "name": c.name, "email": c.email}
+            for c in contacts.attach
+        )
+        self.contacts_from_crm.extend(
+            {"contact_id": c.id, "customer_id": c.customer_id, "changes": dict(c.changes)}
+            for c in contacts.change
+            if c.changes or c.crm_id is not None
+        )
+        self.contact_flags.extend({"contact_id": i} for i in contacts.flag)
+        opened = [*contacts.conflicts, *(c for a in contacts.adoptions for c in a.conflicts)]
+        self.conflicts.extend(
+            {
+                "customer_id": c.customer_id,
+                "crm_id": c.crm_id,
+                "kind": "contact",
+                "field": f"contact.{c.field}",
+                "base": c.base,
+                "billing": c.billing,
+                "crm": c.crm,
+            }
+            for c in opened
+        )
+
+    def _contact_pushes(self, contacts: ContactsDecision) -> None:
+        self.contact_adoptions.extend(
+            {
+                "contact_id": a.contact_id,
+                "customer_id": a.customer_id,
+                "crm_id": a.crm_id,
+                "account_id": a.account_id,
+                "billing_changes": dict(a.change.changes),
+                "crm_fields_filled": dict(a.fill),
+            }
+            for a in contacts.adoptions
+        )
+        for push in contacts.plain_pushes():
             if push.crm_id is None:
                 self.contact_creates.append(
                     {
@@ -188,28 +237,6 @@ class Plan:
                 }
                 for name, value in push.fields.items()
             )
-        self.contacts_from_crm.extend(
-            {"crm_id": c.crm_id, "customer_id": c.customer_id, "name": c.name, "email": c.email}
-            for c in contacts.attach
-        )
-        self.contacts_from_crm.extend(
-            {"contact_id": c.id, "customer_id": c.customer_id, "changes": dict(c.changes)}
-            for c in contacts.change
-            if c.changes or c.crm_id is not None
-        )
-        self.contact_flags.extend({"contact_id": i} for i in contacts.flag)
-        self.conflicts.extend(
-            {
-                "customer_id": c.customer_id,
-                "crm_id": c.crm_id,
-                "kind": "contact",
-                "field": f"contact.{c.field}",
-                "base": c.base,
-                "billing": c.billing,
-                "crm": c.crm,
-            }
-            for c in contacts.conflicts
-        )
 
     def as_dict(self) -> dict[str, list[dict[str, Any]]]:
         return asdict(self)

@@ -223,3 +223,60 @@ def test_adopting_merges_communications_through_the_connections_field(
     assert not any(c.pending for c in billing.values())
     again = _ok(world)
     assert again.counters["contacts"] == again.counters["contacts_pushed"] == 0
+
+
+def test_a_plan_shows_the_adoptions_the_run_then_makes(engine: Engine, sandbox: Sandbox) -> None:
+    """--plan reads the creates' e-mails as the run does: a billing contact HubSpot already
+    has is shown as adopted (linked, its empty fields filled), not as a create; a name that
+    differs is shown as the conflict the run opens, a taken e-mail as the failure it makes.
+    The plan writes nothing, and the run's counters are the plan's."""
+    world = make_world(engine, sandbox, "hubspot", push_creates=True)
+    hs: Any = world.harness
+    nameless = hs.hs.create("contacts", {"email": "ann@plan.example"})
+    other_name = hs.hs.create(
+        "contacts", {"firstname": "Bobby", "lastname": "Chen", "email": "bo@plan.example"}
+    )
+    shared = hs.hs.create("contacts", {"firstname": "Cy", "email": "cy@plan.example"})
+    with transaction(engine) as s:
+        org = world.organisation_id
+        first = str(create_customer(s, org, CustomerIn(customer_name="Plan Ltd")).id)
+        second = str(create_customer(s, org, CustomerIn(customer_name="Other Ltd")).id)
+    _ok(world)  # their companies, created in HubSpot and linked
+    with transaction(engine) as s:
+        for customer, name, email in (
+            (first, "Ann Lee", "ann@plan.example"),
+            (first, "Bo Chen", "bo@plan.example"),
+            (first, "Cy", "cy@plan.example"),
+            (second, "Cy", "cy@plan.example"),
+            (first, "Dee New", "dee@plan.example"),
+        ):
+            contacts.add_contact(s, org, customer, Contact(name=name, email=email))
+    in_hubspot = hs.hs.count("contacts")
+
+    planned = _ok(world, plan=True)
+    assert planned.plan is not None
+    adopted = {a["crm_id"]: a for a in planned.plan.contact_adoptions}
+    assert set(adopted) == {nameless, other_name, shared}
+    assert adopted[nameless]["crm_fields_filled"] == {"name": "Ann Lee"}
+    assert adopted[other_name]["crm_fields_filled"] == {}
+    (create,) = planned.plan.contact_creates
+    assert create["fields"]["email"] == "dee@plan.example"
+    assert [(c["field"], c["billing"], c["crm"]) for c in planned.plan.conflicts] == [
+        ("contact.name", "Bo Chen", "Bobby Chen")
+    ]
+    (taken,) = planned.plan.failures
+    assert shared in taken["message"] and taken["kind"] == "duplicate"
+    assert hs.hs.count("contacts") == in_hubspot  # nothing written
+    assert not _contact_failures(world) and not world.conflicts()
+    assert all(not c.crm_ids for c in _billing(world, first).values())
+
+    run = _ok(world)
+    counted = {k: v for k, v in run.counters.items() if not k.startswith("calls_")}
+    assert counted == {k: v for k, v in planned.counters.items() if not k.startswith("calls_")}
+    assert run.counters["contacts_adopted"] == 3 and run.counters["contacts_crm_created"] == 1
+    (failure,) = _contact_failures(world)
+    assert failure.customer_id == taken["customer_id"]
+    billing = _billing(world, first)
+    assert billing["ann@plan.example"].crm_ids == {world.connection_id: nameless}
+    assert billing["bo@plan.example"].crm_ids == {world.connection_id: other_name}
+    assert hs.hs.count("contacts") == in_hubspot + 1

@@ -1,5 +1,7 @@
 """The conflict queue: filter by connection and field, see base, billing and CRM side by
-side with the match rule's explanation, resolve one or the whole filtered set."""
+side with the match rule's explanation, resolve one or the whole filtered set (keeping
+billing, keeping the CRM, or, filtered to one field, setting one value). Each conflict has
+its own page too, open or resolved: the link a customer's page or an alert can point at."""
 
 from __future__ import annotations
 
@@ -94,6 +96,18 @@ def conflicts_page(
     )
 
 
+@router.get("/conflicts/{conflict_id}")
+def conflict_page(request: Request, conflict_id: str, me: MeDep, engine: EngineDep) -> Response:
+    """One conflict: the three values, why they differ, and how (and by whom) it was
+    resolved, or the resolve form while it is open."""
+    with reading(engine) as db:
+        conflict = sync_repository.get_conflict(db, me.organisation_id, conflict_id)
+        if conflict is None:
+            raise not_found("conflict")
+        item = describe(db, me.organisation_id, [conflict])[0]
+    return render(request, "conflict.html", {"me": me, "item": item, "c": conflict})
+
+
 def _keep(action: str) -> tuple[Keep | None, bool]:
     if action == "billing":
         return "billing", False
@@ -167,9 +181,16 @@ def resolve_many(
     field: Annotated[str, Form()] = "",
 ) -> Response:
     """Resolve every open conflict the filter shows, the same way (each on its own: one
-    the CRM refuses stays open, the others are resolved)."""
+    the CRM refuses stays open, the others are resolved). Setting one value takes a filter
+    by field."""
     session = console_session(request)
     connection_id, field_name = _filters(connection, field)
+    if action == "value" and field_name is None:
+        # one value for conflicts of different fields would write a name into a city
+        session.say(
+            "Not resolved: filter the queue by one field to set one value for all.", "error"
+        )
+        return back_to(request, "/console/conflicts")
     with reading(engine) as db:
         found = list(
             review_repository.conflicts(

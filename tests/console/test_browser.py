@@ -168,13 +168,27 @@ def test_resolve_conflicts(page: Any, world: World) -> None:
     assert "normalized rule" in text
     shot(page, "05-conflicts")
 
+    # the conflict's own page: the three values, why, and the resolve form
     conflict_id = first.get_attribute("id").removeprefix("conflict-")
     conflict = world.rows(Conflict, id=conflict_id)[0]
-    first.locator("button:has-text('Keep CRM')").click()
+    first.locator("a.detail").click()
+    page.wait_for_url(f"**/console/conflicts/{conflict_id}")
+    body = page.inner_text("main")
+    assert "Waiting for an operator" in body and "only in letter case" in body
+    assert str(conflict.billing_value) in body and str(conflict.crm_value) in body
+    shot(page, "05b-conflict")
+    page.click("article.conflict button:has-text('Keep CRM')")
     assert "Resolved: customer_name" in flash(page)
+    page.wait_for_url(f"**/console/conflicts/{conflict_id}")
+    body = page.inner_text("main")
+    assert "Resolution" in body and "kept the CRM's value" in body
+    assert "console:Otto Operator <otto@acme.example>" in body
+    assert page.locator("button:has-text('Keep billing')").count() == 0  # nothing to do now
+    shot(page, "05c-conflict-resolved")
     done = world.rows(Conflict, id=conflict_id)[0]
     assert done.status == "resolved" and done.resolution == "crm"
     assert done.resolved_by == "console:Otto Operator <otto@acme.example>"
+    page.goto("/console/conflicts?field=customer_name")
     assert page.locator("article.conflict").count() == 2
 
     # set a value of one's own: written to both sides

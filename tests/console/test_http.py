@@ -10,13 +10,22 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from sqlalchemy import delete
 from typer.testing import CliRunner
 
+from api.console import PAGES
 from cli.main import app
 from sync.connections import pause_for_limit
 from sync.store.db import engine_for, transaction
-from sync.store.models import AuditEvent, ConnectionRow, RecordFailure, utcnow
+from sync.store.models import (
+    AuditEvent,
+    Conflict,
+    ConnectionRow,
+    CustomerRow,
+    RecordFailure,
+    utcnow,
+)
 from sync.store.sync_repository import record_connection_failure
 from tests.console.conftest import PASSWORD, World, a_customer, a_run, open_conflicts
 
@@ -119,6 +128,60 @@ def test_forms_without_the_sessions_csrf_token_are_refused(world: World, visitor
     }
 
 
+FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.S | re.I)
+
+
+def test_every_form_carries_the_csrf_token_and_every_post_needs_it(
+    world: World, visitor: Visitor
+) -> None:
+    """Every form on every console page (an admin sees them all) carries this session's
+    token, and every POST route of the console refuses a request without it."""
+    assert visitor.sign_in("admin").status_code == 303
+    conflict = open_conflicts(world)[0]
+    failure = a_failure(world, world.org)
+    pages = [
+        "/console/connections",
+        f"/console/connections/{world.salesforce}",
+        "/console/conflicts",
+        f"/console/conflicts/{conflict.id}",
+        "/console/failures",
+        f"/console/failures/{failure.id}",
+        "/console/runs",
+        f"/console/runs/{a_run(world, world.org).id}",
+        "/console/customers",
+        f"/console/customers/{conflict.customer_id}",
+        "/console/operators",
+    ]
+    token = visitor.csrf("/console/connections")
+    posts = 0
+    for path in pages:
+        page = visitor.http.get(path)
+        assert page.status_code == 200, path
+        for attributes, body in FORM.findall(page.text):
+            if 'method="post"' not in attributes.lower():
+                continue
+            posts += 1
+            assert f'name="csrf_token" value="{token}"' in body, (path, attributes)
+    assert posts >= 20
+    # the console's POST routes, from its own routers, each refused without the token
+    ids = {
+        "connection_id": world.salesforce,
+        "conflict_id": conflict.id,
+        "failure_id": failure.id,
+        "operator_id": "00000000-0000-0000-0000-000000000000",
+    }
+    routes = [
+        "/console" + route.path.format(**ids)
+        for page in PAGES
+        for route in page.router.routes
+        if isinstance(route, APIRoute) and "POST" in (route.methods or ())
+    ]
+    assert len(routes) >= 15
+    for path in routes:
+        assert visitor.http.post(path, data={"action": "crm"}).status_code == 403, path
+    assert world.rows(ConnectionRow, id=world.salesforce)[0].state == "active"
+
+
 def test_sign_in_attempts_are_rate_limited(world: World, visitor: Visitor) -> None:
     for _ in range(5):
         wrong = visitor.sign_in("limited", "not the password at all")
@@ -158,6 +221,10 @@ def test_a_viewer_reads_but_cannot_act(world: World, visitor: Visitor) -> None:
     assert conflict.id in {c.id for c in open_conflicts(world)}
 
 
+def a_failure(world: World, org: str) -> RecordFailure:
+    return world.rows(RecordFailure, organisation_id=org)[0]
+
+
 def test_another_organisations_pages_answer_404(world: World, visitor: Visitor) -> None:
     assert visitor.sign_in("other").status_code == 303
     theirs = {
@@ -167,6 +234,8 @@ def test_another_organisations_pages_answer_404(world: World, visitor: Visitor) 
         "run": f"/console/runs/{a_run(world, world.org).id}",
         "failures": f"/console/failures?connection={world.hubspot}",
         "conflicts": f"/console/conflicts?connection={world.hubspot}",
+        "conflict": f"/console/conflicts/{open_conflicts(world)[0].id}",
+        "failure": f"/console/failures/{a_failure(world, world.org).id}",
     }
     for what, path in theirs.items():
         answer = visitor.http.get(path)
@@ -297,6 +366,54 @@ def test_sync_now_queues_a_sync_for_a_worker(world: World, visitor: Visitor) -> 
     assert answer.status_code == 303 and answer.headers["location"] == "/console/connections"
     assert world.queued() == before + 1
     assert "queued for a worker" in visitor.http.get("/console/connections").text
+
+
+def test_a_filtered_set_is_resolved_with_one_value_of_its_field(
+    world: World, visitor: Visitor
+) -> None:
+    """Filtered to one field, the queue's bulk form sets one value on both sides of every
+    conflict it shows; unfiltered, it refuses (one value for a name and a city is wrong)."""
+    assert visitor.sign_in("operator").status_code == 303
+    names = open_conflicts(world, field="customer_name", connection_id=world.hubspot)
+    assert names, "the seed opened name conflicts"
+    page = visitor.http.get(
+        "/console/conflicts", params={"connection": world.hubspot, "field": "customer_name"}
+    )
+    assert page.status_code == 200 and 'name="value"' in page.text.split('class="card bulk"')[1]
+    token = CSRF.search(page.text)
+    assert token is not None
+    unfiltered = visitor.http.post(
+        "/console/conflicts/resolve",
+        data={"csrf_token": token.group(1), "action": "value", "value": "One Name Ltd"},
+    )
+    assert unfiltered.status_code == 303
+    assert "filter the queue by one field" in visitor.http.get("/console/conflicts").text
+    assert len(open_conflicts(world, field="customer_name")) >= len(names)
+
+    agreed = f"Agreed Bulk Name {world.backend}"
+    answer = visitor.http.post(
+        "/console/conflicts/resolve",
+        data={
+            "csrf_token": token.group(1),
+            "action": "value",
+            "value": agreed,
+            "connection": world.hubspot,
+            "field": "customer_name",
+        },
+    )
+    assert answer.status_code == 303
+    assert f"Resolved {len(names)} conflict(s)" in visitor.http.get("/console/conflicts").text
+    assert open_conflicts(world, field="customer_name", connection_id=world.hubspot) == []
+    for conflict in names:
+        done = world.rows(Conflict, id=conflict.id)[0]
+        assert (done.resolution, done.resolved_value) == ("value", agreed)
+        assert done.resolved_by == "console:Otto Operator <otto@acme.example>"
+        assert world.sandbox.hubspot.read(conflict.crm_id)["properties"]["name"] == agreed
+        customer = world.rows(CustomerRow, id=conflict.customer_id)[0]
+        assert customer.customer_name == agreed
+        # its own page says how and by whom
+        shown = visitor.http.get(f"/console/conflicts/{conflict.id}").text
+        assert "set a value on both sides" in shown and "Otto Operator" in shown
 
 
 def test_admins_change_a_connections_options_and_operators_cannot(

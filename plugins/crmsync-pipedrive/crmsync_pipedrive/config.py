@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from connectors.base import ConnectorCredentials, ConnectorSettings
 
@@ -52,5 +54,23 @@ class PipedriveCredentials(ConnectorCredentials):
         None, description="The HTTP basic auth user the webhooks are created with."
     )
     webhook_password: SecretStr | None = Field(
-        None, description="The HTTP basic auth password the webhooks are created with."
+        None,
+        description="The HTTP basic auth password the webhooks are created with (prompted, "
+        "hidden, when a webhook user is given without it).",
     )
+
+    @classmethod
+    def to_prompt(cls, given: Mapping[str, object]) -> list[str]:
+        """The API token when not given; the webhook password when a webhook user is given
+        without it (a connection with a user and no password refuses every delivery)."""
+        missing = super().to_prompt(given)
+        if given.get("webhook_user") and not given.get("webhook_password"):
+            missing.append("webhook_password")
+        return missing
+
+    @model_validator(mode="after")
+    def _webhook_user_and_password_together(self) -> Self:
+        # Pipedrive sends both in its Authorization header, or neither
+        if bool(self.webhook_user) != bool(self.webhook_password):
+            raise ValueError("give --webhook-user and --webhook-password together")
+        return self

@@ -308,10 +308,13 @@ def _add_options(connector: type[Connector]) -> list[inspect.Parameter]:
         required = field.required and not field.credential  # a missing secret is prompted
         names = [f"{field.option}/--no-{field.option[2:]}"] if kind is bool else [field.option]
         default = f" (default: {field.default})" if field.default not in (None, "") else ""
+        envvar = field.envvar(connector.key)
+        if envvar:  # said in the help: the option's own env var column is left out
+            default += f" Also read from {envvar}."
         option = typer.Option(
             *names,
             help=field.help + default,
-            envvar=field.envvar(connector.key),
+            envvar=envvar,
             show_default=False,
             show_envvar=False,
         )
@@ -412,13 +415,21 @@ class ConnectorCommands(TyperGroup):
     for (so that ``crmsync --help`` loads no connector)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return registry.available()
+        return registry.loadable()  # a broken plug-in is in `crmsync connectors list`
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in registry.available():
             return None
+        try:
+            command = add_command(cmd_name)
+        except Exception as error:  # a broken plug-in: say so, not a traceback
+            fail(
+                f"the {cmd_name} connector cannot be loaded: {type(error).__name__}: {error} "
+                "(reinstall its package; `crmsync connectors list` shows each one)",
+                ExitCode.ERROR,
+            )
         one = typer.Typer(add_completion=False)
-        one.command(cmd_name)(add_command(cmd_name))
+        one.command(cmd_name)(command)
         return typer.main.get_command(one)
 
 

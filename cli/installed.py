@@ -17,23 +17,31 @@ def list_(as_json: JsonOption = False) -> None:
     """List each installed connector: its key, package, version and capabilities."""
     from connectors import registry
 
-    rows = [
-        {
-            "key": found.key,
-            "package": found.package,
-            "version": found.version,
-            "capabilities": asdict(found.capabilities),
-        }
-        for found in registry.installed()
-    ]
+    connectors = registry.installed()
     if as_json:
-        print_json(rows)
+        print_json(
+            [
+                {
+                    "key": found.key,
+                    "package": found.package,
+                    "version": found.version,
+                    "capabilities": asdict(found.capabilities),
+                    "error": found.error,
+                }
+                for found in connectors
+            ]
+        )
         return
     print_table(
         ["key", "package", "version", "capabilities"],
         [
-            (found.key, found.package, found.version, ", ".join(found.capabilities.names()))
-            for found in registry.installed()
+            (
+                found.key,
+                found.package,
+                found.version,
+                found.error or ", ".join(found.capabilities.names()),
+            )
+            for found in connectors
         ],
         title="Connectors",
     )

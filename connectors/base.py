@@ -417,6 +417,8 @@ class Capabilities:
             words.append("contacts")
         if self.contact_push:
             words.append("contacts both ways")
+        if self.contact_find:
+            words.append("contacts found by e-mail")
         if self.field_describe:
             words.append("field describe")
         return words

@@ -60,13 +60,16 @@ def create(key: str, config: ConnectionConfig, gate: RateGate | None = None) -> 
 
 @dataclass(frozen=True)
 class InstalledConnector:
-    """An installed connector as ``crmsync connectors list`` shows it."""
+    """An installed connector as ``crmsync connectors list`` shows it. ``error`` says why a
+    plug-in could not be loaded (then ``connector`` is None and ``capabilities`` are none):
+    one broken package must not hide the others, nor stop the list."""
 
     key: str
     package: str
     version: str
     capabilities: Capabilities
-    connector: type[Connector]
+    connector: type[Connector] | None
+    error: str | None = None
 
 
 def installed() -> list[InstalledConnector]:
@@ -74,15 +77,26 @@ def installed() -> list[InstalledConnector]:
     found = []
     for key in available():
         ep = _entry_points()[key]
-        cls = connector_class(key)
-        dist = ep.dist
+        dist = getattr(ep, "dist", None)
+        cls: type[Connector] | None = None
+        error = None
+        try:
+            cls = connector_class(key)
+        except Exception as failure:  # a broken plug-in is listed as such, with why
+            error = f"cannot be loaded: {type(failure).__name__}: {failure}"
         found.append(
             InstalledConnector(
                 key=key,
                 package=dist.name if dist is not None else ep.value.split(":")[0],
                 version=dist.version if dist is not None else "",
-                capabilities=cls.capabilities,
+                capabilities=cls.capabilities if cls is not None else Capabilities(),
                 connector=cls,
+                error=error,
             )
         )
     return found
+
+
+def loadable() -> list[str]:
+    """The keys of the installed connectors that load (those a connection can use)."""
+    return [found.key for found in installed() if found.connector is not None]

@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 
-from sync.crypto import new_secret_key
+from sync.crypto import decrypt_credentials, new_secret_key
 from sync.customer import CustomerPatch
 from sync.customers import update_customer
+from sync.settings import get_settings
 from sync.store.db import engine_for, transaction
+from sync.store.models import ConnectionRow
 from tests.cli.conftest import Run, as_json
 from tests.conftest import service_missing
 
 TOKEN = "pipedrive-api-token-that-must-never-print"
+HOOK_PASSWORD = "hook-password-that-must-never-print"
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +50,16 @@ def add_pipedrive(run: Run, emulator: Any, org: str, *extra: str, code: int = 0)
     result = run(
         "connections", "add", "pipedrive", "pd", "--org", org,
         "--company-url", emulator.url, "--external-id-key", CRMSYNC_ID_KEY,
-        "--webhook-user", "crmsync", "--webhook-password", "hook-password",
+        "--webhook-user", "crmsync",
         "--backoff-base-seconds", "0.01", "--setting", "clock_skew_seconds=0",
         "--json", *extra,
-        input=f"{TOKEN}\n",  # the API token is asked at a hidden prompt
+        # the API token, then the webhook password (a webhook user was given), are asked
+        # at hidden prompts
+        input=f"{TOKEN}\n{HOOK_PASSWORD}\n",
         code=code,
     )  # fmt: skip
     assert TOKEN not in result.stdout + result.stderr
-    assert "hook-password" not in result.stdout + result.stderr
+    assert HOOK_PASSWORD not in result.stdout + result.stderr
     return str(as_json(result)["id"]) if code == 0 else result.stderr
 
 
@@ -79,6 +84,7 @@ def test_the_plugin_is_listed_with_its_package_and_capabilities(
     assert "pipedrive" in table and "crmsync-pipedrive" in table
     help_text = run("connections", "add", "pipedrive", "--help").stdout
     assert "--company-url" in help_text and "--external-id-key" in help_text
+    assert "PIPEDRIVE_API_TOKEN" in help_text and "PIPEDRIVE_WEBHOOK_PASSWORD" in help_text
 
 
 def test_bad_options_get_the_models_own_words(run: Run, org: str, pipedrive: Any) -> None:
@@ -102,6 +108,15 @@ def test_add_sync_conflict_and_resolution_against_the_emulator(
     assert shown["id"] == connection and shown["kind"] == "pipedrive"
     assert shown["credentials"] == "(stored encrypted)"
     assert as_json(run("connections", "test", "pd", "--org", org, "--json"))["ok"] is True
+    with transaction(engine_for(settings_env)) as session:
+        row = session.get(ConnectionRow, connection)
+        assert row is not None and TOKEN not in row.credentials  # stored encrypted
+        stored = decrypt_credentials(get_settings(), row.credentials)
+    assert stored == {
+        "api_token": TOKEN,
+        "webhook_user": "crmsync",
+        "webhook_password": HOOK_PASSWORD,
+    }
 
     result = as_json(run("sync", "pd", "--org", org, "--wait", "--json"))
     assert result["status"] == "succeeded" and result["counters"]["created"] == 3
@@ -138,3 +153,29 @@ def test_add_sync_conflict_and_resolution_against_the_emulator(
     again = as_json(run("sync", "pd", "--org", org, "--wait", "--json"))
     assert again["status"] == "succeeded"
     assert pipedrive.read(ids[2]).name == "Pushed From Billing"
+
+
+def test_a_plugin_that_cannot_be_loaded_is_listed_with_why_and_hides_nothing(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from connectors import registry
+
+    real = registry._entry_points()
+    broken = EntryPoint("acme", "crmsync_acme_not_installed:AcmeConnector", registry.GROUP)
+    monkeypatch.setattr(registry, "_entry_points", lambda: {**real, "acme": broken})
+    listed = {c["key"]: c for c in as_json(run("connectors", "list", "--json"))}
+    assert listed["acme"]["package"] == "crmsync_acme_not_installed"
+    assert "cannot be loaded: ModuleNotFoundError" in listed["acme"]["error"]
+    assert listed["hubspot"]["error"] is None and listed["hubspot"]["capabilities"]["webhooks"]
+    monkeypatch.setenv("COLUMNS", "250")
+    table = run("connectors", "list").stdout
+    assert "acme" in table and "cannot be loaded" in table and "hubspot" in table
+    assert "contacts found by e-mail" in table  # HubSpot's contact_find, in words
+    # `connections add` lists the connectors that load, and names a broken one's error
+    listing = run("connections", "add", "--help").stdout
+    assert "hubspot" in listing and "acme" not in listing
+    refused = run("connections", "add", "acme", "x", "--org", "o", code=1)
+    assert "the acme connector cannot be loaded: ModuleNotFoundError" in refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from connectors.base import Connector, ContactPush, ContactWriter, RateGate
 from sync.connections import open_connector
@@ -24,7 +25,7 @@ from sync.settings import Settings
 from sync.store import contact_repository as contacts_repo
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import Conflict, ContactRow, utcnow
+from sync.store.models import Conflict, ConnectionRow, ContactRow, utcnow
 
 
 @dataclass(frozen=True)
@@ -67,75 +68,24 @@ def resolve_contact_conflict(
     gate: RateGate | None = None,
     connector: Connector | None = None,
 ) -> ContactResolution:
-    """Resolve an open ``contact`` conflict (see the module docstring)."""
+    """Resolve an open ``contact`` conflict (see the module docstring): read the contact
+    (one short transaction), push the chosen value if the CRM lacks it (none open), then
+    write it, close the conflict and audit it (another short transaction)."""
     name = conflict.field.removeprefix("contact.")
-    with transaction(engine) as session:
-        crm_id = str(conflict.crm_id)
-        linked = contacts_repo.contacts_by_crm_ids(session, conflict.connection_id, [crm_id])
-        link = linked.get(crm_id)
-        connection = repo.get_connection(session, conflict.connection_id)
-        if link is None or connection is None:
-            raise ConflictError("the conflict's contact or connection no longer exists")
-        billing_value = _value_of(link.row, name)
-        contact_id, version = link.row.id, link.row.version
+    side = _read(engine, conflict, name)
     crm_value = conflict.crm_value
-    chosen = billing_value if keep == "billing" else crm_value if keep == "crm" else value
+    chosen = side.billing_value if keep == "billing" else crm_value if keep == "crm" else value
     chosen = _checked(name, chosen)
     crm_written = chosen != crm_value
     if crm_written:
-        connector = connector or open_connector(settings, connection, gate=gate)
-        if not isinstance(connector, ContactWriter):
-            raise ConflictError(f"the {connection.kind} connector cannot write contacts")
-        push = ContactPush(contact_id, conflict.crm_id, "", {name: chosen})
-        (result,) = connector.push_contacts([push])
-        if result.error is not None:
-            raise ConflictError(f"the CRM refused {name}={chosen!r}: {result.error.message}")
+        connector = connector or open_connector(settings, side.connection, gate=gate)
+        _push(connector, side, conflict, name, chosen)
     with transaction(engine) as session:
         locked = session.get(Conflict, conflict.id, with_for_update=True)
         if locked is None or locked.status != "open":
             raise ConflictNotOpen(f"conflict {conflict.id} was resolved meanwhile")
-        contact = session.get(ContactRow, contact_id)
-        if contact is None or contact.version != version:
-            raise ConflictError("the contact changed meanwhile: resolve it again")
-        billing_written = chosen != billing_value
-        link_version = link.version
-        if billing_written:
-            setattr(
-                contact,
-                name,
-                [c for c in str(chosen).split(",") if c] if name == "communications" else chosen,
-            )
-            # a new version of the contact, which this CRM contact has (if it had the last
-            # one) and the other connections linking the customer are to be pushed
-            contact.version = version + 1
-            if link.version == version:
-                link_version = version + 1
-            elsewhere = contacts_repo.linked_elsewhere(
-                session, conflict.connection_id, [contact.customer_id]
-            )
-            if elsewhere:
-                contact.pending = True
-        contact.updated_at = utcnow()
-        session.flush()
-        contacts_repo.write_links(
-            session,
-            conflict.organisation_id,
-            conflict.connection_id,
-            [
-                contacts_repo.LinkWrite(
-                    contact_id,
-                    crm_id,
-                    {**(link.base or {}), name: chosen},
-                    link_version,
-                    link.home,
-                )
-            ],
-        )
-        locked.status = "resolved"
-        locked.resolution = keep or "value"
-        locked.resolved_value = chosen
-        locked.resolved_by = actor
-        locked.resolved_at = utcnow()
+        billing_written = _write_billing(session, conflict, side, name, chosen)
+        _close(locked, keep, chosen, actor)
         repo.add_audit(
             session,
             conflict.organisation_id,
@@ -145,11 +95,100 @@ def resolve_contact_conflict(
             {
                 "conflict_id": conflict.id,
                 "field": conflict.field,
-                "contact_id": contact_id,
+                "contact_id": side.contact_id,
                 "resolution": keep or "value",
                 "value": chosen,
-                "billing_value": billing_value,
+                "billing_value": side.billing_value,
                 "crm_value": crm_value,
             },
         )
     return ContactResolution(conflict.field, chosen, billing_written, crm_written)
+
+
+@dataclass(frozen=True)
+class _Contact:
+    """The conflict's billing contact as it was read: its id and version, the field's
+    billing value, its link to the CRM contact ``crm_id`` and the connection."""
+
+    contact_id: str
+    version: int
+    billing_value: Any
+    crm_id: str
+    link: contacts_repo.LinkedContact
+    connection: ConnectionRow
+
+
+def _read(engine: Engine, conflict: Conflict, name: str) -> _Contact:
+    with transaction(engine) as session:
+        crm_id = str(conflict.crm_id)
+        linked = contacts_repo.contacts_by_crm_ids(session, conflict.connection_id, [crm_id])
+        link = linked.get(crm_id)
+        connection = repo.get_connection(session, conflict.connection_id)
+        if link is None or connection is None:
+            raise ConflictError("the conflict's contact or connection no longer exists")
+        return _Contact(
+            link.row.id, link.row.version, _value_of(link.row, name), crm_id, link, connection
+        )
+
+
+def _push(connector: Connector, side: _Contact, conflict: Conflict, name: str, chosen: Any) -> None:
+    """The chosen value to the CRM contact; a refusal leaves everything as it was."""
+    if not isinstance(connector, ContactWriter):
+        raise ConflictError(f"the {side.connection.kind} connector cannot write contacts")
+    push = ContactPush(side.contact_id, conflict.crm_id, "", {name: chosen})
+    (result,) = connector.push_contacts([push])
+    if result.error is not None:
+        raise ConflictError(f"the CRM refused {name}={chosen!r}: {result.error.message}")
+
+
+def _write_billing(
+    session: Session, conflict: Conflict, side: _Contact, name: str, chosen: Any
+) -> bool:
+    """The chosen value on the billing contact (unless it has it) and in its link's base;
+    whether billing was written. Refused if the contact changed since it was read."""
+    contact = session.get(ContactRow, side.contact_id)
+    if contact is None or contact.version != side.version:
+        raise ConflictError("the contact changed meanwhile: resolve it again")
+    billing_written = bool(chosen != side.billing_value)
+    link = side.link
+    link_version = link.version
+    if billing_written:
+        _take_value(session, conflict, contact, name, chosen)
+        # the new version of the contact, which this CRM contact has if it had the last one
+        if link.version == side.version:
+            link_version = side.version + 1
+    contact.updated_at = utcnow()
+    session.flush()
+    base = {**(link.base or {}), name: chosen}
+    contacts_repo.write_links(
+        session,
+        conflict.organisation_id,
+        conflict.connection_id,
+        [contacts_repo.LinkWrite(side.contact_id, side.crm_id, base, link_version, link.home)],
+    )
+    return billing_written
+
+
+def _take_value(
+    session: Session, conflict: Conflict, contact: ContactRow, name: str, chosen: Any
+) -> None:
+    """The billing contact takes the value: a new version, which the other connections
+    linking the customer are to be pushed."""
+    stored = [c for c in str(chosen).split(",") if c] if name == "communications" else chosen
+    setattr(contact, name, stored)
+    contact.version = contact.version + 1
+    elsewhere = contacts_repo.linked_elsewhere(
+        session, conflict.connection_id, [contact.customer_id]
+    )
+    if elsewhere:
+        contact.pending = True
+
+
+def _close(
+    locked: Conflict, keep: Literal["billing", "crm"] | None, chosen: Any, actor: str
+) -> None:
+    locked.status = "resolved"
+    locked.resolution = keep or "value"
+    locked.resolved_value = chosen
+    locked.resolved_by = actor
+    locked.resolved_at = utcnow()

@@ -34,7 +34,7 @@ import difflib
 import io
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from sync.customer import ADDRESS_PARTS, Contact, CustomerIn
 from sync.customers import import_customers
 from sync.errors import CsvFileError as CsvFileError
 from sync.store import contact_repository, repository
+from sync.store.models import CustomerRow
 
 ADDRESS_COLUMNS = ("address", "ship_to_address")
 JSON_COLUMNS = ("tax_info", "custom_data")
@@ -503,40 +504,8 @@ def import_contacts_csv(session: Session, organisation_id: str, text: str) -> Im
     change the contacts (matched by e-mail within their customer). With a bad row, nothing
     is written. The caller owns the transaction."""
     rows, invalid = parse_contacts(text)
-    by_id = repository.get_customers(
-        session, organisation_id, [r.customer_id for r in rows if r.customer_id]
-    )
-    by_external = repository.find_customers_by_external_ids(
-        session, organisation_id, [r.customer_external_id for r in rows if r.customer_external_id]
-    )
-    owners: dict[int, str] = {}
-    first_line: dict[tuple[str, str], int] = {}
-    for row in rows:
-        errors = []
-        named = by_id.get(row.customer_id) if row.customer_id else None
-        external = by_external.get(row.customer_external_id) if row.customer_external_id else None
-        if row.customer_id and named is None:
-            errors.append(f"customer_id: no customer {row.customer_id} in this organisation")
-        if row.customer_external_id and external is None:
-            errors.append(
-                f"customer_external_id: no customer with external_id "
-                f"{row.customer_external_id!r} in this organisation"
-            )
-        if named is not None and external is not None and named.id != external.id:
-            errors.append(
-                f"customer_id and customer_external_id name two customers "
-                f"({named.id}, {external.id})"
-            )
-        owner = named or external
-        if owner is not None and not errors:
-            key = (owner.id, row.email.casefold())
-            seen = first_line.setdefault(key, row.line)
-            if seen != row.line:
-                errors.append(f"email: {row.email!r} is also on line {seen} for this customer")
-        if errors:
-            invalid.append(RowError(row.line, errors))
-        elif owner is not None:
-            owners[row.line] = owner.id
+    owners, unowned = _contact_owners(session, organisation_id, rows)
+    invalid += unowned
     if invalid:
         invalid.sort(key=lambda e: e.line)
         return ImportReport(imported=False, invalid=invalid)
@@ -551,20 +520,66 @@ def import_contacts_csv(session: Session, organisation_id: str, text: str) -> Im
     for row in rows:
         customer_id = owners[row.line]
         found = existing.get((customer_id, row.email.casefold()))
+        values: dict[str, Any] = {"name": row.name, "email": row.email}
+        if row.communications is not None:
+            values["communications"] = row.communications
         if found is None:
-            data = Contact.model_validate(
-                {"name": row.name, "email": row.email}
-                | ({"communications": row.communications} if row.communications is not None else {})
-            )
+            data = Contact.model_validate(values)
             session.add(contacts.new_contact(organisation_id, customer_id, data))
             report.created += 1
-            continue
-        patch: dict[str, Any] = {"name": row.name, "email": row.email}
-        if row.communications is not None:
-            patch["communications"] = row.communications
-        if contacts.patched(found, ContactPatch.model_validate(patch)):
+        elif contacts.patched(found, ContactPatch.model_validate(values)):
             report.updated += 1
         else:
             report.unchanged += 1
     session.flush()
     return report
+
+
+def _contact_owners(
+    session: Session, organisation_id: str, rows: Sequence[ContactRowIn]
+) -> tuple[dict[int, str], list[RowError]]:
+    """Each row's customer (by line), found by id or external id, and the rows whose
+    customer is not found, is named twice over, or already has the row's e-mail on an
+    earlier line."""
+    by_id = repository.get_customers(
+        session, organisation_id, [r.customer_id for r in rows if r.customer_id]
+    )
+    by_external = repository.find_customers_by_external_ids(
+        session, organisation_id, [r.customer_external_id for r in rows if r.customer_external_id]
+    )
+    owners: dict[int, str] = {}
+    invalid: list[RowError] = []
+    first_line: dict[tuple[str, str], int] = {}
+    for row in rows:
+        named = by_id.get(row.customer_id) if row.customer_id else None
+        external = by_external.get(row.customer_external_id) if row.customer_external_id else None
+        errors = _owner_errors(row, named, external)
+        owner = named or external
+        if owner is not None and not errors:
+            seen = first_line.setdefault((owner.id, row.email.casefold()), row.line)
+            if seen != row.line:
+                errors.append(f"email: {row.email!r} is also on line {seen} for this customer")
+        if errors:
+            invalid.append(RowError(row.line, errors))
+        elif owner is not None:
+            owners[row.line] = owner.id
+    return owners, invalid
+
+
+def _owner_errors(
+    row: ContactRowIn, named: CustomerRow | None, external: CustomerRow | None
+) -> list[str]:
+    """What is wrong with how the row names its customer."""
+    errors = []
+    if row.customer_id and named is None:
+        errors.append(f"customer_id: no customer {row.customer_id} in this organisation")
+    if row.customer_external_id and external is None:
+        errors.append(
+            f"customer_external_id: no customer with external_id "
+            f"{row.customer_external_id!r} in this organisation"
+        )
+    if named is not None and external is not None and named.id != external.id:
+        errors.append(
+            f"customer_id and customer_external_id name two customers ({named.id}, {external.id})"
+        )
+    return errors

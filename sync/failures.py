@@ -72,6 +72,32 @@ def retry_failures(
     stays open with one attempt more and the new error, and its records wait (the fault
     that stopped the run would stop theirs).
     """
+    failures = _failures_asked(
+        engine, organisation_id, failure_ids=failure_ids, run_id=run_id, connection_id=connection_id
+    )
+    with transaction(engine) as session:
+        _audit_retry(session, organisation_id, failures, actor)
+    outcome = RetryOutcome(retried=len(failures))
+    for conn_id, items in _by_connection(failures).items():
+        runs, still_failing = _retry_connection(
+            engine, settings, organisation_id, conn_id, items, gate_for, run_connection
+        )
+        outcome.runs += runs
+        outcome.still_failing += still_failing
+    outcome.recovered = outcome.retried - outcome.still_failing
+    return outcome
+
+
+def _failures_asked(
+    engine: Engine,
+    organisation_id: str,
+    *,
+    failure_ids: Sequence[str] | None,
+    run_id: str | None,
+    connection_id: str | None,
+) -> list[RecordFailure]:
+    """The open failures asked for; :class:`NotFound` for an id that is not one, or a run
+    the organisation does not have."""
     with transaction(engine) as session:
         failures = repo.open_failures(
             session,
@@ -85,29 +111,40 @@ def retry_failures(
             raise NotFound(f"no open failure(s) {', '.join(missing)}")
         if run_id is not None and not failures and _run_unknown(session, organisation_id, run_id):
             raise NotFound(f"no run {run_id!r} in this organisation")
-        _audit_retry(session, organisation_id, failures, actor)
-    outcome = RetryOutcome(retried=len(failures))
-    for conn_id, items in _by_connection(failures).items():
-        whole = [f for f in items if f.direction == repo.CONNECTION_FAILURE]
-        records = [f for f in items if f.direction != repo.CONNECTION_FAILURE]
-        if whole:
-            if run_connection is None:
-                gate = gate_for(conn_id) if gate_for is not None else None
-                result = sync_connection(engine, settings, conn_id, trigger="retry", gate=gate)
-            else:
-                result = run_connection(conn_id)
-            outcome.runs.append(result)
-            outcome.still_failing += _settle(engine, organisation_id, result, whole)
-            if result.status != "succeeded":
-                outcome.still_failing += len(records)
-                continue
-        if records:
+        return list(failures)
+
+
+def _retry_connection(
+    engine: Engine,
+    settings: Settings,
+    organisation_id: str,
+    conn_id: str,
+    items: Sequence[RecordFailure],
+    gate_for: Callable[[str], RateGate | None] | None,
+    run_connection: ConnectionRun | None,
+) -> tuple[list[RunResult], int]:
+    """One connection's failures: its own first (a run of the whole connection), then its
+    records' unless that run failed again. The runs, and how many failures stay open."""
+    whole = [f for f in items if f.direction == repo.CONNECTION_FAILURE]
+    records = [f for f in items if f.direction != repo.CONNECTION_FAILURE]
+    runs: list[RunResult] = []
+    still_failing = 0
+    if whole:
+        if run_connection is None:
             gate = gate_for(conn_id) if gate_for is not None else None
-            result = _sync_again(engine, settings, conn_id, records, gate)
-            outcome.runs.append(result)
-            outcome.still_failing += _settle(engine, organisation_id, result, records)
-    outcome.recovered = outcome.retried - outcome.still_failing
-    return outcome
+            result = sync_connection(engine, settings, conn_id, trigger="retry", gate=gate)
+        else:
+            result = run_connection(conn_id)
+        runs.append(result)
+        still_failing += _settle(engine, organisation_id, result, whole)
+        if result.status != "succeeded":
+            return runs, still_failing + len(records)
+    if records:
+        gate = gate_for(conn_id) if gate_for is not None else None
+        result = _sync_again(engine, settings, conn_id, records, gate)
+        runs.append(result)
+        still_failing += _settle(engine, organisation_id, result, records)
+    return runs, still_failing
 
 
 def _run_unknown(session: Session, organisation_id: str, run_id: str) -> bool:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from connectors.base import (
     COMMUNICATIONS_SETTING,
@@ -65,7 +66,7 @@ from sync.schema import require_current_store
 from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from sync.store.models import SyncRun, utcnow
+from sync.store.models import ConnectionRow, SyncRun, utcnow
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
@@ -352,36 +353,14 @@ def _open_run(
         row = repo.get_connection(session, connection_id)
         if row is None:
             raise NotFound(f"no connection {connection_id}")
-        run_id = None
-        if not plan:
-            repo.mark_interrupted_runs(session, connection_id, scope)
-            run = repo.add_run(session, row, trigger=trigger, scope=scope, full=full, plan=plan)
-            run_id = run.id
-            # until the connection's first push is done, records this run links are walked
-            # past by it: pin where that push reads the outbox from (see outbox_start)
-            pin_outbox_start(session, row.organisation_id, row.id)
-        pause = limit_pause(row)
-        if pause is not None:
-            # paused by the CRM's daily limit: the gate refuses before any call is made,
-            # so a run started anyway (an operator's command) burns none
-            gate = gate or LocalRateGate()
-            gate.suspend(*pause)
+        run_id = (
+            None if plan else _record_run(session, row, trigger=trigger, scope=scope, full=full)
+        )
+        gate = _gate_within_limit(row, gate)
         if connector is None:
             connector = open_connector(settings, row, gate=gate)
-        policy = Policy(
-            organisation_id=row.organisation_id,
-            connection_id=row.id,
-            fields=tuple(connector.mapped_fields),
-            directions=dict(row.directions),
-            match_mode="normalized" if row.match_mode == "normalized" else "exact",
-            create_policy=row.create_policy,
-            push_creates=row.push_creates,
-        )
-        contacts = ContactPolicy(
-            pull=syncs_contacts(row.settings or {}),
-            push=connector.capabilities.contact_push and isinstance(connector, ContactWriter),
-            communications=bool((row.settings or {}).get(COMMUNICATIONS_SETTING)),
-        )
+        policy = _policy(row, connector)
+        contacts = _contact_policy(row, connector)
         fan_out = repo.count_connections(session, row.organisation_id) > 1
         has_failures = repo.has_open_failures(session, row.id)
     return RunContext(
@@ -396,6 +375,50 @@ def _open_run(
         progress=progress,
         fence=fence,
         contacts=contacts,
+    )
+
+
+def _record_run(
+    session: Session, row: ConnectionRow, *, trigger: str, scope: str, full: bool
+) -> str:
+    """The run, recorded as running (the connection's earlier runs of this scope still
+    marked running are interrupted); its id."""
+    repo.mark_interrupted_runs(session, row.id, scope)
+    run = repo.add_run(session, row, trigger=trigger, scope=scope, full=full, plan=False)
+    # until the connection's first push is done, records this run links are walked
+    # past by it: pin where that push reads the outbox from (see outbox_start)
+    pin_outbox_start(session, row.organisation_id, row.id)
+    return run.id
+
+
+def _gate_within_limit(row: ConnectionRow, gate: RateGate | None) -> RateGate | None:
+    """Paused by the CRM's daily limit: the gate refuses before any call is made, so a run
+    started anyway (an operator's command) burns none."""
+    pause = limit_pause(row)
+    if pause is None:
+        return gate
+    gate = gate or LocalRateGate()
+    gate.suspend(*pause)
+    return gate
+
+
+def _policy(row: ConnectionRow, connector: Connector) -> Policy:
+    return Policy(
+        organisation_id=row.organisation_id,
+        connection_id=row.id,
+        fields=tuple(connector.mapped_fields),
+        directions=dict(row.directions),
+        match_mode="normalized" if row.match_mode == "normalized" else "exact",
+        create_policy=row.create_policy,
+        push_creates=row.push_creates,
+    )
+
+
+def _contact_policy(row: ConnectionRow, connector: Connector) -> ContactPolicy:
+    return ContactPolicy(
+        pull=syncs_contacts(row.settings or {}),
+        push=connector.capabilities.contact_push and isinstance(connector, ContactWriter),
+        communications=bool((row.settings or {}).get(COMMUNICATIONS_SETTING)),
     )
 
 

@@ -542,19 +542,22 @@ def resume(connection: ConnectionArg, org: OrgOption, as_json: JsonOption = Fals
     _set_state(org, connection, "active", as_json)
 
 
+CredentialOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--credential",
+        help="A credential to replace (e.g. client_secret, access_token, webhook_secret); "
+        "its new value is asked at a hidden prompt (repeat).",
+    ),
+]
+
+
 @app.command("set")
 def set_(
     connection: ConnectionArg,
     org: OrgOption,
     name: Annotated[str | None, typer.Option(help="A new name.")] = None,
-    credential: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--credential",
-            help="A credential to replace (e.g. client_secret, access_token, webhook_secret); "
-            "its new value is asked at a hidden prompt (repeat).",
-        ),
-    ] = None,
+    credential: CredentialOption = None,
     ca_bundle: CaBundleOption = None,
     field_map: MapOption = None,
     direction: DirectionOption = None,
@@ -573,35 +576,18 @@ def set_(
     as_json: JsonOption = False,
 ) -> None:
     """Change a connection's options (and credentials, entered at a hidden prompt)."""
-    changes: dict[str, Any] = {}
-    if name is not None:
-        changes["name"] = name
-    secrets = {}
-    for key in credential or []:
-        value = _secret(None, f"New value of {key}")
-        if not value:
-            fail(f"no value given for {key}", ExitCode.INVALID)
-        secrets[key] = value
+    changes: dict[str, Any] = {"name": name} if name is not None else {}
+    secrets = _new_credentials(credential or [])
     if secrets:
         changes["credentials"] = secrets
-    options = _setting_values(setting)
-    if ca_bundle:
-        options["ca_bundle"] = ca_bundle  # stored absolute (sync.connections)
-    if options:
-        changes["settings"] = options
-    if field_map:
-        changes["field_map"] = _field_map(field_map)
-    if direction:
-        changes["directions"] = _pairs(direction, "--direction")
+    changes.update(_setting_changes(setting, ca_bundle, field_map, direction))
     optional: tuple[tuple[str, Any], ...] = (
         ("match_mode", match),
         ("create_policy", create_policy),
         ("push_creates", push_creates),
         ("schedule_seconds", schedule),
     )
-    for key, value in optional:
-        if value is not None:
-            changes[key] = value
+    changes.update({key: value for key, value in optional if value is not None})
     if not changes and alert_webhook is None:
         fail("nothing to change: give at least one option", ExitCode.USAGE)
     settings = get_settings()
@@ -617,6 +603,37 @@ def set_(
         print_json(data)
         return
     say(f"Connection [bold]{data['name']}[/] updated: {', '.join(sorted(changes))}.")
+
+
+def _new_credentials(keys: list[str]) -> dict[str, str]:
+    """Each credential's new value, asked at a hidden prompt; an empty one is refused."""
+    secrets = {}
+    for key in keys:
+        value = _secret(None, f"New value of {key}")
+        if not value:
+            fail(f"no value given for {key}", ExitCode.INVALID)
+        secrets[key] = value
+    return secrets
+
+
+def _setting_changes(
+    setting: list[str] | None,
+    ca_bundle: str | None,
+    field_map: list[str] | None,
+    direction: list[str] | None,
+) -> dict[str, Any]:
+    """The settings, field map and directions to change."""
+    changes: dict[str, Any] = {}
+    options = _setting_values(setting)
+    if ca_bundle:
+        options["ca_bundle"] = ca_bundle  # stored absolute (sync.connections)
+    if options:
+        changes["settings"] = options
+    if field_map:
+        changes["field_map"] = _field_map(field_map)
+    if direction:
+        changes["directions"] = _pairs(direction, "--direction")
+    return changes
 
 
 __all__ = ["app", "connection_option", "require_connection", "settings_and_engine"]

@@ -68,6 +68,31 @@ def banner(info: dict[str, dict[str, str]]) -> str:
     )
 
 
+FaultOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A fault at start-up, e.g. salesforce.latency_seconds=0.2, "
+        "hubspot.rate_limit_next=3 (repeatable; change them later at /_sandbox/faults).",
+    ),
+]
+WorkdirOption = Annotated[
+    Path, typer.Option(help="Where the TLS certificate (the CA file to trust) is written.")
+]
+MultiCurrencyOption = Annotated[
+    bool,
+    typer.Option(
+        help="Salesforce org with multi-currency on (Account.CurrencyIsoCode); a new org "
+        "has it off."
+    ),
+]
+Address3Option = Annotated[
+    bool,
+    typer.Option(
+        help="HubSpot portal with the custom company property address3; a new portal has none."
+    ),
+]
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -78,69 +103,75 @@ def serve(
     seed: Annotated[int, typer.Option(help="Data set: the same seed gives the same records.")] = 0,
     accounts: Annotated[int, typer.Option(help="Salesforce accounts to create.")] = 0,
     companies: Annotated[int, typer.Option(help="HubSpot companies to create.")] = 0,
-    fault: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A fault at start-up, e.g. salesforce.latency_seconds=0.2, "
-            "hubspot.rate_limit_next=3 (repeatable; change them later at /_sandbox/faults).",
-        ),
-    ] = None,
+    fault: FaultOption = None,
     hubspot_webhook_url: Annotated[
         str | None, typer.Option(help="Deliver signed HubSpot webhooks to this URL.")
     ] = None,
     salesforce_outbound_url: Annotated[
         str | None, typer.Option(help="Deliver Salesforce Outbound Messages to this URL.")
     ] = None,
-    workdir: Annotated[
-        Path, typer.Option(help="Where the TLS certificate (the CA file to trust) is written.")
-    ] = Path(".sandbox"),
-    multi_currency: Annotated[
-        bool,
-        typer.Option(
-            help="Salesforce org with multi-currency on (Account.CurrencyIsoCode); a new org "
-            "has it off."
-        ),
-    ] = False,
-    address3: Annotated[
-        bool,
-        typer.Option(
-            help="HubSpot portal with the custom company property address3; a new portal has none."
-        ),
-    ] = False,
+    workdir: WorkdirOption = Path(".sandbox"),
+    multi_currency: MultiCurrencyOption = False,
+    address3: Address3Option = False,
     json_output: JsonOption = False,
 ) -> None:
     """Serve the Salesforce and HubSpot emulators until interrupted (Ctrl-C)."""
     faults = _parse_faults(fault or [])
-    sandbox = Sandbox(
-        SandboxOptions(
-            host=host,
-            salesforce_port=salesforce_port,
-            hubspot_port=hubspot_port,
-            seed=seed,
-            accounts=accounts,
-            companies=companies,
-            workdir=workdir.resolve(),
-            multi_currency=multi_currency,
-            address3=address3,
-        )
+    options = SandboxOptions(
+        host=host,
+        salesforce_port=salesforce_port,
+        hubspot_port=hubspot_port,
+        seed=seed,
+        accounts=accounts,
+        companies=companies,
+        workdir=workdir.resolve(),
+        multi_currency=multi_currency,
+        address3=address3,
     )
+    sandbox = _started(options)
+    try:
+        _set_up(sandbox, faults, hubspot_webhook_url, salesforce_outbound_url)
+    except (TypeError, ValueError) as error:
+        sandbox.stop()
+        fail(f"bad fault or webhook option: {error}", ExitCode.USAGE)
+    info = _connection_info(sandbox)
+    if json_output:
+        print_json(info)
+    else:
+        # one line each, never wrapped: the commands are meant to be copied
+        stdout().print(banner(info), soft_wrap=True, markup=False, highlight=False)
+    _serve_until_stopped(sandbox)
+
+
+def _started(options: SandboxOptions) -> Sandbox:
+    sandbox = Sandbox(options)
     try:
         sandbox.start()
     except (OSError, RuntimeError) as error:
         fail(f"the sandbox could not start: {error}", ExitCode.ERROR)
-    try:
-        if faults["salesforce"]:
-            sandbox.salesforce.set_faults(**faults["salesforce"])
-        if faults["hubspot"]:
-            sandbox.hubspot.set_faults(**faults["hubspot"])
-        if hubspot_webhook_url:
-            sandbox.hubspot.configure_webhooks(url=hubspot_webhook_url, enabled=True)
-        if salesforce_outbound_url:
-            sandbox.salesforce.configure_outbound(url=salesforce_outbound_url, enabled=True)
-    except (TypeError, ValueError) as error:
-        sandbox.stop()
-        fail(f"bad fault or webhook option: {error}", ExitCode.USAGE)
-    info = {
+    return sandbox
+
+
+def _set_up(
+    sandbox: Sandbox,
+    faults: dict[str, dict[str, Any]],
+    hubspot_webhook_url: str | None,
+    salesforce_outbound_url: str | None,
+) -> None:
+    """The start-up faults and the webhook / outbound message receivers."""
+    if faults["salesforce"]:
+        sandbox.salesforce.set_faults(**faults["salesforce"])
+    if faults["hubspot"]:
+        sandbox.hubspot.set_faults(**faults["hubspot"])
+    if hubspot_webhook_url:
+        sandbox.hubspot.configure_webhooks(url=hubspot_webhook_url, enabled=True)
+    if salesforce_outbound_url:
+        sandbox.salesforce.configure_outbound(url=salesforce_outbound_url, enabled=True)
+
+
+def _connection_info(sandbox: Sandbox) -> dict[str, dict[str, str]]:
+    """What a connection to each emulator needs."""
+    return {
         "salesforce": {
             "instance_url": sandbox.salesforce_url,
             "ca_bundle": str(sandbox.ca_file),
@@ -159,11 +190,9 @@ def serve(
             "control": f"{sandbox.hubspot_url}/_sandbox/",
         },
     }
-    if json_output:
-        print_json(info)
-    else:
-        # one line each, never wrapped: the commands are meant to be copied
-        stdout().print(banner(info), soft_wrap=True, markup=False, highlight=False)
+
+
+def _serve_until_stopped(sandbox: Sandbox) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,11 @@ from cli.output import ExitCode, fail, say
 from cli.web import UNSERVED, public_url_warning
 from sync.settings import get_settings
 from tasks.app import QUEUES, celery, queue_name
+
+if TYPE_CHECKING:
+    import uvicorn
+    from celery import Celery
+    from celery.beat import EmbeddedService
 
 QueuesOption = Annotated[
     str,
@@ -125,9 +130,6 @@ def up(
 
     The store is migrated first; on the embedded default (SQLite and a file queue) no Redis
     is needed. Metrics of all three are at http://HOST:PORT/metrics."""
-    import uvicorn
-    from celery.beat import EmbeddedService
-
     from sync import logs
     from sync.store.db import upgrade
 
@@ -138,6 +140,23 @@ def up(
         logging.getLogger("crmsync.cli").warning(warning)
     upgrade(settings.database_url)
     app = celery(settings)
+    server, web = _serve_api(host, port, level)
+    scheduler = _start_beat(app)
+    say(f"crmsync is up: API on http://{host}:{port}, beat and a worker ({concurrency} threads).")
+    try:
+        queues = ",".join(queue_name(settings, q) for q in QUEUES)
+        app.start(["worker", "-Q", queues, "-P", "threads", "-c", str(concurrency), "-l", level])
+    finally:
+        scheduler.stop()
+        server.should_exit = True
+        web.join(timeout=10)
+
+
+def _serve_api(host: str, port: int, level: str) -> tuple[uvicorn.Server, threading.Thread]:
+    """The web API, served on a thread of its own: the server and its thread, once it
+    listens (or the command fails: it cannot listen)."""
+    import uvicorn
+
     server = uvicorn.Server(
         # log_config=None: uvicorn logs through crmsync's set-up (see `crmsync web`)
         uvicorn.Config(
@@ -158,9 +177,16 @@ def up(
         time.sleep(0.05)
     if not server.started:
         fail(f"the web API could not listen on {host}:{port} ({UNSERVED})", ExitCode.ERROR)
+    return server, web
+
+
+def _start_beat(app: Celery) -> EmbeddedService:
+    """Beat on a thread, with its own scheduler (Celery's default here would be the plain
+    PersistentScheduler): it renews the heartbeat that `crmsync health beat` reads, as
+    `crmsync beat` does."""
+    from celery.beat import EmbeddedService
+
     Path(app.conf.beat_schedule_filename).parent.mkdir(parents=True, exist_ok=True)
-    # beat's own scheduler (Celery's default here would be the plain PersistentScheduler):
-    # it renews the heartbeat that `crmsync health beat` reads, as `crmsync beat` does
     scheduler = EmbeddedService(
         app,
         thread=True,
@@ -168,22 +194,4 @@ def up(
         scheduler_cls=app.conf.beat_scheduler,
     )
     scheduler.start()
-    say(f"crmsync is up: API on http://{host}:{port}, beat and a worker ({concurrency} threads).")
-    try:
-        app.start(
-            [
-                "worker",
-                "-Q",
-                ",".join(queue_name(settings, q) for q in QUEUES),
-                "-P",
-                "threads",
-                "-c",
-                str(concurrency),
-                "-l",
-                level,
-            ]
-        )
-    finally:
-        scheduler.stop()
-        server.should_exit = True
-        web.join(timeout=10)
+    return scheduler

@@ -9,10 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import Engine, select
 
+from sandbox.server import Sandbox
 from sync import logs
 from sync.crypto import decrypt_credentials, encrypt_credentials, new_secret_key
+from sync.customer import CustomerPatch
+from sync.customers import update_customer
 from sync.settings import Settings
+from sync.store.db import transaction
+from sync.store.models import LinkRow
+from tests.sync.conftest import make_world
 
 
 @pytest.fixture
@@ -136,3 +143,48 @@ def test_access_log_drops_the_query_of_webhook_routes(
     )
     assert webhook["logger"] == "uvicorn.access"
     assert "/customers?external_id=001" in customers["event"]
+
+
+def test_a_real_sync_logs_each_failure_and_retry_with_the_runs_ids(
+    configured: None, capsys: pytest.CaptureFixture[str], engine: Engine, sandbox: Sandbox
+) -> None:
+    """A sync against the HubSpot sandbox that meets a 500 (retried) and a record HubSpot
+    refuses: one line each, carrying the organisation, connection and run ids, and the
+    CRM's own reason for the failure."""
+    world = make_world(engine, sandbox, "hubspot")
+    companies = sandbox.hubspot.seed_companies(3)
+    assert world.sync().status == "succeeded"
+    refused = companies[0]
+    with transaction(engine) as session:
+        customer_id = session.scalar(
+            select(LinkRow.customer_id).where(
+                LinkRow.connection_id == world.connection_id, LinkRow.crm_id == refused
+            )
+        )
+        assert customer_id is not None
+        update_customer(
+            session, world.organisation_id, customer_id, CustomerPatch(phone_number="+15550100")
+        )
+    logs.configure(Settings(log_format="json", log_level="DEBUG"), service="worker")
+    sandbox.hubspot.set_faults(
+        record_errors={refused: "validation"}, server_error_next=1, server_error_status=503
+    )
+    try:
+        result = world.sync()
+    finally:
+        sandbox.hubspot.clear_faults()
+    assert result.counters["failed"] == 1, result.counters
+    events = [json.loads(line) for line in lines(capsys.readouterr().err) if line.startswith("{")]
+    ids = {
+        "organisation_id": world.organisation_id,
+        "connection_id": world.connection_id,
+        "run_id": result.run_id,
+    }
+    failed = [e for e in events if e["event"] == "record failed"]
+    assert len(failed) == 1
+    assert ids.items() <= failed[0].items()
+    assert failed[0]["crm_id"] == refused and failed[0]["level"] == "warning"
+    assert failed[0]["error_message"]  # the CRM's words
+    retried = [e for e in events if e["event"] == "retrying CRM call"]
+    assert retried and all(ids.items() <= e.items() for e in retried)
+    assert {e["event"] for e in events} >= {"run started", "run finished"}

@@ -39,6 +39,7 @@ from cli.output import (
 )
 from connectors import registry
 from connectors.base import Connector
+from connectors.errors import ConfigError
 from connectors.setup import option_fields
 from sync import connections
 from sync.connections import ConnectionSpec
@@ -422,12 +423,8 @@ class ConnectorCommands(TyperGroup):
             return None
         try:
             command = add_command(cmd_name)
-        except Exception as error:  # a broken plug-in: say so, not a traceback
-            fail(
-                f"the {cmd_name} connector cannot be loaded: {type(error).__name__}: {error} "
-                "(reinstall its package; `crmsync connectors list` shows each one)",
-                ExitCode.ERROR,
-            )
+        except ConfigError as error:  # a broken plug-in: say so, not a traceback
+            fail(f"{error}; `crmsync connectors list` shows each connector", ExitCode.ERROR)
         one = typer.Typer(add_completion=False)
         one.command(cmd_name)(command)
         return typer.main.get_command(one)

@@ -27,12 +27,19 @@ def available() -> list[str]:
 
 
 def connector_class(key: str) -> type[Connector]:
-    """The connector class registered under ``key``; an unknown key is a ``ConfigError``."""
+    """The connector class registered under ``key``; an unknown key, or a plug-in that
+    cannot be imported, is a ``ConfigError`` saying so."""
     eps = _entry_points()
     if key not in eps:
         known = ", ".join(available()) or "none"
         raise ConfigError(f"unknown CRM connector {key!r} (installed: {known})")
-    cls: type[Connector] = eps[key].load()
+    try:
+        cls: type[Connector] = eps[key].load()
+    except Exception as error:  # a broken plug-in: its import failed
+        raise ConfigError(
+            f"the {key} connector cannot be loaded: {type(error).__name__}: {error} "
+            f"(reinstall the package that provides it)"
+        ) from error
     return cls
 
 
@@ -82,8 +89,8 @@ def installed() -> list[InstalledConnector]:
         error = None
         try:
             cls = connector_class(key)
-        except Exception as failure:  # a broken plug-in is listed as such, with why
-            error = f"cannot be loaded: {type(failure).__name__}: {failure}"
+        except ConfigError as failure:  # a broken plug-in is listed as such, with why
+            error = str(failure)
         found.append(
             InstalledConnector(
                 key=key,

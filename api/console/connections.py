@@ -29,7 +29,7 @@ from api.console.base import (
 from api.deps import get_settings
 from connectors import registry
 from connectors.errors import ConnectorError
-from connectors.setup import option_fields
+from connectors.setup import OptionField, option_fields
 from sync import connections, health, operator_actions
 from sync.connections import (
     CREATE_POLICIES,
@@ -74,13 +74,49 @@ def home(me: MeDep) -> Response:
 def connections_page(request: Request, me: MeDep, engine: EngineDep) -> Response:
     with reading(engine) as db:
         found = health.connection_health(db, me.organisation_id)
-    # what each installed connector takes, from its own models (connectors.setup)
-    fields = {kind: option_fields(registry.connector_class(kind)) for kind in registry.available()}
+    # what each installed connector takes, from its own models (connectors.setup); a
+    # plug-in that cannot be loaded is named with why, and the others still work
+    installed = registry.installed()
+    fields = {c.key: option_fields(c.connector) for c in installed if c.connector is not None}
+    broken = {c.key: c.error for c in installed if c.connector is None}
     return render(
         request,
         "connections.html",
-        {"me": me, "connections": found, "kinds": registry.available(), "kind_fields": fields},
+        {"me": me, "connections": found, "kind_fields": fields, "broken": broken},
     )
+
+
+def _typed(field: OptionField, text: str) -> Any:
+    """A form field's text as its setting's type (``30`` a number, ``true`` a boolean);
+    text that is not one is passed on as typed, for the model to refuse in its words."""
+    try:
+        if field.kind == "int":
+            return int(text)
+        if field.kind == "float":
+            return float(text)
+    except ValueError:
+        return text
+    if field.kind == "bool" and text in ("true", "false"):
+        return text == "true"
+    return text
+
+
+def _connector_form(request: Request, kind: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings and credentials given in a connector's form fields (``setting.NAME``,
+    ``credential.NAME``, see ``_connector_fields.html``); blank fields are not given."""
+    form = getattr(request.state, "form", None) or {}
+    given_settings: dict[str, Any] = {}
+    given_credentials: dict[str, str] = {}
+    for field in option_fields(registry.connector_class(kind)):
+        prefix = "credential." if field.credential else "setting."
+        raw = form.get(prefix + field.name)
+        if not isinstance(raw, str) or not raw.strip():
+            continue
+        if field.credential:
+            given_credentials[field.name] = raw if field.kind == "secret" else raw.strip()
+        else:
+            given_settings[field.name] = _typed(field, raw.strip())
+    return given_settings, given_credentials
 
 
 def _pairs(text: str, what: str, *, json_values: bool) -> dict[str, Any]:
@@ -115,21 +151,27 @@ def add_connection(
     options: Annotated[str, Form(max_length=20_000)] = "",
     check: Annotated[bool, Form()] = False,
 ) -> Response:
-    """Add a connection of any installed CRM (admins): its credentials and settings as
-    ``KEY=VALUE`` lines, as ``crmsync connections add`` takes them. Checked with the CRM
-    first unless unticked; on refusal nothing is stored and nothing typed is echoed."""
+    """Add a connection of any installed CRM (admins): its settings and credentials from
+    the connector's form fields (made from its models, as ``crmsync connections add``
+    makes its options), or as ``KEY=VALUE`` lines (``credentials``, ``options``) for a
+    script. Checked with the CRM first unless unticked; on refusal nothing is stored and
+    nothing typed is echoed."""
     session = console_session(request)
     settings = get_settings(request)
     try:
+        given_settings, given_credentials = _connector_form(request, kind)
         spec = ConnectionSpec(
             name=name.strip(),
             kind=kind,
             credentials={
-                k: str(v)
-                for k, v in _pairs(credentials, "credentials", json_values=False).items()
-                if str(v)
+                **{
+                    k: str(v)
+                    for k, v in _pairs(credentials, "credentials", json_values=False).items()
+                    if str(v)
+                },
+                **given_credentials,
             },
-            settings=_pairs(options, "settings", json_values=True),
+            settings={**_pairs(options, "settings", json_values=True), **given_settings},
         )
         with reading(engine) as db:
             row = operator_actions.add_connection(
@@ -171,6 +213,10 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
             "directions": dict(row.directions or {}),
         }
         try:
+            editable_fields = option_fields(registry.connector_class(row.kind))
+        except ConnectorError:  # a plug-in no longer installed: nothing to edit with
+            editable_fields = []
+        try:
             fields: list[str] = list(open_connector(settings, row).mapped_fields)
             unmapped = connections.unmapped(settings, row)
         except (ConnectorError, SecretKeyMissing):
@@ -191,6 +237,8 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
             "create_policies": CREATE_POLICIES,
             "directions": DIRECTIONS,
             "webhook_url": f"{settings.public_base_url.rstrip('/')}/webhooks/{one.kind}/{one.id}",
+            "editable_fields": editable_fields,
+            "connector_settings": dict(row.settings or {}),
         },
     )
 
@@ -342,4 +390,46 @@ def change_options(
         session.say(f"Options not changed: {error}", "error")
         return redirect(f"/console/connections/{connection_id}")
     session.say(f"{name}: options saved.")
+    return redirect(f"/console/connections/{connection_id}")
+
+
+@router.post("/connections/{connection_id}/connector")
+def change_connector(
+    request: Request,
+    connection_id: str,
+    me: AdminDep,
+    engine: EngineDep,
+    check: Annotated[bool, Form()] = False,
+) -> Response:
+    """Change a connection's connector settings and credentials (admins), from the
+    connector's form fields: a blank field keeps what is stored, a credential typed
+    replaces it (never shown). Checked with the CRM first unless unticked, as ``crmsync
+    connections set`` is; on refusal nothing changes and nothing typed is echoed."""
+    session = console_session(request)
+    settings = get_settings(request)
+    try:
+        with reading(engine) as db:
+            kind = operator_actions.require_connection(db, me.organisation_id, connection_id).kind
+        given_settings, given_credentials = _connector_form(request, kind)
+        changes: dict[str, Any] = {}
+        if given_settings:
+            changes["settings"] = given_settings
+        if given_credentials:
+            changes["credentials"] = given_credentials
+        if not changes:
+            session.say("Nothing to change: every field was left blank.", "error")
+            return redirect(f"/console/connections/{connection_id}")
+        with reading(engine) as db:
+            row = operator_actions.change_connection(
+                db, settings, me.organisation_id, connection_id, changes, actor=me.actor,
+                check=check,
+            )  # fmt: skip
+            name = row.name
+    except LookupError:
+        raise not_found("connection") from None
+    except (ConnectionSetupError, ConnectorError, SecretKeyMissing) as error:
+        session.say(f"Connector settings not changed: {type(error).__name__}: {error}", "error")
+        return redirect(f"/console/connections/{connection_id}")
+    changed = sorted({*given_settings, *given_credentials})
+    session.say(f"{name}: {', '.join(changed)} changed.")
     return redirect(f"/console/connections/{connection_id}")

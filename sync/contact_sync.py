@@ -226,18 +226,7 @@ def decide_contacts(
             key = (owner, (contact.email or "").casefold())
             existing = state.unsynced.get(key) if contact.email else None
             if existing is None or existing.id in matched:
-                comms = crm.get("communications")
-                attach.append(
-                    ContactRow(
-                        contact.id,
-                        owner,
-                        str(crm["name"]),
-                        contact.email,
-                        tuple(c for c in (comms or "").split(",") if c)
-                        if "communications" in crm
-                        else None,
-                    )
-                )
+                attach.append(_attached(contact, owner, crm))
                 continue
             matched.add(existing.id)
             base = None  # linked now: the first link's rules
@@ -253,6 +242,14 @@ def decide_contacts(
         fresh=fresh,
         failures=tuple(_refused_contacts(c, items) for c, items in refused.items()),
     )
+
+
+def _attached(contact: CrmContact, owner: str, crm: ContactFields) -> ContactRow:
+    """A CRM contact no billing contact matches, as a new contact of its customer."""
+    communications: tuple[str, ...] | None = None
+    if "communications" in crm:
+        communications = tuple(c for c in (crm["communications"] or "").split(",") if c)
+    return ContactRow(contact.id, owner, str(crm["name"]), contact.email, communications)
 
 
 def _refused_contacts(customer_id: str, refused: list[tuple[CrmContact, str]]) -> Failure:
@@ -844,22 +841,7 @@ def _adopt(
     billing_name, crm_name = billing_fields.get("name"), crm.name
     names_differ = bool(crm_name and billing_name and " ".join(crm_name.split()) != billing_name)
     held = frozenset({"name"} if names_differ else ())
-    existing = BillingContact(
-        push.contact_id,
-        push.customer_id,
-        None,
-        billing_fields,
-        None,
-        version=push.version,
-        pending=True,
-        home=push.home,
-    )
-    state = ContactsState(
-        conflicted={crm.id: held},
-        communications="communications" in names,
-        linked_elsewhere=frozenset({push.customer_id} if elsewhere else ()),
-    )
-    change, _ = _merged(existing, push.customer_id, crm.id, crm_fields, None, state)
+    change = _first_link(push, crm.id, billing_fields, crm_fields, held, elsewhere)
     conflicts = tuple(
         ContactConflict(new_id(), push.contact_id, push.customer_id, crm.id, name, None, b, c)
         for name, b, c in (("name", billing_name, crm_name),)
@@ -884,6 +866,35 @@ def _adopt(
         version=change.version if change.version is not None else push.version,
         home=push.home,
     )
+
+
+def _first_link(
+    push: ContactPushWrite,
+    crm_id: str,
+    billing_fields: ContactFields,
+    crm_fields: ContactFields,
+    held: frozenset[str],
+    elsewhere: bool,
+) -> ContactChange:
+    """The billing contact merged with the CRM contact it adopts by the first link's rules
+    (:func:`_merged`, base None), the ``held`` fields left to their conflict."""
+    existing = BillingContact(
+        push.contact_id,
+        push.customer_id,
+        None,
+        billing_fields,
+        None,
+        version=push.version,
+        pending=True,
+        home=push.home,
+    )
+    state = ContactsState(
+        conflicted={crm_id: held},
+        communications="communications" in billing_fields,
+        linked_elsewhere=frozenset({push.customer_id} if elsewhere else ()),
+    )
+    change, _ = _merged(existing, push.customer_id, crm_id, crm_fields, None, state)
+    return change
 
 
 def _failure_row(

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from connectors.base import CrmContact
 from sync.contact_sync import (
+    AdoptionState,
     BillingContact,
     ContactsState,
+    decide_adoptions,
     decide_contact_pushes,
     decide_contacts,
 )
@@ -87,3 +89,52 @@ def test_pushes_carry_what_differs_from_the_base_and_creates_carry_everything() 
         [(changed, "acc-1")], {"crm-1": frozenset({"name"})}, communications=False
     )
     assert held[0].fields == {}  # a field with an open conflict waits for the operator
+
+
+def test_a_create_whose_email_the_crm_has_adopts_that_contact_unless_it_is_taken() -> None:
+    """Deciding adoptions reads nothing: the CRM contacts found by the creates' e-mails
+    and what the store knows of them come in, adoptions and taken e-mails come out."""
+    new = [
+        BillingContact(f"k-{i}", customer, None, {"name": name, "email": email}, None)
+        for i, (customer, name, email) in enumerate(
+            [
+                ("cust-1", "Ann Lee", "Ann@Example.com"),  # a nameless CRM contact
+                ("cust-1", "Bo Chen", "bo@example.com"),  # the CRM's has another name
+                ("cust-2", "Bo Chen", "bo@example.com"),  # adopted by k-1 just before
+                ("cust-1", "Cy", "cy@example.com"),  # linked to another billing contact
+                ("cust-1", "Di", "di@example.com"),  # of another customer's company
+                ("cust-1", "Eve", "eve@example.com"),  # the CRM has none: a create
+            ]
+        )
+    ]
+    pushes = decide_contact_pushes([(c, "acc-1") for c in new], {}, communications=False)
+    found = {
+        "ann@example.com": CrmContact("c-ann", None, "", "ann@example.com"),
+        "bo@example.com": CrmContact("c-bo", "acc-1", "Bobby Chen", "bo@example.com"),
+        "cy@example.com": CrmContact("c-cy", "acc-1", "Cy", "cy@example.com"),
+        "di@example.com": CrmContact("c-di", "acc-9", "Di", "di@example.com"),
+    }
+    state = AdoptionState(
+        creates=tuple(p for p in pushes if p.fields.get("email")),
+        found=found,
+        holders={"c-cy": ("k-other", "cust-3")},
+        companies={"acc-1": "cust-1", "acc-9": "cust-9"},
+    )
+    adoptions, taken = decide_adoptions(state)
+    assert [(a.contact_id, a.crm_id, a.associate, a.fill) for a in adoptions] == [
+        ("k-0", "c-ann", "primary", {"name": "Ann Lee"}),
+        ("k-1", "c-bo", "other", {}),
+    ]
+    ann, bo = adoptions
+    assert ann.change.changes == {} and ann.base["email"] == "Ann@Example.com"
+    assert [(c.field, c.billing, c.crm) for c in bo.conflicts] == [
+        ("name", "Bo Chen", "Bobby Chen")
+    ]
+    assert [(t.contact_id, t.customer_id) for t in taken] == [
+        ("k-2", "cust-2"),
+        ("k-3", "cust-1"),
+        ("k-4", "cust-1"),
+    ]
+    assert "adopted by billing contact k-1" in taken[0].message
+    assert "linked to billing contact k-other" in taken[1].message
+    assert "linked to customer cust-9" in taken[2].message

@@ -34,7 +34,7 @@ import difflib
 import io
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,45 +340,71 @@ def check_against_store(session: Session, organisation_id: str, parsed: ParsedFi
     first_email = _first_lines(rows, "email")
     checked = ParsedFile(invalid=list(parsed.invalid))
     for row in rows:
-        customer, errors = row.customer, []
-        if customer.external_id and first_external[customer.external_id] != row.line:
-            errors.append(
-                f"external_id: {customer.external_id!r} is also on line "
-                f"{first_external[customer.external_id]}"
-            )
-        if customer.email and first_email[customer.email] != row.line:
-            errors.append(
-                f"email: {customer.email!r} is also on line {first_email[customer.email]}"
-            )
+        customer = row.customer
         target = by_external.get(customer.external_id) if customer.external_id else None
-        entity = str(customer.business_entity_id) if customer.business_entity_id else None
-        if entity and entity not in entities:
-            errors.append(
-                f"business_entity_id: {entity} is not a business entity of this organisation"
-            )
-        if target and entity and target.business_entity_id not in (None, entity):
-            errors.append(
-                f"business_entity_id: customer {target.external_id} has "
-                f"{target.business_entity_id}; it cannot be changed once set"
-            )
         owner = by_email.get(customer.email) if customer.email else None
-        if owner is not None and customer.external_id and (target is None or owner.id != target.id):
-            errors.append(
-                f"email: {customer.email!r} already belongs to customer {owner.id}"
-                + (f" (external_id {owner.external_id})" if owner.external_id else "")
-            )
-        if owner is not None and not customer.external_id and owner.external_id:
-            # Matched by email, the row would clear that customer's external ID.
-            errors.append(
-                f"external_id: empty, but the customer with this email has external_id "
-                f"{owner.external_id!r}; put it in the row"
-            )
+        errors = [
+            *_repeated(row, first_external, first_email),
+            *_entity_errors(customer, target, entities),
+            *_email_owner_errors(customer, target, owner),
+        ]
         if errors:
             checked.invalid.append(RowError(row.line, errors))
         else:
             checked.rows.append(row)
     checked.invalid.sort(key=lambda e: e.line)
     return checked
+
+
+def _repeated(
+    row: ParsedRow, first_external: Mapping[str, int], first_email: Mapping[str, int]
+) -> list[str]:
+    """An external id or e-mail an earlier line of the file has."""
+    customer, errors = row.customer, []
+    if customer.external_id and first_external[customer.external_id] != row.line:
+        errors.append(
+            f"external_id: {customer.external_id!r} is also on line "
+            f"{first_external[customer.external_id]}"
+        )
+    if customer.email and first_email[customer.email] != row.line:
+        errors.append(f"email: {customer.email!r} is also on line {first_email[customer.email]}")
+    return errors
+
+
+def _entity_errors(
+    customer: CustomerIn, target: CustomerRow | None, entities: Collection[str]
+) -> list[str]:
+    """A business entity the organisation lacks, or a change of the customer's."""
+    entity = str(customer.business_entity_id) if customer.business_entity_id else None
+    errors = []
+    if entity and entity not in entities:
+        errors.append(f"business_entity_id: {entity} is not a business entity of this organisation")
+    if target and entity and target.business_entity_id not in (None, entity):
+        errors.append(
+            f"business_entity_id: customer {target.external_id} has "
+            f"{target.business_entity_id}; it cannot be changed once set"
+        )
+    return errors
+
+
+def _email_owner_errors(
+    customer: CustomerIn, target: CustomerRow | None, owner: CustomerRow | None
+) -> list[str]:
+    """An e-mail another customer has, or a row that would clear the external id of the
+    customer it matches by e-mail."""
+    errors = []
+    if owner is not None and customer.external_id and (target is None or owner.id != target.id):
+        errors.append(
+            f"email: {customer.email!r} already belongs to customer {owner.id}"
+            + (f" (external_id {owner.external_id})" if owner.external_id else "")
+        )
+    if owner is not None and not customer.external_id and owner.external_id:
+        # Matched by email, the row would clear that customer's external ID.
+        errors.append(
+            f"external_id: empty, but the customer with this email has external_id "
+            f"{owner.external_id!r}; put it in the row"
+        )
+    return errors
 
 
 def import_csv(
@@ -448,12 +474,7 @@ def parse_contacts(text: str) -> tuple[list[ContactRowIn], list[RowError]]:
     first = next(records, None)
     if first is None:
         raise CsvFileError("the file is empty: expected a header row naming the columns")
-    names = _header(first[1], CONTACT_COLUMNS, _CONTACTS_TEMPLATE)
-    missing = [n for n in ("name", "email") if n not in names]
-    if missing:
-        raise CsvFileError(f"the required column(s) {', '.join(missing)} are missing")
-    if "customer_id" not in names and "customer_external_id" not in names:
-        raise CsvFileError("a column customer_external_id or customer_id is required")
+    names = _contacts_header(first[1])
     rows: list[ContactRowIn] = []
     invalid: list[RowError] = []
     for line, cells in records:
@@ -463,40 +484,57 @@ def parse_contacts(text: str) -> tuple[list[ContactRowIn], list[RowError]]:
             )
             continue
         row = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(names)}
-        errors: list[str] = []
-        customer_id = row.get("customer_id") or None
-        external_id = row.get("customer_external_id") or None
-        if customer_id is None and external_id is None:
-            errors.append("customer: give customer_external_id or customer_id")
-        if customer_id is not None:
-            try:
-                customer_id = str(uuid.UUID(customer_id))
-            except ValueError:
-                errors.append(f"customer_id: {customer_id!r} is not a customer id (a UUID)")
-        if not row["email"]:
-            errors.append("email: required (a contact is matched by e-mail within its customer)")
-        fields: dict[str, Any] = {"name": row["name"], "email": row["email"] or None}
-        communications = _communications(row.get("communications", ""))
-        if communications is not None:
-            fields["communications"] = communications
-        try:
-            contact = Contact.model_validate(fields)
-        except ValidationError as error:
-            errors.extend(_model_errors(error))
-        if errors:
-            invalid.append(RowError(line, errors))
-            continue
-        rows.append(
-            ContactRowIn(
-                line,
-                customer_id,
-                external_id,
-                contact.name,
-                str(contact.email),
-                list(contact.communications) if communications is not None else None,
-            )
-        )
+        parsed = _contact_row(line, row)
+        if isinstance(parsed, RowError):
+            invalid.append(parsed)
+        else:
+            rows.append(parsed)
     return rows, invalid
+
+
+def _contacts_header(header: list[str]) -> list[str]:
+    """The columns a contacts file names; :class:`CsvFileError` without those it needs."""
+    names = _header(header, CONTACT_COLUMNS, _CONTACTS_TEMPLATE)
+    missing = [n for n in ("name", "email") if n not in names]
+    if missing:
+        raise CsvFileError(f"the required column(s) {', '.join(missing)} are missing")
+    if "customer_id" not in names and "customer_external_id" not in names:
+        raise CsvFileError("a column customer_external_id or customer_id is required")
+    return names
+
+
+def _contact_row(line: int, row: Mapping[str, str]) -> ContactRowIn | RowError:
+    """One row of a contacts file, checked by the contact model."""
+    errors: list[str] = []
+    customer_id = row.get("customer_id") or None
+    external_id = row.get("customer_external_id") or None
+    if customer_id is None and external_id is None:
+        errors.append("customer: give customer_external_id or customer_id")
+    if customer_id is not None:
+        try:
+            customer_id = str(uuid.UUID(customer_id))
+        except ValueError:
+            errors.append(f"customer_id: {customer_id!r} is not a customer id (a UUID)")
+    if not row["email"]:
+        errors.append("email: required (a contact is matched by e-mail within its customer)")
+    fields: dict[str, Any] = {"name": row["name"], "email": row["email"] or None}
+    communications = _communications(row.get("communications", ""))
+    if communications is not None:
+        fields["communications"] = communications
+    try:
+        contact = Contact.model_validate(fields)
+    except ValidationError as error:
+        errors.extend(_model_errors(error))
+    if errors:
+        return RowError(line, errors)
+    return ContactRowIn(
+        line,
+        customer_id,
+        external_id,
+        contact.name,
+        str(contact.email),
+        list(contact.communications) if communications is not None else None,
+    )
 
 
 def import_contacts_csv(session: Session, organisation_id: str, text: str) -> ImportReport:

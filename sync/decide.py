@@ -387,26 +387,7 @@ def _merged_record(
         for c in outcome.conflicts
     )
     write = _link_write(policy, record, customer, crm, outcome, change, link, link_id)
-    # a record linked to a customer billing already had takes the customer's id in its
-    # external-id field, with the page's other pushes (one batch), so that it is found
-    # again whatever becomes of its CRM id; a record billing made from it is found by its
-    # CRM id (the customer's external id) and the CRM's merge lists, at no call. A write
-    # the CRM refused is made again whenever the record comes by, until it takes.
-    write_back = record.billing_id != customer.id and (
-        link is None or customer.id in scratch.state.write_back
-    )
-    push = None
-    if outcome.to_crm or write_back:
-        before = {name: crm.get(name) for name in outcome.to_crm}
-        push = CrmPush(
-            customer.id,
-            record.id,
-            dict(outcome.to_crm),
-            link_id,
-            write.base,
-            before,
-            write_billing_id=write_back,
-        )
+    push = _crm_push(scratch, record, customer, crm, outcome, link, write)
     restored = link is not None and link.state == "remote_deleted"
     counts: list[Count] = ["linked"] if link is None else ["restored"] if restored else []
     if change is not None:
@@ -426,6 +407,39 @@ def _merged_record(
         audits=audits,
         outbox=tuple(sorted(change.changes)) if change is not None else (),
         synced=True,
+    )
+
+
+def _crm_push(
+    scratch: _Scratch,
+    record: CrmCustomer,
+    customer: BillingCustomer,
+    crm: Fields,
+    outcome: MergeOutcome,
+    link: Link | None,
+    write: LinkWrite,
+) -> CrmPush | None:
+    """What a merged record pushes to the CRM: the merge's values for it, and the
+    customer's id when the record is to take it."""
+    # a record linked to a customer billing already had takes the customer's id in its
+    # external-id field, with the page's other pushes (one batch), so that it is found
+    # again whatever becomes of its CRM id; a record billing made from it is found by its
+    # CRM id (the customer's external id) and the CRM's merge lists, at no call. A write
+    # the CRM refused is made again whenever the record comes by, until it takes.
+    write_back = record.billing_id != customer.id and (
+        link is None or customer.id in scratch.state.write_back
+    )
+    if not outcome.to_crm and not write_back:
+        return None
+    before = {name: crm.get(name) for name in outcome.to_crm}
+    return CrmPush(
+        customer.id,
+        record.id,
+        dict(outcome.to_crm),
+        write.id,
+        write.base,
+        before,
+        write_billing_id=write_back,
     )
 
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sync.store.models import AuditEvent, Conflict, ConnectionRow, RecordFailure
+from sync.connections import pause_for_limit
+from sync.engine import sync_connection
+from sync.store.db import transaction
+from sync.store.models import AuditEvent, Conflict, ConnectionRow, RecordFailure, utcnow
 from tests.conftest import service_missing
 from tests.console.conftest import (
     ARTIFACTS,
@@ -70,6 +74,10 @@ def page(browser: Any, world: World) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    """Save the page as a screenshot, once it is known to fit the window's width (a long
+    unbroken error or URL once pushed a run's page out sideways)."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: the page is {overflow} px wider than the window"
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
@@ -150,7 +158,12 @@ def test_pause_resume_sync_now_and_plan(page: Any, world: World) -> None:
     assert "Trondheim" in updates.inner_text()
     assert "address.city" in updates.inner_text()
     shot(page, "04-plan")
-    assert page.locator("button:has-text('Run this sync now')").count() == 1
+    # its button runs that sync: queued for a worker, as Sync now does
+    queued = world.queued()
+    page.click("button:has-text('Run this sync now')")
+    assert "queued for a worker" in flash(page)
+    page.wait_for_url(f"**/console/connections/{world.hubspot}")
+    assert world.queued() == queued + 1
 
 
 def test_resolve_conflicts(page: Any, world: World) -> None:
@@ -273,9 +286,12 @@ def test_a_viewer_sees_but_cannot_act(page: Any, world: World) -> None:
     page.goto("/console/conflicts")
     assert page.locator("article.conflict").count() >= 1
     assert page.locator("button:has-text('Keep billing')").count() == 0
-    page.goto("/console/failures")
-    assert page.locator("button:has-text('Retry')").count() == 0
+    assert page.locator("form.bulk").count() == 0
     shot(page, "11-viewer-conflicts")
+    page.goto("/console/failures")
+    assert page.locator("table.failures tbody tr").count() >= 1
+    assert page.locator("button:has-text('Retry')").count() == 0
+    shot(page, "11b-viewer-failures")
     # a hand-made request with the page's own CSRF token is refused too
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
     answer = page.request.post(
@@ -324,3 +340,51 @@ def test_an_admin_adds_an_operator(page: Any, world: World) -> None:
     world.emails["nora"] = "new.operator@acme.example"
     sign_in(page, world, "nora", "nora's own passphrase")
     assert "Nora New" in page.inner_text("header")
+
+
+def test_a_failed_run_and_a_pause_by_a_crm_limit_as_the_console_shows_them(
+    page: Any, world: World
+) -> None:
+    """Globex's HubSpot connection: a run HubSpot refuses (its token expired) and then a
+    pause because the CRM's daily allowance is spent, until a given time. Its admin sees
+    both on the Connections page and the run's page, and a resume ends the pause."""
+    engine = world.engine()
+    try:
+        world.sandbox.hubspot.set_faults(expired_token=True)
+        try:
+            failed = sync_connection(
+                engine, world.settings, world.other_connection, trigger="operator"
+            )
+        finally:
+            world.sandbox.hubspot.clear_faults()
+        assert failed.status == "failed" and failed.error and failed.run_id
+        with transaction(engine) as session:
+            row = session.get(ConnectionRow, world.other_connection)
+            assert row is not None
+            pause_for_limit(
+                row, utcnow() + timedelta(hours=5), "You have reached your daily limit."
+            )
+    finally:
+        engine.dispose()
+    sign_in(page, world, "other")
+    card = page.locator("article[data-connection='globex-hubspot']")
+    text = card.inner_text()
+    assert "paused_by_limit" in text and "by a CRM limit until" in text
+    assert "You have reached your daily limit." in text
+    assert "when the CRM's allowance returns" in text  # the next run
+    assert re.search(r"Last run\s+failed", text), text
+    assert card.locator("button:has-text('Sync now')").count() == 0
+    shot(page, "15-paused-by-limit")
+
+    card.locator(f"a[href='/console/runs/{failed.run_id}']").click()
+    page.wait_for_url(f"**/console/runs/{failed.run_id}")
+    body = page.inner_text("main")
+    assert "Error" in body and failed.error.splitlines()[0][:60] in body
+    assert "API calls per step" in body
+    shot(page, "16-run-failed")
+
+    page.goto("/console/connections")
+    card.locator("button:has-text('Resume')").click()
+    assert "active again" in flash(page)
+    assert world.rows(ConnectionRow, id=world.other_connection)[0].state == "active"
+    assert "by a CRM limit" not in card.inner_text()

@@ -129,6 +129,45 @@ def test_forms_without_the_sessions_csrf_token_are_refused(world: World, visitor
 
 
 FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.S | re.I)
+ASSET = re.compile(r"<(?:script|link|img)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", re.I)
+
+
+def every_page(world: World) -> list[str]:
+    """A path of each console page an admin of Acme reads."""
+    conflict = open_conflicts(world)[0]
+    return [
+        "/console/connections",
+        f"/console/connections/{world.salesforce}",
+        "/console/conflicts",
+        f"/console/conflicts/{conflict.id}",
+        "/console/failures",
+        f"/console/failures/{a_failure(world, world.org).id}",
+        "/console/runs",
+        f"/console/runs/{a_run(world, world.org).id}",
+        "/console/customers",
+        f"/console/customers/{conflict.customer_id}",
+        "/console/operators",
+    ]
+
+
+def test_the_console_serves_its_own_assets_and_loads_nothing_from_elsewhere(
+    world: World, visitor: Visitor
+) -> None:
+    """No CDN and no build step: every script, style sheet and image a page names is a file
+    of the app's own, served from /console/static/."""
+    assert visitor.sign_in("admin").status_code == 303
+    assets: set[str] = set()
+    for path in [*every_page(world), "/console/sign-in", "/console/set-password"]:
+        page = visitor.http.get(path)
+        assert page.status_code == 200, path
+        assets.update(ASSET.findall(page.text))
+    assert assets == {"/console/static/console.css", "/console/static/console.js"}
+    types = {"css": "text/css", "js": "javascript"}
+    for asset in assets:
+        answer = httpx.get(world.base + asset, trust_env=False)
+        assert answer.status_code == 200 and answer.content, asset
+        assert types[asset.rsplit(".", 1)[1]] in answer.headers["content-type"]
+        assert "http://" not in answer.text and "https://" not in answer.text, asset
 
 
 def test_every_form_carries_the_csrf_token_and_every_post_needs_it(
@@ -139,19 +178,7 @@ def test_every_form_carries_the_csrf_token_and_every_post_needs_it(
     assert visitor.sign_in("admin").status_code == 303
     conflict = open_conflicts(world)[0]
     failure = a_failure(world, world.org)
-    pages = [
-        "/console/connections",
-        f"/console/connections/{world.salesforce}",
-        "/console/conflicts",
-        f"/console/conflicts/{conflict.id}",
-        "/console/failures",
-        f"/console/failures/{failure.id}",
-        "/console/runs",
-        f"/console/runs/{a_run(world, world.org).id}",
-        "/console/customers",
-        f"/console/customers/{conflict.customer_id}",
-        "/console/operators",
-    ]
+    pages = every_page(world)
     token = visitor.csrf("/console/connections")
     posts = 0
     for path in pages:

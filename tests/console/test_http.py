@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi.routing import APIRoute
 from sqlalchemy import delete
 from typer.testing import CliRunner
@@ -23,6 +24,7 @@ from sync.store.models import (
     Conflict,
     ConnectionRow,
     CustomerRow,
+    Operator,
     RecordFailure,
     utcnow,
 )
@@ -327,6 +329,11 @@ def test_operators_add_prints_a_one_time_link_that_sets_a_password(
                   "confirm": new_password},
         )  # fmt: skip
         assert done.status_code == 303
+        # stored as an argon2id hash of the password, never the password itself
+        (stored,) = world.rows(Operator, organisation_id=world.org, email=email)
+        assert stored.password_hash.startswith("$argon2id$")
+        assert new_password not in stored.password_hash
+        assert PasswordHasher().verify(stored.password_hash, new_password)
         # the link is spent
         again = visitor.http.post(
             "/console/set-password",

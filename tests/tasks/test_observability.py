@@ -3,12 +3,15 @@ the worker's metrics port (its prefork children's figures added up), beat's hear
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 from typing import Any
 
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from sandbox.server import Sandbox
@@ -20,6 +23,7 @@ from tasks import work
 from tasks.app import SYNC_CONNECTION, celery
 from tasks.beat import heartbeat_age
 from tasks.enqueue import enqueue_sync
+from tasks.locks import held
 from tests.tasks.conftest import Stack, wait_for
 from tests.tasks.test_worker import runs
 
@@ -150,3 +154,25 @@ def test_a_spent_daily_allowance_pauses_the_connection_and_alerts_once(
     assert [a.kind for a in due] == ["paused_by_limit"]
     assert due[0].body["crmsync"]["url"].endswith(f"/console/connections/{connection}")
     assert again == []
+
+
+def test_a_sync_that_finds_its_connections_lock_held_is_a_lock_wait(
+    stack: Stack, crm: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another worker holds the connection's lock: the sync is skipped (nothing runs, no CRM
+    call), counted in crmsync_lock_waits_total and logged with the connection's id."""
+    connection = stack.hubspot(crm, stack.organisation())
+    labels = {"connection_id": connection, "lock": "sync"}
+    before = REGISTRY.get_sample_value("crmsync_lock_waits_total", labels) or 0.0
+    calls = crm.hubspot.api_calls()
+    with held(stack.settings, f"sync:{connection}") as lock, caplog.at_level(logging.INFO):
+        assert lock is not None
+        outcome = work.run_sync(stack.settings, stack.engine, connection)
+    assert isinstance(outcome, work.Skipped) and outcome.reason == "busy"
+    assert REGISTRY.get_sample_value("crmsync_lock_waits_total", labels) == before + 1
+    assert runs(stack, connection) == [] and crm.hubspot.api_calls() == calls
+    waited = [r for r in caplog.records if r.getMessage() == "lock held by another worker"]
+    assert [(r.connection_id, r.lock) for r in waited] == [(connection, "sync")]  # type: ignore[attr-defined]
+    # with the lock free again, the sync runs
+    done = work.run_sync(stack.settings, stack.engine, connection)
+    assert isinstance(done, RunResult) and done.status == "succeeded"

@@ -360,7 +360,8 @@ def load_contact_pushes(
     customer_ids: Sequence[str] | None = None,
 ) -> tuple[list[tuple[BillingContact, str]], dict[str, frozenset[str]]]:
     """Pending billing contacts with their CRM account / company, and their fields with
-    an open conflict."""
+    an open conflict. A plan's, with the contacts of the customers it would link or create
+    in the CRM (its pull and push linked none: a run's next step finds them linked)."""
     pending = contacts_repo.pending_contacts(
         session,
         ctx.organisation_id,
@@ -372,10 +373,39 @@ def load_contact_pushes(
     )
     crm_ids = [p.link.crm_id for p in pending if p.link is not None]
     conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
-    return (
-        [(billing_contact(p.row, p.link, ctx.connection_id), p.account_id) for p in pending],
-        {k: frozenset(v) for k, v in conflicted.items()},
+    found = [(billing_contact(p.row, p.link, ctx.connection_id), p.account_id) for p in pending]
+    planned = ctx.unapplied.accounts()  # empty in a run
+    if customer_ids is not None:
+        planned = {c: a for c, a in planned.items() if c in set(customer_ids)}
+    if planned:
+        found = _with_planned(session, ctx, found, planned, after=after, limit=limit)
+    return found, {k: frozenset(v) for k, v in conflicted.items()}
+
+
+def _with_planned(
+    session: Session,
+    ctx: RunContext,
+    found: list[tuple[BillingContact, str]],
+    planned: Mapping[str, str],
+    *,
+    after: str,
+    limit: int,
+) -> list[tuple[BillingContact, str]]:
+    """``found`` and the contacts a run would push once the ``planned`` customers are
+    linked, as one chunk by contact id (of at most ``limit``)."""
+    rows = contacts_repo.pending_creates_of(
+        session,
+        ctx.organisation_id,
+        ctx.connection_id,
+        list(planned),
+        after=after,
+        limit=limit,
+        unlinked=ctx.fan_out,
     )
+    creates = [
+        (billing_contact(row, None, ctx.connection_id), planned[row.customer_id]) for row in rows
+    ]
+    return sorted([*found, *creates], key=lambda pair: pair[0].id)[:limit]
 
 
 def decide_contact_pushes(

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from connectors.base import Connector
 from sync.decide import Policy
-from sync.decision import PageDecision
+from sync.decision import NEW_ACCOUNT, PageDecision
 from sync.fencing import Fence
 from sync.plan import Plan, new_counters
 from sync.settings import Settings
@@ -27,6 +27,8 @@ class Unapplied:
     links: dict[str, str] = field(default_factory=dict)
     #: customers the plan has decided on
     customers: set[str] = field(default_factory=set)
+    #: customers the plan would create a CRM record for
+    created: set[str] = field(default_factory=set)
 
     def note(self, decision: PageDecision) -> None:
         for record in decision.records:
@@ -36,6 +38,16 @@ class Unapplied:
                 self.customers.add(record.customer_id)
             if record.link is not None and record.link.crm_id is not None:
                 self.links[record.link.crm_id] = record.link.customer_id
+            push = record.push
+            if push is not None and push.crm_id is None:
+                self.created.add(push.customer_id)
+
+    def accounts(self) -> dict[str, str]:
+        """Customer id -> the CRM account / company the plan would link it to
+        (:data:`~sync.decision.NEW_ACCOUNT`: one the run would create)."""
+        planned = dict.fromkeys(self.created, NEW_ACCOUNT)
+        planned.update({customer: crm_id for crm_id, customer in self.links.items()})
+        return planned
 
 
 @dataclass(frozen=True)

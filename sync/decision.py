@@ -276,6 +276,10 @@ class ContactPushWrite:
     home: bool | None = None
 
 
+#: a contact's CRM account / company in a plan, when it is the one the run creates first
+NEW_ACCOUNT = ""
+
+
 @dataclass(frozen=True)
 class ContactAdoption:
     """A billing contact about to be created that links the CRM's contact ``crm_id`` of its

@@ -222,7 +222,7 @@ class Plan:
                     {
                         "contact_id": push.contact_id,
                         "customer_id": push.customer_id,
-                        "account_id": push.account_id,
+                        "account_id": push.account_id or None,  # None: NEW_ACCOUNT
                         "fields": dict(push.fields),
                     }
                 )

@@ -163,6 +163,44 @@ def pending_contacts(
     return found
 
 
+def pending_creates_of(
+    session: Session,
+    organisation_id: str,
+    connection_id: str,
+    customer_ids: Sequence[str],
+    *,
+    after: str = "",
+    limit: int = 1000,
+    unlinked: bool = False,
+) -> list[ContactRow]:
+    """What :func:`pending_contacts` would find for these customers once they are linked
+    in this connection (a plan, which links none): their active contacts with no CRM
+    contact here, ``pending`` ones only unless ``unlinked``; by contact id from
+    ``after``. Customers with an active link here are left out (they are already
+    :func:`pending_contacts`' own)."""
+    linked_here = exists().where(
+        LinkRow.customer_id == ContactRow.customer_id,
+        LinkRow.connection_id == connection_id,
+        LinkRow.state == "active",
+    )
+    query = (
+        select(ContactRow)
+        .where(
+            ContactRow.organisation_id == organisation_id,
+            ContactRow.customer_id.in_(list(customer_ids)),
+            ContactRow.state == "active",
+            ContactRow.id > after,
+            _unlinked_in(connection_id),
+            ~linked_here,
+        )
+        .order_by(ContactRow.id)
+        .limit(limit)
+    )
+    if not unlinked:
+        query = query.where(ContactRow.pending.is_(True))
+    return list(session.scalars(query))
+
+
 def insert_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert contacts known to be new (COPY on PostgreSQL)."""
     bulk_insert(session, ContactRow, rows, {"created_at": utcnow()})

@@ -11,18 +11,21 @@ import math
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from connectors.base import CrmContact
 from connectors.errors import ConfigError
+from sandbox.server import Sandbox
 from sync import contacts
 from sync.conflicts import resolve_conflict
 from sync.connections import update_connection
 from sync.contacts import ContactPatch
-from sync.customer import Contact
+from sync.customer import Contact, CustomerIn
+from sync.customers import create_customer
 from sync.failures import retry_failures
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
-from tests.sync.conftest import World
+from tests.sync.conftest import World, make_world
 
 
 def _linked(world: World, count: int) -> list[tuple[str, str]]:
@@ -231,6 +234,44 @@ def test_a_plan_shows_the_contact_pushes_the_run_makes(world: World) -> None:
     assert _crm(world, account).get("eve@example.com") is None  # nothing written
     run = world.sync()
     assert run.counters["contacts_crm_created"] == plan.counters["contacts_crm_created"]
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "hubspot"])
+def test_a_plan_shows_the_contacts_of_customers_it_would_link_or_create_in_the_crm(
+    crm: str, engine: Engine, sandbox: Sandbox
+) -> None:
+    """A customer billing has and the CRM lacks is created there by the run's push, and a
+    customer the pull links (by its external id) is linked only by the run: their contacts
+    reach the CRM in the same run. The plan, which links and creates nothing, shows those
+    contact creates too (under the account / company the run would link, or one it would
+    create), and its counters are the run's."""
+    world = make_world(engine, sandbox, crm, push_creates=True)
+    (record,) = world.harness.seed(1)
+    with transaction(engine) as s:
+        org = world.organisation_id
+        claimed = str(
+            create_customer(s, org, CustomerIn(customer_name="Claims", external_id=record)).id
+        )
+        billing_only = str(create_customer(s, org, CustomerIn(customer_name="Billing Only")).id)
+    first = _add(world, claimed, "Fay Claim", "fay@plan.example")
+    second = _add(world, billing_only, "Gus Only", "gus@plan.example")
+
+    planned = world.sync(plan=True)
+    assert planned.status == "succeeded", planned.error
+    assert planned.plan is not None
+    creates = {c["contact_id"]: c for c in planned.plan.contact_creates}
+    assert set(creates) == {first, second}
+    assert creates[first]["account_id"] == record
+    assert creates[second]["account_id"] is None  # a company the run creates first
+    planned_emails = ("fay@plan.example", "gus@plan.example")
+    assert all(c.email not in planned_emails for c in _all_in_crm(world))  # nothing written
+
+    run = world.sync()
+    assert run.status == "succeeded", run.error
+    counted = {k: v for k, v in run.counters.items() if not k.startswith("calls_")}
+    assert counted == {k: v for k, v in planned.counters.items() if not k.startswith("calls_")}
+    assert run.counters["contacts_crm_created"] == 2
+    assert world.failures() == []
 
 
 def test_communications_sync_through_the_field_the_connection_names(world: World) -> None:

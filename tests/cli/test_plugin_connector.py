@@ -124,6 +124,9 @@ def test_add_sync_conflict_and_resolution_against_the_emulator(
     by_crm = {c["external_id"]: c for c in customers}
     assert set(by_crm) == set(ids)
     assert by_crm[ids[0]]["address"]["city"] == "Springfield"
+    # Pipedrive holds a country name only: the code is derived from it
+    assert by_crm[ids[0]]["address"]["country"] == "United States"
+    assert by_crm[ids[0]]["address"]["country_code"] == "US"
 
     # the same field changed differently on both sides: a conflict for the operator
     with transaction(engine_for(settings_env)) as session:

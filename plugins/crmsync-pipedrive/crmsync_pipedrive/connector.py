@@ -155,7 +155,8 @@ class PipedriveConnector:
 
     def check(self) -> None:
         known = {f.name for f in self.describe_fields()}
-        missing = sorted({f for f in [*self.fmap.values(), self.external_id_key] if f not in known})
+        wanted = [*mapping.crm_fields(self.fmap), self.external_id_key]
+        missing = sorted({f for f in wanted if f not in known})
         if missing:
             raise ConfigError(
                 "Pipedrive organizations have no field(s) "

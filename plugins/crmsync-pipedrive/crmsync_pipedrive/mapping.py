@@ -8,6 +8,11 @@ map ``phone_number`` / ``email`` to custom fields to sync them.
 Reading, a user-typed address whose street number Pipedrive keeps apart is read as
 ``"<street_number> <route>"`` in ``address.line1``; crmsync writes ``line1`` whole into
 ``route`` (and clears ``street_number``), so what it writes reads back unchanged.
+
+Pipedrive's address has a country name and no country code: ``address.country_code`` is
+derived from the country (ISO 3166-1 alpha-2, as ``connectors.countries`` resolves it; None
+when it names no known country) and, pushed without the country, written as the country's
+name. Mapping ``address.country_code`` to a custom field keeps the code there instead.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connectors.base import CustomerFields, FieldValue
+from connectors.countries import country_code, country_name
 
 ADDRESS_PARTS = (
     "subpremise",
@@ -41,10 +47,36 @@ DEFAULT_MAP: dict[str, str] = {
 }
 
 
+COUNTRY_CODE = "address.country_code"
+#: the derived field's marker in a field map (it has no Pipedrive field of its own)
+DERIVED = ""
+
+
 def field_map(overrides: Mapping[str, str | None]) -> dict[str, str]:
-    """The default map with a connection's overrides (None unmaps a field)."""
+    """The default map with a connection's overrides (None unmaps a field); the country
+    code is derived from the country unless mapped or unmapped explicitly."""
     merged: dict[str, str | None] = {**DEFAULT_MAP, **overrides}
-    return {k: v for k, v in merged.items() if v}
+    fmap = {k: v for k, v in merged.items() if v}
+    if COUNTRY_CODE not in overrides and "address.country" in fmap:
+        fmap[COUNTRY_CODE] = DERIVED
+    return fmap
+
+
+def crm_fields(fmap: Mapping[str, str]) -> list[str]:
+    """The Pipedrive fields a map names (a derived field names none)."""
+    return [f for f in fmap.values() if f != DERIVED]
+
+
+def _with_country(fields: CustomerFields, fmap: Mapping[str, str]) -> CustomerFields:
+    """A push's fields with a derived country code written as the country's name (when
+    the country itself is not pushed), so that Pipedrive holds what the code says."""
+    if fmap.get(COUNTRY_CODE) != DERIVED or COUNTRY_CODE not in fields:
+        return fields
+    rest = {k: v for k, v in fields.items() if k != COUNTRY_CODE}
+    if "address.country" not in rest and "address.country" in fmap:
+        code = fields[COUNTRY_CODE]
+        rest["address.country"] = (country_name(code) or code) if isinstance(code, str) else None
+    return rest
 
 
 def _value(raw: Any) -> FieldValue:
@@ -61,6 +93,8 @@ def to_fields(record: Mapping[str, Any], fmap: Mapping[str, str]) -> CustomerFie
     """A v1 organization (list, recents, GET) as customer fields; empty is None."""
     fields: CustomerFields = {}
     for customer_field, crm_field in fmap.items():
+        if crm_field == DERIVED:
+            continue
         if crm_field.startswith("address."):
             part = crm_field.removeprefix("address.")
             value = _value(record.get(f"address_{part}"))
@@ -70,6 +104,9 @@ def to_fields(record: Mapping[str, Any], fmap: Mapping[str, str]) -> CustomerFie
         else:
             value = _value(record.get(crm_field))
         fields[customer_field] = value
+    if fmap.get(COUNTRY_CODE) == DERIVED:
+        country = fields.get("address.country")
+        fields[COUNTRY_CODE] = country_code(country) if isinstance(country, str) else None
     return fields
 
 
@@ -88,7 +125,7 @@ def to_body(
     body: dict[str, Any] = {}
     address: dict[str, Any] = {}
     customs: dict[str, Any] = {}
-    for customer_field, value in fields.items():
+    for customer_field, value in _with_country(fields, fmap).items():
         crm_field = fmap.get(customer_field)
         if crm_field is None:
             continue
@@ -113,5 +150,5 @@ def touches_address_partly(fields: CustomerFields, fmap: Mapping[str, str]) -> b
     """Whether a push changes some, not all, mapped address parts (so the others must be
     read first: Pipedrive sets the address whole)."""
     parts = {c for c, f in fmap.items() if f.startswith("address.")}
-    touched = parts & set(fields)
+    touched = parts & set(_with_country(fields, fmap))
     return bool(touched) and touched != parts

@@ -59,7 +59,7 @@ def failures_page(
             "names": names,
             "connections": connections,
             "connection": connection or "",
-            "status": chosen,
+            "showing": chosen,  # not "status": the template imports a macro of that name
         },
     )
 

@@ -237,6 +237,7 @@ def test_retry_a_failure(page: Any, world: World) -> None:
     rows = page.locator("table.failures tbody tr")
     assert rows.count() == 2
     assert "validation" in rows.first.inner_text()
+    assert page.locator("button:has-text('Retry all 2 shown')").count() == 1
     shot(page, "07-failures")
 
     failure_id = rows.first.get_attribute("id").removeprefix("failure-")

@@ -29,7 +29,14 @@ from sync.store.models import (
     utcnow,
 )
 from sync.store.sync_repository import record_connection_failure
-from tests.console.conftest import PASSWORD, World, a_customer, a_run, open_conflicts
+from tests.console.conftest import (
+    PASSWORD,
+    World,
+    a_customer,
+    a_run,
+    open_conflicts,
+    open_failures,
+)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -448,6 +455,42 @@ def test_a_filtered_set_is_resolved_with_one_value_of_its_field(
         # its own page says how and by whom
         shown = visitor.http.get(f"/console/conflicts/{conflict.id}").text
         assert "set a value on both sides" in shown and "Otto Operator" in shown
+
+
+def test_retry_all_retries_every_open_failure_shown(world: World, visitor: Visitor) -> None:
+    """The failures page, filtered to a connection, retries every open failure it shows;
+    they then show as retried under 'all', and each retry is audited with the operator."""
+    assert visitor.sign_in("operator").status_code == 303
+    opened = [f for f in open_failures(world) if f.connection_id == world.hubspot]
+    assert opened, "the seed left failures"
+    listing = f"/console/failures?connection={world.hubspot}"
+    page = visitor.http.get(listing)
+    assert f"Retry all {len(opened)} shown" in page.text
+    token = CSRF.search(page.text)
+    assert token is not None
+    answer = visitor.http.post(
+        "/console/failures/retry",
+        params={"back": listing},
+        data={"csrf_token": token.group(1), "connection": world.hubspot},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == listing
+    shown = visitor.http.get(listing).text
+    assert f"Retried {len(opened)}: {len(opened)} recovered, 0 still failing" in shown
+    assert "No open failures for this connection" in shown
+    assert [f for f in open_failures(world) if f.connection_id == world.hubspot] == []
+    for failure in opened:
+        assert world.rows(RecordFailure, id=failure.id)[0].status in ("retried", "resolved")
+        phone = failure.payload["fields"]["phone_number"]
+        assert world.sandbox.hubspot.read(str(failure.crm_id))["properties"]["phone"] == phone
+    retried = {
+        a.detail["failure_id"]: a.actor
+        for a in world.rows(AuditEvent, organisation_id=world.org, action="failure_retried")
+    }
+    for failure in opened:
+        assert retried[failure.id] == "console:Otto Operator <otto@acme.example>"
+    everything = visitor.http.get(listing + "&status=all").text
+    assert all(f'id="failure-{f.id}"' in everything for f in opened)
+    assert 'value="all" selected' in everything and "Retry all" not in everything
 
 
 def test_admins_change_a_connections_options_and_operators_cannot(

@@ -9,10 +9,15 @@
 (``CRMSYNC_WORKER_METRICS_PORT``). A prefork worker runs its tasks in several processes:
 prometheus-client's multiprocess mode (:func:`use_multiprocess`) has each of them write its
 figures to files in one directory, which the worker's endpoint adds up.
+
+Every family served is crmsync's own (``crmsync_*``): prometheus-client's default process,
+platform and garbage-collector collectors are taken out of its registry, so ``/metrics`` reads
+the same whichever process serves it (the multiprocess endpoint never had them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -21,7 +26,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +45,10 @@ from tasks.runtime import redis_client
 log = logging.getLogger(__name__)
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+for _default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    with contextlib.suppress(KeyError):  # taken out already
+        REGISTRY.unregister(_default)
 
 LOCK_WAITS = Counter(
     "crmsync_lock_waits",

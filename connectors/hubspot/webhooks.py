@@ -6,6 +6,20 @@ timestamp))`` with ``X-HubSpot-Request-Timestamp`` (ms) at most 5 minutes old. T
 the full URL HubSpot called, with ``%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B``
 decoded. v1 (``sha256(secret + body)``) and v2 (``sha256(secret + METHOD + URI + body)``)
 carry no timestamp, so they are refused unless the connection opts in.
+
+Events (a body is a JSON array of up to 100, of any of the app's subscriptions):
+
+- legacy types ``company.creation`` ... ``contact.restore`` name the object in
+  ``objectId``; the generic types (``object.creation``, ``object.propertyChange``, ...;
+  https://developers.hubspot.com/changelog/public-beta-generic-webhook-subscriptions) name
+  its type in ``objectTypeId`` (``0-1`` contacts, ``0-2`` companies);
+- ``*.associationChange`` has no ``objectId``: it names ``fromObjectId`` (the subscribed
+  side), ``toObjectId``, ``associationType``, ``associationRemoved``,
+  ``isPrimaryAssociation`` (https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks);
+- ``contact.privacyDeletion`` (a GDPR delete) is the contact's deletion;
+- events of objects crmsync does not sync (deals, tickets, ...) and of kinds it does not
+  know are left out, not refused: HubSpot resends a refused body whole, so one such event
+  would hold back the company and contact events batched with it.
 """
 
 from __future__ import annotations
@@ -44,8 +58,11 @@ _KINDS: dict[str, WebhookEventKind] = {
     "merge": "merged",
     "restore": "restored",
     "associationChange": "changed",
+    "privacyDeletion": "deleted",
 }
 _OBJECTS: dict[str, Literal["customer", "contact"]] = {"company": "customer", "contact": "contact"}
+#: ``objectTypeId`` of the generic ``object.*`` events -> the legacy object name
+_TYPE_IDS = {"0-1": "contact", "0-2": "company"}
 
 
 def decode_uri(uri: str) -> str:
@@ -115,18 +132,32 @@ def verify(
         raise WebhookRejected(401, f"bad X-HubSpot-Signature ({version})")
 
 
-def _event(raw: Any) -> WebhookEvent:
+def _object_name(raw: dict[str, Any], prefix: str, action: str) -> str:
+    """The legacy object name of an event (``company``, ``contact``, ``deal`` ...)."""
+    if prefix != "object":
+        return prefix
+    key = "fromObjectTypeId" if action == "associationChange" else "objectTypeId"
+    type_id = str(raw.get(key) or raw.get("objectTypeId") or "")
+    return _TYPE_IDS.get(type_id, type_id or "object")
+
+
+def _event(raw: Any) -> WebhookEvent | None:
+    """The event ``raw`` describes; None for an object or kind crmsync does not sync."""
     if not isinstance(raw, dict):
         raise WebhookRejected(400, "webhook event is not an object")
     try:
         key = str(raw["eventId"])
         sub_type = str(raw["subscriptionType"])
-        object_id = raw["objectId"]
     except KeyError as exc:
         raise WebhookRejected(400, f"webhook event without {exc.args[0]!r}") from None
-    object_name, _, action = sub_type.partition(".")
+    prefix, _, action = sub_type.partition(".")
+    object_name = _object_name(raw, prefix, action)
     if object_name not in _OBJECTS or action not in _KINDS:
-        raise WebhookRejected(400, f"unsupported subscriptionType {sub_type!r}")
+        return None
+    id_key = "fromObjectId" if action == "associationChange" else "objectId"
+    object_id = raw.get(id_key)
+    if object_id is None or str(object_id) == "":
+        raise WebhookRejected(400, f"{sub_type} webhook event without {id_key!r}")
     occurred = raw.get("occurredAt")
     occurred_at = None
     if isinstance(occurred, int | float) and not isinstance(occurred, bool):
@@ -168,4 +199,5 @@ def parse(body: bytes) -> list[WebhookEvent]:
         raise WebhookRejected(400, "webhook body is not JSON") from None
     if not isinstance(data, list):
         raise WebhookRejected(400, "webhook body is not a JSON array")
-    return [_event(item) for item in data]
+    events = [_event(item) for item in data]
+    return [event for event in events if event is not None]

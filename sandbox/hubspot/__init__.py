@@ -154,7 +154,9 @@ class HubSpotSandbox:
             self.portal.companies.set_property(ADDRESS3, present)
 
     def associate(self, contact_id: str | int, company_id: str | int) -> None:
-        self.portal.associate("contacts", int(contact_id), "companies", int(company_id))
+        self.portal.associate(
+            "contacts", int(contact_id), "companies", int(company_id), source="CRM_UI"
+        )
 
     def touch(
         self,

@@ -43,7 +43,7 @@ class Change:
     """What happened to one record, for webhooks."""
 
     object_type: str  # "companies" / "contacts"
-    kind: str  # creation / propertyChange / deletion / merge / restore
+    kind: str  # creation / propertyChange / deletion / merge / restore / associationChange
     object_id: int
     source: str  # changeSource: CRM_UI, INTEGRATION, ...
     occurred_ms: int
@@ -53,6 +53,11 @@ class Change:
     new_id: int | None = None
     #: a merge's properties carried over from the secondary record
     properties_moved: int = 0
+    #: an association change: the company (``object_id`` is the contact), whether it was
+    #: removed, and whether it is (or was) the contact's primary company
+    to_id: int | None = None
+    removed: bool = False
+    primary: bool = False
 
 
 #: properties a merge never copies: ids, stamps and what the merge itself sets
@@ -197,7 +202,13 @@ class Portal:
         contact.props["associatedcompanyid"] = str(contact.links[0]) if contact.links else None
 
     def associate(
-        self, from_type: str, from_id: int, to_type: str, to_id: int, primary: bool = False
+        self,
+        from_type: str,
+        from_id: int,
+        to_type: str,
+        to_id: int,
+        primary: bool = False,
+        source: str = "INTEGRATION",
     ) -> None:
         """Associate two records; ``primary`` (the HubSpot-defined primary type, 1 or 2,
         among the types asked) makes the company the contact's primary one."""
@@ -210,6 +221,8 @@ class Portal:
                 )
             contact, company = (a, b) if self.store(from_type) is self.contacts else (b, a)
             self._link(contact, company, primary)
+            change = self._association_change(contact, company, removed=False, source=source)
+        self._emit([change])
 
     def dissociate(self, from_type: str, from_id: int, to_type: str, to_id: int) -> None:
         with self.lock:
@@ -218,7 +231,25 @@ class Portal:
             if a is None or b is None:
                 return
             contact, company = (a, b) if self.store(from_type) is self.contacts else (b, a)
+            change = self._association_change(contact, company, removed=True, source="INTEGRATION")
             self._unlink(contact, company)
+        self._emit([change])
+
+    def _association_change(
+        self, contact: Record, company: Record, *, removed: bool, source: str
+    ) -> Change:
+        """(the caller holds the lock) The change a contact-company association made, for
+        the ``contact.associationChange`` / ``company.associationChange`` webhooks."""
+        return Change(
+            "contacts",
+            "associationChange",
+            contact.id,
+            source,
+            self.clock.now(),
+            to_id=company.id,
+            removed=removed,
+            primary=bool(contact.links) and contact.links[0] == company.id,
+        )
 
     # -- changes -------------------------------------------------------------------------
 

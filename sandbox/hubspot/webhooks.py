@@ -12,6 +12,19 @@ A batch answered with anything but 2xx (or not answered) is sent again with
 ``attemptNumber`` + 1 after ``retry_delay`` seconds, up to ``max_attempts`` times.
 ``duplicate=True`` sends every batch twice on purpose (same ``eventId``s), to test
 de-duplication. ``flush()`` waits until everything queued was delivered or given up.
+
+Event forms (both documented; an app gets the form its subscriptions use):
+
+- legacy (default): ``subscriptionType`` ``company.creation`` ... with ``objectId``;
+- ``generic=True``: ``object.creation``, ``object.propertyChange``, ``object.deletion``,
+  ``object.merge``, ``object.restore`` with ``objectTypeId`` (``0-2`` companies, ``0-1``
+  contacts) (https://developers.hubspot.com/changelog/public-beta-generic-webhook-subscriptions);
+- association changes are sent only to a configuration that names them in
+  ``subscriptions`` (``contact.associationChange``, ``company.associationChange``), one
+  event per side, with ``fromObjectId``, ``toObjectId``, ``associationType``
+  (``CONTACT_TO_COMPANY`` / ``COMPANY_TO_CONTACT``), ``associationRemoved`` and
+  ``isPrimaryAssociation`` and no ``objectId``
+  (https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks).
 """
 
 from __future__ import annotations
@@ -36,9 +49,11 @@ _SUBSCRIPTION_IDS = {
     for n, (kind, event) in enumerate(
         (k, e)
         for k in ("company", "contact")
-        for e in ("creation", "propertyChange", "deletion", "merge", "restore")
+        for e in ("creation", "propertyChange", "deletion", "merge", "restore", "associationChange")
     )
 }
+#: the generic form's ``objectTypeId`` of each object
+_TYPE_IDS = {"company": "0-2", "contact": "0-1"}
 
 
 def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
@@ -67,8 +82,11 @@ class WebhookConfig:
     batch_size: int = 100
     duplicate: bool = False
     timeout: float = 5.0
-    #: subscription types to deliver ("company.creation", ...); empty: all
+    #: subscription types to deliver ("company.creation", ...); empty: all but the
+    #: association changes (delivered only when named)
     subscriptions: list[str] = field(default_factory=list)
+    #: the generic ``object.*`` event form, the object in ``objectTypeId``
+    generic: bool = False
 
 
 @dataclass
@@ -136,12 +154,17 @@ class WebhookDispatcher:
         with self._cond:
             for change in changes:
                 for event in self._events(change):
-                    if cfg.subscriptions and event["subscriptionType"] not in cfg.subscriptions:
+                    sub_type = event["subscriptionType"]
+                    if cfg.subscriptions and sub_type not in cfg.subscriptions:
+                        continue
+                    if not cfg.subscriptions and sub_type.endswith(".associationChange"):
                         continue
                     self._pending.append(event)
             self._cond.notify_all()
 
     def _events(self, change: Change) -> list[dict[str, Any]]:
+        if change.kind == "associationChange":
+            return self._numbered(self._association_events(change))
         cfg = self.config
         kind = SINGULAR[change.object_type]
         base = {
@@ -153,8 +176,11 @@ class WebhookDispatcher:
             "attemptNumber": 0,
             "objectId": change.object_id,
             "changeSource": change.source,
-            "sourceId": "userId:1234" if change.source == "CRM_UI" else f"{cfg.app_id}",
+            "sourceId": self._source_id(change.source),
         }
+        if cfg.generic:
+            base["subscriptionType"] = f"object.{change.kind}"
+            base["objectTypeId"] = _TYPE_IDS[kind]
         out: list[dict[str, Any]] = []
         if change.kind == "propertyChange":
             for name, value in change.properties.items():
@@ -178,10 +204,46 @@ class WebhookDispatcher:
             )
         else:
             out.append(dict(base))
-        for event in out:
+        return self._numbered(out)
+
+    def _source_id(self, source: str) -> str:
+        return "userId:1234" if source == "CRM_UI" else f"{self.config.app_id}"
+
+    def _association_events(self, change: Change) -> list[dict[str, Any]]:
+        """A contact-company association change as its two events, one per side."""
+        cfg = self.config
+        assert change.to_id is not None
+        sides = (
+            ("contact", change.object_id, change.to_id),
+            ("company", change.to_id, change.object_id),
+        )
+        out = []
+        for kind, from_id, to_id in sides:
+            other = "company" if kind == "contact" else "contact"
+            out.append(
+                {
+                    "subscriptionId": _SUBSCRIPTION_IDS[f"{kind}.associationChange"],
+                    "portalId": cfg.portal_id,
+                    "appId": cfg.app_id,
+                    "occurredAt": change.occurred_ms,
+                    "subscriptionType": f"{kind}.associationChange",
+                    "attemptNumber": 0,
+                    "changeSource": change.source,
+                    "sourceId": self._source_id(change.source),
+                    "associationType": f"{kind}_TO_{other}".upper(),
+                    "fromObjectId": from_id,
+                    "toObjectId": to_id,
+                    "associationRemoved": change.removed,
+                    "isPrimaryAssociation": change.primary,
+                }
+            )
+        return out
+
+    def _numbered(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for event in events:
             event["eventId"] = self._next_event_id
             self._next_event_id += 1
-        return out
+        return events
 
     # -- delivery ------------------------------------------------------------------------
 

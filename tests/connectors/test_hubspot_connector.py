@@ -651,11 +651,49 @@ def test_webhook_parse(harness: HubSpotHarness) -> None:
         b"{",
         b'{"eventId": 1}',
         b'[{"eventId": 1}]',
-        b'[{"eventId": 1, "objectId": 1, "subscriptionType": "deal.creation"}]',
+        b'[{"eventId": 1, "subscriptionType": "company.creation"}]',
+        b'[{"eventId": 1, "subscriptionType": "contact.associationChange", "objectId": 1}]',
     ):
         with pytest.raises(WebhookRejected) as err:
             connector.parse_webhook(bad)
         assert err.value.status == 400
+
+
+def test_webhook_parse_documented_variants(harness: HubSpotHarness) -> None:
+    """The generic ``object.*`` form (the object in ``objectTypeId``), association changes
+    (``fromObjectId``, no ``objectId``), a GDPR delete; a deal's event in the same batch is
+    left out instead of refusing the batch (HubSpot would resend it whole)."""
+    body = json.dumps(
+        [
+            {"eventId": 1, "subscriptionType": "deal.creation", "objectId": 3},
+            {"eventId": 2, "subscriptionType": "object.creation", "objectTypeId": "0-2",
+             "objectId": 40},
+            {"eventId": 3, "subscriptionType": "object.propertyChange", "objectTypeId": "0-1",
+             "objectId": 41, "propertyName": "email", "propertyValue": "a@b.example"},
+            {"eventId": 4, "subscriptionType": "object.deletion", "objectTypeId": "0-3",
+             "objectId": 42},
+            {"eventId": 5, "subscriptionType": "contact.associationChange",
+             "associationType": "CONTACT_TO_COMPANY", "fromObjectId": 43, "toObjectId": 40,
+             "associationRemoved": False, "isPrimaryAssociation": True},
+            {"eventId": 6, "subscriptionType": "company.associationChange",
+             "associationType": "COMPANY_TO_CONTACT", "fromObjectId": 40, "toObjectId": 43,
+             "associationRemoved": False, "isPrimaryAssociation": True},
+            {"eventId": 7, "subscriptionType": "contact.privacyDeletion", "objectId": 44},
+            {"eventId": 8, "subscriptionType": "object.merge", "objectTypeId": "0-2",
+             "objectId": 50, "primaryObjectId": 40, "mergedObjectIds": [45],
+             "newObjectId": 50},
+        ]
+    ).encode()  # fmt: skip
+    events = harness.connector().parse_webhook(body)
+    assert [(e.key, e.kind, e.object_type, e.crm_id) for e in events] == [
+        ("2", "created", "customer", "40"),
+        ("3", "changed", "contact", "41"),
+        ("5", "changed", "contact", "43"),
+        ("6", "changed", "customer", "40"),
+        ("7", "deleted", "contact", "44"),
+        ("8", "merged", "customer", "50"),
+    ]
+    assert events[-1].merged_ids == ("40", "45")
 
 
 def test_sandbox_webhooks_verify_and_parse(harness: HubSpotHarness, hs: HubSpotSandbox) -> None:
@@ -675,6 +713,43 @@ def test_sandbox_webhooks_verify_and_parse(harness: HubSpotHarness, hs: HubSpotS
     connector.verify_webhook(WebhookRequest("POST", receiver.url, headers, body))
     events = connector.parse_webhook(body)
     assert events[0].kind == "created" and events[0].crm_id == cid
+
+
+def test_sandbox_generic_and_association_webhooks_parse(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """End to end: the sandbox's generic-form events and association changes (subscribed
+    by name), signed and delivered, pass the connector's verify + parse."""
+    from tests.sandbox.test_hubspot_sandbox import _Receiver
+
+    receiver = _Receiver()
+    subscriptions = ["object.creation", "contact.associationChange", "company.associationChange"]
+    try:
+        hs.configure_webhooks(
+            url=receiver.url,
+            enabled=True,
+            client_secret=CLIENT_SECRET,
+            generic=True,
+            subscriptions=subscriptions,
+        )
+        cid = hs.create("companies", {"name": "Generic Co"})
+        person = hs.create("contacts", {"firstname": "Ada", "email": "ada@generic.example"})
+        hs.associate(person, cid)
+        assert hs.flush_webhooks(10)
+    finally:
+        hs.configure_webhooks(enabled=False, url=None, generic=False, subscriptions=[])
+        receiver.close()
+    connector = harness.connector()
+    events = []
+    for headers, body in receiver.received:
+        connector.verify_webhook(WebhookRequest("POST", receiver.url, headers, body))
+        events += connector.parse_webhook(body)
+    assert {(e.kind, e.object_type, e.crm_id) for e in events} == {
+        ("created", "customer", cid),
+        ("created", "contact", person),
+        ("changed", "contact", person),
+        ("changed", "customer", cid),
+    }
 
 
 def test_the_default_map_leaves_out_line3_in_a_portal_without_address3(

@@ -497,6 +497,41 @@ def test_webhooks_signed_v3_batched_and_retried(hs: HubSpotSandbox) -> None:
         webhooks.verify(request, "s3cret")  # v3, fresh: no exception
 
 
+def test_webhooks_in_the_generic_form_and_association_changes_by_name(
+    hs: HubSpotSandbox,
+) -> None:
+    receiver = _Receiver()
+    try:
+        hs.configure_webhooks(url=receiver.url, enabled=True, generic=True)
+        cid = hs.create("companies", {"name": "Generic"})
+        person = hs.create("contacts", {"firstname": "Ada"})
+        hs.associate(person, cid)  # not subscribed by name: no event
+        assert hs.flush_webhooks(10)
+        hs.configure_webhooks(
+            subscriptions=["contact.associationChange", "company.associationChange"]
+        )
+        other = hs.create("companies", {"name": "Second"})
+        hs.associate(person, other)
+        assert hs.flush_webhooks(10)
+    finally:
+        hs.configure_webhooks(enabled=False, url=None, generic=False, subscriptions=[])
+        receiver.close()
+    events = [e for _, body in receiver.received for e in json.loads(body)]
+    creations = [e for e in events if e["subscriptionType"] == "object.creation"]
+    assert {(e["objectTypeId"], str(e["objectId"])) for e in creations} == {
+        ("0-2", cid),
+        ("0-1", person),
+    }
+    changes = [e for e in events if e["subscriptionType"].endswith(".associationChange")]
+    assert len(changes) == 2 and all("objectId" not in e for e in changes)
+    by_side = {e["associationType"]: e for e in changes}
+    contact_side = by_side["CONTACT_TO_COMPANY"]
+    assert (str(contact_side["fromObjectId"]), str(contact_side["toObjectId"])) == (person, other)
+    assert contact_side["associationRemoved"] is False
+    assert contact_side["isPrimaryAssociation"] is False  # the first company stays primary
+    assert str(by_side["COMPANY_TO_CONTACT"]["fromObjectId"]) == other
+
+
 def test_webhook_duplicates_on_purpose(hs: HubSpotSandbox) -> None:
     receiver = _Receiver()
     try:

@@ -616,7 +616,14 @@ class HubSpotConnector:
             for r in body.get("results") or []:
                 rid = str(r["id"])
                 archived_ms = mapping.to_ms(r.get("archivedAt"))
-                if archived_ms is None or at.archived_already(archived_ms, rid):
+                if archived_ms is None:
+                    # archivedAt is optional in the objects reference (SimplePublicObject
+                    # requires id, properties, createdAt, updatedAt): without it, when the
+                    # record was archived is unknown, so it is reported each pull (a
+                    # deletion reported again changes nothing) rather than never
+                    records.append(kind.build(r, True, at.merged.get(rid)))
+                    continue
+                if at.archived_already(archived_ms, rid):
                     continue
                 records.append(kind.build(r, True, at.merged.get(rid)))
                 deleted.append((archived_ms, rid))

@@ -354,6 +354,12 @@ class Api:
             "INVALID_PROPERTY_VALUE",
         )
 
+    def _shaped(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A record as the faults shape it (``omit_archived_at``: no ``archivedAt``)."""
+        if self.sb.faults.faults.omit_archived_at:
+            record.pop("archivedAt", None)
+        return record
+
     # -- objects -------------------------------------------------------------------------
 
     async def list_objects(self, request: Request) -> Response:
@@ -366,7 +372,7 @@ class Api:
         other = self.portal.other(store)
         with self.portal.lock:
             records, nxt = store.page(q.get("after"), limit, _bool(q.get("archived")))
-            results = [store.to_json(r, props, assoc, other) for r in records]
+            results = [self._shaped(store.to_json(r, props, assoc, other)) for r in records]
         body: dict[str, Any] = {"results": results}
         if nxt is not None:
             link = f"{self.sb.public_url}/crm/v3/objects/{store.object_type}?after={nxt}"
@@ -385,7 +391,7 @@ class Api:
             data = store.to_json(
                 rec, self.props_param(request), self.assoc_param(request), self.portal.other(store)
             )
-        return json_response(data)
+        return json_response(self._shaped(data))
 
     def _check_emails(self, store: ObjectStore, inputs: list[dict[str, Any]]) -> None:
         """Contacts only: a create with an invalid e-mail refuses the request (400,
@@ -537,7 +543,7 @@ class Api:
                     continue
                 if rec.id not in seen:
                     seen.add(rec.id)
-                    results.append(store.to_json(rec, props))
+                    results.append(self._shaped(store.to_json(rec, props)))
         errors = []
         if missing:
             errors.append(

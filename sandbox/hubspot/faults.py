@@ -28,6 +28,10 @@ expired_token          answer every API request with 401 (expired OAuth token)
 multi_status           False: a batch create refuses the whole batch for one refused input
                        even when every input has an ``objectWriteTraceId`` (as a server
                        without multi-status error handling would)
+omit_archived_at       True: archived records come without ``archivedAt`` (the objects
+                       reference's SimplePublicObject requires only ``id``, ``properties``,
+                       ``createdAt`` and ``updatedAt``; ``archived`` and ``archivedAt`` are
+                       optional), in the list, GET and batch read
 search_index_delay_seconds  a write made while this is set reaches the search index this
                        many seconds later: until then search leaves the record out, while
                        GET, batch read and the list API have it at once (HubSpot's search
@@ -65,6 +69,7 @@ class Faults:
     expired_token: bool = False
     multi_status: bool = True
     search_index_delay_seconds: float = 0.0
+    omit_archived_at: bool = False
 
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))

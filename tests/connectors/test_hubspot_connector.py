@@ -284,6 +284,22 @@ def test_deletes_merges_and_restores(
     hs.set_merges_keep_primary_id(False)
 
 
+def test_a_deletion_without_archived_at_is_still_reported(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """``archivedAt`` is optional on a record (only id, properties, createdAt and
+    updatedAt are required): an archived company listed without it is a deletion all the
+    same (reported again by each pull, as when it happened is unknown), not skipped."""
+    hs.set_faults(omit_archived_at=True)
+    ids = harness.seed(3)
+    _, cursor = full_pull(harness.connector())
+    harness.delete(ids[0])
+    records, cursor = incremental(harness.connector(), cursor)
+    assert [(r.id, r.deleted) for r in records] == [(ids[0], True)]
+    again, _ = incremental(harness.connector(), cursor)
+    assert [(r.id, r.deleted) for r in again] == [(ids[0], True)]
+
+
 def test_a_merged_away_id_still_reads_and_writes_the_new_record(
     harness: HubSpotHarness, hs: HubSpotSandbox
 ) -> None:

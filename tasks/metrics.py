@@ -1,7 +1,8 @@
 """Metrics of the Celery side, and serving every crmsync metric.
 
-- ``crmsync_lock_waits_total{connection_id,lock}``: a sync found its connection's lock held
-  by another worker (the scheduled sync is skipped, a webhook sync comes back later);
+- ``crmsync_lock_waits_total{organisation_id,connection_id,crm,lock}``: a sync found its
+  connection's lock held by another worker (the scheduled sync is skipped, a webhook sync
+  comes back later);
 - ``crmsync_queue_depth{queue}``: messages waiting in each of crmsync's queues, read from
   the broker at each scrape (:class:`QueueCollector`).
 
@@ -53,14 +54,22 @@ for _default in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
 LOCK_WAITS = Counter(
     "crmsync_lock_waits",
     "Syncs that found their connection's lock held by another worker.",
-    ["connection_id", "lock"],
+    ["organisation_id", "connection_id", "crm", "lock"],
 )
 
 
-def lock_busy(connection_id: str, lock: str) -> None:
+def lock_busy(organisation_id: str, connection_id: str, crm: str, lock: str) -> None:
     """Count (and log) a sync that did not get its connection's lock."""
-    LOCK_WAITS.labels(connection_id, lock).inc()
-    log.info("lock held by another worker", extra={"connection_id": connection_id, "lock": lock})
+    LOCK_WAITS.labels(organisation_id, connection_id, crm, lock).inc()
+    log.info(
+        "lock held by another worker",
+        extra={
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "crm": crm,
+            "lock": lock,
+        },
+    )
 
 
 class QueueCollector(Collector):

@@ -71,6 +71,16 @@ def _skip(engine: Engine, connection_id: str) -> Skipped | None:
     return None
 
 
+def _lock_busy(engine: Engine, connection_id: str, lock: str) -> Skipped:
+    """Count a sync that found the connection's lock held, labelled as every crmsync metric
+    is (its organisation and CRM read from the connection); the run is skipped as busy."""
+    with transaction(engine) as session:
+        row = repo.get_connection(session, connection_id)
+        organisation_id, crm = (row.organisation_id, row.kind) if row is not None else ("", "")
+    lock_busy(organisation_id, connection_id, crm, lock)
+    return Skipped("busy")
+
+
 def run_sync(
     settings: Settings,
     engine: Engine,
@@ -87,8 +97,7 @@ def run_sync(
     name = f"sync:{connection_id}"
     with held(settings, name) as lock:
         if lock is None:
-            lock_busy(connection_id, "sync")
-            return Skipped("busy")
+            return _lock_busy(engine, connection_id, "sync")
         gate = connection_gate(settings, engine, connection_id)
         result = sync_connection(
             engine,
@@ -130,8 +139,7 @@ def run_inbox(settings: Settings, engine: Engine, connection_id: str) -> Outcome
     name = f"inbox:{connection_id}"
     with held(settings, name) as lock:
         if lock is None:
-            lock_busy(connection_id, "inbox")
-            return Skipped("busy")
+            return _lock_busy(engine, connection_id, "inbox")
         gate = connection_gate(settings, engine, connection_id)
         result = process_inbox(
             engine, settings, connection_id, gate=gate, fence=fence_for(engine, name, lock)

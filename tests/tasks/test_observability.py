@@ -161,8 +161,9 @@ def test_a_sync_that_finds_its_connections_lock_held_is_a_lock_wait(
 ) -> None:
     """Another worker holds the connection's lock: the sync is skipped (nothing runs, no CRM
     call), counted in crmsync_lock_waits_total and logged with the connection's id."""
-    connection = stack.hubspot(crm, stack.organisation())
-    labels = {"connection_id": connection, "lock": "sync"}
+    org = stack.organisation()
+    connection = stack.hubspot(crm, org)
+    labels = {"organisation_id": org, "connection_id": connection, "crm": "hubspot", "lock": "sync"}
     before = REGISTRY.get_sample_value("crmsync_lock_waits_total", labels) or 0.0
     calls = crm.hubspot.api_calls()
     with held(stack.settings, f"sync:{connection}") as lock, caplog.at_level(logging.INFO):
@@ -172,7 +173,9 @@ def test_a_sync_that_finds_its_connections_lock_held_is_a_lock_wait(
     assert REGISTRY.get_sample_value("crmsync_lock_waits_total", labels) == before + 1
     assert runs(stack, connection) == [] and crm.hubspot.api_calls() == calls
     waited = [r for r in caplog.records if r.getMessage() == "lock held by another worker"]
-    assert [(r.connection_id, r.lock) for r in waited] == [(connection, "sync")]  # type: ignore[attr-defined]
+    assert [(r.organisation_id, r.connection_id, r.lock) for r in waited] == [  # type: ignore[attr-defined]
+        (org, connection, "sync")
+    ]
     # with the lock free again, the sync runs
     done = work.run_sync(stack.settings, stack.engine, connection)
     assert isinstance(done, RunResult) and done.status == "succeeded"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3.exceptions
@@ -84,15 +85,24 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """The ``Retry-After`` seconds of a 429, if HubSpot sent one."""
-    value = _header(headers, "Retry-After")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return None
-    return None
+def retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """The wait a 429's ``Retry-After`` asks for, if HubSpot sent one: seconds, or an
+    HTTP-date (RFC 9110 section 10.2.3 allows both: ``Retry-After: Fri, 31 Dec 1999
+    23:59:59 GMT``); None when absent or neither."""
+    value = (_header(headers, "Retry-After") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": a time in UTC (RFC 5322)
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def next_midnight(now: datetime, zone: tzinfo) -> datetime:
@@ -127,7 +137,7 @@ def classify(
         if policy == "DAILY":
             until = next_midnight(now or datetime.now(UTC), zone)
             return DailyLimitExceeded(message, until=until, policy=policy)
-        wait = retry_after(headers_of(exc))
+        wait = retry_after(headers_of(exc), now)
         return RateLimited(
             message,
             wait_seconds=limit_wait_seconds if wait is None else wait,

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -204,7 +205,9 @@ class Api:
             if policy is not None:
                 if fate != "rate":
                     self.sb.faults.note("limit")  # the portal's own limits, not a fault
-                return self._rate_limited(policy, headers, faults.retry_after)
+                return self._rate_limited(
+                    policy, headers, faults.retry_after, faults.retry_after_http_date
+                )
             if fate == "error":
                 status = faults.server_error_status
                 return json_response(
@@ -238,14 +241,18 @@ class Api:
         return handler
 
     @staticmethod
-    def _rate_limited(policy: str, headers: dict[str, str], retry_after: float | None) -> Response:
+    def _rate_limited(
+        policy: str, headers: dict[str, str], retry_after: float | None, http_date: bool = False
+    ) -> Response:
         """A 429 as the usage guidelines show it; ``Retry-After`` only when a fault asks."""
         if headers:
             headers["X-HubSpot-RateLimit-Remaining"] = "0"
             headers["X-HubSpot-RateLimit-Secondly-Remaining"] = "0"
             if policy == "DAILY":
                 headers["X-HubSpot-RateLimit-Daily-Remaining"] = "0"
-        if retry_after is not None:
+        if retry_after is not None and http_date:
+            headers["Retry-After"] = formatdate(time.time() + retry_after, usegmt=True)
+        elif retry_after is not None:
             headers["Retry-After"] = f"{retry_after:g}"
         message = MESSAGES.get(policy, f"You have reached your {policy.lower()} limit.")
         body = error_body(429, "RATE_LIMITS", message)

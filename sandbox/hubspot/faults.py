@@ -7,6 +7,9 @@ rate_limit_next        answer the next N API requests with 429 (``RATE_LIMITS``)
 rate_limit_policy      the ``policyName`` of those 429s: ``TEN_SECONDLY_ROLLING`` (default),
                        ``SECONDLY`` or ``DAILY``
 retry_after            add ``Retry-After: <seconds>`` to those 429s (None: no header)
+retry_after_http_date  True: write that ``Retry-After`` as the HTTP-date it ends at
+                       (``Wed, 02 Dec 2026 12:00:05 GMT``; RFC 9110 section 10.2.3 allows
+                       either form)
 rate_limit_interval_ms the burst window (190 requests per this many ms; 10,000 as
                        documented) and its ``X-HubSpot-RateLimit-Interval-Milliseconds``
 daily_limit            the portal's daily allowance (None: 1,000,000, an Enterprise
@@ -55,6 +58,7 @@ class Faults:
     rate_limit_next: int = 0
     rate_limit_policy: str = "TEN_SECONDLY_ROLLING"
     retry_after: float | None = None
+    retry_after_http_date: bool = False
     rate_limit_interval_ms: int = 10_000
     daily_limit: int | None = None
     search_per_second: float | None = 5

@@ -501,6 +501,17 @@ def test_sdk_retries_are_off(harness: HubSpotHarness, hs: HubSpotSandbox) -> Non
     assert harness.api_calls() == 1 and connector.api_calls == 1
 
 
+def test_a_retry_after_http_date_is_the_wait_it_names(harness: HubSpotHarness) -> None:
+    """``Retry-After`` may be an HTTP-date (RFC 9110): the wait is until then, not the
+    default second a 429 without one waits."""
+    harness.seed(2)
+    harness.set_faults(rate_limit_next=1, retry_after=30, retry_after_http_date=True)
+    connector = harness.connector(rate_limit_budget_seconds=0)  # raise instead of waiting
+    with pytest.raises(RateLimited) as err:
+        full_pull(connector)
+    assert 28 <= err.value.wait_seconds <= 30  # the date has whole seconds
+
+
 @pytest.mark.parametrize("retry_after", [None, 0.02])
 def test_429_then_success(harness: HubSpotHarness, retry_after: float | None) -> None:
     harness.seed(5)

@@ -24,7 +24,7 @@ applying are at the store's edge (:func:`load_contacts`, :func:`load_contact_pus
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -373,8 +373,14 @@ def load_contact_pushes(
     )
     crm_ids = [p.link.crm_id for p in pending if p.link is not None]
     conflicted = contacts_repo.open_contact_conflicts(session, ctx.connection_id, crm_ids)
-    found = [(billing_contact(p.row, p.link, ctx.connection_id), p.account_id) for p in pending]
     planned = ctx.unapplied.accounts()  # empty in a run
+    found = [
+        (
+            billing_contact(p.row, p.link, ctx.connection_id),
+            planned.get(p.row.customer_id, p.account_id),
+        )
+        for p in pending
+    ]
     if customer_ids is not None:
         planned = {c: a for c, a in planned.items() if c in set(customer_ids)}
     if planned:
@@ -413,13 +419,17 @@ def decide_contact_pushes(
     conflicted: Mapping[str, frozenset[str]],
     *,
     communications: bool,
+    unlinked: Collection[str] = (),
 ) -> tuple[ContactPushWrite, ...]:
     """A push per pending contact: a create with every field it has, or the fields that
     differ from its base (none: it only stops being pending). A field with an open
-    conflict is not pushed."""
+    conflict is not pushed, nor a contact of a customer whose link is ``unlinked`` (the
+    CRM deleted or merged its record away)."""
     names = [f for f in CONTACT_FIELDS if communications or f != "communications"]
     pushes = []
     for contact, account_id in pending:
+        if contact.customer_id in unlinked:
+            continue
         values = {k: contact.fields.get(k) for k in names}
         base = contact.base or {}
         fields: ContactFields

@@ -29,6 +29,8 @@ class Unapplied:
     customers: set[str] = field(default_factory=set)
     #: customers the plan would create a CRM record for
     created: set[str] = field(default_factory=set)
+    #: customers whose link the plan would end (a CRM delete or merge)
+    unlinked: set[str] = field(default_factory=set)
 
     def note(self, decision: PageDecision) -> None:
         for record in decision.records:
@@ -41,6 +43,12 @@ class Unapplied:
             push = record.push
             if push is not None and push.crm_id is None:
                 self.created.add(push.customer_id)
+            move = record.move
+            if move is not None and record.customer_id is not None:
+                if move.state == "active" and move.crm_id is not None:
+                    self.links[move.crm_id] = record.customer_id  # re-pointed at a survivor
+                elif move.state != "active":
+                    self.unlinked.add(record.customer_id)
 
     def accounts(self) -> dict[str, str]:
         """Customer id -> the CRM account / company the plan would link it to

@@ -111,7 +111,10 @@ def contact_push_page(
         )
         last = pending[-1][0].id if pending else None
         pushes = decide_contact_pushes(
-            pending, conflicted, communications=ctx.contacts.communications
+            pending,
+            conflicted,
+            communications=ctx.contacts.communications,
+            unlinked=ctx.unapplied.unlinked,  # a plan's: a run's pull has ended those links
         )
         # a create an earlier attempt made is not one to adopt: it is that create's contact
         unmade = [p for p in pushes if made.contacts.result(p) is None]

@@ -3,7 +3,9 @@ run then does, field by field, on both CRMs (through the sandbox, into PostgreSQ
 
 A state is built from CRM records (linked by a first sync, or met for the first time by
 customers that claim their external ids), then edits on either side or both (to the same
-value or to different ones), new CRM records, billing-only customers and a CRM delete.
+value or to different ones), new CRM records, billing-only customers, a CRM delete, and
+billing contacts of linked, claiming or billing-only customers (on HubSpot some with an
+e-mail a HubSpot contact already has: the run adopts it).
 The plan must change nothing; then the run's effects, read back from the store and the
 CRM, must be exactly the plan's lines, and its counters the plan's counters.
 """
@@ -21,8 +23,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from sandbox.server import Sandbox
-from sync import customers
-from sync.customer import CustomerIn, CustomerPatch, flatten
+from sync import contacts, customers
+from sync.customer import Contact, CustomerIn, CustomerPatch, flatten
 from sync.plan import Plan
 from sync.store.db import make_engine, transaction
 from sync.store.models import Conflict, CustomerRow, LinkRow
@@ -43,6 +45,9 @@ class Scenario:
     new_crm: list[str] = field(default_factory=list)
     billing_only: list[str] = field(default_factory=list)
     delete: int | None = None
+    #: billing contacts: of a record's customer or a billing-only one (by index), with an
+    #: e-mail HubSpot already has or not
+    contacts: list[tuple[bool, int, bool]] = field(default_factory=list)
 
 
 @st.composite
@@ -63,6 +68,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         )
     scenario.new_crm = draw(st.lists(VALUES, max_size=2))
     scenario.billing_only = draw(st.lists(VALUES, max_size=2))
+    scenario.contacts = draw(
+        st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.booleans()), max_size=3)
+    )
     return scenario
 
 
@@ -88,17 +96,41 @@ def _set_up(world: World, scenario: Scenario) -> None:
             _billing_edit(world, world.customer_by_external_id(ids[i])["id"], name, value)
     for name in scenario.new_crm:
         world.harness.create({"customer_name": f"New {name}", "address.city": name})
-    for name in scenario.billing_only:
+    billing_only = [
         _create(
             world, customer_name=f"Billing {name}", address={"city": name, "country_code": "SE"}
         )
+        for name in scenario.billing_only
+    ]
     if scenario.delete is not None:
         world.harness.delete(ids[scenario.delete])
+    for n, (of_record, index, in_crm) in enumerate(scenario.contacts):
+        if of_record:
+            found = [c for c in world.customers() if c.get("external_id") == ids[index % len(ids)]]
+            customer = found[0]["id"] if found else None
+        else:
+            customer = billing_only[index % len(billing_only)] if billing_only else None
+        if customer is not None:
+            _add_contact(world, customer, n, in_crm)
 
 
-def _create(world: World, **data: Any) -> None:
+def _add_contact(world: World, customer_id: str, n: int, in_crm: bool) -> None:
+    email = f"person{n}@plan.example"
+    hubspot: Any = world.harness
+    if in_crm and hubspot.key == "hubspot":
+        hubspot.hs.create("contacts", {"email": email})  # no company: the run adopts it
     with transaction(world.engine) as s:
-        customers.create_customer(s, world.organisation_id, CustomerIn.model_validate(data))
+        contacts.add_contact(
+            s, world.organisation_id, customer_id, Contact(name=f"Person {n}", email=email)
+        )
+
+
+def _create(world: World, **data: Any) -> str:
+    with transaction(world.engine) as s:
+        created = customers.create_customer(
+            s, world.organisation_id, CustomerIn.model_validate(data)
+        )
+    return str(created.id)
 
 
 def _billing_edit(world: World, customer_id: str, name: str, value: str) -> None:
@@ -121,6 +153,7 @@ class Snapshot:
     links: dict[str, tuple[str, str]]  # link id -> (CRM id, customer id), active ones
     states: dict[str, str]  # link id -> state
     conflicts: set[str]
+    contacts: dict[str, str | None]  # billing contact id -> its CRM contact's id, if any
 
 
 def _snapshot(world: World, crm_ids: set[str]) -> Snapshot:
@@ -133,6 +166,11 @@ def _snapshot(world: World, crm_ids: set[str]) -> Snapshot:
         conflicts = set(
             s.scalars(select(Conflict.id).where(Conflict.connection_id == world.connection_id))
         )
+        linked_contacts = {
+            str(c.id): c.crm_ids.get(world.connection_id)
+            for customer_id in billing
+            for c in contacts.list_contacts(s, world.organisation_id, customer_id)
+        }
     ids = crm_ids | {link.crm_id for link in links}
     return Snapshot(
         billing,
@@ -140,6 +178,7 @@ def _snapshot(world: World, crm_ids: set[str]) -> Snapshot:
         {link.id: (link.crm_id, link.customer_id) for link in links},
         {link.id: link.state for link in links},
         conflicts,
+        linked_contacts,
     )
 
 
@@ -213,6 +252,18 @@ def _check(world: World, plan: Plan, before: Snapshot, after: Snapshot) -> None:
         for r in plan.removals
     }
     assert removed == shown
+    # billing contacts: created in the CRM, or linked to the CRM's contact of their e-mail
+    created_contacts = {
+        contact_id: crm_id
+        for contact_id, crm_id in after.contacts.items()
+        if crm_id is not None and contact_id in before.contacts and not before.contacts[contact_id]
+    }
+    # and the CRM's contacts that became billing contacts
+    attached = {after.contacts[c] for c in after.contacts.keys() - before.contacts.keys()}
+    assert attached == {c["crm_id"] for c in plan.contacts_from_crm if "crm_id" in c}
+    adopted = {a["contact_id"]: a["crm_id"] for a in plan.contact_adoptions}
+    assert {c: created_contacts[c] for c in adopted if c in created_contacts} == adopted
+    assert set(created_contacts) - set(adopted) == {c["contact_id"] for c in plan.contact_creates}
 
 
 @pytest.mark.parametrize("crm", CRMS)

@@ -135,3 +135,35 @@ def test_billing_side_changes_are_pushed_and_billing_only_customers_created_in_t
     assert created.push is not None and created.push.crm_id is None
     assert created.push.fields == {"customer_name": "Only Billing"}
     assert created.push.set_external_id
+
+
+def test_only_carry_out_asks_whether_a_run_is_a_plan() -> None:
+    """Plan mode is branched on in one place (sync.apply.carry_out: show the decision, or
+    apply it), so that no step can plan one thing and do another. (The run's result hands
+    the plan over; that is no branch.)"""
+    import ast
+    from pathlib import Path
+
+    import sync
+
+    def asks(test: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.Attribute)
+            and n.attr == "plan"
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "ctx"
+            for n in ast.walk(test)
+        )
+
+    branches = []
+    for path in sorted(Path(sync.__file__).parent.rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef):
+                continue
+            for node in ast.walk(function):
+                tests = [node.test] if isinstance(node, ast.If | ast.IfExp | ast.While) else []
+                if isinstance(node, ast.comprehension):
+                    tests = list(node.ifs)
+                if any(asks(t) for t in tests):
+                    branches.append(f"{path.name}:{function.name}")
+    assert branches == ["apply.py:carry_out"]

@@ -11,6 +11,12 @@ An Outbound Message is a SOAP envelope POSTed by Salesforce::
           </sObject></Notification>   (up to 100)
       </notifications></soapenv:Body></soapenv:Envelope>
 
+An Outbound Message is defined on one object ("Outbound Messaging", Setup: an org may
+define them on any object): a Notification of an ``sf:Account`` is a customer's, of an
+``sf:Contact`` a contact's, and one of any other object (a Lead, an Opportunity) is left
+out, while the message is still acknowledged (refused, Salesforce would resend it for 24
+hours, the Account and Contact notifications in it too).
+
 Salesforce signs nothing, so a connection has a secret carried in the endpoint URL
 (``?secret=``) or in a header (``X-Crmsync-Secret``), compared in constant time, and the
 ``OrganizationId`` must be the connection's. The receiver must answer 200 with
@@ -29,7 +35,7 @@ from __future__ import annotations
 import hmac
 import xml.etree.ElementTree as ET
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from defusedxml import DefusedXmlException
@@ -42,6 +48,12 @@ SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 SECRET_HEADER = "X-Crmsync-Secret"
+#: the sObject type of a Notification -> the events' object ("" : no xsi:type, an Account)
+_OBJECT_TYPES: dict[str, Literal["customer", "contact"]] = {
+    "Account": "customer",
+    "": "customer",
+    "Contact": "contact",
+}
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
 ACK_BODY = (
@@ -125,6 +137,8 @@ def parse(body: bytes) -> list[WebhookEvent]:
         if not key or sobject is None:
             raise WebhookRejected(400, "Notification without Id or sObject")
         sobject_type = (sobject.get(f"{{{XSI_NS}}}type") or "").rpartition(":")[2]
+        if sobject_type not in _OBJECT_TYPES:
+            continue
         values: dict[str, Any] = {}
         for child in sobject:
             values[child.tag.rpartition("}")[2]] = (child.text or "").strip() or None
@@ -136,7 +150,7 @@ def parse(body: bytes) -> list[WebhookEvent]:
             WebhookEvent(
                 key=key,
                 kind="deleted" if deleted else "changed",
-                object_type="contact" if sobject_type == "Contact" else "customer",
+                object_type=_OBJECT_TYPES[sobject_type],
                 crm_id=crm_id,
                 occurred_at=_parse_stamp(values.get("SystemModstamp")),
                 payload=values,

@@ -468,7 +468,8 @@ class SalesforceSandbox:
     def configure_outbound(self, **config: Any) -> dict[str, Any]:
         """Set Outbound Message delivery: ``url``, ``secret``, ``secret_mode`` ("query" or
         "header"), ``enabled``, ``batch_size`` (<= 100), ``retry_seconds``,
-        ``include_api_writes``, ``fields``, ``verify``."""
+        ``include_api_writes``, ``fields``, ``objects`` (default ``("Account",)``),
+        ``verify``."""
         return asdict(self.outbound.configure(**config))
 
     def wait_for_delivery(self, timeout: float = 10.0) -> bool:

@@ -54,6 +54,10 @@ class OutboundConfig:
     max_retry_seconds: float = 60.0
     include_api_writes: bool = True
     fields: tuple[str, ...] = DEFAULT_FIELDS
+    #: the objects whose saves send a message (an Outbound Message is defined on one
+    #: object; an org may define them on Account, Contact or any other): Account and
+    #: Contact are the ones this org has
+    objects: tuple[str, ...] = ("Account",)
     timeout_seconds: float = 10.0
     verify: bool | str = True
 
@@ -154,7 +158,7 @@ class OutboundDelivery:
 
     def notify(self, sobject_type: str, record_id: str, source: str) -> None:
         cfg = self.config
-        if cfg.url is None or sobject_type != "Account":
+        if cfg.url is None or sobject_type not in cfg.objects:
             return
         if source == "api" and not cfg.include_api_writes:
             return

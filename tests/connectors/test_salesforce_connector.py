@@ -406,8 +406,14 @@ def test_a_wrong_ca_bundle_is_a_config_error(h: SalesforceHarness, tmp_path: obj
 # -- webhooks ---------------------------------------------------------------------------------
 
 
-def _message(h: SalesforceHarness, records: list[dict[str, object]]) -> bytes:
-    notifications = [(f"04l00000000000{i}AAA", "Account", r) for i, r in enumerate(records)]
+def _message(
+    h: SalesforceHarness, records: list[dict[str, object]], types: list[str] | None = None
+) -> bytes:
+    kinds = types or ["Account"] * len(records)
+    notifications = [
+        (f"04l00000000000{i}AAA", kind, r)
+        for i, (r, kind) in enumerate(zip(records, kinds, strict=True))
+    ]
     return envelope(
         h.sf.organization_id,
         "04k000000000001AAA",
@@ -446,6 +452,21 @@ def test_webhook_verify_and_parse(h: SalesforceHarness) -> None:
     assert b"<Ack>true</Ack>" in ack_response()
 
 
+def test_webhook_notifications_of_other_objects_are_left_out(h: SalesforceHarness) -> None:
+    """An Outbound Message may be defined on any object: a Lead's notification is not a
+    customer's (it was read as one), a Contact's is a contact's."""
+    body = _message(
+        h,
+        [{"Id": "00Q000000000001AAA"}, {"Id": "003000000000001AAA"}, {"Id": "001A"}],
+        ["Lead", "Contact", "Account"],
+    )
+    events = h.connector().parse_webhook(body)
+    assert [(e.crm_id, e.object_type) for e in events] == [
+        ("003000000000001AAA", "contact"),
+        ("001A", "customer"),
+    ]
+
+
 def test_webhook_rejections(h: SalesforceHarness) -> None:
     connector = h.connector()
     body = _message(h, [{"Id": "001A"}])
@@ -474,7 +495,7 @@ def test_outbound_messages_end_to_end(h: SalesforceHarness) -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     connector = h.connector()
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -484,7 +505,7 @@ def test_outbound_messages_end_to_end(h: SalesforceHarness) -> None:
             )
             try:
                 connector.verify_webhook(request)
-                seen.extend(e.crm_id for e in connector.parse_webhook(body))
+                seen.extend((e.crm_id, e.object_type) for e in connector.parse_webhook(body))
             except WebhookRejected as exc:
                 self.send_response(exc.status)
                 self.end_headers()
@@ -503,11 +524,18 @@ def test_outbound_messages_end_to_end(h: SalesforceHarness) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        h.sf.configure_outbound(url=url, secret=WEBHOOK_SECRET, retry_seconds=0.01)
+        h.sf.configure_outbound(
+            url=url, secret=WEBHOOK_SECRET, retry_seconds=0.01, objects=("Account", "Contact")
+        )
         crm_id = h.create({"customer_name": "Hooked"})
         h.edit(crm_id, {"phone_number": "+1"})
+        contact_id = h.sf.create("Contact", {"LastName": "Hook", "AccountId": crm_id})
         assert h.sf.wait_for_delivery(10)
-        assert seen == [crm_id, crm_id]
+        assert seen == [
+            (crm_id, "customer"),
+            (crm_id, "customer"),
+            (contact_id, "contact"),
+        ]
     finally:
         h.sf.configure_outbound(url=None)
         server.shutdown()

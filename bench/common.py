@@ -204,6 +204,45 @@ def start_worker(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system), from ``/proc``; 0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (its connections to PostgreSQL)."""
+    inodes: set[str] = set()
+    fds = Path(f"/proc/{pid}/fd")
+    for fd in fds.iterdir() if fds.exists() else ():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[9] in inodes:
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def backend_cpu_seconds(engine: Engine, client_pid: int) -> dict[int, float]:
+    """The PostgreSQL backends serving a process's connections, and their CPU time so far
+    (the server runs on this machine: the bench reads its processes like the worker's)."""
+    ports = _local_ports(client_pid)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT pid, client_port FROM pg_stat_activity")).all()
+    return {int(pid): cpu_seconds(int(pid)) for pid, port in rows if port in ports}
+
+
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:

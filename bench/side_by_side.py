@@ -13,6 +13,7 @@ API calls are what the sandbox served during each run, so every tool is counted 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import extractors
-from bench.common import Bench, SandboxProcess, bench, request_counts, reset_counts, start_sandbox
+from bench.common import (
+    Bench,
+    SandboxProcess,
+    backend_cpu_seconds,
+    bench,
+    cpu_seconds,
+    request_counts,
+    reset_counts,
+    start_sandbox,
+)
 
 #: an account / company page of the list API at its maximum
 PULL_PAGE = {"salesforce": 2000, "hubspot": 100}
@@ -59,7 +69,12 @@ def crmsync_backfill(
     settings = None if contacts else {"contacts": False}
     with bench(crm, records, sandbox=sandbox, connection_settings=settings) as b:
         reset_counts(sandbox, crm)
+        assert b.worker is not None
+        load_before = os.getloadavg()[0]
+        before = _cpu(b, sandbox)
         run = b.sync(full=True, timeout=timeout, poll=0.2)
+        cpu = {k: round(v - before.get(k, 0.0), 2) for k, v in _cpu(b, sandbox).items()}
+        load = {"start": load_before, "end": os.getloadavg()[0]}
         if run.status != "succeeded":
             raise RuntimeError(f"crmsync's backfill failed: {run.error}")
         wall = b.last_wall_seconds  # before ``then``: its syncs set it again
@@ -89,11 +104,25 @@ def crmsync_backfill(
             "contacts": n_contacts,
             "calls_by_endpoint": calls,
             "counters": counters,
+            "cpu_seconds": cpu,
+            "load_average": load,
             "minimum_calls": _minimum_calls(
                 crm, records, n_contacts if contacts else 0, linked=linked
             ),
         },
     )
+
+
+def _cpu(b: Bench, sandbox: SandboxProcess) -> dict[str, float]:
+    """CPU seconds so far of the worker, its PostgreSQL backends and the sandbox: the three
+    a backfill runs on (a run's share is the difference over it)."""
+    assert b.worker is not None
+    backends = backend_cpu_seconds(b.engine, b.worker.pid)
+    return {
+        "worker": cpu_seconds(b.worker.pid),
+        "postgres": sum(backends.values()),
+        "sandbox": cpu_seconds(sandbox.process.pid),
+    }
 
 
 def _objects(crm: str) -> str:

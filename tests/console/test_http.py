@@ -382,11 +382,26 @@ def test_signing_out_or_being_removed_ends_the_session(world: World, visitor: Vi
             r"/console/operators/([0-9a-f-]{36})/remove", page.split("temp@acme.example", 1)[1]
         )
         assert temp_id is not None
+        demoted = visitor.http.post(
+            f"/console/operators/{temp_id.group(1)}/role",
+            data={"csrf_token": token, "role": "viewer"},
+        )
+        assert demoted.status_code == 303
         removed = visitor.http.post(
             f"/console/operators/{temp_id.group(1)}/remove", data={"csrf_token": token}
         )
         assert removed.status_code == 303
         assert temp.http.get("/console/connections").status_code == 303  # signed out at once
+        # each of the admin's actions is in the audit trail with her name
+        events = world.rows(AuditEvent, organisation_id=world.org, subject=temp_id.group(1))
+        trail = [(a.action, a.actor) for a in sorted(events, key=lambda a: a.id)]
+        ada = "console:Ada Admin <ada@acme.example>"
+        assert trail == [
+            ("operator_added", ada),
+            ("operator_password_set", "console:temp <temp@acme.example>"),
+            ("operator_role_changed", ada),
+            ("operator_removed", ada),
+        ]
     finally:
         temp.close()
     out = visitor.http.post("/console/sign-out", data={"csrf_token": token})

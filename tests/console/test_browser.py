@@ -117,9 +117,13 @@ def test_sign_in_and_see_a_connections_health(page: Any, world: World) -> None:
     assert re.search(r"API calls\s+[1-9]\d* in the last 24 h", text), text
     assert "Lag" in text
     assert "every 15 min" in text
+    # the allowance as the CRMs' own answers reported it (HubSpot's daily rate headers,
+    # Salesforce's Sforce-Limit-Info), after the seed's real syncs
+    assert re.search(r"CRM allowance\s+[1-9]\d* of \d+ used \(\d+\.\d %, per day\)", text), text
     # the billing edits made after Salesforce's last sync wait to be pushed there: its lag
     salesforce = page.locator("article[data-connection='acme-salesforce']").inner_text()
     assert re.search(r"Lag\s+\d+(\.\d)? (s|min) \(\d+ billing change\(s\) to push", salesforce)
+    assert re.search(r"CRM allowance\s+[1-9]\d* of \d+ used .*per rolling 24 hours", salesforce)
     assert page.locator("article[data-connection='globex-hubspot']").count() == 0
     shot(page, "02-connections")
 

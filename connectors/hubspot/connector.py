@@ -213,12 +213,23 @@ def _batch_results(
             out[own] = PushResult(own, str(r["id"]))
     for entry in body.get("errors") or []:
         error = record_error(entry)
-        context = entry.get("context") or {}
-        for key in [*(context.get("ids") or []), *(context.get("objectWriteTraceId") or [])]:
-            own = aliases.get(str(key))
+        for key in _error_names(entry):
+            own = aliases.get(key)
             if own is not None:
                 out[own] = PushResult(own, crm_ids[own], error)
     return out
+
+
+def _error_names(entry: Mapping[str, Any]) -> list[str]:
+    """The inputs a 207 error names: the ids and trace ids of its ``context``, and its own
+    ``id`` (the batch references' error schema has an optional ``id`` beside a
+    ``context`` that may be empty,
+    https://developers.hubspot.com/docs/api-reference/latest/crm/objects/companies/batch/update-companies)."""
+    context = entry.get("context") or {}
+    names = [*(context.get("ids") or []), *(context.get("objectWriteTraceId") or [])]
+    if entry.get("id") is not None:
+        names.append(entry["id"])
+    return [str(name) for name in names]
 
 
 def _refusal(exc: ConfigError) -> tuple[RecordError, bool]:
@@ -893,6 +904,8 @@ class HubSpotConnector:
         for entry in body.get("errors") or []:
             error = record_error(entry)
             named = {str(v) for values in (entry.get("context") or {}).values() for v in values}
+            if entry.get("id") is not None:
+                named.add(str(entry["id"]))
             for p in chunk:
                 if {str(results[p.contact_id].crm_id), p.account_id} & named:
                     out[p.contact_id] = PushResult(p.contact_id, p.crm_id, error)

@@ -154,7 +154,9 @@ def classify(
 def record_error(entry: Mapping[str, Any]) -> RecordError:
     """A per-record ``RecordError`` from one entry of a 207's ``errors``."""
     category = str(entry.get("category") or "")
-    sub = str(entry.get("subCategory") or "")
+    # a text in the errors HubSpot sends; the references' schema types it as an object
+    sub_category = entry.get("subCategory")
+    sub = sub_category if isinstance(sub_category, str) else ""
     codes = " ".join(
         [category, sub] + [str(e.get("code") or "") for e in entry.get("errors") or []]
     ).upper()

@@ -90,6 +90,15 @@ def batch_error(
     return err
 
 
+def _named_by_id(error: dict[str, Any]) -> dict[str, Any]:
+    """A 207 error about one input named in its ``id``, its ``context`` left empty (the
+    ``batch_errors_by_id`` fault)."""
+    ids = (error.get("context") or {}).get("ids") or []
+    if len(ids) != 1:
+        return error
+    return {**error, "id": str(ids[0]), "context": {}}
+
+
 def _traced(result: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     """A batch result carries its input's ``objectWriteTraceId``, so a client can match
     results to inputs when the id changed (a merged record's id resolves to the new one)."""
@@ -321,6 +330,8 @@ class Api:
             "completedAt": iso(int(time.time() * 1000)),
         }
         if errors:
+            if self.sb.faults.faults.batch_errors_by_id:
+                errors = [_named_by_id(e) for e in errors]
             body["numErrors"] = len(errors)
             body["errors"] = errors
             return json_response(body, 207)

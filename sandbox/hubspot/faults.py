@@ -35,6 +35,10 @@ omit_archived_at       True: archived records come without ``archivedAt`` (the o
                        reference's SimplePublicObject requires only ``id``, ``properties``,
                        ``createdAt`` and ``updatedAt``; ``archived`` and ``archivedAt`` are
                        optional), in the list, GET and batch read
+batch_errors_by_id     True: a 207's error about one input names it in the error's ``id``
+                       and leaves ``context`` empty (the batch references' error schema
+                       has both: ``"context": {}`` and an optional ``"id"``), instead of
+                       ``context.ids``
 search_index_delay_seconds  a write made while this is set reaches the search index this
                        many seconds later: until then search leaves the record out, while
                        GET, batch read and the list API have it at once (HubSpot's search
@@ -74,6 +78,7 @@ class Faults:
     multi_status: bool = True
     search_index_delay_seconds: float = 0.0
     omit_archived_at: bool = False
+    batch_errors_by_id: bool = False
 
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))

@@ -373,11 +373,16 @@ def test_creates_are_idempotent_upserts(harness: HubSpotHarness, hs: HubSpotSand
     assert pulled.billing_id == "bill-42"
 
 
+@pytest.mark.parametrize("by_id", [False, True])
 def test_partial_batch_failures_come_back_per_record(
-    harness: HubSpotHarness, hs: HubSpotSandbox
+    harness: HubSpotHarness, hs: HubSpotSandbox, by_id: bool
 ) -> None:
+    """Per-input errors of a 207, named in ``context.ids`` or (``by_id``) in the error's
+    own ``id`` with an empty ``context``, as the batch references' schema allows."""
     ids = harness.seed(3)
-    harness.set_faults(record_errors={ids[1]: "validation", "bill-dup": "duplicate"})
+    harness.set_faults(
+        record_errors={ids[1]: "validation", "bill-dup": "duplicate"}, batch_errors_by_id=by_id
+    )
     pushes = [
         CustomerPush("b0", ids[0], {"phone_number": "+1 555"}),
         CustomerPush("b1", ids[1], {"phone_number": "not a phone"}),

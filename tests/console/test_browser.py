@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sync import operators
 from sync.connections import pause_for_limit
 from sync.engine import sync_connection
 from sync.store.db import transaction
@@ -394,3 +395,33 @@ def test_a_failed_run_and_a_pause_by_a_crm_limit_as_the_console_shows_them(
     assert "active again" in flash(page)
     assert world.rows(ConnectionRow, id=world.other_connection)[0].state == "active"
     assert "by a CRM limit" not in card.inner_text()
+
+
+def test_an_operator_of_two_organisations_chooses_one_at_sign_in(page: Any, world: World) -> None:
+    """One e-mail, an operator account in Acme and in Globex with the same password: the
+    sign-in asks which organisation, and the console is then that organisation's only."""
+    email = "mo.both@example.org"
+    engine = world.engine()
+    try:
+        with transaction(engine) as session:
+            for org, role in ((world.org, "viewer"), (world.other_org, "operator")):
+                new = operators.add_operator(session, org, email, role, name="Mo Both", by="test")
+                operators.set_password(session, new.token, PASSWORD)
+    finally:
+        engine.dispose()
+    page.goto("/console/sign-in")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    assert "choose one" in page.inner_text("main")
+    choices = page.locator("select[name=organisation] option").all_inner_texts()
+    assert sorted(choices) == ["Acme Billing", "Globex Billing"]
+    shot(page, "01b-sign-in-choose-organisation")
+    page.fill("input[name=password]", PASSWORD)
+    page.select_option("select[name=organisation]", label="Globex Billing")
+    page.click("button:has-text('Sign in')")
+    page.wait_for_url("**/console/connections")
+    header = page.inner_text("header")
+    assert "Globex Billing" in header and "Mo Both" in header and "operator" in header.lower()
+    assert page.locator("article[data-connection='globex-hubspot']").count() == 1
+    assert page.locator("article[data-connection='acme-hubspot']").count() == 0

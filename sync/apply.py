@@ -35,7 +35,7 @@ from sync.decision import (
 from sync.pushes_made import PushesMadeBy
 from sync.store import repository
 from sync.store import sync_repository as repo
-from sync.store.convert import changed_columns, new_customer_row
+from sync.store.convert import changed_columns, conflict_row, new_customer_row
 from sync.store.models import SyncRun, new_id
 
 Table = Literal[
@@ -330,20 +330,7 @@ def _move_row(move: LinkMove) -> dict[str, Any]:
 
 
 def _conflict_row(ctx: RunContext, conflict: ConflictOpen) -> dict[str, Any]:
-    return {
-        "id": conflict.id,
-        "organisation_id": ctx.organisation_id,
-        "connection_id": ctx.connection_id,
-        "link_id": conflict.link_id,
-        "customer_id": conflict.customer_id,
-        "crm_id": conflict.crm_id,
-        "kind": conflict.kind,
-        "field": conflict.field,
-        "base_value": conflict.base,
-        "billing_value": conflict.billing,
-        "crm_value": conflict.crm,
-        "status": "open",
-    }
+    return conflict_row(ctx.organisation_id, ctx.connection_id, conflict)
 
 
 def _audit_row(ctx: RunContext, audit: Audit) -> dict[str, Any]:

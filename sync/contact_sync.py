@@ -56,6 +56,7 @@ from sync.merge import merge_record
 from sync.pushes_made import PushesMadeBy
 from sync.store import contact_repository as contacts_repo
 from sync.store import sync_repository as repo
+from sync.store.convert import conflict_row
 from sync.store.models import ContactRow as ContactTable
 from sync.store.models import new_id, utcnow
 
@@ -544,20 +545,7 @@ def _change_row(change: ContactChange, now: Any) -> dict[str, Any]:
 
 
 def _conflict_row(ctx: RunContext, conflict: ContactConflict) -> dict[str, Any]:
-    return {
-        "id": conflict.id,
-        "organisation_id": ctx.organisation_id,
-        "connection_id": ctx.connection_id,
-        "link_id": None,
-        "customer_id": conflict.customer_id,
-        "crm_id": conflict.crm_id,
-        "kind": "contact",
-        "field": f"contact.{conflict.field}",
-        "base_value": conflict.base,
-        "billing_value": conflict.billing,
-        "crm_value": conflict.crm,
-        "status": "open",
-    }
+    return conflict_row(ctx.organisation_id, ctx.connection_id, conflict)
 
 
 def _push(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sync.customer import ADDRESS_PARTS, FieldValue, flatten
-from sync.decision import BillingCustomer, Link, NewCustomer
+from sync.decision import BillingCustomer, ConflictOpen, ContactConflict, Link, NewCustomer
 from sync.store.models import CustomerRow, LinkRow
 from sync.store.repository import CUSTOMER_COLUMNS
 
@@ -113,3 +113,26 @@ def _custom_data(
         else:
             data[key] = value
     return data
+
+
+def conflict_row(
+    organisation_id: str, connection_id: str, conflict: ConflictOpen | ContactConflict
+) -> dict[str, Any]:
+    """A conflict to open, as its row: a field or merge conflict on a link, or a contact's
+    (on the customer, no link; its field ``contact.<name>``)."""
+    contact = isinstance(conflict, ContactConflict)
+    # (isinstance again where mypy must narrow the type)
+    return {
+        "id": conflict.id,
+        "organisation_id": organisation_id,
+        "connection_id": connection_id,
+        "link_id": None if isinstance(conflict, ContactConflict) else conflict.link_id,
+        "customer_id": conflict.customer_id,
+        "crm_id": conflict.crm_id,
+        "kind": "contact" if isinstance(conflict, ContactConflict) else conflict.kind,
+        "field": f"contact.{conflict.field}" if contact else conflict.field,
+        "base_value": conflict.base,
+        "billing_value": conflict.billing,
+        "crm_value": conflict.crm,
+        "status": "open",
+    }

@@ -198,11 +198,13 @@ def _batch_results(
     crm_ids: Mapping[str, str | None],
     aliases: Mapping[str, str],
     external_property: str | None = None,
+    leftover: list[str] | None = None,
 ) -> dict[str, PushResult]:
     """A batch write's answer as a result per push (by its own id: billing or contact id),
     matched by the ids HubSpot names, never by position: a result by its
     ``objectWriteTraceId``, its ``id`` or (an upsert) its ``external_property``; an error of
-    a 207 by the ids and trace ids of its ``context``."""
+    a 207 by the ids and trace ids of its ``context``. The ids of results that name no
+    push are added to ``leftover``."""
     out: dict[str, PushResult] = {}
     for r in body.get("results") or []:
         named = [r.get("objectWriteTraceId"), r.get("id")]
@@ -211,6 +213,8 @@ def _batch_results(
         own = next((aliases[str(k)] for k in named if k is not None and str(k) in aliases), None)
         if own is not None:
             out[own] = PushResult(own, str(r["id"]))
+        elif leftover is not None:
+            leftover.append(str(r["id"]))
     for entry in body.get("errors") or []:
         error = record_error(entry)
         for key in _error_names(entry):
@@ -690,6 +694,8 @@ class HubSpotConnector:
         crm_ids: Mapping[str, str | None],
         aliases: Mapping[str, str],
         external_property: str | None = None,
+        *,
+        leftover: list[str] | None = None,
         **kwargs: Any,
     ) -> dict[str, PushResult]:
         """One batch write, its answer a result per push (:func:`_batch_results`).
@@ -708,8 +714,8 @@ class HubSpotConnector:
             error, splittable = _refusal(exc)
             if not splittable:
                 return {own: PushResult(own, crm_id, error) for own, crm_id in crm_ids.items()}
-            return self._split(method, crm_ids, aliases, external_property, kwargs, error)
-        return _batch_results(body, crm_ids, aliases, external_property)
+            return self._split(method, crm_ids, aliases, external_property, kwargs, error, leftover)
+        return _batch_results(body, crm_ids, aliases, external_property, leftover)
 
     def _split(
         self,
@@ -719,6 +725,7 @@ class HubSpotConnector:
         external_property: str | None,
         kwargs: Mapping[str, Any],
         refused: RecordError,
+        leftover: list[str] | None = None,
     ) -> dict[str, PushResult]:
         """A batch HubSpot refused as a whole (see :meth:`_batch_write`); its inputs are
         matched to pushes by their trace id, or id."""
@@ -750,10 +757,12 @@ class HubSpotConnector:
         for part_ids, part_kwargs, answer in answers:
             if isinstance(answer, RecordError):
                 out.update(
-                    self._split(method, part_ids, aliases, external_property, part_kwargs, answer)
+                    self._split(
+                        method, part_ids, aliases, external_property, part_kwargs, answer, leftover
+                    )
                 )
             else:
-                out.update(_batch_results(answer, part_ids, aliases, external_property))
+                out.update(_batch_results(answer, part_ids, aliases, external_property, leftover))
         return out
 
     def _push_updates(self, chunk: Sequence[CustomerPush]) -> dict[str, PushResult]:
@@ -792,13 +801,47 @@ class HubSpotConnector:
             }
             for p in chunk
         ]
-        return self._batch_write(
+        leftover: list[str] = []
+        results = self._batch_write(
             self._apis.companies_batch.upsert,
             {p.billing_id: None for p in chunk},
             _aliases((p.billing_id, None) for p in chunk),
             prop,
+            leftover=leftover,
             batch_input_simple_public_object_batch_input_upsert={"inputs": inputs},
         )
+        unnamed = [p.billing_id for p in chunk if p.billing_id not in results]
+        if unnamed and leftover:
+            found = self._read_back(self._apis.companies_batch.read, prop, unnamed, leftover)
+            results.update({own: PushResult(own, crm_id) for own, crm_id in found.items()})
+        return results
+
+    def _read_back(
+        self, read: Callable[..., Any], id_property: str, values: Sequence[str], written: list[str]
+    ) -> dict[str, str]:
+        """value -> id of the records written by a batch whose results named neither the
+        trace id nor the id property (both optional on results: the upsert reference shows
+        ``"properties": {}``, https://developers.hubspot.com/docs/api-reference/latest/crm/objects/companies/batch/upsert-companies):
+        one batch read by ``id_property``, a record counted only when the batch's own
+        results hold its id, so a refused input's older record is never taken for it."""
+        body_in = {
+            "inputs": [{"id": v} for v in values],
+            "idProperty": id_property,
+            "properties": [id_property],
+            "propertiesWithHistory": [],
+        }
+        _, body = self._call(
+            read, batch_read_input_simple_public_object_id=body_in, archived=ARCHIVED[False]
+        )
+        # HubSpot keeps one contact per e-mail, in any case: e-mails compare folded
+        fold: Callable[[str], str] = str.casefold if id_property == "email" else str
+        wanted = {fold(v): v for v in values}
+        found: dict[str, str] = {}
+        for r in body.get("results") or []:
+            value = fold(str((r.get("properties") or {}).get(id_property) or ""))
+            if value in wanted and str(r["id"]) in written:
+                found[wanted[value]] = str(r["id"])
+        return found
 
     # -- contacts written from the billing side -------------------------------------------
 
@@ -847,14 +890,28 @@ class HubSpotConnector:
                 }
                 for p in chunk
             ]
-            results.update(
-                self._batch_write(
-                    self._apis.contacts_batch.create,
-                    {p.contact_id: None for p in chunk},
-                    _aliases((p.contact_id, None) for p in chunk),
-                    batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
-                )
+            leftover: list[str] = []
+            created = self._batch_write(
+                self._apis.contacts_batch.create,
+                {p.contact_id: None for p in chunk},
+                _aliases((p.contact_id, None) for p in chunk),
+                leftover=leftover,
+                batch_input_simple_public_object_batch_input_for_create={"inputs": inputs},
             )
+            # results that do not echo the trace id are the contacts' by their e-mail
+            by_email = {
+                str(i["properties"]["email"]): str(i["objectWriteTraceId"])
+                for i in inputs
+                if i["objectWriteTraceId"] not in created and i["properties"].get("email")
+            }
+            if by_email and leftover:
+                found = self._read_back(
+                    self._apis.contacts_batch.read, "email", list(by_email), leftover
+                )
+                for email, crm_id in found.items():
+                    own = by_email[email]
+                    created[own] = PushResult(own, crm_id)
+            results.update(created)
         adopted = [p for p in pushes if p.crm_id and p.associate]
         for p in adopted:
             if not p.fields:  # only the association to write

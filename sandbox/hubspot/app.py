@@ -99,6 +99,14 @@ def _named_by_id(error: dict[str, Any]) -> dict[str, Any]:
     return {**error, "id": str(ids[0]), "context": {}}
 
 
+def _bare(result: dict[str, Any]) -> dict[str, Any]:
+    """A batch write's result without what the references leave optional or empty: no
+    ``objectWriteTraceId``, ``"properties": {}`` (the ``bare_write_results`` fault)."""
+    bare = {k: v for k, v in result.items() if k != "objectWriteTraceId"}
+    bare["properties"] = {}
+    return bare
+
+
 def _traced(result: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     """A batch result carries its input's ``objectWriteTraceId``, so a client can match
     results to inputs when the id changed (a merged record's id resolves to the new one)."""
@@ -321,8 +329,11 @@ class Api:
         errors: list[dict[str, Any]],
         ok_status: int,
         started: str,
+        written: bool = False,
     ) -> Response:
         self.shuffle.shuffle(results)  # HubSpot does not promise input order
+        if written and self.sb.faults.faults.bare_write_results:
+            results = [_bare(r) for r in results]
         body: dict[str, Any] = {
             "status": "COMPLETE",
             "results": results,
@@ -619,7 +630,7 @@ class Api:
             self._create_associations(store, rec, item.get("associations") or [])
             with self.portal.lock:
                 results.append(_traced(store.to_json(rec, list(props.keys())), item))
-        return self._batch_response(results, errors, 201, started)
+        return self._batch_response(results, errors, 201, started, written=True)
 
     async def batch_update(self, request: Request) -> Response:
         store = self.store(request)
@@ -653,7 +664,7 @@ class Api:
                 continue
             with self.portal.lock:
                 results.append(_traced(store.to_json(rec, list(props.keys())), item))
-        return self._batch_response(results, errors, 200, started)
+        return self._batch_response(results, errors, 200, started, written=True)
 
     async def batch_upsert(self, request: Request) -> Response:
         store = self.store(request)
@@ -699,7 +710,7 @@ class Api:
                 data = store.to_json(rec, list(props.keys()))
             data["new"] = new
             results.append(_traced(data, item))
-        return self._batch_response(results, errors, 200, started)
+        return self._batch_response(results, errors, 200, started, written=True)
 
     async def batch_archive(self, request: Request) -> Response:
         store = self.store(request)

@@ -39,6 +39,10 @@ batch_errors_by_id     True: a 207's error about one input names it in the error
                        and leaves ``context`` empty (the batch references' error schema
                        has both: ``"context": {}`` and an optional ``"id"``), instead of
                        ``context.ids``
+bare_write_results     True: batch create / update / upsert results carry no
+                       ``objectWriteTraceId`` and an empty ``properties`` (both optional
+                       or empty in the batch references' examples); ids, stamps, ``new``
+                       as usual
 search_index_delay_seconds  a write made while this is set reaches the search index this
                        many seconds later: until then search leaves the record out, while
                        GET, batch read and the list API have it at once (HubSpot's search
@@ -79,6 +83,7 @@ class Faults:
     search_index_delay_seconds: float = 0.0
     omit_archived_at: bool = False
     batch_errors_by_id: bool = False
+    bare_write_results: bool = False
 
 
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))

@@ -373,6 +373,45 @@ def test_creates_are_idempotent_upserts(harness: HubSpotHarness, hs: HubSpotSand
     assert pulled.billing_id == "bill-42"
 
 
+def test_creates_whose_results_name_no_input_are_found_by_their_key(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """Batch results need not echo ``objectWriteTraceId`` nor hold the properties written
+    (the upsert reference's example: ``"properties": {}``): the creates are then read
+    back, companies by the external-id property and contacts by e-mail, one batch read
+    each, and only records the batch's results hold are taken (a refused input's older
+    record is not)."""
+    company = harness.create({"customer_name": "Parent"})
+    older = hs.create("companies", {"name": "Older", "crmsync_id": "bill-refused"})
+    harness.set_faults(bare_write_results=True, record_errors={"bill-refused": "validation"})
+    connector = harness.connector()
+    pushes = [
+        CustomerPush("bill-a", None, {"customer_name": "A"}),
+        CustomerPush("bill-b", None, {"customer_name": "B"}),
+        CustomerPush("bill-refused", None, {"customer_name": "Refused"}),
+    ]
+    results = {r.billing_id: r for r in connector.push_customers(pushes)}
+    assert connector.api_calls == 2  # the upsert, one read back
+    for billing_id in ("bill-a", "bill-b"):
+        crm_id = results[billing_id].crm_id
+        assert results[billing_id].ok and crm_id is not None
+        assert hs.read(crm_id)["properties"]["crmsync_id"] == billing_id
+    refused = results["bill-refused"]
+    assert refused.error is not None and refused.error.kind == "validation"
+    assert refused.crm_id != older
+    contacts = [
+        ContactPush("c1", None, company, {"name": "Ann One", "email": "Ann.One@x.io"}),
+        ContactPush("c2", None, company, {"name": "Bob Two", "email": "bob@x.io"}),
+    ]
+    contact_results = {r.billing_id: r for r in connector.push_contacts(contacts)}
+    assert connector.api_calls == 4  # the create, one read back
+    for contact_id, email in (("c1", "ann.one@x.io"), ("c2", "bob@x.io")):
+        crm_id = contact_results[contact_id].crm_id
+        assert contact_results[contact_id].ok and crm_id is not None
+        stored = hs.read(crm_id, "contacts")["properties"]["email"]
+        assert stored.lower() == email
+
+
 @pytest.mark.parametrize("by_id", [False, True])
 def test_partial_batch_failures_come_back_per_record(
     harness: HubSpotHarness, hs: HubSpotSandbox, by_id: bool

@@ -8,17 +8,17 @@ the pushes a run makes."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
-from connectors.base import CrmContact
+from connectors.base import Connector, CrmContact
 from connectors.errors import ConfigError
 from sandbox.server import Sandbox
 from sync import contacts
 from sync.conflicts import resolve_conflict
-from sync.connections import update_connection
+from sync.connections import open_connector, update_connection
 from sync.contacts import ContactPatch
 from sync.customer import Contact, CustomerIn
 from sync.customers import create_customer
@@ -26,6 +26,7 @@ from sync.failures import retry_failures
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tests.sync.conftest import World, make_world
+from tests.sync.test_conflicts import Watched
 
 
 def _linked(world: World, count: int) -> list[tuple[str, str]]:
@@ -165,6 +166,56 @@ def test_both_sides_changing_a_field_opens_a_conflict_and_writes_neither(world: 
     after = world.sync()
     assert after.counters["contacts"] + after.counters["contacts_pushed"] == 0
     assert [c for c in world.conflicts() if c.kind == "contact"] == []
+
+
+class _WatchedContacts(Watched):
+    """As in test_conflicts, for the CRM's contact writes too."""
+
+    def push_contacts(self, pushes: Any) -> Any:
+        self.held.append(self._open[0])
+        return self._real.push_contacts(pushes)
+
+
+def test_resolving_a_contact_conflict_holds_no_transaction_across_the_crm_call(
+    world: World,
+) -> None:
+    ((customer, account),) = _linked(world, 1)
+    contact_id = _add(world, customer, "Ed Hale", "ed@example.com")
+    world.sync()
+    crm_id = _crm(world, account)["ed@example.com"].id
+    _change(world, customer, contact_id, name="Ed Halen")
+    _edit_in_crm(world, crm_id, "Hales")
+    world.sync()
+    (conflict,) = [c for c in world.conflicts() if c.kind == "contact"]
+    open_connections = [0]
+
+    def checked_out(*_: Any) -> None:
+        open_connections[0] += 1
+
+    def checked_in(*_: Any) -> None:
+        open_connections[0] -= 1
+
+    with transaction(world.engine) as s:
+        row = repo.get_connection(s, world.connection_id)
+        assert row is not None
+        watched = _WatchedContacts(open_connector(world.settings, row), open_connections)
+    event.listen(world.engine, "checkout", checked_out)
+    event.listen(world.engine, "checkin", checked_in)
+    try:
+        done = resolve_conflict(
+            world.engine,
+            world.settings,
+            world.organisation_id,
+            conflict.id,
+            keep="billing",
+            actor="test",
+            connector=cast(Connector, watched),
+        )
+    finally:
+        event.remove(world.engine, "checkout", checked_out)
+        event.remove(world.engine, "checkin", checked_in)
+    assert done.crm_written and watched.held == [0]  # billing's value pushed, no store held
+    assert _crm(world, account)["ed@example.com"].name == "Ed Halen"
 
 
 def test_a_crm_delete_is_flagged_and_never_carried_over(world: World) -> None:

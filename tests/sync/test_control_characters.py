@@ -131,6 +131,20 @@ def test_the_csv_import_reports_the_row() -> None:
     assert errors[6][0].startswith("address.city:") and "U+0009" in errors[6][0]
 
 
+def test_the_contacts_csv_import_reports_the_row() -> None:
+    rows, invalid = csv_import.parse_contacts(
+        "customer_external_id,name,email\n"
+        "C-1,Ann Lee,ann@example.com\n"
+        "C-1,Bo\x00Chen,bo@example.com\n"
+        "C-1,Cy\x1bMoss,cy@example.com\n"
+    )
+    assert [r.name for r in rows] == ["Ann Lee"]
+    errors = {e.line: e.errors for e in invalid}
+    assert list(errors) == [3, 4]
+    assert errors[3][0].startswith("name:") and NO_CONTROL_CHARACTERS in errors[3][0]
+    assert "U+0000" in errors[3][0] and "U+001B" in errors[4][0]
+
+
 def test_a_csv_whose_header_holds_nuls_is_not_text(tmp_path: Path) -> None:
     path = tmp_path / "utf16.csv"
     path.write_bytes("customer_name\nAcme\n".encode("utf-16-le"))

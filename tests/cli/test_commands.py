@@ -234,3 +234,14 @@ def test_web_on_a_port_in_use_is_an_error_that_says_so(run: Run) -> None:
         result = run("web", "--port", str(port), code=ExitCode.ERROR)
     assert f"could not serve on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr
+
+
+def test_the_printed_plan_has_a_section_for_everything_a_plan_holds() -> None:
+    """`crmsync sync NAME --plan` prints each of the plan's sections (it printed none of
+    the contacts' once: a run's contact creates and adoptions were shown only with --json)."""
+    from dataclasses import fields
+
+    from cli.sync_cmd import PLAN_SECTIONS
+    from sync.plan import Plan
+
+    assert sorted(key for key, _ in PLAN_SECTIONS) == sorted(f.name for f in fields(Plan))

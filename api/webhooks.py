@@ -69,11 +69,19 @@ def public_url(settings: Settings, request: Request) -> str:
     return url
 
 
-def _refused(kind: str, connection_id: str, code: int, reason: str) -> HTTPException:
+def _refused(
+    kind: str, connection_id: str, code: int, reason: str, organisation_id: str = ""
+) -> HTTPException:
     """Count and log a refusal; the error to raise. A connection that does not exist is
     labelled ``unknown`` (anyone can send any id: the label set must stay bounded)."""
     label = "unknown" if code == status.HTTP_404_NOT_FOUND else connection_id
-    telemetry.webhook_refused(connection_id=label, crm=kind, status=code, reason=reason)
+    telemetry.webhook_refused(
+        organisation_id=organisation_id,
+        connection_id=label,
+        crm=kind,
+        status=code,
+        reason=reason,
+    )
     return HTTPException(code, reason)
 
 
@@ -104,7 +112,9 @@ async def _receive(
     except UnknownConnection as error:
         raise _refused(kind, connection_id, status.HTTP_404_NOT_FOUND, str(error)) from None
     except WebhookRejected as error:
-        raise _refused(kind, connection_id, error.status, str(error)) from None
+        raise _refused(
+            kind, connection_id, error.status, str(error), error.organisation_id
+        ) from None
     except SecretKeyMissing as error:
         log.error("webhook for %s cannot be verified: %s", connection_id, error)
         raise HTTPException(

@@ -46,12 +46,16 @@ class ConnectionConfig:
     (instance URL / host, CA bundle, external-ID field, API version, ...).
     ``field_map`` holds per-connection overrides: customer field -> CRM field name, added
     to (or replacing) the connector's default map; a value of ``None`` unmaps a field.
+    ``organisation_id`` labels the metrics of the connector's calls (pass it on to
+    :func:`connectors.calls.call_crm`).
     """
 
     connection_id: str
     credentials: Mapping[str, str]
     settings: Mapping[str, Any] = field(default_factory=dict)
     field_map: Mapping[str, str | None] = field(default_factory=dict)
+    #: the organisation the connection belongs to: a label of the connector's metrics
+    organisation_id: str = ""
 
 
 #: the connection setting that switches the contacts sync off: ``--setting contacts=false``

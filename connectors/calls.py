@@ -162,17 +162,19 @@ def call_crm(
     refresh: Callable[[], None] | None = None,
     crm: str = "CRM",
     connection_id: str = "",
+    organisation_id: str = "",
     operation: str = "call",
 ) -> T:
     """Make one CRM request with the gate, classification, rate-limit waits and bounded
     retries (see the module docstring).
 
     ``classify`` turns an SDK exception into a connector error, or returns None for an
-    exception that is not the CRM's (a bug), which is re-raised unchanged. ``connection_id``
-    and ``operation`` label the call's metrics and log lines.
+    exception that is not the CRM's (a bug), which is re-raised unchanged. ``connection_id``,
+    ``organisation_id`` and ``operation`` label the call's metrics and log lines.
     """
     kind = crm.lower()
     ids = {"crm": kind, "connection_id": connection_id, "operation": operation}
+    labels = telemetry.CallLabels(kind, organisation_id, connection_id)
     refreshed = False
     attempt = 0
     waiting_since: float | None = None
@@ -186,7 +188,7 @@ def call_crm(
             answer = request()
         except Exception as exc:
             error = classify(exc)
-            telemetry.api_call(kind, connection_id, operation, error or exc)
+            telemetry.api_call(labels, operation, error or exc)
             if error is None:
                 raise
             if isinstance(error, AuthError) and refresh is not None and not refreshed:
@@ -223,8 +225,7 @@ def call_crm(
                     raise error from exc
                 # every worker of the connection waits, then the call is made again
                 telemetry.rate_limit_wait(
-                    kind,
-                    connection_id,
+                    labels,
                     error.wait,
                     "crm",
                     operation=operation,
@@ -241,8 +242,7 @@ def call_crm(
                 attempt += 1
                 counter.retried()
                 telemetry.retrying(
-                    kind,
-                    connection_id,
+                    labels,
                     operation,
                     attempt + 1,
                     error,
@@ -253,7 +253,7 @@ def call_crm(
                 time.sleep(backoff)
                 continue
             raise error from exc
-        telemetry.api_call(kind, connection_id, operation, None)
+        telemetry.api_call(labels, operation, None)
         return answer
 
 

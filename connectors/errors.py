@@ -79,3 +79,5 @@ class WebhookRejected(ConnectorError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+        #: whose connection refused it, once known (a label of the refusal's metric)
+        self.organisation_id = ""

@@ -2,20 +2,21 @@
 
 Metrics (labels are ids and kinds, never a record or a value)::
 
-    crmsync_api_calls_total{crm,connection_id,operation,status}
+    crmsync_api_calls_total{crm,organisation_id,connection_id,operation,status}
         status: ok, or what the call ended in (429, 5xx, retriable, auth, config, error)
-    crmsync_rate_limit_waits_total{crm,connection_id,reason}
-    crmsync_rate_limit_wait_seconds_total{crm,connection_id,reason}
+    crmsync_rate_limit_waits_total{crm,organisation_id,connection_id,reason}
+    crmsync_rate_limit_wait_seconds_total{crm,organisation_id,connection_id,reason}
         reason: crm (the CRM said wait: 429, Retry-After), budget (the shared per-connection
         budget had no token left, or another worker's wait holds)
 
-Each retry and each rate-limit wait is also one log line; the organisation and run ids are
-on it when the caller bound them (``sync.logs``), the connection id always.
+Each retry and each rate-limit wait is also one log line; the run id is on it when the
+caller bound it (``sync.logs``), the organisation and connection ids always.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from prometheus_client import Counter
 
@@ -23,21 +24,32 @@ from connectors.errors import AuthError, ConfigError, ConnectorError, RetriableE
 
 log = logging.getLogger("crmsync.connectors")
 
+_LABELS = ["crm", "organisation_id", "connection_id"]
+
 API_CALLS = Counter(
     "crmsync_api_calls",
     "CRM API calls, by CRM, operation and how they ended.",
-    ["crm", "connection_id", "operation", "status"],
+    [*_LABELS, "operation", "status"],
 )
 RATE_LIMIT_WAITS = Counter(
     "crmsync_rate_limit_waits",
     "Waits imposed by a CRM's rate limit or the shared rate budget.",
-    ["crm", "connection_id", "reason"],
+    [*_LABELS, "reason"],
 )
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "crmsync_rate_limit_wait_seconds",
     "Seconds spent waiting for a CRM's rate limit or the shared rate budget.",
-    ["crm", "connection_id", "reason"],
+    [*_LABELS, "reason"],
 )
+
+
+class CallLabels(NamedTuple):
+    """Whose calls these are: the labels every metric of the CRM edge carries (and the
+    fields of its log lines)."""
+
+    crm: str
+    organisation_id: str
+    connection_id: str
 
 
 def call_status(error: BaseException | None) -> str:
@@ -55,24 +67,21 @@ def call_status(error: BaseException | None) -> str:
     return "error" if isinstance(error, ConnectorError) else "exception"
 
 
-def api_call(crm: str, connection_id: str, operation: str, error: BaseException | None) -> None:
+def api_call(labels: CallLabels, operation: str, error: BaseException | None) -> None:
     """Count one API call and how it ended."""
-    API_CALLS.labels(crm, connection_id, operation, call_status(error)).inc()
+    API_CALLS.labels(*labels, operation, call_status(error)).inc()
 
 
-def rate_limit_wait(
-    crm: str, connection_id: str, seconds: float, reason: str, **facts: object
-) -> None:
+def rate_limit_wait(labels: CallLabels, seconds: float, reason: str, **facts: object) -> None:
     """Count and log a wait for a rate limit (``reason``: crm, budget)."""
     if seconds <= 0:
         return
-    RATE_LIMIT_WAITS.labels(crm, connection_id, reason).inc()
-    RATE_LIMIT_WAIT_SECONDS.labels(crm, connection_id, reason).inc(seconds)
+    RATE_LIMIT_WAITS.labels(*labels, reason).inc()
+    RATE_LIMIT_WAIT_SECONDS.labels(*labels, reason).inc(seconds)
     log.info(
         "rate-limit wait",
         extra={
-            "crm": crm,
-            "connection_id": connection_id,
+            **_ids(labels),
             "reason": reason,
             "wait_seconds": round(seconds, 3),
             **facts,
@@ -81,22 +90,25 @@ def rate_limit_wait(
 
 
 def retrying(
-    crm: str,
-    connection_id: str,
-    operation: str,
-    attempt: int,
-    error: BaseException,
-    **facts: object,
+    labels: CallLabels, operation: str, attempt: int, error: BaseException, **facts: object
 ) -> None:
     """Log a CRM call about to be tried again (``attempt``: the try about to be made)."""
     log.warning(
         "retrying CRM call",
         extra={
-            "crm": crm,
-            "connection_id": connection_id,
+            **_ids(labels),
             "operation": operation,
             "attempt": attempt,
             "error": type(error).__name__,
             **facts,
         },
     )
+
+
+def _ids(labels: CallLabels) -> dict[str, str]:
+    """The labels as log fields; an organisation id the caller did not give is left out, so
+    that it does not hide the one ``sync.logs`` bound for the run."""
+    ids = labels._asdict()
+    if not ids["organisation_id"]:
+        del ids["organisation_id"]
+    return ids

@@ -93,6 +93,7 @@ def config_for(settings: Settings, row: ConnectionRow) -> ConnectionConfig:
     absent: dict[str, str | None] = {f: None for f in row.unmapped_fields or {}}
     return ConnectionConfig(
         connection_id=row.id,
+        organisation_id=row.organisation_id,
         credentials=decrypt_credentials(settings, row.credentials),
         settings=dict(row.settings),
         field_map={**absent, **row.field_map},

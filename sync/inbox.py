@@ -45,8 +45,12 @@ def receive_webhook(
         if connection is None or connection.kind != kind:
             raise UnknownConnection(f"no {kind} connection {connection_id}")
         connector = open_connector(settings, connection)
-        connector.verify_webhook(request)
-        events = connector.parse_webhook(request.body)
+        try:
+            connector.verify_webhook(request)
+            events = connector.parse_webhook(request.body)
+        except WebhookRejected as refused:
+            refused.organisation_id = connection.organisation_id
+            raise
         rows = [
             {
                 "organisation_id": connection.organisation_id,

@@ -17,7 +17,7 @@ Metrics (every name starts ``crmsync_``)::
         from the request's arrival to its events committed in the inbox
     crmsync_webhook_to_billing_seconds{organisation_id,connection_id,crm}     histogram
         from the request's arrival to its records synced into billing
-    crmsync_webhooks_refused_total{connection_id,crm,status}
+    crmsync_webhooks_refused_total{organisation_id,connection_id,crm,status}
 
 The two gauges are read from the store when scraped (:class:`StoreCollector`), so every
 scrape of ``crmsync web`` shows the deployment's truth whichever worker did the work.
@@ -83,7 +83,7 @@ WEBHOOK_TO_BILLING = Histogram(
 WEBHOOKS_REFUSED = Counter(
     "crmsync_webhooks_refused",
     "Webhook requests refused, by HTTP status (401 signature, 404, 400, 413).",
-    ["connection_id", "crm", "status"],
+    ["organisation_id", "connection_id", "crm", "status"],
 )
 
 
@@ -203,12 +203,22 @@ def webhook_received(
     )
 
 
-def webhook_refused(*, connection_id: str, crm: str, status: int, reason: str) -> None:
-    """A webhook was refused: counted by status, logged with the reason."""
-    WEBHOOKS_REFUSED.labels(connection_id, crm, str(status)).inc()
+def webhook_refused(
+    *, organisation_id: str = "", connection_id: str, crm: str, status: int, reason: str
+) -> None:
+    """A webhook was refused: counted by status, logged with the reason
+    (``organisation_id``: empty when no connection of that id and CRM exists)."""
+    WEBHOOKS_REFUSED.labels(organisation_id, connection_id, crm, str(status)).inc()
+    ids = {"organisation_id": organisation_id} if organisation_id else {}
     log.warning(
         "webhook refused",
-        extra={"connection_id": connection_id, "crm": crm, "status": status, "reason": reason},
+        extra={
+            **ids,
+            "connection_id": connection_id,
+            "crm": crm,
+            "status": status,
+            "reason": reason,
+        },
     )
 
 

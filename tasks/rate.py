@@ -151,12 +151,19 @@ class RedisRateGate:
     """A token bucket per connection in Redis (see the module docstring)."""
 
     def __init__(
-        self, client: Any, prefix: str, connection_id: str, limit: Limit, crm: str = ""
+        self,
+        client: Any,
+        prefix: str,
+        connection_id: str,
+        limit: Limit,
+        crm: str = "",
+        organisation_id: str = "",
     ) -> None:
         self.client = client
         self.limit = limit
         self.connection_id = connection_id
         self.crm = crm
+        self.labels = telemetry.CallLabels(crm, organisation_id, connection_id)
         base = f"{prefix}:rate:{connection_id}"
         self.bucket_key = f"{base}:bucket"
         self.pause_key = f"{base}:paused-until"
@@ -185,7 +192,7 @@ class RedisRateGate:
             if wait_ms <= 0:
                 # counted once per call that had to wait: no token left in the shared
                 # budget, or a pause the CRM asked of any worker of the connection
-                telemetry.rate_limit_wait(self.crm, self.connection_id, waited, "budget")
+                telemetry.rate_limit_wait(self.labels, waited, "budget")
                 return
             # a little jitter so waiting workers do not wake in lock-step
             sleep = min(MAX_SLEEP_SECONDS, wait_ms / 1000) * random.uniform(1.0, 1.1)
@@ -279,6 +286,7 @@ def gate_for(
     connection_id: str,
     kind: str,
     connection_settings: Mapping[str, Any] | None = None,
+    organisation_id: str = "",
 ) -> RateGate:
     """The connection's gate: in Redis when there is one, else shared by this process."""
     client = redis_client(settings)
@@ -289,6 +297,7 @@ def gate_for(
             connection_id,
             limit_for(kind, connection_settings),
             crm=kind,
+            organisation_id=organisation_id,
         )
     with _local_lock:
         return _local_gates.setdefault(connection_id, LocalRateGate())

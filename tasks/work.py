@@ -52,8 +52,8 @@ def connection_gate(settings: Settings, engine: Engine, connection_id: str) -> R
         row = repo.get_connection(session, connection_id)
         if row is None:
             return None
-        kind, options = row.kind, dict(row.settings)
-    return gate_for(settings, connection_id, kind, options)
+        kind, options, organisation_id = row.kind, dict(row.settings), row.organisation_id
+    return gate_for(settings, connection_id, kind, options, organisation_id)
 
 
 def _skip(engine: Engine, connection_id: str) -> Skipped | None:

@@ -404,6 +404,7 @@ class HubSpotConnector:
             policy=self._policy,
             crm="HubSpot",
             connection_id=self.config.connection_id,
+            organisation_id=self.config.organisation_id,
             operation=_operation(method),
         )
 

@@ -266,6 +266,7 @@ class SalesforceConnector:
             refresh=self._client.refresh if self._client.can_refresh else None,
             crm="Salesforce",
             connection_id=self.config.connection_id,
+            organisation_id=self.config.organisation_id,
             operation=operation,
         )
 

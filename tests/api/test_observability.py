@@ -118,8 +118,8 @@ def test_metrics_show_webhook_intake_refusals_and_the_stores_gauges(settings: Se
     assert value(after, intake, organisation_id=org, **labels) == 1
     refused = "crmsync_webhooks_refused_total"
     assert (
-        value(after, refused, status="401", **labels)
-        - value(before, refused, status="401", **labels)
+        value(after, refused, status="401", organisation_id=org, **labels)
+        - value(before, refused, status="401", organisation_id=org, **labels)
         == 1
     )
     assert value(after, "crmsync_open_conflicts", organisation_id=org, **labels) == 0

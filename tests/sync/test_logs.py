@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
@@ -188,3 +189,32 @@ def test_a_real_sync_logs_each_failure_and_retry_with_the_runs_ids(
     retried = [e for e in events if e["event"] == "retrying CRM call"]
     assert retried and all(ids.items() <= e.items() for e in retried)
     assert {e["event"] for e in events} >= {"run started", "run finished"}
+
+
+def test_the_crm_edges_metrics_carry_the_organisation_of_the_connection(
+    engine: Engine, sandbox: Sandbox
+) -> None:
+    """API calls and rate-limit waits are labelled with the organisation, the connection and
+    the CRM, as every other family is (an operator filters a tenant's calls by it)."""
+    world = make_world(engine, sandbox, "hubspot")
+    sandbox.hubspot.seed_companies(3)
+    labels = {
+        "crm": "hubspot",
+        "organisation_id": world.organisation_id,
+        "connection_id": world.connection_id,
+    }
+    sandbox.hubspot.set_faults(rate_limit_next=1)
+    try:
+        assert world.sync().status == "succeeded"
+    finally:
+        sandbox.hubspot.clear_faults()
+    calls = [
+        sample
+        for metric in REGISTRY.collect()
+        if metric.name == "crmsync_api_calls"
+        for sample in metric.samples
+        if sample.name == "crmsync_api_calls_total" and labels.items() <= sample.labels.items()
+    ]
+    assert {s.labels["status"] for s in calls} >= {"ok", "429"}
+    waits = REGISTRY.get_sample_value("crmsync_rate_limit_waits_total", {**labels, "reason": "crm"})
+    assert waits == 1

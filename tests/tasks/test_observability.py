@@ -115,7 +115,8 @@ def test_worker_sends_task_events_and_serves_its_metrics(stack: Stack, crm: Sand
     assert ran == 1
     made = metric_value(text, "crmsync_records_total", connection_id=connection, outcome="created")
     assert made == 5
-    assert metric_value(text, "crmsync_api_calls_total", connection_id=connection, status="ok") > 0
+    called = {"organisation_id": org, "connection_id": connection, "crm": "hubspot"}
+    assert metric_value(text, "crmsync_api_calls_total", status="ok", **called) > 0
 
 
 def test_beat_keeps_a_heartbeat_that_its_healthcheck_reads(stack: Stack) -> None:

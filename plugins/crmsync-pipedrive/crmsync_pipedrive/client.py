@@ -35,6 +35,7 @@ from connectors.errors import (
     RateLimited,
     RetriableError,
 )
+from connectors.telemetry import CallLabels
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class PipedriveClient:
         gate: RateGate,
         counter: CallCounter,
         policy: RetryPolicy,
+        labels: CallLabels,
     ) -> None:
         self._http = httpx.Client(
             base_url=company_url.rstrip("/") + "/api",
@@ -119,6 +121,8 @@ class PipedriveClient:
         self._gate = gate
         self._counter = counter
         self._policy = policy
+        #: whose calls these are, for crmsync's metrics and log lines
+        self._labels = labels
         #: the day's requests left, as Pipedrive's last answer said (``x-daily-requests-left``)
         self.daily_left: int | None = None
 
@@ -165,4 +169,18 @@ class PipedriveClient:
             gate=self._gate,
             counter=self._counter,
             policy=self._policy,
+            crm="Pipedrive",
+            connection_id=self._labels.connection_id,
+            organisation_id=self._labels.organisation_id,
+            operation=f"{method} {_resource(path)}",
         )
+
+
+def _resource(path: str) -> str:
+    """A call's path without its ids or version (``/v1/organizations/12/merge`` ->
+    ``organizations/merge``): the ``operation`` label stays a bounded set, and holds no
+    record's id."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts and parts[0].startswith("v") and parts[0][1:].isdigit():
+        parts = parts[1:]
+    return "/".join(p for p in parts if not p.isdigit()) or "/"

@@ -50,6 +50,7 @@ from connectors.base import (
 )
 from connectors.calls import RATE_LIMIT_BUDGET_SECONDS, CallCounter, LocalRateGate, RetryPolicy
 from connectors.errors import ConfigError
+from connectors.telemetry import CallLabels
 from crmsync_pipedrive import mapping, webhooks
 from crmsync_pipedrive.client import Answer, PipedriveClient
 from crmsync_pipedrive.config import PipedriveCredentials, PipedriveSettings
@@ -100,6 +101,7 @@ class PipedriveConnector:
             timeout=float(settings.get("request_timeout", 30.0)),
             gate=gate or LocalRateGate(),
             counter=self._counter,
+            labels=CallLabels("pipedrive", config.organisation_id, config.connection_id),
             policy=RetryPolicy(
                 attempts=int(settings.get("max_attempts", 5)),
                 base_seconds=float(settings.get("backoff_base_seconds", 0.5)),

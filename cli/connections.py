@@ -38,7 +38,7 @@ from cli.output import (
     say,
 )
 from connectors import registry
-from connectors.base import Connector
+from connectors.base import Connector, webhook_setup_for
 from connectors.errors import ConfigError
 from connectors.setup import option_fields
 from sync import connections
@@ -232,18 +232,16 @@ def _add(
     say(f"Added {spec.kind} connection [bold]{spec.name}[/] ({data['id']}).")
     _say_unmapped(data["unmapped_fields"])
     _say_first_sync(existing, data["first_sync_creates_up_to"])
-    if registry.connector_class(spec.kind).capabilities.webhooks:
+    connector = registry.connector_class(spec.kind)
+    if connector.capabilities.webhooks:
         url = f"{settings.public_base_url}/webhooks/{spec.kind}/{data['id']}"
-        if spec.kind != "salesforce":
-            say(f"Webhook target URL: {url}")
-        elif spec.credentials.get("webhook_secret"):
-            # the secret itself is never printed: the operator has it
-            say(f"Outbound Message URL: {url}?secret=WEBHOOK_SECRET (the --webhook-secret given)")
-        else:
+        say(webhook_setup_for(connector, url))  # names a secret, never prints one
+        secrets = connector.credentials_model.model_fields
+        if "webhook_secret" in secrets and not spec.credentials.get("webhook_secret"):
             say(
-                f"Outbound Message URL: {url}?secret=WEBHOOK_SECRET, once the connection has "
-                f"one: `crmsync connections set {spec.name} --org {org} --credential "
-                "webhook_secret` (until then every Outbound Message is refused)"
+                "The connection has no webhook secret yet: until `crmsync connections set "
+                f"{spec.name} --org {org} --credential webhook_secret`, every webhook is "
+                "refused."
             )
 
 

@@ -460,9 +460,25 @@ class ConnectorCredentials(BaseModel):
         ]
 
 
+def webhook_setup_for(connector: type, url: str) -> str:
+    """How an operator points the CRM's webhooks at ``url`` (this connection's webhook
+    route): the connector's own words, its optional class attribute ``webhook_setup`` (a
+    format string with ``{url}``), or a plain line for a connector that has none."""
+    text = getattr(connector, "webhook_setup", None)
+    if isinstance(text, str) and text:
+        return text.format(url=url)
+    return f"Point the CRM's webhooks at {url}"
+
+
 @runtime_checkable
 class Connector(Protocol):
-    """What every CRM connector provides. Construct with ``Connector(config, gate=...)``."""
+    """What every CRM connector provides. Construct with ``Connector(config, gate=...)``.
+
+    A connector with webhooks may also say, as a class attribute ``webhook_setup`` (a
+    format string with ``{url}``), how an operator points the CRM's webhooks at crmsync;
+    ``connections add`` and the console's connection page show it
+    (:func:`webhook_setup_for`).
+    """
 
     key: ClassVar[str]
     #: what it can do beyond the core (see ``Capabilities``)

@@ -28,6 +28,7 @@ from api.console.base import (
 )
 from api.deps import get_settings
 from connectors import registry
+from connectors.base import webhook_setup_for
 from connectors.errors import ConnectorError
 from connectors.setup import OptionField, option_fields
 from sync import connections, health, operator_actions
@@ -212,8 +213,13 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
             "field_map": dict(row.field_map or {}),
             "directions": dict(row.directions or {}),
         }
+        webhook_url = f"{settings.public_base_url.rstrip('/')}/webhooks/{row.kind}/{row.id}"
+        webhook_setup: str | None = None
         try:
-            editable_fields = option_fields(registry.connector_class(row.kind))
+            connector = registry.connector_class(row.kind)
+            editable_fields = option_fields(connector)
+            if connector.capabilities.webhooks:
+                webhook_setup = webhook_setup_for(connector, webhook_url)
         except ConnectorError:  # a plug-in no longer installed: nothing to edit with
             editable_fields = []
         try:
@@ -236,7 +242,8 @@ def connection_page(request: Request, connection_id: str, me: MeDep, engine: Eng
             "match_modes": MATCH_MODES,
             "create_policies": CREATE_POLICIES,
             "directions": DIRECTIONS,
-            "webhook_url": f"{settings.public_base_url.rstrip('/')}/webhooks/{one.kind}/{one.id}",
+            "webhook_url": webhook_url,
+            "webhook_setup": webhook_setup,
             "editable_fields": editable_fields,
             "connector_settings": dict(row.settings or {}),
         },

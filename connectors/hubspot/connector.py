@@ -289,6 +289,12 @@ class HubSpotConnector:
         contact_push=True,
         contact_find=True,
     )
+    webhook_setup: ClassVar[str] = (
+        "Webhooks: in your HubSpot app's Webhooks settings, set the target URL to {url} and "
+        "subscribe to company.creation, company.propertyChange (each mapped property), "
+        "company.deletion, company.merge and company.restore (and contact.* for contacts); "
+        "crmsync checks HubSpot's v3 signature with the app's client secret."
+    )
     settings_model: ClassVar[type[HubSpotSettings]] = HubSpotSettings
     credentials_model: ClassVar[type[HubSpotCredentials]] = HubSpotCredentials
 

@@ -184,6 +184,11 @@ class SalesforceConnector:
     capabilities: ClassVar[Capabilities] = Capabilities(
         webhooks=True, merges="pulls", contacts=True, field_describe=True, contact_push=True
     )
+    webhook_setup: ClassVar[str] = (
+        "Outbound Message URL: {url}?secret=WEBHOOK_SECRET (Setup → Outbound Messages, on "
+        "Account with the mapped fields, fired by a workflow rule or flow on create and edit; "
+        "WEBHOOK_SECRET is the connection's webhook_secret credential)."
+    )
     settings_model: ClassVar[type[SalesforceSettings]] = SalesforceSettings
     credentials_model: ClassVar[type[SalesforceCredentials]] = SalesforceCredentials
 

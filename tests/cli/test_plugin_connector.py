@@ -182,3 +182,21 @@ def test_a_plugin_that_cannot_be_loaded_is_listed_with_why_and_hides_nothing(
     refused = run("connections", "add", "acme", "x", "--org", "o", code=1)
     assert "the acme connector cannot be loaded: ModuleNotFoundError" in refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
+
+
+def test_adding_it_says_how_to_create_its_webhooks_in_its_own_words(
+    run: Run, org: str, pipedrive: Any
+) -> None:
+    from crmsync_pipedrive.emulator import CRMSYNC_ID_KEY
+
+    result = run(
+        "connections", "add", "pipedrive", "pd", "--org", org,
+        "--company-url", pipedrive.url, "--external-id-key", CRMSYNC_ID_KEY,
+        "--webhook-user", "crmsync", "--no-check",
+        input=f"{TOKEN}\n{HOOK_PASSWORD}\n",
+    )  # fmt: skip
+    said = " ".join((result.stdout + result.stderr).split())
+    shown = as_json(run("connections", "show", "pd", "--org", org, "--json"))
+    assert "subscription_url http" in said and f"/webhooks/pipedrive/{shown['id']}" in said
+    assert "POST /v1/webhooks" in said and "http_auth_password" in said
+    assert TOKEN not in said and HOOK_PASSWORD not in said

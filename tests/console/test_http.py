@@ -687,3 +687,14 @@ def test_a_connections_failure_is_labelled_on_the_failures_pages(
         with transaction(engine) as session:
             session.execute(delete(RecordFailure).where(RecordFailure.id == failure_id))
         engine.dispose()
+
+
+def test_a_connections_page_says_how_to_point_its_crms_webhooks_at_crmsync(
+    world: World, visitor: Visitor
+) -> None:
+    assert visitor.sign_in("viewer").status_code == 303
+    hubspot = visitor.http.get(f"/console/connections/{world.hubspot}").text
+    assert f"/webhooks/hubspot/{world.hubspot}" in hubspot
+    assert "company.merge" in hubspot and "v3 signature" in hubspot
+    salesforce = visitor.http.get(f"/console/connections/{world.salesforce}").text
+    assert f"/webhooks/salesforce/{world.salesforce}?secret=WEBHOOK_SECRET" in salesforce

@@ -80,6 +80,12 @@ class PipedriveConnector:
     capabilities: ClassVar[Capabilities] = Capabilities(
         webhooks=True, merges="webhooks", contacts=True, field_describe=True
     )
+    webhook_setup: ClassVar[str] = (
+        "Webhooks: create one per object in Pipedrive (POST /v1/webhooks) with "
+        "subscription_url {url}, version 1.0, event_object organization (and person for "
+        "contacts), event_action *, and http_auth_user / http_auth_password set to this "
+        "connection's webhook user and password."
+    )
     settings_model: ClassVar[type[PipedriveSettings]] = PipedriveSettings
     credentials_model: ClassVar[type[PipedriveCredentials]] = PipedriveCredentials
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -199,7 +200,14 @@ class ContactRow(Base):
     __table_args__ = (
         UniqueConstraint("connection_id", "crm_id", name="uq_contacts_connection_crm_id"),
         Index("ix_contacts_customer", "customer_id"),
-        Index("ix_contacts_org_pending", "organisation_id", "pending"),
+        # the pending contacts only (what the pushes read): a pull's contacts are never
+        # pending, and a backfill's COPY of them writes no entry here
+        Index(
+            "ix_contacts_org_pending",
+            "organisation_id",
+            postgresql_where=text("pending IS true"),
+            sqlite_where=text("pending IS 1"),
+        ),
         *_tenant_keys("contacts"),
     )
 

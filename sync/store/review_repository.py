@@ -4,8 +4,9 @@ dead letter by connection, a record's audit trail, finding customers. Nothing he
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from sync.store.models import AuditEvent, Conflict, CustomerRow, RecordFailure
@@ -102,6 +103,87 @@ def audit_trail(
         .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         .limit(limit)
     ).all()
+
+
+def audit_events(
+    session: Session,
+    organisation_id: str,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    connection_id: str | None = None,
+    customer_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Sequence[AuditEvent]:
+    """The organisation's audit trail, newest first, filtered by who, what, connection,
+    customer and time (``since`` included, ``until`` not); a page of ``limit`` from
+    ``offset``."""
+    query = select(AuditEvent).where(AuditEvent.organisation_id == organisation_id)
+    if actor is not None:
+        query = query.where(AuditEvent.actor == actor)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    if connection_id is not None:
+        query = query.where(_concerns_connection(organisation_id, connection_id))
+    if customer_id is not None:
+        query = query.where(AuditEvent.subject == customer_id)
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
+    query = query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+def _concerns_connection(organisation_id: str, connection_id: str) -> ColumnElement[bool]:
+    """An event is a connection's when the connection is its subject (paused, synced,
+    changed), its sync wrote it (``sync:<id>``: a CRM delete or merge), its detail names the
+    connection (a retried failure) or the conflict it resolved was the connection's."""
+    conflicts_of_connection = select(Conflict.id).where(
+        Conflict.organisation_id == organisation_id, Conflict.connection_id == connection_id
+    )
+    return or_(
+        AuditEvent.subject == connection_id,
+        AuditEvent.actor == f"sync:{connection_id}",
+        AuditEvent.detail["connection_id"].as_string() == connection_id,
+        AuditEvent.detail["conflict_id"].as_string().in_(conflicts_of_connection),
+    )
+
+
+def audit_actors(session: Session, organisation_id: str, limit: int = 500) -> list[str]:
+    """Who appears in the organisation's audit trail (for a filter), most recent first."""
+    query = (
+        select(AuditEvent.actor)
+        .where(AuditEvent.organisation_id == organisation_id)
+        .group_by(AuditEvent.actor)
+        .order_by(func.max(AuditEvent.at).desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def audit_actions(session: Session, organisation_id: str) -> list[str]:
+    """The kinds of action the organisation's audit trail holds (for a filter)."""
+    query = (
+        select(AuditEvent.action).where(AuditEvent.organisation_id == organisation_id).distinct()
+    )
+    return sorted(session.scalars(query))
+
+
+def customer_names(
+    session: Session, organisation_id: str, customer_ids: Sequence[str]
+) -> dict[str, str]:
+    """The names of the organisation's customers among ``customer_ids`` (others are left
+    out: an id that is not one of its customers has no name here)."""
+    if not customer_ids:
+        return {}
+    query = select(CustomerRow.id, CustomerRow.customer_name).where(
+        CustomerRow.organisation_id == organisation_id, CustomerRow.id.in_(set(customer_ids))
+    )
+    return {row.id: row.customer_name or "" for row in session.execute(query)}
 
 
 def search_customers(

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from api.console import (
+    audit,
     conflicts,
     connections,
     customers,
@@ -30,7 +31,7 @@ from api.console.base import (
     sign_in_redirect,
 )
 
-PAGES = (sign_in, connections, conflicts, failures, runs, customers, operators)
+PAGES = (sign_in, connections, conflicts, failures, runs, customers, audit, operators)
 
 
 def _page_error(request: Request, error: Exception) -> Response:

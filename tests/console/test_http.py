@@ -155,6 +155,7 @@ def every_page(world: World) -> list[str]:
         f"/console/runs/{a_run(world, world.org).id}",
         "/console/customers",
         f"/console/customers/{conflict.customer_id}",
+        "/console/audit",
         "/console/operators",
     ]
 

@@ -216,7 +216,11 @@ def _targets(
         name = connections.get(connection_id) or str(detail.get("name") or connection_id)
         found.append(Target("connection", connection_id, name))
     if row.action.startswith("operator_"):
-        found.append(Target("operator", row.subject, str(detail.get("email") or row.subject)))
+        # setting one's own password records no e-mail: the operator is the actor
+        named = detail.get("email") or (
+            who(row.actor) if row.action == "operator_password_set" else row.subject
+        )
+        found.append(Target("operator", row.subject, str(named)))
     if not found and row.subject:
         found.append(Target("record", row.subject, row.subject))
     return found

@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from sync import operators
 from sync.connections import pause_for_limit
+from sync.customer import CustomerPatch
+from sync.customers import update_customer
 from sync.engine import sync_connection
 from sync.store.db import transaction
-from sync.store.models import AuditEvent, Conflict, ConnectionRow, RecordFailure, utcnow
+from sync.store.models import (
+    AuditEvent,
+    Conflict,
+    ConnectionRow,
+    LinkRow,
+    RecordFailure,
+    utcnow,
+)
 from tests.conftest import service_missing
 from tests.console.conftest import (
     ARTIFACTS,
@@ -425,3 +435,59 @@ def test_an_operator_of_two_organisations_chooses_one_at_sign_in(page: Any, worl
     assert "Globex Billing" in header and "Mo Both" in header and "operator" in header.lower()
     assert page.locator("article[data-connection='globex-hubspot']").count() == 1
     assert page.locator("article[data-connection='acme-hubspot']").count() == 0
+
+
+def test_a_resolved_conflict_is_on_the_audit_page_with_the_operators_name(
+    page: Any, world: World
+) -> None:
+    """Globex's admin resolves a conflict of its own (a phone number changed on both sides
+    since the last sync, so Acme's queue is left as the other tests need it), then finds it
+    on the organisation's audit page, filtered to themself: their name, the customer and
+    the conflict linked, the value kept. Acme's actions are not there."""
+    company = world.companies[4]
+    engine = world.engine()
+    try:
+        with transaction(engine) as session:
+            customer_id = session.scalar(
+                select(LinkRow.customer_id).where(
+                    LinkRow.connection_id == world.other_connection, LinkRow.crm_id == company
+                )
+            )
+            assert customer_id is not None
+            update_customer(
+                session, world.other_org, customer_id, CustomerPatch(phone_number="+15550199")
+            )
+        world.sandbox.hubspot.edit(company, {"phone": "+15550288"})
+        result = sync_connection(engine, world.settings, world.other_connection, trigger="operator")
+        assert result.status == "succeeded", result.error
+    finally:
+        engine.dispose()
+    sign_in(page, world, "other")
+    page.goto("/console/conflicts?field=phone_number")
+    card = page.locator("article.conflict")
+    assert card.count() == 1 and "+15550288" in card.inner_text()
+    conflict_id = card.get_attribute("id").removeprefix("conflict-")
+    card.locator("button:has-text('Keep billing')").click()
+    assert "Resolved: phone_number" in flash(page)
+
+    page.click("nav >> text=Audit")
+    page.wait_for_url("**/console/audit")
+    page.select_option("select[name=actor]", "console:Olga Other <olga@globex.example>")
+    page.wait_for_url("**actor=**")
+    rows = page.locator("table.audit tbody tr")
+    newest = rows.first
+    text = newest.inner_text()
+    assert newest.get_attribute("data-action") == "conflict_resolved"
+    assert "Olga Other <olga@globex.example>" in text and "resolved a conflict" in text
+    assert "+15550199" in text and "billing" in text  # the value kept, and how
+    assert newest.locator(f"a[href='/console/conflicts/{conflict_id}']").count() == 1
+    assert newest.locator(f"a[href='/console/customers/{customer_id}']").count() == 1
+    assert all("Olga Other" in row for row in rows.all_inner_texts())
+    password = page.locator("table.audit tr[data-action=operator_password_set]")
+    assert "operator Olga Other <olga@globex.example>" in password.inner_text()
+    assert "acme.example" not in page.inner_text("main")
+    shot(page, "17-audit")
+    # the conflict's link leads to it, resolved
+    newest.locator(f"a[href='/console/conflicts/{conflict_id}']").click()
+    page.wait_for_url(f"**/console/conflicts/{conflict_id}")
+    assert "kept billing's value" in page.inner_text("main")

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import (
+    audit,
     bad_input,
     conflicts,
     connections,
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(failures.router)
     app.include_router(connections.router)
+    app.include_router(audit.router)
     app.include_router(webhooks.router)
     console.install(app)
     app.include_router(health.router)

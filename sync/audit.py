@@ -139,7 +139,11 @@ def audit_page(
     customers = review_repository.customer_names(
         session, organisation_id, [r.subject for r in rows]
     )
-    events = [describe(r, connections, customers) for r in rows]
+    named = [r.detail.get("conflict_id") for r in rows if r.detail]
+    conflicts = review_repository.conflict_connections(
+        session, organisation_id, [c for c in named if isinstance(c, str)]
+    )
+    events = [describe(r, connections, customers, conflicts) for r in rows]
     return AuditPage(events, offset, limit, more)
 
 
@@ -179,8 +183,14 @@ def what(action: str) -> str:
     return ACTIONS.get(action, action.replace("_", " "))
 
 
-def describe(row: AuditEvent, connections: dict[str, str], customers: dict[str, str]) -> Event:
-    """One row in people's words, with the records it was done to."""
+def describe(
+    row: AuditEvent,
+    connections: dict[str, str],
+    customers: dict[str, str],
+    conflicts: dict[str, str] | None = None,
+) -> Event:
+    """One row in people's words, with the records it was done to (``conflicts``: the
+    connection of each conflict the page names)."""
     detail = dict(row.detail or {})
     return Event(
         id=row.id,
@@ -190,7 +200,7 @@ def describe(row: AuditEvent, connections: dict[str, str], customers: dict[str, 
         action=row.action,
         what=what(row.action),
         subject=row.subject,
-        targets=_targets(row, detail, connections, customers),
+        targets=_targets(row, detail, connections, customers, conflicts or {}),
         detail={k: v for k, v in detail.items() if k not in _TARGET_KEYS},
     )
 
@@ -200,6 +210,7 @@ def _targets(
     detail: dict[str, Any],
     connections: dict[str, str],
     customers: dict[str, str],
+    conflicts: dict[str, str],
 ) -> list[Target]:
     found: list[Target] = []
     if row.subject in customers:
@@ -212,6 +223,10 @@ def _targets(
     connection_id = detail.get("connection_id")
     if not isinstance(connection_id, str) and row.action.startswith(_CONNECTION_ACTIONS):
         connection_id = row.subject
+    if not isinstance(connection_id, str) and row.actor.startswith("sync:"):
+        connection_id = row.actor.removeprefix("sync:")  # what its sync found the CRM did
+    if not isinstance(connection_id, str):
+        connection_id = conflicts.get(str(detail.get("conflict_id")))
     if isinstance(connection_id, str):
         name = connections.get(connection_id) or str(detail.get("name") or connection_id)
         found.append(Target("connection", connection_id, name))

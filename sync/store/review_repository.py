@@ -186,6 +186,18 @@ def customer_names(
     return {row.id: row.customer_name or "" for row in session.execute(query)}
 
 
+def conflict_connections(
+    session: Session, organisation_id: str, conflict_ids: Sequence[str]
+) -> dict[str, str]:
+    """The connection of each of the organisation's conflicts among ``conflict_ids``."""
+    if not conflict_ids:
+        return {}
+    query = select(Conflict.id, Conflict.connection_id).where(
+        Conflict.organisation_id == organisation_id, Conflict.id.in_(set(conflict_ids))
+    )
+    return {row.id: row.connection_id for row in session.execute(query)}
+
+
 def search_customers(
     session: Session, organisation_id: str, text: str, limit: int = 50
 ) -> Sequence[CustomerRow]:

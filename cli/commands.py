@@ -81,6 +81,7 @@ COMMANDS: dict[str, Entry] = {
         "cli.conflicts", "app", "Conflicts: a field changed differently on both sides."
     ),
     "operators": Entry("cli.operators", "app", "Console operators (sign-in per organisation)."),
+    "audit": Entry("cli.audit", "app", "The audit trail: who did what, to which record, when."),
     "health": Entry("cli.health", "app", "Health checks (for container healthchecks)."),
     "sandbox": Entry("cli.sandbox", "app", "The local CRM emulator (Salesforce and HubSpot APIs)."),
 }

@@ -19,7 +19,7 @@ ONLY_FOR = {
     "celery": {"sync", "retry", "resync", "failures", "conflicts", "worker", "beat", "up"},
     "sqlalchemy": {
         *("sync", "retry", "resync", "db", "orgs", "entities", "customers"),
-        *("connections", "runs", "failures", "conflicts"),
+        *("connections", "runs", "failures", "conflicts", "audit"),
     },
     "fastapi": set(),
 }

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -17,14 +17,8 @@ from sync.store import repository
 
 app = typer.Typer(name="audit", help="The audit trail: who did what, to which record, when.")
 
-#: dates, or moments, on the command line (taken as UTC)
+#: dates, or moments, on the command line (taken as UTC by sync.audit)
 MOMENT_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 @app.command("list")
@@ -69,8 +63,8 @@ def list_(
             action=action,
             connection_id=connection_id,
             customer_id=customer_id,
-            since=_utc(since),
-            until=_utc(until),
+            since=since,
+            until=until,
         )
         page = audit.audit_page(opened, organisation_id, filters, limit=limit, offset=offset)
     events = [e.to_json() for e in page.events]

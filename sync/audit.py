@@ -10,7 +10,7 @@ at most :data:`MAX_PAGE` events, always scoped to one organisation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -128,8 +128,8 @@ def audit_page(
             action=filters.action,
             connection_id=filters.connection_id,
             customer_id=filters.customer_id,
-            since=filters.since,
-            until=filters.until,
+            since=_utc(filters.since),
+            until=_utc(filters.until),
             limit=limit + 1,
             offset=offset,
         )
@@ -145,6 +145,13 @@ def audit_page(
     )
     events = [describe(r, connections, customers, conflicts) for r in rows]
     return AuditPage(events, offset, limit, more)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A moment given without a time zone is taken as UTC (as the store writes them)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def actors(session: Session, organisation_id: str) -> list[tuple[str, str]]:

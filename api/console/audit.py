@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.console.base import EngineDep, MeDep, PageError, not_found, reading, render
@@ -15,8 +15,16 @@ from sync.store import repository, sync_repository
 
 router = APIRouter()
 
-#: events on one page of the console
+#: events on one page of the console, and the last page one may ask for
 PAGE = 50
+LAST_PAGE = 1_000_000
+
+
+def _page_number(value: str) -> int:
+    # a page error, as the console's others are, not the API's JSON 422
+    if not value.isdigit() or not 1 <= int(value) <= LAST_PAGE:
+        raise PageError(400, "No such page", f"page must be a number from 1 to {LAST_PAGE}.")
+    return int(value)
 
 
 def _day(value: str, name: str) -> date | None:
@@ -26,6 +34,13 @@ def _day(value: str, name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise PageError(400, "Not a date", f"{name} must be a date (YYYY-MM-DD).") from None
+
+
+def _end_of(day: date) -> datetime | None:
+    """ "To" a day is the whole day: up to the start of the next (none after the last)."""
+    if day == date.max:
+        return None
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
 
 
 @router.get("/audit")
@@ -39,8 +54,9 @@ def audit_page(
     customer: str = "",
     since: str = "",
     until: str = "",
-    page: int = Query(1, ge=1, le=1_000_000),
+    page: str = "1",
 ) -> Response:
+    number = _page_number(page)
     first, last = _day(since, "From"), _day(until, "To")
     filters = audit.AuditFilter(
         actor=actor or None,
@@ -48,10 +64,7 @@ def audit_page(
         connection_id=connection or None,
         customer_id=customer or None,
         since=datetime.combine(first, datetime.min.time(), UTC) if first else None,
-        # "to" is a whole day: up to the start of the next
-        until=datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
-        if last
-        else None,
+        until=_end_of(last) if last else None,
     )
     with reading(engine) as db:
         connections = list(sync_repository.list_connections(db, me.organisation_id))
@@ -63,7 +76,7 @@ def audit_page(
             if chosen_customer is None:
                 raise not_found("customer")
         found = audit.audit_page(
-            db, me.organisation_id, filters, limit=PAGE, offset=(page - 1) * PAGE
+            db, me.organisation_id, filters, limit=PAGE, offset=(number - 1) * PAGE
         )
         actors = audit.actors(db, me.organisation_id)
         actions = audit.actions(db, me.organisation_id)
@@ -86,9 +99,11 @@ def audit_page(
             "me": me,
             "events": found.events,
             "more": found.more,
-            "page": page,
-            "newer": f"/console/audit?{urlencode({**kept, 'page': page - 1})}" if page > 1 else "",
-            "older": f"/console/audit?{urlencode({**kept, 'page': page + 1})}"
+            "page": number,
+            "newer": f"/console/audit?{urlencode({**kept, 'page': number - 1})}"
+            if number > 1
+            else "",
+            "older": f"/console/audit?{urlencode({**kept, 'page': number + 1})}"
             if found.more
             else "",
             "filters": kept,

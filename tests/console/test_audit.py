@@ -154,6 +154,10 @@ def test_pages_of_fifty_by_customer_and_days(world: World, visitor: Visitor) -> 
     assert rows(before.text) == []
     bad = visitor.http.get("/console/audit", params={"since": "yesterday"})
     assert bad.status_code == 400 and "must be a date" in bad.text
+    assert visitor.http.get("/console/audit", params={"until": "9999-12-31"}).status_code == 200
+    for page in ("0", "two", "1000001"):
+        bad = visitor.http.get("/console/audit", params={"page": page})
+        assert bad.status_code == 400 and "page must be a number" in bad.text, page
 
 
 def test_a_viewer_reads_it_and_it_has_nothing_to_act_on(world: World, visitor: Visitor) -> None:

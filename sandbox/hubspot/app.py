@@ -200,13 +200,14 @@ class Api:
             headers = verdict.headers
             if faults.latency_ms:
                 await asyncio.sleep(faults.latency_ms / 1000)
-            if fate == "hang":
+            if fate in ("hang", "stall"):
                 generation = self.sb.faults.generation
                 deadline = time.monotonic() + faults.hang_seconds
                 while (
                     time.monotonic() < deadline
                     and generation == self.sb.faults.generation
                     and not self.sb.closing
+                    and not (fate == "stall" and self.sb.faults.stall_lifted())
                 ):
                     await asyncio.sleep(0.02)
             auth = request.headers.get("authorization", "")

@@ -25,6 +25,10 @@ server_error_status    the 5xx status to use (500 by default; 502/503/504 are re
 latency_ms             add this much latency to every API request
 hang_next              the next N API requests wait ``hang_seconds`` before answering
 hang_seconds           (past a client's time-out; released early by clear/close)
+hang_after             answer the next N API requests, then hang every later one
+                       ``hang_seconds`` or until this is set back to None (a portal that
+                       stops answering mid-run: a test stops a run at a known page); None
+                       (default): never
 record_errors          {id or unique value: "validation" | "duplicate" | "not_found"}:
                        per-record errors in batch create/update/upsert (207)
 expired_token          answer every API request with 401 (expired OAuth token)
@@ -77,6 +81,7 @@ class Faults:
     latency_ms: float = 0.0
     hang_next: int = 0
     hang_seconds: float = 5.0
+    hang_after: int | None = None
     record_errors: dict[str, str] = field(default_factory=dict)
     expired_token: bool = False
     multi_status: bool = True
@@ -89,7 +94,13 @@ class Faults:
 FAULT_NAMES = frozenset(f.name for f in fields(Faults))
 
 #: what ``take`` decided -> the kind it is counted as in ``injected``
-_KINDS = {"auth": "expired_token", "rate": "rate_limit", "error": "server_error", "hang": "hang"}
+_KINDS = {
+    "auth": "expired_token",
+    "rate": "rate_limit",
+    "error": "server_error",
+    "hang": "hang",
+    "stall": "hang",
+}
 
 
 class FaultState:
@@ -144,7 +155,8 @@ class FaultState:
             self.injected.clear()
 
     def take(self) -> tuple[str | None, Faults]:
-        """Decide the fate of one API request: None, "auth", "rate", "error" or "hang"."""
+        """Decide the fate of one API request: None, "auth", "rate", "error", "hang" or
+        "stall" (a hang of ``hang_after``)."""
         with self._lock:
             fate, f = self._decide()
             if fate is not None:
@@ -167,7 +179,16 @@ class FaultState:
         if f.hang_next > 0:
             f.hang_next -= 1
             return "hang", f
+        if f.hang_after is not None:
+            if f.hang_after == 0:
+                return "stall", f
+            f.hang_after -= 1
         return None, f
+
+    def stall_lifted(self) -> bool:
+        """``hang_after`` was set back to None: its hanging requests go on."""
+        with self._lock:
+            return self.faults.hang_after is None
 
     def search_index_delay_ms(self) -> int:
         """How long a write made now takes to reach the search index (ms)."""

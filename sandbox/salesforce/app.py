@@ -137,6 +137,10 @@ class Faults:
     #: the next N API requests hang ``hang_seconds`` (past a client time-out), then 503
     hang_next: int = 0
     hang_seconds: float = 30.0
+    #: answer the next N API requests, then hang every later one ``hang_seconds`` or until
+    #: this is set back to None (an org that stops answering mid-run: a test stops a run
+    #: at a known page); None: never
+    hang_after: int | None = None
     #: serve query pages of at most this many rows, whatever batchSize asks: "There is no
     #: guarantee that the requested batch size is the actual batch size"
     #: (https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_queryoptions.htm);
@@ -658,18 +662,35 @@ class SalesforceSandbox:
             return self._json(exc.status, exc.body())
         return self._json(status, payload)
 
+    @staticmethod
+    def _hangs(f: Faults) -> str | None:
+        """Whether this request hangs: "next" (``hang_next``), "after" (``hang_after``) or
+        None; the caller holds the org lock."""
+        if f.hang_next > 0:
+            f.hang_next -= 1
+            return "next"
+        if f.hang_after is None:
+            return None
+        if f.hang_after > 0:
+            f.hang_after -= 1
+            return None
+        return "after"
+
+    def _still_hanging(self, hang: str, deadline: float) -> bool:
+        lifted = hang == "after" and self.faults.hang_after is None
+        return time.monotonic() < deadline and not self._closing and not lifted
+
     async def _fault(self, request: Request) -> Response | None:
         f = self.faults
         if f.latency_seconds:
             await asyncio.sleep(f.latency_seconds)
         with self.org.lock:
-            hang = f.hang_next > 0
+            hang = self._hangs(f)
             if hang:
-                f.hang_next -= 1
                 self.injected["hang"] += 1
         if hang:
             deadline = time.monotonic() + f.hang_seconds
-            while time.monotonic() < deadline and not self._closing:
+            while self._still_hanging(hang, deadline):
                 await asyncio.sleep(0.05)
             # The client gave up long ago: close the connection after answering, or the
             # server would keep a dead kept-alive TLS connection (and wait on it at stop).

@@ -66,6 +66,24 @@ def test_crud_gets_models_back(client: Any, hs: HubSpotSandbox) -> None:
         api.get_by_id(created.id)
 
 
+def test_hang_after_answers_some_then_stalls_until_lifted(client: Any, hs: HubSpotSandbox) -> None:
+    cid = hs.create("companies", {"name": "A"})
+    api = client.crm.companies.basic_api
+    hs.set_faults(hang_after=1, hang_seconds=600)
+    assert api.get_by_id(cid).id == cid
+    answered: list[str] = []
+    caller = threading.Thread(target=lambda: answered.append(api.get_by_id(cid).id))
+    caller.start()
+    deadline = time.monotonic() + 30
+    while hs.fault_counts().get("hang", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hs.fault_counts().get("hang") == 1
+    assert caller.is_alive() and not answered  # it waits for the fault to be lifted, not for time
+    hs.set_faults(hang_after=None)
+    caller.join(timeout=30)
+    assert answered == [cid]  # answered late, as a slow portal does
+
+
 def test_get_by_unique_property(client: Any, hs: HubSpotSandbox) -> None:
     cid = hs.create("companies", {"name": "A", "crmsync_id": "bill-1"})
     got = client.crm.companies.basic_api.get_by_id("bill-1", id_property="crmsync_id")

@@ -543,6 +543,30 @@ def test_hang_outlasts_a_client_timeout(sb: Sandbox, sf: Salesforce) -> None:
     assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
 
 
+def test_hang_after_answers_some_then_stalls_until_lifted(sb: Sandbox, sf: Salesforce) -> None:
+    sb.salesforce.set_faults(hang_after=1, hang_seconds=600)
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
+    refused: list[SalesforceGeneralError] = []
+
+    def stalled_query() -> None:
+        try:
+            sf.query("SELECT Id FROM Account")
+        except SalesforceGeneralError as error:
+            refused.append(error)
+
+    caller = threading.Thread(target=stalled_query)
+    caller.start()
+    deadline = time.monotonic() + 30
+    while sb.salesforce.fault_counts().get("hang", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sb.salesforce.fault_counts().get("hang") == 1
+    assert caller.is_alive() and not refused  # it waits for the fault to be lifted, not for time
+    sb.salesforce.set_faults(hang_after=None)
+    caller.join(timeout=30)
+    assert [e.status for e in refused] == [503]
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 0
+
+
 def test_error_rate_is_a_fraction(sb: Sandbox, sf: Salesforce) -> None:
     sb.salesforce.set_faults(server_error_rate=0.5)
     failures = 0

@@ -87,7 +87,15 @@ class World:
             return s.scalar(select(func.count()).select_from(CustomerRow)) or 0
 
 
-def make_world(engine: Engine, sandbox: Sandbox, crm: str, **spec: Any) -> World:
+def make_world(
+    engine: Engine,
+    sandbox: Sandbox,
+    crm: str,
+    *,
+    connector_settings: dict[str, Any] | None = None,
+    **spec: Any,
+) -> World:
+    """``connector_settings`` override the harness's connection settings."""
     harness = harness_for(crm, sandbox)
     harness.reset()
     settings = Settings(database_url=str(engine.url), secret_key=new_secret_key())
@@ -103,7 +111,7 @@ def make_world(engine: Engine, sandbox: Sandbox, crm: str, **spec: Any) -> World
                 credentials=harness.credentials()
                 if hasattr(harness, "credentials")
                 else harness.connector().config.credentials,
-                settings=harness.settings(),
+                settings=harness.settings(**(connector_settings or {})),
                 field_map=dict(harness.field_map),
                 **spec,
             ),

@@ -409,7 +409,7 @@ def probe_console_listing(path: str) -> Probe:
     def probe(world: World, data: Data) -> None:
         console = console_probe(world, data)
         assert console.get(path, data).status_code in (200, 303)
-        if path in ("/console/conflicts", "/console/failures"):
+        if path in ("/console/conflicts", "/console/failures", "/console/audit"):
             answer = console.get(f"{path}?connection={world.b.hubspot}", data)
             assert answer.status_code == 404
 
@@ -580,6 +580,7 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ("GET", "/runs"): probe_api_listing("/runs"),
     ("GET", "/runs/{run_id}"): probe_api_one("/runs/{run_id}"),
     ("GET", "/failures"): probe_api_listing("/failures"),
+    ("GET", "/audit"): probe_api_listing("/audit"),
     ("GET", "/failures/{failure_id}"): probe_api_one("/failures/{failure_id}"),
     ("POST", "/failures/{failure_id}/retry"): probe_api_action("/failures/{failure_id}/retry"),
     ("POST", "/failures/retry"): probe_api_retry_all,
@@ -605,6 +606,10 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ("GET", "/console/failures"): probe_console_listing("/console/failures"),
     ("GET", "/console/operators"): probe_console_listing("/console/operators"),
     ("GET", "/console/runs"): probe_console_listing("/console/runs"),
+    ("GET", "/console/audit"): probe_console_listing("/console/audit"),
+    ("GET", "/console/conflicts/{conflict_id}"): probe_console_page(
+        "/console/conflicts/{conflict_id}"
+    ),
     ("GET", "/console/connections/{connection_id}"): probe_console_page(
         "/console/connections/{connection_id}"
     ),
@@ -624,6 +629,9 @@ ROUTES: dict[tuple[str, str], Probe | str] = {
     ),
     ("POST", "/console/connections/{connection_id}/sync"): probe_console_action(
         "/console/connections/{connection_id}/sync"
+    ),
+    ("POST", "/console/connections/{connection_id}/connector"): probe_console_action(
+        "/console/connections/{connection_id}/connector"
     ),
     ("POST", "/console/connections/{connection_id}/options"): probe_console_action(
         "/console/connections/{connection_id}/options",
@@ -781,6 +789,11 @@ CLI: dict[str, CliProbe] = {
     "connections add salesforce": lambda w, d: [],  # adds to A only: see the add check
     "connections add hubspot": lambda w, d: [],
     "runs list": lambda w, d: [["runs", "list", "--org", w.a.id, "--json"]],
+    "audit list": lambda w, d: [
+        ["audit", "list", "--org", w.a.id, "--json"],
+        ["audit", "list", "--org", w.a.id, "--json", "--connection", w.b.hubspot],
+        ["audit", "list", "--org", w.a.id, "--json", "--customer", d.customer],
+    ],
     "runs show": lambda w, d: [["runs", "show", d.run, "--org", w.a.id]],
     "failures list": lambda w, d: [["failures", "list", "--org", w.a.id, "--json", "--all"]],
     "failures show": lambda w, d: [["failures", "show", d.failure, "--org", w.a.id]],
@@ -854,7 +867,8 @@ def test_every_cli_command_keeps_organisations_apart(
             # the id A typed may be echoed back ("no conflict X"); nothing else of B's may
             leaks = [x for x in _leaks(world, data, result.output + result.stderr) if x not in args]
             assert leaks == [], f"crmsync {' '.join(args)} showed B's {leaks}"
-            named = next((a for a in args[1:3] if a in [*data.ids(), world.b.hubspot]), None)
+            # B's id, named as the command's object or as a filter: not found, exit 3
+            named = next((a for a in args[1:] if a in [*data.ids(), world.b.hubspot]), None)
             if named is not None:
                 assert result.exit_code == 3, (
                     f"crmsync {' '.join(args)}: exit {result.exit_code}, not 3 (not found)\n"

@@ -228,6 +228,14 @@ class HubSpotSandbox:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def index_now(self) -> None:
+        """The search index has every write made so far, whatever the
+        ``search_index_delay_seconds`` fault made it wait for: a test decides when a late
+        write reaches search, not the clock."""
+        with self.portal.lock:
+            for store in (self.portal.companies, self.portal.contacts):
+                store.index_pending()
+
     def new_day(self) -> None:
         """The portal's midnight passes: its daily API allowance is whole again."""
         self.api.limits.new_day()

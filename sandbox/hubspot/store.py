@@ -309,6 +309,12 @@ class ObjectStore:
         self.search_pending_ms = max(self.search_pending_ms, at)
         return at
 
+    def index_pending(self) -> None:
+        """The search index catches up: every write so far is searchable now."""
+        for rec in self.records.values():
+            rec.searchable_ms = 0
+        self.search_pending_ms = 0
+
     def _index_remove(self, rec: Record) -> None:
         key = (rec.modified_ms, rec.id)
         i = bisect.bisect_left(self.index, key)

@@ -8,7 +8,7 @@ statement per row. Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -327,6 +327,18 @@ def _copy_values(
     psycopg would adapt each value on its own: a string costs it a third of a timestamp or
     a boolean, on the hot path of every bulk write. A column with a default is written in
     one text for every row that leaves it out."""
+    text_of = _copy_text()
+    first = rows[0] if rows else {}
+    common = [k for k in keys if k in first]
+    left_out = _left_out_columns(keys, first, json_columns, defaults, text_of)
+    convert = _columns_to_convert(common, first, json_columns)
+    values = _copy_row_values(rows, common, convert, left_out, json_columns, defaults, text_of)
+    return common + [k for k, _, _ in left_out], values
+
+
+def _copy_text() -> Callable[[Any, bool], Any]:
+    """A converter of one value to the text ``COPY`` reads (``is_json``: the column holds
+    JSON). Each distinct timestamp is formatted once: a page mostly shares one ``now``."""
     texts: dict[Any, str] = {}
 
     def text_of(value: Any, is_json: bool) -> Any:
@@ -344,9 +356,19 @@ def _copy_values(
             return found
         return value
 
-    first = rows[0] if rows else {}
-    common = [k for k in keys if k in first]
-    rest = [
+    return text_of
+
+
+def _left_out_columns(
+    keys: Sequence[str],
+    first: dict[str, Any],
+    json_columns: set[str],
+    defaults: dict[str, Any],
+    text_of: Callable[[Any, bool], Any],
+) -> list[tuple[str, bool, Any]]:
+    """The columns the first row leaves out: each with whether it holds JSON and its
+    default already as text, converted once for every row that leaves it out too."""
+    return [
         (
             k,
             k in json_columns,
@@ -355,42 +377,67 @@ def _copy_values(
         for k in keys
         if k not in first
     ]
-    # the columns whose values may need converting (the first row's tell; any other
-    # value psycopg adapts itself)
-    convert = [
+
+
+def _columns_to_convert(
+    common: Sequence[str], first: dict[str, Any], json_columns: set[str]
+) -> list[tuple[int, bool]]:
+    """The positions (in ``common``) of the columns whose values may need converting, with
+    whether each holds JSON. The first row's values tell; any other value psycopg adapts
+    itself."""
+    return [
         (i, k in json_columns)
         for i, k in enumerate(common)
         if k in json_columns or type(first[k]) in (bool, int, datetime)
     ]
+
+
+def _copy_row_values(
+    rows: Sequence[dict[str, Any]],
+    common: Sequence[str],
+    convert: Sequence[tuple[int, bool]],
+    left_out: Sequence[tuple[str, bool, Any]],
+    json_columns: set[str],
+    defaults: dict[str, Any],
+    text_of: Callable[[Any, bool], Any],
+) -> Iterator[list[Any]]:
+    """Each row's values in ``COPY`` order: the first row's columns, then the ones it left
+    out (their default where this row leaves them out too)."""
     getter = itemgetter(*common) if len(common) > 1 else None
     missing = object()
+    for row in rows:
+        try:
+            out = list(getter(row)) if getter is not None else [row[k] for k in common]
+        except KeyError:  # a row without one of the first row's columns
+            out = _irregular_row_values(row, common, json_columns, defaults, text_of)
+        else:
+            for i, is_json in convert:
+                value = out[i]
+                if value is not None:
+                    out[i] = text_of(value, is_json)
+        for key, is_json, default in left_out:
+            value = row.get(key, missing)
+            out.append(
+                default if value is missing else None if value is None else text_of(value, is_json)
+            )
+        yield out
 
-    def values() -> Iterator[list[Any]]:
-        for row in rows:
-            try:
-                out = list(getter(row)) if getter is not None else [row[k] for k in common]
-            except KeyError:  # a row without one of the first row's columns
-                out = [row.get(k, defaults.get(k)) for k in common]
-                for i, k in enumerate(common):
-                    if out[i] is not None and (k in json_columns or k not in row):
-                        out[i] = text_of(out[i], k in json_columns)
-            else:
-                for i, is_json in convert:
-                    value = out[i]
-                    if value is not None:
-                        out[i] = text_of(value, is_json)
-            for key, is_json, default in rest:
-                value = row.get(key, missing)
-                out.append(
-                    default
-                    if value is missing
-                    else None
-                    if value is None
-                    else text_of(value, is_json)
-                )
-            yield out
 
-    return common + [k for k, _, _ in rest], values()
+def _irregular_row_values(
+    row: dict[str, Any],
+    common: Sequence[str],
+    json_columns: set[str],
+    defaults: dict[str, Any],
+    text_of: Callable[[Any, bool], Any],
+) -> list[Any]:
+    """The first row's columns of a row that lacks some of them: each missing one takes
+    its default, and every JSON or defaulted value is converted (the first row's types do
+    not tell for this row)."""
+    out = [row.get(k, defaults.get(k)) for k in common]
+    for i, k in enumerate(common):
+        if out[i] is not None and (k in json_columns or k not in row):
+            out[i] = text_of(out[i], k in json_columns)
+    return out
 
 
 def insert_customers(

@@ -7,30 +7,28 @@ in any CRM has none, and is ``pending``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from sync.store.models import Conflict, ContactLinkRow, ContactRow, LinkRow, utcnow
 from sync.store.repository import (
     _insert_for,
     bulk_insert,
+    chunks,
     refresh_statistics,
     rows_among,
     scalars_among,
 )
 
+#: ids per statement in this module's chunked queries (``chunks`` defaults to 1000)
 _CHUNK = 500
 #: the Core table, for executemany UPDATEs (the ORM's bulk update wants every row's keys)
 _TABLE: Table = ContactRow.__table__  # type: ignore[assignment]
-
-
-def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass(frozen=True)
@@ -116,15 +114,30 @@ def pending_contacts(
     (other connections in the organisation): then every contact of the customers that has
     no CRM contact here is read too, so that a customer linked here after its contacts
     reached another CRM gets them as well."""
-    # never NULL (a NULL would make ``~linked`` NULL, not true, for a contact in no CRM)
-    home = and_(ContactRow.connection_id.is_not(None), ContactRow.connection_id == connection_id)
-    link_version = case((home, ContactRow.link_version), else_=ContactLinkRow.version)
-    linked = or_(home, ContactLinkRow.contact_id.is_not(None))
-    behind = and_(
-        ContactRow.pending.is_(True),
-        or_(~linked, link_version < ContactRow.version),
-    )
     query = (
+        _contacts_of_linked_customers(connection_id)
+        .where(
+            ContactRow.organisation_id == organisation_id,
+            ContactRow.state == "active",
+            _to_push_here(connection_id, unlinked=unlinked),
+            ContactRow.id > after,
+        )
+        .order_by(ContactRow.id)
+        .limit(limit)
+    )
+    if customer_ids is not None:
+        query = query.where(ContactRow.customer_id.in_(list(customer_ids)))
+    return [
+        _pending_contact(connection_id, row, account_id, other)
+        for row, account_id, other in session.execute(query)
+    ]
+
+
+def _contacts_of_linked_customers(connection_id: str) -> Select[ContactRow, str, ContactLinkRow]:
+    """Contacts whose customer has an active link in this connection, with the CRM
+    account / company of that link and the contact's ``contact_links`` row here (None:
+    none, its CRM contact here, if any, is on its own row)."""
+    return (
         select(ContactRow, LinkRow.crm_id, ContactLinkRow)
         .join(
             LinkRow,
@@ -141,26 +154,35 @@ def pending_contacts(
                 ContactLinkRow.connection_id == connection_id,
             ),
         )
-        .where(
-            ContactRow.organisation_id == organisation_id,
-            ContactRow.state == "active",
-            or_(behind, ~linked) if unlinked else behind,
-            ContactRow.id > after,
-        )
-        .order_by(ContactRow.id)
-        .limit(limit)
     )
-    if customer_ids is not None:
-        query = query.where(ContactRow.customer_id.in_(list(customer_ids)))
-    found = []
-    for row, account_id, other in session.execute(query):
-        link: LinkedContact | None = None
-        if row.connection_id == connection_id and row.crm_id is not None:
-            link = LinkedContact(row, row.crm_id, row.base, int(row.link_version), True)
-        elif other is not None:
-            link = LinkedContact(row, other.crm_id, other.base, other.version, False)
-        found.append(PendingContact(row, str(account_id), link))
-    return found
+
+
+def _to_push_here(connection_id: str, *, unlinked: bool) -> Any:
+    """The condition of :func:`pending_contacts` over :func:`_contacts_of_linked_customers`:
+    a pending contact with no CRM contact here or one behind its version; with
+    ``unlinked``, any contact with no CRM contact here as well."""
+    # never NULL (a NULL would make ``~linked`` NULL, not true, for a contact in no CRM)
+    home = and_(ContactRow.connection_id.is_not(None), ContactRow.connection_id == connection_id)
+    link_version = case((home, ContactRow.link_version), else_=ContactLinkRow.version)
+    linked = or_(home, ContactLinkRow.contact_id.is_not(None))
+    behind = and_(
+        ContactRow.pending.is_(True),
+        or_(~linked, link_version < ContactRow.version),
+    )
+    return or_(behind, ~linked) if unlinked else behind
+
+
+def _pending_contact(
+    connection_id: str, row: ContactRow, account_id: Any, other: ContactLinkRow | None
+) -> PendingContact:
+    """A contact to push, with its CRM contact here: on its own row (its home link) or in
+    ``other`` (its ``contact_links`` row here); None if it has none here yet."""
+    link: LinkedContact | None = None
+    if row.connection_id == connection_id and row.crm_id is not None:
+        link = LinkedContact(row, row.crm_id, row.base, int(row.link_version), True)
+    elif other is not None:
+        link = LinkedContact(row, other.crm_id, other.base, other.version, False)
+    return PendingContact(row, str(account_id), link)
 
 
 def pending_creates_of(
@@ -244,43 +266,70 @@ def write_links(
     """Write contacts' CRM contacts in this connection: on the contact's row (its home
     link), or in ``contact_links`` (inserted or updated)."""
     now = utcnow()
-    table = _TABLE
-    homes = [link for link in links if link.home]
-    if homes:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("v_id"), table.c.connection_id == connection_id)
-            .values(base=bindparam("v_base"), link_version=bindparam("v_version"))
-            .execution_options(synchronize_session=False),
-            [{"v_id": h.contact_id, "v_base": h.base, "v_version": h.version} for h in homes],
-        )
+    _update_home_links(session, connection_id, [link for link in links if link.home])
     others = [link for link in links if link.home is False]
     new = {link.contact_id: link for link in links if link.home is None}
     if new:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("v_id"), table.c.connection_id.is_(None))
-            .values(
-                connection_id=connection_id,
-                crm_id=bindparam("v_crm_id"),
-                base=bindparam("v_base"),
-                link_version=bindparam("v_version"),
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False),
-            [
-                {"v_id": n.contact_id, "v_crm_id": n.crm_id, "v_base": n.base}
-                | {"v_version": n.version}
-                for n in new.values()
-            ],
-        )
-        # a row another connection made its home meanwhile keeps this link apart
-        query = select(ContactRow.id, ContactRow.connection_id, ContactRow.crm_id)
-        for contact_id, home, crm_id in rows_among(session, query, ContactRow.id, list(new)):
-            if (home, crm_id) != (connection_id, new[contact_id].crm_id):
-                others.append(new[contact_id])
-    if not others:
+        others.extend(_claim_homes(session, connection_id, new, now))
+    if others:
+        _upsert_contact_links(session, organisation_id, connection_id, others, now)
+
+
+def _update_home_links(session: Session, connection_id: str, homes: Sequence[LinkWrite]) -> None:
+    """The new base and version of links kept on the contact's own row."""
+    if not homes:
         return
+    table = _TABLE
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("v_id"), table.c.connection_id == connection_id)
+        .values(base=bindparam("v_base"), link_version=bindparam("v_version"))
+        .execution_options(synchronize_session=False),
+        [{"v_id": h.contact_id, "v_base": h.base, "v_version": h.version} for h in homes],
+    )
+
+
+def _claim_homes(
+    session: Session, connection_id: str, new: dict[str, LinkWrite], now: datetime
+) -> list[LinkWrite]:
+    """Keep new links on their contacts' rows where no connection has one there yet;
+    returns those that must go to ``contact_links`` instead, because another connection
+    made the row its home meanwhile."""
+    table = _TABLE
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("v_id"), table.c.connection_id.is_(None))
+        .values(
+            connection_id=connection_id,
+            crm_id=bindparam("v_crm_id"),
+            base=bindparam("v_base"),
+            link_version=bindparam("v_version"),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False),
+        [
+            {"v_id": n.contact_id, "v_crm_id": n.crm_id, "v_base": n.base}
+            | {"v_version": n.version}
+            for n in new.values()
+        ],
+    )
+    # the UPDATE cannot say which rows it skipped: read back who holds each row now
+    apart: list[LinkWrite] = []
+    query = select(ContactRow.id, ContactRow.connection_id, ContactRow.crm_id)
+    for contact_id, home, crm_id in rows_among(session, query, ContactRow.id, list(new)):
+        if (home, crm_id) != (connection_id, new[contact_id].crm_id):
+            apart.append(new[contact_id])
+    return apart
+
+
+def _upsert_contact_links(
+    session: Session,
+    organisation_id: str,
+    connection_id: str,
+    links: Sequence[LinkWrite],
+    now: datetime,
+) -> None:
+    """Insert links in ``contact_links``, or update the base and version of those there."""
     links_table: Table = ContactLinkRow.__table__  # type: ignore[assignment]
     values = [
         {
@@ -293,7 +342,7 @@ def write_links(
             "created_at": now,
             "updated_at": now,
         }
-        for link in others
+        for link in links
     ]
     insert = _insert_for(session)(links_table)
     session.execute(
@@ -350,7 +399,7 @@ def settle_pushed(session: Session, settled: Sequence[tuple[str, int]]) -> None:
 
 def flag_contacts(session: Session, connection_id: str, contact_ids: Sequence[str]) -> None:
     """Contacts this connection's CRM deleted (or moved off the account): kept, flagged."""
-    for chunk in _chunks(list(contact_ids)):
+    for chunk in chunks(list(contact_ids), _CHUNK):
         session.execute(
             update(ContactRow)
             .where(ContactRow.id.in_(chunk))
@@ -361,7 +410,7 @@ def flag_contacts(session: Session, connection_id: str, contact_ids: Sequence[st
 def links_of(session: Session, contact_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     """Contact id -> connection id -> its CRM contact id there (home links included)."""
     found: dict[str, dict[str, str]] = {}
-    for chunk in _chunks(list(dict.fromkeys(contact_ids))):
+    for chunk in chunks(list(dict.fromkeys(contact_ids)), _CHUNK):
         for contact_id, connection_id, crm_id in session.execute(
             select(ContactRow.id, ContactRow.connection_id, ContactRow.crm_id).where(
                 ContactRow.id.in_(chunk), ContactRow.crm_id.is_not(None)
@@ -396,7 +445,7 @@ def contacts_of_customers(
 ) -> list[ContactRow]:
     """Every contact of these customers, in one query per chunk."""
     found: list[ContactRow] = []
-    for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+    for chunk in chunks(list(dict.fromkeys(customer_ids)), _CHUNK):
         found += session.scalars(
             select(ContactRow).where(
                 ContactRow.organisation_id == organisation_id, ContactRow.customer_id.in_(chunk)
@@ -408,7 +457,7 @@ def contacts_of_customers(
 def linked_elsewhere(session: Session, connection_id: str, customer_ids: Sequence[str]) -> set[str]:
     """The customers (of these) linked in another connection too (active links)."""
     found: set[str] = set()
-    for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+    for chunk in chunks(list(dict.fromkeys(customer_ids)), _CHUNK):
         found.update(
             session.scalars(
                 select(LinkRow.customer_id).where(

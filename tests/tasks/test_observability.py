@@ -34,6 +34,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: an event type of the test's own, sent until the capture receives it
+PROBE = "crmsync-test-probe"
+
+
 class EventCapture:
     """Celery's event receiver on the stack's broker, on a thread (what Flower does)."""
 
@@ -54,9 +58,18 @@ class EventCapture:
 
     def __enter__(self) -> EventCapture:
         self._thread.start()
-        self.ready.wait(10)
-        time.sleep(0.5)  # the receiver's queue is bound once it consumes
+        assert self.ready.wait(60), "the event receiver did not start"
+        # The receiver's queue is bound only once it consumes (Redis subscribes on its first
+        # poll), and an event sent before is lost: probe until one comes back (a fixed
+        # pause could be outlasted on a loaded machine, and task-sent went missing).
+        with self.app.connection_for_write() as connection:
+            probe = self.app.events.Dispatcher(connection, hostname="probe@events-capture")
+            wait_for(lambda: self._heard(probe), 60, "the event receiver to hear a probe")
         return self
+
+    def _heard(self, probe: Any) -> bool:
+        probe.send(PROBE)
+        return any(e.get("type") == PROBE for e in self.events)
 
     def __exit__(self, *_: object) -> None:
         if self._receiver is not None:

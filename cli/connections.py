@@ -40,7 +40,7 @@ from cli.output import (
 from connectors import registry
 from connectors.base import Connector, webhook_setup_for
 from connectors.errors import ConfigError
-from connectors.setup import option_fields
+from connectors.setup import OptionField, option_fields
 from sync import connections
 from sync.connections import ConnectionSpec
 from sync.settings import Settings, get_settings
@@ -355,16 +355,7 @@ def add_command(key: str) -> Callable[..., None]:
         name, org = values.pop("name"), values.pop("org")
         common = {k: values.pop(k) for k, _, _ in _COMMON_OPTIONS}
         credentials = {k: v for k, v in values.items() if fields[k].credential}
-        for missing in connector.credentials_model.to_prompt(credentials):
-            option = f"--{missing.replace('_', '-')}"
-            envvar = fields[missing].envvar(key) if missing in fields else None
-            hint = f"give {option}" + (f", set {envvar}" if envvar else "")
-            credentials[missing] = _secret(
-                None,
-                f"{key} {missing.replace('_', ' ')}",
-                f"{hint} or enter it at the prompt (`crmsync connections add {key} --help` "
-                "lists every credential option)",
-            )
+        _prompt_missing_credentials(key, connector, fields, credentials)
         options = {k: v for k, v in values.items() if not fields[k].credential and v is not None}
         options.update(_setting_values(common["setting"]))
         _add(
@@ -387,7 +378,38 @@ def add_command(key: str) -> Callable[..., None]:
             alert_secret=common["alert_secret"],
         )
 
-    params = [
+    # typer reads a command's options from its signature: this one's are the connector's
+    params = _add_parameters(connector)
+    add.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    add.__annotations__ = {p.name: p.annotation for p in params}
+    add.__doc__ = _add_help(key, connector)
+    return add
+
+
+def _prompt_missing_credentials(
+    key: str,
+    connector: type[Connector],
+    fields: dict[str, OptionField],
+    credentials: dict[str, Any],
+) -> None:
+    """Ask at the prompt for each credential the options left out (secrets are better not
+    typed on a command line), saying which option or env var would give it instead."""
+    for missing in connector.credentials_model.to_prompt(credentials):
+        option = f"--{missing.replace('_', '-')}"
+        envvar = fields[missing].envvar(key) if missing in fields else None
+        hint = f"give {option}" + (f", set {envvar}" if envvar else "")
+        credentials[missing] = _secret(
+            None,
+            f"{key} {missing.replace('_', ' ')}",
+            f"{hint} or enter it at the prompt (`crmsync connections add {key} --help` "
+            "lists every credential option)",
+        )
+
+
+def _add_parameters(connector: type[Connector]) -> list[inspect.Parameter]:
+    """``connections add KEY``'s parameters: the connection's name, the organisation, the
+    connector's own options, then those every connector shares."""
+    return [
         inspect.Parameter(
             "name",
             inspect.Parameter.KEYWORD_ONLY,
@@ -402,11 +424,12 @@ def add_command(key: str) -> Callable[..., None]:
             for n, a, d in _COMMON_OPTIONS
         ),
     ]
-    add.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    add.__annotations__ = {p.name: p.annotation for p in params}
+
+
+def _add_help(key: str, connector: type[Connector]) -> str:
+    """The command's help: the first line of the connector's settings model's docstring."""
     summary = (connector.settings_model.__doc__ or f"A {key} connection.").strip().splitlines()[0]
-    add.__doc__ = f"Add {summary[0].lower()}{summary[1:]} Exit 4 when the CRM refuses."
-    return add
+    return f"Add {summary[0].lower()}{summary[1:]} Exit 4 when the CRM refuses."
 
 
 class ConnectorCommands(TyperGroup):

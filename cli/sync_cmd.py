@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
 
 from cli.connections import ConnectionArg, require_connection, settings_and_engine
 from cli.db import session
@@ -13,6 +14,7 @@ from cli.output import ExitCode, JsonOption, OrgOption, fail, print_json, print_
 from sync.engine import RunResult, sync_connection
 from sync.errors import ConnectionPaused
 from sync.plan import Plan
+from sync.settings import Settings
 from tasks import enqueue, work
 
 #: the plan's sections, by the side they change
@@ -68,19 +70,33 @@ def sync(
             engine, settings, connection_id, trigger="operator", full=full, plan=True
         )
         _print_plan(result, as_json)
+    elif wait:
+        _sync_here(settings, engine, connection_id, name, full=full, as_json=as_json)
+    else:
+        _queue_sync(settings, connection_id, name, org, full=full, as_json=as_json)
+
+
+def _queue_sync(
+    settings: Settings, connection_id: str, name: str, org: str, *, full: bool, as_json: bool
+) -> None:
+    """Queue the sync for a worker and say so."""
+    task_id = enqueue.enqueue_sync(settings, connection_id, trigger="operator", full=full)
+    if as_json:
+        print_json({"connection_id": connection_id, "task_id": task_id, "queued": True})
         return
-    if not wait:
-        task_id = enqueue.enqueue_sync(settings, connection_id, trigger="operator", full=full)
-        if as_json:
-            print_json({"connection_id": connection_id, "task_id": task_id, "queued": True})
-        else:
-            say(f"Queued a {'full ' if full else ''}sync of [bold]{name}[/] (task {task_id}).")
-            # nothing runs it without a worker: say which, and how to see it or run it here
-            say(
-                "A worker runs it (`crmsync worker`, or `crmsync up` on one machine); "
-                f"`crmsync runs list --org {org.strip()}` shows it, `--wait` runs it here instead."
-            )
-        return
+    say(f"Queued a {'full ' if full else ''}sync of [bold]{name}[/] (task {task_id}).")
+    # nothing runs it without a worker: say which, and how to see it or run it here
+    say(
+        "A worker runs it (`crmsync worker`, or `crmsync up` on one machine); "
+        f"`crmsync runs list --org {org.strip()}` shows it, `--wait` runs it here instead."
+    )
+
+
+def _sync_here(
+    settings: Settings, engine: Engine, connection_id: str, name: str, *, full: bool, as_json: bool
+) -> None:
+    """Run the sync in the foreground with a progress display; exit 1 when it is not run
+    or fails."""
     with _progress(as_json) as report:
         outcome = work.run_sync(
             settings, engine, connection_id, trigger="operator", full=full, progress=report

@@ -21,7 +21,7 @@ from cli.output import (
     print_table,
     say,
 )
-from sync.conflicts import Keep, describe_conflict, resolve_conflict
+from sync.conflicts import Keep, Resolution, describe_conflict, resolve_conflict
 from sync.store import sync_repository as repo
 from tasks.work import connection_gate
 
@@ -109,17 +109,9 @@ def resolve(
 ) -> None:
     """Resolve a conflict with --keep billing|crm or --set VALUE: the value is written on
     the side that lacks it and audited. Exit 4 when it cannot be (the CRM refused it)."""
-    if (keep is None) == (set_value is None):
-        fail("choose one: --keep billing|crm or --set VALUE", ExitCode.USAGE)
-    if keep is not None and keep not in ("billing", "crm"):
-        fail("--keep must be billing or crm", ExitCode.USAGE)
+    _require_one_choice(keep, set_value)
     settings, engine = settings_and_engine()
-    with session() as opened:
-        require_organisation(opened, org)
-        conflict = repo.get_conflict(opened, org.strip(), conflict_id.strip())
-        if conflict is None:
-            fail(f"no conflict {conflict_id!r} in this organisation", ExitCode.NOT_FOUND)
-        connection_id = conflict.connection_id
+    connection_id = _conflict_connection(org, conflict_id)
     chosen: Keep | None = "billing" if keep == "billing" else "crm" if keep == "crm" else None
     resolution = resolve_conflict(
         engine,
@@ -132,6 +124,30 @@ def resolve(
         actor=actor or f"cli:{getpass.getuser()}",
         gate=connection_gate(settings, engine, connection_id),
     )
+    _print_resolution(resolution, as_json)
+
+
+def _require_one_choice(keep: str | None, set_value: str | None) -> None:
+    """Exit 2 unless exactly one of --keep billing|crm and --set VALUE is given."""
+    if (keep is None) == (set_value is None):
+        fail("choose one: --keep billing|crm or --set VALUE", ExitCode.USAGE)
+    if keep is not None and keep not in ("billing", "crm"):
+        fail("--keep must be billing or crm", ExitCode.USAGE)
+
+
+def _conflict_connection(org: str, conflict_id: str) -> str:
+    """The connection of the organisation's conflict; exit 3 when it has no such conflict
+    (another organisation's is not found either)."""
+    with session() as opened:
+        require_organisation(opened, org)
+        conflict = repo.get_conflict(opened, org.strip(), conflict_id.strip())
+        if conflict is None:
+            fail(f"no conflict {conflict_id!r} in this organisation", ExitCode.NOT_FOUND)
+        return conflict.connection_id
+
+
+def _print_resolution(resolution: Resolution, as_json: bool) -> None:
+    """What was written, and to which side (neither: both sides already agreed)."""
     data = {
         "conflict_id": resolution.conflict_id,
         "field": resolution.field,

@@ -405,18 +405,48 @@ def start_crmsync(demo: Demo) -> None:
 def first_sync(demo: Demo) -> None:
     step("The first two-way sync of both connections, on the worker")
     for key, name in (("salesforce", "acme-salesforce"), ("hubspot", "globex-hubspot")):
-        org = demo.orgs[key]["id"]
-        if key == "hubspot":
-            # HubSpot's ten-second burst limit, as a busy portal meets it: two 429s
-            with demo.hubspot() as client:
-                client.put("/_sandbox/faults", json={"rate_limit_next": 2, "retry_after": 0.5})
-            console.print("(HubSpot will answer the first two calls 429: crmsync waits as told)")
-        started = _run_ids(demo)
-        demo.crmsync("sync", name, "--org", org)
-        run = _follow_run(demo, started, f"{name}: pulling {RECORDS:,} records", RECORDS)
-        if run.status != "succeeded":
-            raise SystemExit(f"the sync of {name} failed: {run.error}")
+        _sync_on_worker(demo, key, name)
     step("What the first syncs did")
+    table = _first_syncs_table(demo)
+    console.print("[bold cyan]$ crmsync runs list --org ...[/] (both organisations, summarised)")
+    Console(width=WIDTH).print(table)
+    step("The conflicts: each differing field, with both values")
+    for key in ("salesforce", "hubspot"):
+        demo.crmsync("conflicts", "list", "--org", demo.orgs[key]["id"])
+
+
+def _sync_on_worker(demo: Demo, key: str, name: str) -> None:
+    """``crmsync sync`` of one connection, followed until its run ends; a failed run ends
+    the demo."""
+    org = demo.orgs[key]["id"]
+    if key == "hubspot":
+        # HubSpot's ten-second burst limit, as a busy portal meets it: two 429s
+        with demo.hubspot() as client:
+            client.put("/_sandbox/faults", json={"rate_limit_next": 2, "retry_after": 0.5})
+        console.print("(HubSpot will answer the first two calls 429: crmsync waits as told)")
+    started = _run_ids(demo)
+    demo.crmsync("sync", name, "--org", org)
+    run = _follow_run(demo, started, f"{name}: pulling {RECORDS:,} records", RECORDS)
+    if run.status != "succeeded":
+        raise SystemExit(f"the sync of {name} failed: {run.error}")
+
+
+#: the run counters the first syncs' table shows, in its column order
+_FIRST_SYNC_COUNTERS = (
+    "pulled",
+    "created",
+    "linked",
+    "updated",
+    "pushed",
+    "crm_created",
+    "conflicts_opened",
+    "failed",
+    "api_calls",
+)
+
+
+def _first_syncs_table(demo: Demo) -> Table:
+    """Each connection's runs so far, summed into one row."""
     table = Table(
         "connection",
         "pulled",
@@ -432,36 +462,24 @@ def first_sync(demo: Demo) -> None:
     )
     for key, name in (("salesforce", "acme-salesforce"), ("hubspot", "globex-hubspot")):
         # every run so far (beat may have started one too: a new connection is due at once)
-        runs = demo.crmsync_json("runs", "list", "--org", demo.orgs[key]["id"])
-        total: dict[str, float] = {}
-        for run in runs:
-            for k, v in run["counters"].items():
-                total[k] = total.get(k, 0) + v
-            total["api_calls"] = total.get("api_calls", 0) + run["api_calls"]
-            total["seconds"] = total.get("seconds", 0) + (run["duration_seconds"] or 0)
+        total = _run_totals(demo.crmsync_json("runs", "list", "--org", demo.orgs[key]["id"]))
         table.add_row(
             name,
-            *(
-                f"{total.get(k, 0):.0f}"
-                for k in (
-                    "pulled",
-                    "created",
-                    "linked",
-                    "updated",
-                    "pushed",
-                    "crm_created",
-                    "conflicts_opened",
-                    "failed",
-                    "api_calls",
-                )
-            ),
+            *(f"{total.get(k, 0):.0f}" for k in _FIRST_SYNC_COUNTERS),
             f"{total['seconds']:.1f}",
         )
-    console.print("[bold cyan]$ crmsync runs list --org ...[/] (both organisations, summarised)")
-    Console(width=WIDTH).print(table)
-    step("The conflicts: each differing field, with both values")
-    for key in ("salesforce", "hubspot"):
-        demo.crmsync("conflicts", "list", "--org", demo.orgs[key]["id"])
+    return table
+
+
+def _run_totals(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The runs' counters, API calls and seconds, summed."""
+    total: dict[str, float] = {}
+    for run in runs:
+        for k, v in run["counters"].items():
+            total[k] = total.get(k, 0) + v
+        total["api_calls"] = total.get("api_calls", 0) + run["api_calls"]
+        total["seconds"] = total.get("seconds", 0) + (run["duration_seconds"] or 0)
+    return total
 
 
 def _run_ids(demo: Demo) -> set[str]:

@@ -65,10 +65,9 @@ def test_the_printed_commands_connect_an_organisation(
         args = [org if w == "ORG" else name if w == "NAME" else w for w in words[1:]]
         said.append(" ".join(run(*args).stdout.split()))
     # no --webhook-secret: how to give the connection one before pointing Salesforce at it
-    assert (
-        "?secret=WEBHOOK_SECRET, once the connection has one: `crmsync connections set" in (said[0])
-    )
-    assert "--credential webhook_secret`" in said[0]
+    assert "?secret=WEBHOOK_SECRET" in said[0]
+    assert "no webhook secret yet: until `crmsync connections set" in said[0]
+    assert "--credential webhook_secret`, every webhook is refused" in said[0]
     listed = as_json(run("connections", "list", "--org", org, "--json"))
     assert {c["name"] for c in listed} == {"salesforce-sandbox", "hubspot-sandbox"}
     for name in ("salesforce-sandbox", "hubspot-sandbox"):

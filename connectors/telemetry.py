@@ -112,3 +112,15 @@ def _ids(labels: CallLabels) -> dict[str, str]:
     if not ids["organisation_id"]:
         del ids["organisation_id"]
     return ids
+
+
+def calls_counted(connection_id: str) -> list[dict[str, str]]:
+    """The label sets under which this process counted the connection's API calls (for a
+    connector's tests: its calls must carry its CRM, connection and organisation)."""
+    return [
+        dict(sample.labels)
+        for metric in API_CALLS.collect()
+        for sample in metric.samples
+        if sample.name == "crmsync_api_calls_total"
+        and sample.labels["connection_id"] == connection_id
+    ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from crmsync_pipedrive.connector import PipedriveConnector
 from harness import PipedriveHarness
-from prometheus_client import REGISTRY
 
 from connectors.base import ConnectionConfig
+from connectors.telemetry import calls_counted
 
 
 def test_calls_are_labelled_with_the_connection_and_its_organisation(
@@ -25,17 +25,10 @@ def test_calls_are_labelled_with_the_connection_and_its_organisation(
     )
     page = next(iter(connector.pull_customers(None, full=True)))
     assert len(page.records) == 3
-    labelled = [
-        sample
-        for metric in REGISTRY.collect()
-        if metric.name == "crmsync_api_calls"
-        for sample in metric.samples
-        if sample.name == "crmsync_api_calls_total"
-        and sample.labels["connection_id"] == "pd-metrics"
-    ]
+    labelled = calls_counted("pd-metrics")
     assert labelled
-    assert {s.labels["crm"] for s in labelled} == {"pipedrive"}
-    assert {s.labels["organisation_id"] for s in labelled} == {"org-metrics"}
-    operations = {s.labels["operation"] for s in labelled}
+    assert {s["crm"] for s in labelled} == {"pipedrive"}
+    assert {s["organisation_id"] for s in labelled} == {"org-metrics"}
+    operations = {s["operation"] for s in labelled}
     assert "GET organizations" in operations
     assert not any(ch.isdigit() for op in operations for ch in op.split(" ", 1)[1])

@@ -309,7 +309,17 @@ class SalesforceConnector:
         problems: list[str] = []
         unavailable: dict[str, str] = {}
         for customer_field, sf_field in field_map_with(overrides).items():
-            if sf_field.lower() in fields:
+            described = fields.get(sf_field.lower())
+            if described is not None and described["name"] != sf_field:
+                # SOQL takes any case, but records come back under the API name: a map in
+                # another case would read None for every record, silently
+                problems.append(
+                    f"{customer_field} is mapped to {sf_field}: its API name is "
+                    f"{described['name']} (records use it, case and all): "
+                    f"--map {customer_field}={described['name']}"
+                )
+                continue
+            if described is not None:
                 continue
             if customer_field in overrides:
                 problems.append(
@@ -326,7 +336,12 @@ class SalesforceConnector:
                 unavailable[customer_field] = why_missing(sf_field)
         ext = self.external_id_field
         found = fields.get(ext.lower())
-        if found is None:
+        if found is not None and found["name"] != ext:
+            problems.append(
+                f"the external-id field is {ext}: its API name is {found['name']} (records "
+                f"use it, case and all): --external-id-field {found['name']}"
+            )
+        elif found is None:
             problems.append(
                 f"the external-id field Account.{ext} does not exist (required: creates are "
                 f"upserts keyed by it): create a Text(255) custom field {ext} on Account "

@@ -587,6 +587,20 @@ def test_the_default_map_leaves_out_country_codes_without_state_and_country_pick
         h.sf.set_state_country_picklists(True)
 
 
+def test_a_field_named_in_another_case_is_refused_with_its_api_name(h: SalesforceHarness) -> None:
+    """SOQL takes a field in any case, but records come back under its API name: a map
+    written ``segment__c`` for ``Segment__c`` would read None for every record."""
+    h.seed(1)
+    cased = h.connector(field_map={"custom_data.segment": "segment__c"})
+    with pytest.raises(ConfigError, match=r"segment__c: its API name is Segment__c.*--map"):
+        cased.check()
+    ext = h.connector(external_id_field="CRMSYNC_ID__C")
+    with pytest.raises(ConfigError, match=r"its API name is crmsync_id__c.*--external-id-field"):
+        ext.check()
+    right = h.connector(field_map={"custom_data.segment": "Segment__c"})
+    right.check()
+
+
 def test_a_missing_external_id_field_is_an_error_with_how_to_fix_it(h: SalesforceHarness) -> None:
     with pytest.raises(ConfigError, match=r"Account\.Nope__c does not exist.*External ID"):
         h.connector(external_id_field="Nope__c").unavailable_fields()

@@ -105,6 +105,9 @@ def parsed(text: str) -> list[dict[str, Any]]:
     return events
 
 
+# make test-slow: make test runs the demo itself at debug level with the same secret scan
+# (tests/test_demo.py); this one adds every other process (a dozen) for 30 s more
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # a dozen processes: on a loaded 2-core machine it takes minutes
 def test_a_full_run_at_debug_level_logs_no_secret(
     stack: Stack, crm: Sandbox, monkeypatch: pytest.MonkeyPatch

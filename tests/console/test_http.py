@@ -699,3 +699,26 @@ def test_a_connections_page_says_how_to_point_its_crms_webhooks_at_crmsync(
     assert "company.merge" in hubspot and "v3 signature" in hubspot
     salesforce = visitor.http.get(f"/console/connections/{world.salesforce}").text
     assert f"/webhooks/salesforce/{world.salesforce}?secret=WEBHOOK_SECRET" in salesforce
+
+
+def test_a_next_run_already_past_is_due_at_the_next_dispatch(
+    world: World, visitor: Visitor
+) -> None:
+    engine = world.engine()
+    try:
+        with transaction(engine) as session:
+            row = session.get(ConnectionRow, world.hubspot)
+            assert row is not None
+            saved = row.next_sync_at
+            row.next_sync_at = utcnow() - timedelta(seconds=30)
+        assert visitor.sign_in("viewer").status_code == 303
+        for path in ("/console/connections", f"/console/connections/{world.hubspot}"):
+            page = " ".join(visitor.http.get(path).text.split())
+            assert "due now</time>, at the next dispatch" in page, path
+            assert "30 s ago" not in page, path
+    finally:
+        with transaction(engine) as session:
+            row = session.get(ConnectionRow, world.hubspot)
+            assert row is not None
+            row.next_sync_at = saved
+        engine.dispose()

@@ -68,16 +68,26 @@ def test_queries_are_scoped_by_organisation(engine: Engine) -> None:
         assert repository.get_customer(s, a, str(c.id)) is not None
 
 
-def test_new_ids_are_distinct_version_4_uuids() -> None:
+def test_new_ids_are_distinct_time_ordered_version_7_uuids() -> None:
+    import time
     import uuid
 
     from sync.store.models import new_id
 
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(5000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for value in ids:
         parsed = uuid.UUID(value)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, value)
+        # RFC 9562: the first 48 bits are the Unix time in milliseconds
+        assert parsed.int >> 80 <= after
+    # ids are made 1,024 at a time: past the ones an earlier test left, all are made now
+    assert all(uuid.UUID(value).int >> 80 >= before for value in ids[1024:])
+    # made in order: each block of a millisecond counts up, so ids sort as they were made
+    # (an index on them takes each insert at its right-hand edge)
+    assert ids == sorted(ids)
 
 
 def test_outbox_ids_become_visible_in_order(postgres_url: str) -> None:

@@ -116,7 +116,10 @@ from connectors.hubspot.config import SEARCH_LAG_SECONDS, HubSpotCredentials, Hu
 from connectors.hubspot.cursor import HubSpotCursor
 from connectors.hubspot.errors import classify, describe, error_body, is_api_exception, record_error
 
-T = TypeVar("T")
+#: a pulled record: a company or a contact
+T = TypeVar("T", CrmCustomer, CrmContact)
+#: anything chunked into batches
+Item = TypeVar("Item")
 
 LIST_LIMIT = 100
 SEARCH_LIMIT = 200
@@ -149,9 +152,9 @@ class _Kind(Generic[T]):
         """A listed record, preceded by the ids merged into it (``hs_merged_object_ids``),
         each as a deleted record merged into it: since 2024 the ids of merged records are
         never listed or archived again, so this is how a client learns where they went."""
-        rid = str(raw["id"])
-        out = [self.gone(old, rid) for old in merged_ids(raw)]
-        out.append(self.build(raw, False, None))
+        record = self.build(raw, False, None)
+        out = [self.gone(old, record.id) for old in record.merged_from]
+        out.append(record)
         return out
 
 
@@ -177,9 +180,11 @@ class Pacer:
 
 def merged_ids(raw: dict[str, Any]) -> list[str]:
     """The ids in a record's ``hs_merged_object_ids`` (``;``-separated), itself excluded."""
-    text = str((raw.get("properties") or {}).get("hs_merged_object_ids") or "")
+    text = (raw.get("properties") or {}).get("hs_merged_object_ids")
+    if not text:  # the usual record: nothing merged into it
+        return []
     rid = str(raw.get("id"))
-    return [i.strip() for i in text.split(";") if i.strip() and i.strip() != rid]
+    return [i.strip() for i in str(text).split(";") if i.strip() and i.strip() != rid]
 
 
 def _aliases(pushes: Iterable[tuple[str, str | None]]) -> dict[str, str]:
@@ -272,7 +277,7 @@ def _next_after(body: dict[str, Any]) -> str | None:
     return str(after) if after else None
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def _chunks(items: Sequence[Item], size: int) -> Iterator[Sequence[Item]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -570,9 +575,15 @@ class HubSpotConnector:
             if kind.associations:
                 kwargs["associations"] = kind.associations
             _, body = self._call(kind.basic.get_page, **kwargs)
-            results = body.get("results") or []
-            records = [record for r in results for record in kind.records(r)]
-            stamps = cursors.stamps_of((self._stamp(kind, r), str(r["id"])) for r in results)
+            records: list[T] = []
+            stamps: list[tuple[int, str]] = []
+            for raw in body.get("results") or []:
+                built = kind.records(raw)
+                records.extend(built)
+                # the record's modification time is its stamp: read from the same property
+                # (or updatedAt), parsed once
+                if (modified := built[-1].modified_at) is not None:
+                    stamps.append((mapping.ms_of(modified), built[-1].id))
             at = cursors.full_page(at, stamps, _next_after(body))
             if at.after:
                 yield Page(records, at.to_json())

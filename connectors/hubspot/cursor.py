@@ -32,7 +32,7 @@ keys of the dict cursors stored before the cursor was typed (``wm``, ``awm``, ``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -361,8 +361,3 @@ def search_cap(
     if watermark > cap:
         return cap, (), False
     return watermark, ids, strict
-
-
-def stamps_of(pairs: Iterable[tuple[int | None, str]]) -> list[tuple[int, str]]:
-    """The pairs that have a time (a record without one moves no watermark)."""
-    return [(ms, record_id) for ms, record_id in pairs if ms is not None]

@@ -150,9 +150,15 @@ def parse_time(value: Any) -> datetime | None:
 def to_ms(value: Any) -> int | None:
     """Milliseconds since the epoch, exactly, from HubSpot's ISO text."""
     dt = parse_time(value)
-    if dt is None:
-        return None
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return None if dt is None else ms_of(dt)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_of(moment: datetime) -> int:
+    """Milliseconds since the epoch of an aware time, exactly (no float on the way)."""
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 

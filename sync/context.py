@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -97,6 +98,7 @@ class RunContext:
     #: lost with its cursor, so the next run reads it again, as after a killed worker
     bulk: bool = False
     contacts: ContactPolicy = field(default_factory=ContactPolicy)
+    _counting: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def organisation_id(self) -> str:
@@ -107,7 +109,9 @@ class RunContext:
         return self.policy.connection_id
 
     def count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] += amount
+        # a backfill's contacts are written on a thread of their own (sync.write_behind)
+        with self._counting:
+            self.counters[name] += amount
 
     def report(self, step: str) -> None:
         if self.progress is not None:

@@ -67,6 +67,7 @@ from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import ConnectionRow, SyncRun, utcnow
+from sync.write_behind import contacts_writer, customers_writer, writes_behind
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
@@ -248,8 +249,14 @@ def _with_merge(record: CrmCustomer, merges: Mapping[str, str]) -> CrmCustomer:
 
 def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CUSTOMERS)
-    pages = ctx.connector.pull_customers(cursor, full=full)
-    for records, page_cursor in _grouped(pages):
+    pages = _grouped(ctx.connector.pull_customers(cursor, full=full))
+    if writes_behind(ctx):
+        with customers_writer(ctx) as writer:
+            for records, page_cursor in pages:
+                writer.page(records, _move(CUSTOMERS, page_cursor))
+                ctx.report("pull")
+        return
+    for records, page_cursor in pages:
         sync_page(ctx, records, _move(CUSTOMERS, page_cursor))
         ctx.report("pull")
 
@@ -272,8 +279,14 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
         # contact once): a plain bulk insert, without the upsert's conflict handling
         fresh = not repo.has_crm_contacts(session, ctx.connection_id)
     size = BULK_CONTACTS_EVERY if full else COMMIT_EVERY
-    pages = ctx.connector.pull_contacts(cursor, full=full)
-    for contacts, page_cursor in _grouped(pages, size):
+    pages = _grouped(ctx.connector.pull_contacts(cursor, full=full), size)
+    if fresh and writes_behind(ctx):
+        with contacts_writer(ctx) as writer:
+            for contacts, page_cursor in pages:
+                writer.page(contacts, _move(CONTACTS, page_cursor))
+                ctx.report("contacts")
+        return
+    for contacts, page_cursor in pages:
         contacts_page(ctx, contacts, _move(CONTACTS, page_cursor), fresh=fresh)
         ctx.report("contacts")
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from sync.store.models import (
@@ -310,9 +311,19 @@ def copy_rows(
     columns = ", ".join(f'"{k}"' for k in order)
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
-        for row in values:
-            copy.write_row(row)
+    import psycopg  # only ever on PostgreSQL, where the dialect has loaded it
+
+    statement = f'COPY "{table}" ({columns}) FROM STDIN'
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in values:
+                copy.write_row(row)
+    except (psycopg.IntegrityError, psycopg.DataError) as error:
+        # the driver's own error, raw: raised as SQLAlchemy raises it for any statement,
+        # so that a refused COPY is a store refusal like a refused INSERT
+        # (sync.apply.STORE_REFUSALS: the page is decided again, then narrowed down)
+        refusal = IntegrityError if isinstance(error, psycopg.IntegrityError) else DataError
+        raise refusal(statement, None, error) from error
 
 
 def _copy_values(

@@ -58,6 +58,7 @@ from sync.decide import Policy
 from sync.decision import CursorMove
 from sync.errors import NotFound, SyncError
 from sync.fencing import Fence, StaleRun
+from sync.gc_pacing import paced_collections
 from sync.pages import contact_push_page, contacts_page, push_page, sync_page
 from sync.plan import Plan
 from sync.push import outbox_start, pin_outbox_start, push_billing_changes
@@ -210,7 +211,8 @@ def _run(ctx: RunContext, steps: Callable[[], None]) -> RunResult:
     A record that fails never ends a run: it is in the dead letter (:mod:`sync.pages`)."""
     started = time.monotonic()
     try:
-        steps()
+        with paced_collections():
+            steps()
     except DailyLimitExceeded as error:
         # not a failure: the connection pauses until the allowance returns (DESIGN.md)
         return _finish_run(

@@ -365,9 +365,10 @@ def crm_fields_problem(fields: Mapping[str, object]) -> str | None:
     """Why a CRM record's values cannot be kept at all (``field: problem; ...``, by
     :func:`crm_value_problem`), or None. A record with such a value goes to the dead letter
     whole, whichever way its fields sync: its base and last-seen values would hold it."""
-    texts = [v for v in fields.values() if isinstance(v, str)]
-    if len(texts) == len(fields) and _CONTROL_BUT_NEWLINES.search("".join(texts)) is None:
-        return None  # the usual record: all text, all clean, one search
+    values = [v for v in fields.values() if v is not None]
+    texts = [v for v in values if type(v) is str]
+    if len(texts) == len(values) and _CONTROL_BUT_NEWLINES.search("".join(texts)) is None:
+        return None  # the usual record: text or empty, all clean, one search
     problems = []
     for name, value in fields.items():
         problem = crm_value_problem(value)
@@ -379,6 +380,13 @@ def crm_fields_problem(fields: Mapping[str, object]) -> str | None:
 def contact_problem(name: str | None, email: str | None) -> str | None:
     """Why a CRM contact cannot become a secondary contact, or None: its name and e-mail
     are single lines (:data:`NO_CONTROL_CHARACTERS`) of at most 255 and 320 characters."""
+    if (
+        type(name) is str
+        and len(name) <= 255
+        and (email is None or (type(email) is str and len(email) <= 320))
+        and _CONTROL.search(name + (email or "")) is None
+    ):
+        return None  # the usual contact: one search
     problems = []
     for field, value, longest in (("name", name, 255), ("email", email, 320)):
         if not isinstance(value, str):

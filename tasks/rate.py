@@ -71,9 +71,11 @@ FALLBACK_LIMIT = Limit(10, 1)
 #: longest single sleep inside acquire(), so a lifted pause is noticed soon
 MAX_SLEEP_SECONDS = 1.0
 
-# KEYS[1] bucket hash, KEYS[2] paused-until (ms); ARGV capacity, tokens per ms, ttl ms.
-# Returns 0 when a token was taken, else the milliseconds to wait.
+# KEYS[1] bucket hash, KEYS[2] paused-until (ms), KEYS[3] suspended; ARGV capacity, tokens
+# per ms, ttl ms. Returns 0 when a token was taken, -1 while the connection is suspended
+# (nothing taken), else the milliseconds to wait. One round trip per call to the CRM.
 _ACQUIRE = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -171,25 +173,27 @@ class RedisRateGate:
         self.suspended_key = f"{base}:suspended"
         self._ttl_ms = int(max(limit.interval_seconds * 10, 3600) * 1000)
         self.waited_seconds = 0.0
+        # sent by EVALSHA (the script's text only when Redis does not know it yet)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._observe = client.register_script(_OBSERVE)
+        #: the CRM's announced (capacity, tokens per ms) last written to the bucket
+        self._announced: tuple[float, float] | None = None
 
     def acquire(self) -> None:
-        suspended = self.suspension()
-        if suspended is not None:
-            raise DailyLimitExceeded(suspended[1], until=suspended[0])
         waited = 0.0
         while True:
             wait_ms = int(
-                self.client.eval(
-                    _ACQUIRE,
-                    2,
-                    self.bucket_key,
-                    self.pause_key,
-                    self.limit.requests,
-                    repr(self.limit.per_ms),
-                    self._ttl_ms,
+                self._acquire(
+                    keys=[self.bucket_key, self.pause_key, self.suspended_key],
+                    args=[self.limit.requests, repr(self.limit.per_ms), self._ttl_ms],
                 )
             )
-            if wait_ms <= 0:
+            if wait_ms < 0:
+                suspended = self.suspension()
+                if suspended is not None:
+                    raise DailyLimitExceeded(suspended[1], until=suspended[0])
+                continue  # lifted in between: take a token now
+            if wait_ms == 0:
                 # counted once per call that had to wait: no token left in the shared
                 # budget, or a pause the CRM asked of any worker of the connection
                 telemetry.rate_limit_wait(self.labels, waited, "budget")
@@ -261,10 +265,18 @@ class RedisRateGate:
             if match:
                 used, total = int(match.group(1)), int(match.group(2))
                 self.client.set(self.usage_key, f"{used}/{total}", ex=86400)
-        if capacity or remaining >= 0:
-            self.client.eval(
-                _OBSERVE, 1, self.bucket_key, capacity, repr(rate), remaining, self._ttl_ms
+        announced = (capacity, rate) if capacity else None
+        news = announced is not None and announced != self._announced
+        # the CRM's count caps the bucket only below its capacity (a bucket never holds
+        # more): a call that leaves a full window's worth, announced as before, changes
+        # nothing there and costs no round trip
+        cap = capacity or (self._announced[0] if self._announced else self.limit.requests)
+        if news or 0 <= remaining < cap:
+            self._observe(
+                keys=[self.bucket_key], args=[capacity, repr(rate), remaining, self._ttl_ms]
             )
+            if announced is not None:
+                self._announced = announced
 
 
 _local_gates: dict[str, LocalRateGate] = {}

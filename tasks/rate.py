@@ -72,14 +72,15 @@ FALLBACK_LIMIT = Limit(10, 1)
 MAX_SLEEP_SECONDS = 1.0
 
 # KEYS[1] bucket hash, KEYS[2] paused-until (ms), KEYS[3] suspended; ARGV capacity, tokens
-# per ms, ttl ms. Returns 0 when a token was taken, -1 while the connection is suspended
-# (nothing taken), else the milliseconds to wait. One round trip per call to the CRM.
+# per ms, ttl ms. Returns {wait, tokens}: wait 0 when a token was taken, -1 while the
+# connection is suspended (nothing taken), else the milliseconds to wait; tokens, what the
+# bucket holds after. One round trip per call to the CRM.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then return paused - now end
+if paused > now then return {paused - now, '0'} end
 local cap = tonumber(redis.call('HGET', KEYS[1], 'cap') or ARGV[1])
 local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[2])
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or cap)
@@ -93,7 +94,7 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return wait
+return {wait, tostring(tokens)}
 """
 
 # KEYS[1] paused-until; ARGV milliseconds to pause. Only ever moves the stamp later.
@@ -178,22 +179,24 @@ class RedisRateGate:
         self._observe = client.register_script(_OBSERVE)
         #: the CRM's announced (capacity, tokens per ms) last written to the bucket
         self._announced: tuple[float, float] | None = None
+        #: when this gate last took a token, and what the bucket held after it
+        self._left: tuple[float, float] | None = None
 
     def acquire(self) -> None:
         waited = 0.0
         while True:
-            wait_ms = int(
-                self._acquire(
-                    keys=[self.bucket_key, self.pause_key, self.suspended_key],
-                    args=[self.limit.requests, repr(self.limit.per_ms), self._ttl_ms],
-                )
+            answer = self._acquire(
+                keys=[self.bucket_key, self.pause_key, self.suspended_key],
+                args=[self.limit.requests, repr(self.limit.per_ms), self._ttl_ms],
             )
+            wait_ms, left = int(answer[0]), float(answer[1])
             if wait_ms < 0:
                 suspended = self.suspension()
                 if suspended is not None:
                     raise DailyLimitExceeded(suspended[1], until=suspended[0])
                 continue  # lifted in between: take a token now
             if wait_ms == 0:
+                self._left = (time.monotonic(), left)
                 # counted once per call that had to wait: no token left in the shared
                 # budget, or a pause the CRM asked of any worker of the connection
                 telemetry.rate_limit_wait(self.labels, waited, "budget")
@@ -203,6 +206,18 @@ class RedisRateGate:
             self.waited_seconds += sleep
             waited += sleep
             time.sleep(sleep)
+
+    def _bucket_at_most(self) -> float:
+        """The most the bucket can hold now, as far as this gate knows: what it held after
+        this gate's last token, refilled since at the announced rate, up to capacity (other
+        workers only take from it). The CRM's remaining count caps the bucket only below
+        that: one left for the call in flight either way, an observation that would take
+        at most one token away costs no round trip (every call, at full speed)."""
+        capacity, per_ms = self._announced or (self.limit.requests, self.limit.per_ms)
+        if self._left is None:
+            return capacity
+        at, left = self._left
+        return min(capacity, left + (time.monotonic() - at) * 1000 * per_ms)
 
     def pause(self, seconds: float) -> None:
         if seconds <= 0:
@@ -267,11 +282,7 @@ class RedisRateGate:
                 self.client.set(self.usage_key, f"{used}/{total}", ex=86400)
         announced = (capacity, rate) if capacity else None
         news = announced is not None and announced != self._announced
-        # the CRM's count caps the bucket only below its capacity (a bucket never holds
-        # more): a call that leaves a full window's worth, announced as before, changes
-        # nothing there and costs no round trip
-        cap = capacity or (self._announced[0] if self._announced else self.limit.requests)
-        if news or 0 <= remaining < cap:
+        if news or (remaining >= 0 and remaining + 1 < self._bucket_at_most()):
             self._observe(
                 keys=[self.bucket_key], args=[capacity, repr(rate), remaining, self._ttl_ms]
             )

@@ -70,31 +70,38 @@ DEFAULT_LIMITS: dict[str, Limit] = {
 FALLBACK_LIMIT = Limit(10, 1)
 #: longest single sleep inside acquire(), so a lifted pause is noticed soon
 MAX_SLEEP_SECONDS = 1.0
+#: the most tokens a gate takes from the bucket in one round trip, and how long it holds
+#: them: a pause another worker was asked for is seen within that time
+MAX_BATCH = 8
+BATCH_SECONDS = 0.25
 
 # KEYS[1] bucket hash, KEYS[2] paused-until (ms), KEYS[3] suspended; ARGV capacity, tokens
-# per ms, ttl ms. Returns {wait, tokens}: wait 0 when a token was taken, -1 while the
+# per ms, ttl ms, tokens wanted, tokens given back. Returns {wait, taken, tokens}: wait 0
+# when tokens were taken (1 to the number wanted, as many as the bucket has), -1 while the
 # connection is suspended (nothing taken), else the milliseconds to wait; tokens, what the
-# bucket holds after. One round trip per call to the CRM.
+# bucket holds after.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, '0'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0, '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then return {paused - now, '0'} end
+if paused > now then return {paused - now, 0, '0'} end
 local cap = tonumber(redis.call('HGET', KEYS[1], 'cap') or ARGV[1])
 local rate = tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[2])
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or cap)
 local ts = tonumber(redis.call('HGET', KEYS[1], 'ts') or now)
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
+tokens = math.min(cap, tokens + math.max(0, now - ts) * rate + tonumber(ARGV[5]))
 local wait = 0
+local taken = 0
 if tokens >= 1 then
-  tokens = tokens - 1
+  taken = math.min(tonumber(ARGV[4]), math.floor(tokens))
+  tokens = tokens - taken
 else
   wait = math.ceil((1 - tokens) / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {wait, tostring(tokens)}
+return {wait, taken, tostring(tokens)}
 """
 
 # KEYS[1] paused-until; ARGV milliseconds to pause. Only ever moves the stamp later.
@@ -179,24 +186,47 @@ class RedisRateGate:
         self._observe = client.register_script(_OBSERVE)
         #: the CRM's announced (capacity, tokens per ms) last written to the bucket
         self._announced: tuple[float, float] | None = None
-        #: when this gate last took a token, and what the bucket held after it
+        #: when this gate last took tokens, and what the bucket held after them
         self._left: tuple[float, float] | None = None
+        #: tokens taken from the bucket and not used yet, until when, and how many to take
+        #: at the next round trip (see :meth:`acquire`)
+        self._held, self._held_until, self._want = 0, 0.0, 1
+        self._lock = threading.Lock()
 
     def acquire(self) -> None:
+        """Take a token: one this gate holds, or from the shared bucket. A gate whose
+        calls come faster than :data:`BATCH_SECONDS` takes them from Redis a few at a time
+        (doubling up to :data:`MAX_BATCH` while each batch is used up in time): one round
+        trip for several calls to the CRM. Tokens held longer go back to the bucket, and
+        the gate takes one at a time again; a pause asked of another worker is seen
+        within that time."""
+        back = self._take_held()
+        if back is None:
+            return
         waited = 0.0
         while True:
             answer = self._acquire(
                 keys=[self.bucket_key, self.pause_key, self.suspended_key],
-                args=[self.limit.requests, repr(self.limit.per_ms), self._ttl_ms],
+                args=[
+                    self.limit.requests,
+                    repr(self.limit.per_ms),
+                    self._ttl_ms,
+                    self._want,
+                    back,
+                ],
             )
-            wait_ms, left = int(answer[0]), float(answer[1])
+            back = 0
+            wait_ms, taken, left = int(answer[0]), int(answer[1]), float(answer[2])
             if wait_ms < 0:
                 suspended = self.suspension()
                 if suspended is not None:
                     raise DailyLimitExceeded(suspended[1], until=suspended[0])
                 continue  # lifted in between: take a token now
             if wait_ms == 0:
-                self._left = (time.monotonic(), left)
+                with self._lock:
+                    now = time.monotonic()
+                    self._held, self._held_until = taken - 1, now + BATCH_SECONDS
+                    self._left = (now, left)
                 # counted once per call that had to wait: no token left in the shared
                 # budget, or a pause the CRM asked of any worker of the connection
                 telemetry.rate_limit_wait(self.labels, waited, "budget")
@@ -206,6 +236,25 @@ class RedisRateGate:
             self.waited_seconds += sleep
             waited += sleep
             time.sleep(sleep)
+
+    def _take_held(self) -> int | None:
+        """None when a held token was taken; else how many expired ones to give back."""
+        with self._lock:
+            now = time.monotonic()
+            if self._held > 0:
+                if now < self._held_until:
+                    self._held -= 1
+                    return None
+                back, self._held, self._want = self._held, 0, 1
+                return back
+            if now < self._held_until:  # the last batch was used up in time
+                self._want = min(MAX_BATCH, self._want * 2)
+            return 0
+
+    def _drop_held(self) -> None:
+        """Forget the tokens this gate holds (the CRM said wait, or has none left)."""
+        with self._lock:
+            self._held, self._want = 0, 1
 
     def _bucket_at_most(self) -> float:
         """The most the bucket can hold now, as far as this gate knows: what it held after
@@ -217,18 +266,20 @@ class RedisRateGate:
         if self._left is None:
             return capacity
         at, left = self._left
-        return min(capacity, left + (time.monotonic() - at) * 1000 * per_ms)
+        return min(capacity, left + self._held + (time.monotonic() - at) * 1000 * per_ms)
 
     def pause(self, seconds: float) -> None:
         if seconds <= 0:
             return
         log.info("rate gate %s: the CRM asked to wait %.1fs", self.pause_key, seconds)
+        self._drop_held()
         self.client.eval(_PAUSE, 1, self.pause_key, int(seconds * 1000))
 
     def suspend(self, until: datetime, reason: str) -> None:
         ms = int((until - datetime.now(UTC)).total_seconds() * 1000)
         if ms <= 0:
             return
+        self._drop_held()
         current = self.suspension()
         if current is not None and current[0] >= until:
             return
@@ -283,6 +334,8 @@ class RedisRateGate:
         announced = (capacity, rate) if capacity else None
         news = announced is not None and announced != self._announced
         if news or (remaining >= 0 and remaining + 1 < self._bucket_at_most()):
+            if 0 <= remaining < self._held:
+                self._drop_held()
             self._observe(
                 keys=[self.bucket_key], args=[capacity, repr(rate), remaining, self._ttl_ms]
             )

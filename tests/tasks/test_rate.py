@@ -19,7 +19,7 @@ from sync.engine import sync_connection
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tasks.enqueue import enqueue_inbox, enqueue_sync
-from tasks.rate import Limit, RedisRateGate, gate_for
+from tasks.rate import BATCH_SECONDS, MAX_BATCH, Limit, RedisRateGate, gate_for
 from tests.tasks.conftest import Stack, wait_for
 from tests.tasks.test_worker import runs
 
@@ -90,6 +90,54 @@ def test_a_suspension_stops_every_worker_without_a_call(
     second.lift()  # an operator resumed the connection
     second.acquire()
     assert first.suspension() is None
+
+
+class _Counted:
+    """Counts the round trips of a gate's acquire script (Redis answers them)."""
+
+    def __init__(self, script: Any) -> None:
+        self.script, self.calls = script, 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.script(**kwargs)
+
+
+def test_calls_in_quick_succession_take_tokens_a_few_at_a_time(stack: Stack) -> None:
+    gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-b", Limit(100, 1))
+    counted = gate._acquire = _Counted(gate._acquire)
+    for _ in range(40):
+        gate.acquire()
+    # batches of 1, 2, 4, then 8 at most: a round trip for several calls
+    assert counted.calls <= 1 + 1 + 1 + 40 // MAX_BATCH + 1
+    tokens = float(stack.redis.hget(gate.bucket_key, "tokens"))
+    assert tokens <= 100 - 40 + 100 * 1.0  # every call took its token from the shared bucket
+
+
+def test_held_tokens_go_back_to_the_bucket_and_the_gate_slows_down(stack: Stack) -> None:
+    # ten tokens a hundred seconds: the bucket barely refills while the test runs
+    gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 100))
+    other = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 100))
+    for _ in range(4):  # round trips take 1, 2 (one held), then 4 (three held)
+        gate.acquire()
+    assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(3, abs=0.05)
+    time.sleep(BATCH_SECONDS + 0.05)
+    other.acquire()  # the held three are not the other worker's yet
+    assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(2, abs=0.05)
+    gate.acquire()  # held too long: given back, and this call takes one
+    assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(4, abs=0.05)
+    assert gate._held == 0  # one at a time again
+    gate.acquire()  # and again quick: a batch of two (one held)
+    assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(2, abs=0.05)
+
+
+def test_a_pause_drops_the_tokens_a_gate_holds(stack: Stack) -> None:
+    gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-d", Limit(100, 1))
+    for _ in range(4):
+        gate.acquire()
+    gate.pause(0.3)  # the CRM refused this worker: it waits like every other
+    gate.acquire()
+    assert gate.waited_seconds >= 0.25
 
 
 def test_without_redis_the_gate_is_shared_by_the_process(stack: Stack) -> None:

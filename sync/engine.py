@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from connectors.base import (
     COMMUNICATIONS_SETTING,
     Connector,
     ContactWriter,
+    CrmContact,
     CrmCustomer,
     MergeReader,
     Page,
@@ -68,7 +69,7 @@ from sync.settings import Settings
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from sync.store.models import ConnectionRow, SyncRun, utcnow
-from sync.write_behind import contacts_writer, customers_writer, writes_behind
+from sync.write_behind import PageWriter, contacts_writer, customers_writer, writes_behind
 
 CUSTOMERS = "customers"
 CONTACTS = "contacts"
@@ -252,15 +253,28 @@ def _with_merge(record: CrmCustomer, merges: Mapping[str, str]) -> CrmCustomer:
 def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CUSTOMERS)
     pages = _grouped(ctx.connector.pull_customers(cursor, full=full))
-    if writes_behind(ctx):
-        with customers_writer(ctx) as writer:
-            for records, page_cursor in pages:
-                writer.page(records, _move(CUSTOMERS, page_cursor))
-                ctx.report("pull")
-        return
-    for records, page_cursor in pages:
-        sync_page(ctx, records, _move(CUSTOMERS, page_cursor))
-        ctx.report("pull")
+    behind = customers_writer(ctx) if writes_behind(ctx) else None
+    _write_pages(ctx, pages, CUSTOMERS, "pull", lambda r, c: sync_page(ctx, r, c), behind)
+
+
+def _write_pages(
+    ctx: RunContext,
+    pages: Iterable[tuple[list[T], str | None]],
+    obj: str,
+    step: str,
+    write: Callable[[list[T], CursorMove | None], None],
+    behind: PageWriter[Any] | None,
+) -> None:
+    """Each engine page of a pull written with its cursor, by ``write`` or, when given,
+    written behind (:mod:`sync.write_behind`); the run's progress reported after each."""
+    with behind if behind is not None else nullcontext():
+        for items, page_cursor in pages:
+            move = _move(obj, page_cursor)
+            if behind is not None:
+                behind.page(items, move)
+            else:
+                write(items, move)
+            ctx.report(step)
 
 
 @contextmanager
@@ -282,15 +296,12 @@ def _pull_contacts(ctx: RunContext, *, full: bool) -> None:
         fresh = not repo.has_crm_contacts(session, ctx.connection_id)
     size = BULK_CONTACTS_EVERY if full else COMMIT_EVERY
     pages = _grouped(ctx.connector.pull_contacts(cursor, full=full), size)
-    if fresh and writes_behind(ctx):
-        with contacts_writer(ctx) as writer:
-            for contacts, page_cursor in pages:
-                writer.page(contacts, _move(CONTACTS, page_cursor))
-                ctx.report("contacts")
-        return
-    for contacts, page_cursor in pages:
-        contacts_page(ctx, contacts, _move(CONTACTS, page_cursor), fresh=fresh)
-        ctx.report("contacts")
+    behind = contacts_writer(ctx) if fresh and writes_behind(ctx) else None
+
+    def write(contacts: list[CrmContact], move: CursorMove | None) -> None:
+        contacts_page(ctx, contacts, move, fresh=fresh)
+
+    _write_pages(ctx, pages, CONTACTS, "contacts", write, behind)
 
 
 def _push_contacts(ctx: RunContext, customer_ids: Sequence[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from sync.engine import sync_connection
 from sync.store import sync_repository as repo
 from sync.store.db import transaction
 from tasks.enqueue import enqueue_inbox, enqueue_sync
-from tasks.rate import BATCH_SECONDS, MAX_BATCH, Limit, RedisRateGate, gate_for
+from tasks.rate import MAX_BATCH, Limit, RedisRateGate, gate_for
 from tests.tasks.conftest import Stack, wait_for
 from tests.tasks.test_worker import runs
 
@@ -103,25 +103,32 @@ class _Counted:
         return self.script(**kwargs)
 
 
-def test_calls_in_quick_succession_take_tokens_a_few_at_a_time(stack: Stack) -> None:
+def test_calls_in_quick_succession_take_tokens_a_few_at_a_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tasks.rate.BATCH_SECONDS", 5.0)  # a loaded machine's stall is quick
     gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-b", Limit(100, 1))
     counted = gate._acquire = _Counted(gate._acquire)
     for _ in range(40):
         gate.acquire()
     # batches of 1, 2, 4, then 8 at most: a round trip for several calls
-    assert counted.calls <= 1 + 1 + 1 + 40 // MAX_BATCH + 1
+    assert counted.calls == 3 + -(-(40 - 7) // MAX_BATCH)
     tokens = float(stack.redis.hget(gate.bucket_key, "tokens"))
     assert tokens <= 100 - 40 + 100 * 1.0  # every call took its token from the shared bucket
 
 
-def test_held_tokens_go_back_to_the_bucket_and_the_gate_slows_down(stack: Stack) -> None:
-    # ten tokens a hundred seconds: the bucket barely refills while the test runs
-    gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 100))
-    other = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 100))
+def test_held_tokens_go_back_to_the_bucket_and_the_gate_slows_down(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = 1.0  # long enough that a loaded machine's stall does not end it early
+    monkeypatch.setattr("tasks.rate.BATCH_SECONDS", held)
+    # ten tokens in nearly three hours: the bucket does not refill while the test runs
+    gate = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 10_000))
+    other = RedisRateGate(stack.redis, stack.settings.redis_key_prefix, "conn-c", Limit(10, 10_000))
     for _ in range(4):  # round trips take 1, 2 (one held), then 4 (three held)
         gate.acquire()
     assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(3, abs=0.05)
-    time.sleep(BATCH_SECONDS + 0.05)
+    time.sleep(held + 0.05)
     other.acquire()  # the held three are not the other worker's yet
     assert float(stack.redis.hget(gate.bucket_key, "tokens")) == pytest.approx(2, abs=0.05)
     gate.acquire()  # held too long: given back, and this call takes one

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,7 +44,9 @@ BATCH_MAX = 100
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    # orjson: compact UTF-8 as json.dumps(ensure_ascii=False, separators=(",", ":")) writes
+    # it, several times faster (a list page of 100 records is the bench's hottest answer)
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -75,7 +76,9 @@ _CURRENCY = {
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson: compact UTF-8 as json.dumps(ensure_ascii=False, separators=(",", ":")) writes
+    # it, several times faster (a query page of 2,000 records is the bench's hottest answer)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 class RollingUsage:

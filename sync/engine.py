@@ -267,13 +267,10 @@ def _write_pages(
 ) -> None:
     """Each engine page of a pull written with its cursor, by ``write`` or, when given,
     written behind (:mod:`sync.write_behind`); the run's progress reported after each."""
+    each = behind.page if behind is not None else write
     with behind if behind is not None else nullcontext():
         for items, page_cursor in pages:
-            move = _move(obj, page_cursor)
-            if behind is not None:
-                behind.page(items, move)
-            else:
-                write(items, move)
+            each(items, _move(obj, page_cursor))
             ctx.report(step)
 
 

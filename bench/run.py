@@ -4,7 +4,9 @@ Prints two tables (figures with their targets; the backfill side by side with th
 extractors) and writes ``bench/results/latest.json`` with the machine, the load and every
 number. ``--quick`` runs small variants (a smoke run); ``--big`` is ``make bench-big``;
 ``--side-by-side N`` runs only the backfills beside the extractors (HubSpot, then
-Salesforce, N records each) and ``crmsync --help`` (``bench/results/side_by_side.json``).
+Salesforce, N records each) and ``crmsync --help`` (``bench/results/side_by_side.json``);
+``--many`` runs only the 200 connections through 1 and 2 workers and the webhook sync beside
+a long backfill (``bench/results/many.json``).
 
 | figure | target |
 |---|---|
@@ -626,6 +628,11 @@ def main() -> None:
         metavar="N",
         help="only the backfills of N records beside the extractors, and crmsync --help",
     )
+    parser.add_argument(
+        "--many",
+        action="store_true",
+        help="only the 200 connections through 1 and 2 workers, and the webhook beside a backfill",
+    )
     args = parser.parse_args()
     started = datetime.now(UTC)
     load = os.getloadavg()
@@ -636,6 +643,8 @@ def main() -> None:
         help_time()
     elif args.big:
         run_big()
+    elif args.many:
+        many_connections(args.quick)
     else:
         run(args.quick)
     table = Table(title=f"crmsync benchmarks ({machine()['cpus']} cores)")
@@ -665,7 +674,15 @@ def main() -> None:
         "figures": rows,
         "side_by_side": [asdict(m) | {"rate": m.rate} for m in side_rows],
     }
-    name = "side_by_side.json" if args.side_by_side else "big.json" if args.big else "latest.json"
+    name = (
+        "side_by_side.json"
+        if args.side_by_side
+        else "big.json"
+        if args.big
+        else "many.json"
+        if args.many
+        else "latest.json"
+    )
     (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
     Console().print(f"written {RESULTS / name}")
 

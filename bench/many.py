@@ -115,6 +115,10 @@ class WebhookWait:
     latencies: list[float]
     during_backfill: bool
     backfill_seconds: float
+    #: how the long backfill ended (or "running") and what it wrote, so that a backfill
+    #: that failed early is not taken for a long one
+    backfill_status: str
+    backfill_counters: dict[str, int]
     #: from each edit to its webhook stored in crmsync's inbox (delivery and intake)
     delivered: list[float]
     #: from the inbox to the start of the webhook sync that took it (the queue's wait)
@@ -190,6 +194,8 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
                         if run.status != "running"
                         else time.time() - run.started_at.timestamp()
                     )
+                    backfill_status = run.status
+                    backfill_counters = {k: int(v) for k, v in (run.counters or {}).items()}
             finally:
                 if web is not None:
                     stop_process(web)
@@ -202,6 +208,8 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
         [seen[i] - edited[i] for i in edited],
         running_then,
         backfill,
+        backfill_status,
+        backfill_counters,
         [received.get(i, seen[i]) - edited[i] for i in edited],
         [_queued(received.get(i, seen[i]), starts) for i in edited],
     )

@@ -477,17 +477,30 @@ def many_connections(quick: bool) -> None:
         )
     wait = many.webhook_behind_backfill(5_000 if quick else 50_000, 5 if quick else 20)
     worst = max(wait.queued)
+    so_far = (
+        f"{wait.backfill_counters.get('created', 0):,} customers and "
+        f"{wait.backfill_counters.get('contacts', 0):,} contacts"
+    )
+    backfill = (
+        f"{wait.backfill_seconds:.0f} s in and still running when the last edit was synced, "
+        f"{so_far} written so far"
+        if wait.backfill_status == "running"
+        else f"it {wait.backfill_status} in {wait.backfill_seconds:.0f} s, {so_far}"
+    )
     record(
         "webhook sync beside a long backfill",
         "hubspot",
         f"waits in the queue p50 {statistics.median(wait.queued) * 1000:.0f} ms, max "
         f"{worst * 1000:.0f} ms; edit to row p50 {statistics.median(wait.latencies):.1f} s "
-        f"(to the inbox {statistics.median(wait.delivered):.1f} s); during the "
-        f"{wait.backfill_seconds:.0f} s backfill: {'yes' if wait.during_backfill else 'NO'}",
+        f"(to the inbox {statistics.median(wait.delivered):.1f} s); during the backfill: "
+        f"{'yes' if wait.during_backfill else 'NO'} ({backfill})",
         "< 1 s on the webhook queue",
-        worst < 1 and wait.during_backfill,
+        worst < 1 and wait.during_backfill and wait.backfill_status in ("running", "succeeded"),
         latencies=wait.latencies,
         delivered=wait.delivered,
+        queued=wait.queued,
+        backfill_status=wait.backfill_status,
+        backfill_counters=wait.backfill_counters,
     )
 
 
@@ -659,7 +672,8 @@ def main() -> None:
             "yes" if row["met"] else "[red]no[/red]",
         )
     Console().print(table)
-    Console().print(side_by_side_table())
+    if side_rows:
+        Console().print(side_by_side_table())
     seconds = (datetime.now(UTC) - started).total_seconds()
     Console().print(
         f"load average at the start {load[0]:.2f}, at the end {os.getloadavg()[0]:.2f}; "

@@ -7,7 +7,7 @@ from sqlalchemy import Engine, inspect, text
 from sync import customers, organisations
 from sync.customer import CustomerIn, CustomerPatch
 from sync.store import repository
-from sync.store.db import transaction
+from sync.store.db import make_engine, transaction
 
 
 def test_migration_creates_every_table(engine: Engine) -> None:
@@ -195,3 +195,54 @@ def test_stale_statistics_are_refreshed_before_a_join_relies_on_them(engine: Eng
     assert "customers" in refreshed
     with transaction(engine) as s:  # fresh now: nothing to do
         assert repository.refresh_stale_statistics(s, ["customers", "links"]) == []
+
+
+def test_page_lookups_use_the_index_unless_the_server_was_tuned(postgres_url: str) -> None:
+    """A backfill's page looks up a thousand external ids (e-mails, CRM ids) at a time.
+    At PostgreSQL's default ``random_page_cost`` (4, a spinning disk's) that is planned as
+    a scan of the whole table up to some 50,000 rows; crmsync's sessions plan for pages in
+    memory or on SSD (1.1) and use the index. A value the operator set is kept."""
+    lookup = (
+        "EXPLAIN (FORMAT JSON) SELECT * FROM customers "
+        "WHERE organisation_id = :org AND external_id = ANY(:ids)"
+    )
+    engine = make_engine(postgres_url)
+    # the operator's own value, as a connection option (as in the server's configuration,
+    # or ALTER DATABASE / ROLE ... SET): the source is then not "default"
+    tuned = make_engine(f"{postgres_url}%20-crandom_page_cost%3D4")
+    with transaction(engine) as s:
+        org = organisations.create_organisation(s, "Lookups").id
+    try:
+        with transaction(engine) as s:
+            s.execute(
+                text(
+                    # rows as wide as a CRM's companies (an address, an e-mail, a phone)
+                    "INSERT INTO customers (id, organisation_id, customer_name, external_id, "
+                    "email, phone_number, address, tax_info, custom_data, "
+                    "communications_enabled, auto_charge_enabled, created_at, updated_at) "
+                    "SELECT gen_random_uuid()::text, :org, 'Customer Holdings ' || n, 'E' || n, "
+                    "'billing' || n || '@customer-holdings.example.com', '+15550100' || n, "
+                    "jsonb_build_object('line1', n || ' Long Street Name', 'line2', 'Suite ' || n, "
+                    "'city', 'Springfield', 'state', 'Illinois', 'zipCode', '62701', "
+                    "'country', 'United States', 'country_code', 'US'), '[]', "
+                    '\'{"segment": "enterprise", "region": "north-america"}\', '
+                    "true, true, now(), now() FROM generate_series(1, 30000) AS n"
+                ),
+                {"org": org},
+            )
+            s.execute(text("ANALYZE customers"))
+        ids = [f"X{n}" for n in range(1000)]
+        plans = {}
+        for name, which in (("ours", engine), ("tuned", tuned)):
+            with which.connect() as conn:
+                cost = conn.execute(text("SHOW random_page_cost")).scalar()
+                plan = conn.execute(text(lookup), {"org": org, "ids": ids}).scalar()
+                plans[name] = (cost, plan[0]["Plan"]["Node Type"])
+        assert plans["ours"] == ("1.1", "Index Scan")
+        assert plans["tuned"] == ("4", "Seq Scan")
+    finally:
+        with transaction(engine) as s:
+            # the organisation stays (its key, its entity): the next test truncates the store
+            s.execute(text("DELETE FROM customers WHERE organisation_id = :org"), {"org": org})
+        engine.dispose()
+        tuned.dispose()

@@ -253,7 +253,11 @@ def _with_merge(record: CrmCustomer, merges: Mapping[str, str]) -> CrmCustomer:
 def _pull_customers(ctx: RunContext, *, full: bool) -> None:
     cursor = None if full else _cursor(ctx, CUSTOMERS)
     pages = _grouped(ctx.connector.pull_customers(cursor, full=full))
-    behind = customers_writer(ctx) if writes_behind(ctx) else None
+    behind = None
+    if writes_behind(ctx):
+        with transaction(ctx.engine) as session:
+            empty = not repo.has_customers(session, ctx.organisation_id)
+        behind = customers_writer(ctx, empty_store=empty)
     _write_pages(ctx, pages, CUSTOMERS, "pull", lambda r, c: sync_page(ctx, r, c), behind)
 
 

@@ -20,6 +20,13 @@ Why the next page may be decided without the writes in flight:
   before it committed (:func:`sync.pages.sync_page`), and so is the page decided beside
   it.
 
+The same keys let a run whose organisation had no customer when it began (a first
+backfill into an empty store) decide its pages of accounts / companies without reading
+the store at all: what the reads could find is only what this run's earlier pages (or a
+sync beside it) wrote — a CRM id linked, a new customer's external id (its CRM id) or
+e-mail — and a record that would match one is one whose new customer or link the store
+refuses, so its page is decided again, with the reads, as above.
+
 Any other page (one that links or changes an existing customer or billing contact, pushes,
 refuses a record, opens a conflict) is written as every page is, after the page in flight
 has committed. Errors of the writer surface in the run's thread, at the next page or at
@@ -40,7 +47,7 @@ from connectors.base import CrmContact, CrmCustomer
 from sync.apply import STORE_REFUSALS, carry_out
 from sync.contact_sync import decide_contacts, load_contacts
 from sync.context import RunContext
-from sync.decide import decide_page, latest
+from sync.decide import PageState, decide_page, latest
 from sync.decision import CursorMove, PageDecision
 from sync.pages import contacts_page, load_owners, load_page, sync_page
 from sync.store.db import asynchronous_commit, transaction
@@ -127,12 +134,15 @@ class PageWriter(Generic[Item]):
 # --- accounts / companies ------------------------------------------------------------------
 
 
-def customers_writer(ctx: RunContext) -> PageWriter[CrmCustomer]:
-    """A full run's pages of accounts / companies (see the module docstring)."""
+def customers_writer(ctx: RunContext, *, empty_store: bool = False) -> PageWriter[CrmCustomer]:
+    """A full run's pages of accounts / companies (see the module docstring).
+    ``empty_store``: the organisation had no customer when the run began, so its pages
+    are decided without reading the store."""
 
     def decide(session: Session, records: Sequence[CrmCustomer]) -> PageDecision:
         page = latest(records)
-        return PageDecision(decide_page(ctx.policy, load_page(session, ctx, page), page))
+        state = PageState() if empty_store else load_page(session, ctx, page)
+        return PageDecision(decide_page(ctx.policy, state, page))
 
     def written(records: Sequence[CrmCustomer]) -> None:
         ctx.count("pulled", len(latest(records)))

@@ -413,6 +413,14 @@ def get_failure(session: Session, organisation_id: str, failure_id: str) -> Reco
     )
 
 
+def has_customers(session: Session, organisation_id: str) -> bool:
+    """Whether the organisation has any customer (so any link, in any connection)."""
+    found = session.scalar(
+        select(CustomerRow.id).where(CustomerRow.organisation_id == organisation_id).limit(1)
+    )
+    return found is not None
+
+
 def has_open_failures(session: Session, connection_id: str) -> bool:
     return (
         session.scalar(

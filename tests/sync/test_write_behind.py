@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from sandbox.server import Sandbox
-from sync import contacts
-from sync.customer import Contact
+from sync import contacts, customers
+from sync.customer import Contact, CustomerIn
 from sync.store.db import make_engine, transaction
 from sync.store.models import Conflict, ContactRow, CustomerRow, LinkRow, RecordFailure
 from sync.write_behind import PageWriter
@@ -48,15 +48,36 @@ def written_behind(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return pages
 
 
-def _prepared(engine: Engine, sandbox: Sandbox, crm: str) -> World:
-    """The CRM seeded with two pages of records, a record on the second page with the
-    e-mail of one on the first, and a billing customer with a contact whose e-mail two CRM
-    contacts share."""
+def _prepared(engine: Engine, sandbox: Sandbox, crm: str, store: str = "empty") -> World:
+    """The CRM seeded with three pages of records, a record on the second page with the
+    e-mail of one on the first. ``store``: "empty", or "with a customer" — a billing
+    customer whose external id is a record of the third page (matched to it by the rule)."""
     world = make_world(engine, sandbox, crm)
     ids = world.harness.seed(RECORDS)
     first, later = ids[10], ids[1200]  # on the first and the second page
     world.harness.edit(later, {"email": world.harness.read(first)["email"]})
+    if store == "with a customer":
+        with transaction(engine) as s:
+            customers.create_customer(
+                s,
+                world.organisation_id,
+                CustomerIn(customer_name="Billing Side Ltd", external_id=ids[2100]),
+            )
     return world
+
+
+@pytest.fixture
+def external_id_lookups(pg_engine: Engine) -> list[str]:
+    """The statements that looked customers up by external id (a page's reads)."""
+    found: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "external_id = ANY" in statement:
+            found.append(statement)
+
+    event.listen(pg_engine, "before_cursor_execute", seen)
+    yield found
+    event.remove(pg_engine, "before_cursor_execute", seen)
 
 
 def _outcome(world: World) -> dict[str, Any]:
@@ -83,18 +104,29 @@ def _outcome(world: World) -> dict[str, Any]:
         }
 
 
+@pytest.mark.parametrize("store", ["empty", "with a customer"])
 @pytest.mark.parametrize("crm", CRMS)
 def test_a_backfill_written_behind_ends_as_one_written_page_by_page(
-    crm: str, pg_engine: Engine, sandbox: Sandbox, written_behind: list[int]
+    crm: str,
+    store: str,
+    pg_engine: Engine,
+    sandbox: Sandbox,
+    written_behind: list[int],
+    external_id_lookups: list[str],
 ) -> None:
-    world = _prepared(pg_engine, sandbox, crm)
+    """Into an empty store the backfill's pages are decided without reading the store
+    (only a page the store refused, and the one decided beside it, are decided again with
+    the reads); into a store with customers every page reads them. Both end as a run that
+    writes each page before deciding the next."""
+    world = _prepared(pg_engine, sandbox, crm, store)
     page_by_page = world.sync()  # not full: each page written before the next is decided
     assert page_by_page.status == "succeeded", page_by_page.error
     assert written_behind == []
     expected = _outcome(world)
 
     _truncate_all(pg_engine)
-    world = _prepared(pg_engine, sandbox, crm)
+    world = _prepared(pg_engine, sandbox, crm, store)
+    external_id_lookups.clear()
     behind = world.sync(full=True)
     assert behind.status == "succeeded", behind.error
     assert written_behind, "the backfill wrote no page behind"
@@ -102,6 +134,15 @@ def test_a_backfill_written_behind_ends_as_one_written_page_by_page(
     # the first page's e-mail came again on the second: both ways refuse that record
     assert len(expected["failures"]) == 1
     assert behind.counters["pulled"] == page_by_page.counters["pulled"] == RECORDS
+    if store == "empty":
+        # only the page the store refused (the first page's e-mail again) and the one
+        # decided beside it were decided again, with the reads; the pages written behind
+        # never read
+        assert len(external_id_lookups) <= 2
+    else:
+        # every page read, the ones written behind too
+        assert len(external_id_lookups) >= len(written_behind) + 1
+        assert behind.counters["linked"] == page_by_page.counters["linked"] == 1
 
 
 @pytest.mark.parametrize("crm", CRMS)

@@ -67,7 +67,7 @@ def _prepared(engine: Engine, sandbox: Sandbox, crm: str, store: str = "empty") 
 
 
 @pytest.fixture
-def external_id_lookups(pg_engine: Engine) -> list[str]:
+def external_id_lookups(pg_engine: Engine) -> Iterator[list[str]]:
     """The statements that looked customers up by external id (a page's reads)."""
     found: list[str] = []
 

@@ -204,6 +204,18 @@ def start_worker(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
+def wait_for_workers(settings: Settings, count: int, timeout: float = 60) -> None:
+    """Until ``count`` workers answer a ping."""
+    from tasks.app import celery
+
+    app = celery(settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(app.control.ping(timeout=0.5)) >= count:
+            return
+    raise TimeoutError(f"{count} workers did not start")
+
+
 def cpu_seconds(pid: int) -> float:
     """A process's CPU time so far (user + system), from ``/proc``; 0 once it is gone."""
     try:
@@ -266,6 +278,7 @@ class Bench:
     worker: subprocess.Popen[bytes] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     last_wall_seconds: float = 0.0
+    worker_start_seconds: float = 0.0
 
     def connect(self, settings: dict[str, Any] | None = None) -> None:
         with transaction(self.engine) as session:
@@ -278,7 +291,12 @@ class Bench:
             ).id
 
     def start_worker(self) -> None:
+        """Start a worker and wait until it answers (a worker is a service that runs all
+        the time: its start-up is not part of a sync's time; ``worker_start_seconds``)."""
+        started = time.monotonic()
         self.worker = start_worker(self.env)
+        wait_for_workers(self.settings, 1)
+        self.worker_start_seconds = time.monotonic() - started
 
     def worker_peak_rss_mb(self) -> float:
         """The worker's peak resident memory (VmHWM) so far."""

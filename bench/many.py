@@ -29,13 +29,13 @@ from bench.common import (
     start_worker,
     stop_process,
     store_settings,
+    wait_for_workers,
 )
 from sync import organisations
 from sync.connections import add_connection
 from sync.settings import Settings
 from sync.store.db import make_engine, transaction
 from sync.store.models import CustomerRow, InboundEvent, LinkRow, SyncRun
-from tasks.app import celery
 from tasks.enqueue import enqueue_sync
 
 
@@ -59,16 +59,6 @@ def _connect(engine: Engine, settings: Settings, sandbox: SandboxProcess, crm: s
         return add_connection(session, settings, org, spec, check=False).id
 
 
-def _wait_for_workers(settings: Settings, count: int, timeout: float = 60) -> None:
-    """Until ``count`` workers answer a ping (their start-up is not what is measured)."""
-    app = celery(settings)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(app.control.ping(timeout=0.5)) >= count:
-            return
-    raise TimeoutError(f"{count} workers did not start")
-
-
 def throughput(sandbox: SandboxProcess, connections: int, records: int, workers: int) -> Throughput:
     with fresh_schema() as url:
         settings, env = store_settings(url)
@@ -79,7 +69,7 @@ def throughput(sandbox: SandboxProcess, connections: int, records: int, workers:
         ]
         processes = [start_worker(env, "--hostname", f"bench{n}@%h") for n in range(workers)]
         try:
-            _wait_for_workers(settings, workers)
+            wait_for_workers(settings, workers)
             started = time.time()
             for connection_id in ids:
                 enqueue_sync(settings, connection_id, trigger="operator", full=True)
@@ -141,7 +131,7 @@ def webhook_behind_backfill(records: int, edits: int) -> WebhookWait:
             ]
             web = None
             try:
-                _wait_for_workers(settings, 2)
+                wait_for_workers(settings, 2)
                 web = start_web(settings, env)
                 with sandbox.control("hubspot") as control:
                     control.put(

@@ -78,6 +78,7 @@ def crmsync_backfill(
         if run.status != "succeeded":
             raise RuntimeError(f"crmsync's backfill failed: {run.error}")
         wall = b.last_wall_seconds  # before ``then``: its syncs set it again
+        worker_start = b.worker_start_seconds
         calls = {k: v for k, v in request_counts(sandbox, crm).items() if v}
         peak = b.worker_peak_rss_mb()
         counters = dict(run.counters)
@@ -101,6 +102,8 @@ def crmsync_backfill(
         peak,
         {
             "run_seconds": float(run.duration_seconds or 0),
+            # not in the wall time: the worker was answering before the task was sent
+            "worker_start_seconds": round(worker_start, 2),
             "contacts": n_contacts,
             "calls_by_endpoint": calls,
             "counters": counters,

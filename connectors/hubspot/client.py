@@ -6,9 +6,10 @@ retries GET/PUT/DELETE on 429/503/413 when ``Retry-After`` is present (CRM_API_N
 one SDK call is exactly one HTTP request and transport errors surface as themselves.
 
 The SDK builds a new API client (and a new connection pool) each time a ``...api``
-property is read, so the APIs are built once here and kept. It imports each API's modules
-when it is first read; they are imported with this module instead, so that a process that
-loads its connectors as it starts (the worker, the web server) does not in its first sync.
+property is read, so the APIs are built once here, when first used, and kept. It imports
+each API's modules when it is first read; they are imported with this module instead, so
+that a process that loads its connectors as it starts (the worker, the web server) does not
+in its first sync.
 
 Bulk calls pass ``_preload_content=False`` and parse the body with ``orjson.loads``: the
 SDK's model objects cost ~65 µs per record (CRM_API_NOTES), ``json.loads`` ~1 µs.
@@ -17,6 +18,7 @@ SDK's model objects cost ~65 µs per record (CRM_API_NOTES), ``json.loads`` ~1 �
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 import hubspot
@@ -47,38 +49,73 @@ NO_RETRIES = Retry(
 
 
 class HubSpotApis:
-    """The SDK APIs one connection uses, built once."""
+    """The SDK APIs one connection uses, each built once, when first used.
+
+    Built lazily because building one is not free: the SDK reads its own package metadata
+    (``importlib.metadata.version``) and makes a connection pool for each. A connector
+    opened only to check a webhook's signature (the web server, once per delivery) uses
+    none of them; under a burst of deliveries on many threads, that metadata read was
+    seen to fail (``PackageNotFoundError``) and the delivery answered 500."""
 
     def __init__(self, access_token: str, host: str) -> None:
         self.client: Any = hubspot.Client.create(
             access_token=access_token, host=host.rstrip("/"), retry=NO_RETRIES
         )
-        crm = self.client.crm
-        self.companies: Any = crm.companies.basic_api
-        self.companies_batch: Any = crm.companies.batch_api
-        self.companies_search: Any = crm.companies.search_api
-        self.contacts: Any = crm.contacts.basic_api
-        self.contacts_search: Any = crm.contacts.search_api
-        self.contacts_batch: Any = crm.contacts.batch_api
-        self.properties: Any = crm.properties.core_api
-        self.associations: Any = crm.associations.v4.batch_api
+
+    @cached_property
+    def companies(self) -> Any:
+        return self.client.crm.companies.basic_api
+
+    @cached_property
+    def companies_batch(self) -> Any:
+        return self.client.crm.companies.batch_api
+
+    @cached_property
+    def companies_search(self) -> Any:
+        return self.client.crm.companies.search_api
+
+    @cached_property
+    def contacts(self) -> Any:
+        return self.client.crm.contacts.basic_api
+
+    @cached_property
+    def contacts_search(self) -> Any:
+        return self.client.crm.contacts.search_api
+
+    @cached_property
+    def contacts_batch(self) -> Any:
+        return self.client.crm.contacts.batch_api
+
+    @cached_property
+    def properties(self) -> Any:
+        return self.client.crm.properties.core_api
+
+    @cached_property
+    def associations(self) -> Any:
+        return self.client.crm.associations.v4.batch_api
+
+    def built(self) -> list[str]:
+        """The APIs built so far."""
+        return [name for name in _API_NAMES if name in self.__dict__]
 
     def pool_retries(self) -> list[Any]:
         """The urllib3 ``Retry`` of every pool (for the test that proves retries are off)."""
-        apis = [
-            self.companies,
-            self.companies_batch,
-            self.companies_search,
-            self.contacts,
-            self.contacts_search,
-            self.contacts_batch,
-            self.properties,
-            self.associations,
-        ]
+        apis = [getattr(self, name) for name in _API_NAMES]
         return [
             api.api_client.rest_client.pool_manager.connection_pool_kw["retries"] for api in apis
         ]
 
+
+_API_NAMES = (
+    "companies",
+    "companies_batch",
+    "companies_search",
+    "contacts",
+    "contacts_search",
+    "contacts_batch",
+    "properties",
+    "associations",
+)
 
 Observer = Callable[[Mapping[str, str]], None]
 

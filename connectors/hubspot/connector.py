@@ -139,14 +139,24 @@ CONTACT_TO_COMPANY = 279
 class _Kind(Generic[T]):
     """What differs between pulling companies and contacts."""
 
-    basic: Any
-    search: Any
+    #: the SDK's basic and search APIs, built when a pull first needs them
+    #: (:class:`~connectors.hubspot.client.HubSpotApis`)
+    basic_api: Callable[[], Any]
+    search_api: Callable[[], Any]
     modified: str  # the modification-stamp property
     properties: list[str]
     associations: list[str] | None
     build: Callable[[dict[str, Any], bool, str | None], T]
     #: the record for an id merged away into the given survivor (deleted, merged_into)
     gone: Callable[[str, str], T]
+
+    @property
+    def basic(self) -> Any:
+        return self.basic_api()
+
+    @property
+    def search(self) -> Any:
+        return self.search_api()
 
     def records(self, raw: dict[str, Any]) -> list[T]:
         """A listed record, preceded by the ids merged into it (``hs_merged_object_ids``),
@@ -345,8 +355,8 @@ class HubSpotConnector:
             self.external_id_property,
         ]
         self._companies: _Kind[CrmCustomer] = _Kind(
-            self._apis.companies,
-            self._apis.companies_search,
+            lambda: self._apis.companies,
+            lambda: self._apis.companies_search,
             "hs_lastmodifieddate",
             list(dict.fromkeys(self._company_props)),
             None,
@@ -354,8 +364,8 @@ class HubSpotConnector:
             lambda old, new: CrmCustomer(id=old, fields={}, deleted=True, merged_into=new),
         )
         self._contacts: _Kind[CrmContact] = _Kind(
-            self._apis.contacts,
-            self._apis.contacts_search,
+            lambda: self._apis.contacts,
+            lambda: self._apis.contacts_search,
             "lastmodifieddate",
             [
                 "firstname",

@@ -897,3 +897,25 @@ def test_find_contacts_by_email_and_associate_an_adopted_one(
     assert hs.read(nameless, "contacts")["associations"] == [second]
     assert hs.read(nameless, "contacts")["properties"]["lastname"] == "Lee"
     assert hs.read(placed, "contacts")["associations"] == [first, second]
+
+
+def test_a_connector_builds_the_sdk_apis_only_as_it_uses_them(
+    harness: HubSpotHarness, hs: HubSpotSandbox
+) -> None:
+    """The web server opens a connector for each webhook delivery only to check its
+    signature: that builds none of the SDK's API clients (each reads the SDK's package
+    metadata and makes a connection pool; under a burst of deliveries on many threads the
+    metadata read failed and a delivery answered 500). A pull builds what it uses, once."""
+    connector = harness.connector()
+    body = json.dumps(
+        [{"eventId": 1, "subscriptionType": "company.propertyChange", "objectId": 5}]
+    ).encode()
+    connector.verify_webhook(_signed(body))
+    assert [e.crm_id for e in connector.parse_webhook(body)] == ["5"]
+    assert connector.apis.built() == []
+    harness.seed(3)
+    assert len([r for page in connector.pull_customers(None, full=True) for r in page.records])
+    assert connector.apis.built() == ["companies"]
+    first = connector.apis.companies
+    list(connector.pull_customers(None, full=True))
+    assert connector.apis.companies is first

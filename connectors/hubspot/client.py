@@ -48,6 +48,19 @@ NO_RETRIES = Retry(
 )
 
 
+def _sdk_api(*path: str) -> cached_property[Any]:
+    """An SDK API of the client's ``crm`` (``crm.companies.basic_api``...), built when
+    first read and kept."""
+
+    def build(apis: HubSpotApis) -> Any:
+        api = apis.client.crm
+        for name in path:
+            api = getattr(api, name)
+        return api
+
+    return cached_property(build)
+
+
 class HubSpotApis:
     """The SDK APIs one connection uses, each built once, when first used.
 
@@ -62,37 +75,14 @@ class HubSpotApis:
             access_token=access_token, host=host.rstrip("/"), retry=NO_RETRIES
         )
 
-    @cached_property
-    def companies(self) -> Any:
-        return self.client.crm.companies.basic_api
-
-    @cached_property
-    def companies_batch(self) -> Any:
-        return self.client.crm.companies.batch_api
-
-    @cached_property
-    def companies_search(self) -> Any:
-        return self.client.crm.companies.search_api
-
-    @cached_property
-    def contacts(self) -> Any:
-        return self.client.crm.contacts.basic_api
-
-    @cached_property
-    def contacts_search(self) -> Any:
-        return self.client.crm.contacts.search_api
-
-    @cached_property
-    def contacts_batch(self) -> Any:
-        return self.client.crm.contacts.batch_api
-
-    @cached_property
-    def properties(self) -> Any:
-        return self.client.crm.properties.core_api
-
-    @cached_property
-    def associations(self) -> Any:
-        return self.client.crm.associations.v4.batch_api
+    companies = _sdk_api("companies", "basic_api")
+    companies_batch = _sdk_api("companies", "batch_api")
+    companies_search = _sdk_api("companies", "search_api")
+    contacts = _sdk_api("contacts", "basic_api")
+    contacts_search = _sdk_api("contacts", "search_api")
+    contacts_batch = _sdk_api("contacts", "batch_api")
+    properties = _sdk_api("properties", "core_api")
+    associations = _sdk_api("associations", "v4", "batch_api")
 
     def built(self) -> list[str]:
         """The APIs built so far."""
@@ -106,16 +96,8 @@ class HubSpotApis:
         ]
 
 
-_API_NAMES = (
-    "companies",
-    "companies_batch",
-    "companies_search",
-    "contacts",
-    "contacts_search",
-    "contacts_batch",
-    "properties",
-    "associations",
-)
+#: the SDK APIs :class:`HubSpotApis` builds, by attribute name
+_API_NAMES = tuple(name for name, v in vars(HubSpotApis).items() if isinstance(v, cached_property))
 
 Observer = Callable[[Mapping[str, str]], None]
 
